@@ -1,0 +1,124 @@
+//! Checked CPU entry points: length validation, multi-core spreading of a format's fast path,
+//! and rounding of f32 results to f16 / bf16.
+
+use rayon::prelude::*;
+
+use crate::{CoreError, OutputDType, QuantFormat};
+
+/// Which CPU implementation to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuPath {
+    /// The format's reference, single-threaded: ggml's code, literally.
+    Reference,
+    /// The format's fast path, spread over all cores with rayon.
+    Fast,
+}
+
+/// Blocks handed to one rayon task: large enough to amortise scheduling, small enough to balance.
+const BLOCKS_PER_TASK: usize = 1024;
+
+/// Number of elements `bytes` bytes of `format` hold, or an error if they are not whole blocks.
+pub fn elements_in(format: &dyn QuantFormat, bytes: usize) -> Result<usize, CoreError> {
+    let g = format.geometry();
+    if bytes % g.block_bytes != 0 {
+        return Err(length_error(format, bytes, 0));
+    }
+    (bytes / g.block_bytes)
+        .checked_mul(g.block_elems)
+        .ok_or_else(|| length_error(format, bytes, 0))
+}
+
+fn length_error(format: &dyn QuantFormat, bytes: usize, elems: usize) -> CoreError {
+    let g = format.geometry();
+    CoreError::LengthMismatch {
+        format: format.name(),
+        bytes,
+        elems,
+        block_bytes: g.block_bytes,
+        block_elems: g.block_elems,
+    }
+}
+
+/// Checks that `src` holds exactly the whole blocks that `dst_elems` elements need.
+pub fn check_lengths(
+    format: &dyn QuantFormat,
+    src_bytes: usize,
+    dst_elems: usize,
+) -> Result<(), CoreError> {
+    let g = format.geometry();
+    let ok = dst_elems % g.block_elems == 0
+        && (dst_elems / g.block_elems).checked_mul(g.block_bytes) == Some(src_bytes);
+    if ok {
+        Ok(())
+    } else {
+        Err(length_error(format, src_bytes, dst_elems))
+    }
+}
+
+/// Dequantizes `src` into `dst` (f32) with the chosen path, after checking the lengths.
+pub fn dequantize(
+    format: &dyn QuantFormat,
+    src: &[u8],
+    dst: &mut [f32],
+    path: CpuPath,
+) -> Result<(), CoreError> {
+    check_lengths(format, src.len(), dst.len())?;
+    match path {
+        CpuPath::Reference => format.dequantize_reference(src, dst),
+        CpuPath::Fast => {
+            let g = format.geometry();
+            let elems_per_task = BLOCKS_PER_TASK * g.block_elems;
+            let bytes_per_task = BLOCKS_PER_TASK * g.block_bytes;
+            dst.par_chunks_mut(elems_per_task)
+                .zip(src.par_chunks(bytes_per_task))
+                .for_each(|(d, s)| format.dequantize_fast(s, d));
+        }
+    }
+    Ok(())
+}
+
+/// Dequantizes into a new vector of f32.
+pub fn dequantize_to_vec(
+    format: &dyn QuantFormat,
+    src: &[u8],
+    path: CpuPath,
+) -> Result<Vec<f32>, CoreError> {
+    let n = elements_in(format, src.len())?;
+    let mut out = vec![0f32; n];
+    dequantize(format, src, &mut out, path)?;
+    Ok(out)
+}
+
+/// Rounds f32 values to `dtype` and returns their little-endian bytes: f32 unchanged, f16 and
+/// bf16 rounded to nearest-even (what a device kernel producing that type must match).
+pub fn encode_as(values: &[f32], dtype: OutputDType) -> Vec<u8> {
+    let mut out = vec![0u8; values.len() * dtype.size()];
+    const CHUNK: usize = 1 << 16;
+    match dtype {
+        OutputDType::F32 => out
+            .par_chunks_mut(CHUNK * 4)
+            .zip(values.par_chunks(CHUNK))
+            .for_each(|(o, v)| {
+                for (o, v) in o.chunks_exact_mut(4).zip(v) {
+                    o.copy_from_slice(&v.to_le_bytes());
+                }
+            }),
+        OutputDType::F16 => out
+            .par_chunks_mut(CHUNK * 2)
+            .zip(values.par_chunks(CHUNK))
+            .for_each(|(o, v)| {
+                for (o, v) in o.chunks_exact_mut(2).zip(v) {
+                    o.copy_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes());
+                }
+            }),
+        OutputDType::Bf16 => out
+            .par_chunks_mut(CHUNK * 2)
+            .zip(values.par_chunks(CHUNK))
+            .for_each(|(o, v)| {
+                for (o, v) in o.chunks_exact_mut(2).zip(v) {
+                    o.copy_from_slice(&half::bf16::from_f32(*v).to_bits().to_le_bytes());
+                }
+            }),
+    }
+    out
+}

@@ -1,0 +1,1 @@
+//! quantforge's NVIDIA backend on cudarc (dynamic loading, NVRTC)

@@ -1,0 +1,1 @@
+//! The Backend trait of quantforge: devices, buffers, uploads, kernel launches, device tensors

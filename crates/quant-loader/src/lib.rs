@@ -1,0 +1,1 @@
+//! GgufLoader: GGUF reader + format registry + backend -> device tensors or host f32

@@ -1,0 +1,1 @@
+//! quantforge's AMD backend on hip-runtime-sys (HSACO code objects)
