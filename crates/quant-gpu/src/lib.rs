@@ -1,1 +1,163 @@
-//! The Backend trait of quantforge: devices, buffers, uploads, kernel launches, device tensors
+//! # quant-gpu
+//!
+//! The device side of quantforge, vendor-neutral: the [`Backend`] trait that the CUDA
+//! (`quant-cuda`) and ROCm (`quant-rocm`) crates implement, opaque device [`Buffer`]s,
+//! [`DeviceTensor`]s, and [`DeviceSpec`], the `--device` syntax of the CLI.
+//!
+//! This crate knows nothing of GGUF and nothing of any format's bytes: a kernel launch takes a
+//! format's [`KernelSpec`] from the registry and runs it.
+#![warn(missing_docs)]
+
+mod error;
+mod spec;
+mod tensor;
+
+use std::any::Any;
+use std::fmt;
+
+pub use error::GpuError;
+pub use quant_core::{KernelSpec, OutputDType};
+pub use spec::{DeviceKind, DeviceSpec};
+pub use tensor::DeviceTensor;
+
+/// What a backend knows about its device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Vendor API.
+    pub kind: DeviceKind,
+    /// Device ordinal within that API.
+    pub ordinal: usize,
+    /// Marketing name (`"NVIDIA H100 80GB HBM3"`).
+    pub name: String,
+    /// Architecture the kernels are built for (`"sm_90"`, `"gfx90a"`).
+    pub arch: String,
+    /// Total device memory in bytes.
+    pub total_memory: u64,
+    /// Threads per warp / wavefront (32 on NVIDIA and RDNA, 64 on CDNA).
+    pub warp_size: u32,
+    /// Multiprocessors (SMs / CUs).
+    pub multiprocessors: u32,
+}
+
+impl fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} {} ({}, {:.1} GiB)",
+            self.kind,
+            self.ordinal,
+            self.name,
+            self.arch,
+            self.total_memory as f64 / (1u64 << 30) as f64
+        )
+    }
+}
+
+/// Device memory figures, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemInfo {
+    /// Free now.
+    pub free: u64,
+    /// Total.
+    pub total: u64,
+}
+
+/// A backend's own allocation behind a [`Buffer`]. Backends downcast it with [`Any`].
+pub trait RawBuffer: Send + Sync + fmt::Debug {
+    /// Length in bytes.
+    fn len(&self) -> usize;
+    /// Whether the buffer is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// For downcasting by the backend that made it.
+    fn as_any(&self) -> &dyn Any;
+    /// For downcasting by the backend that made it.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// Device memory owned by a backend; freed when dropped.
+#[derive(Debug)]
+pub struct Buffer {
+    raw: Box<dyn RawBuffer>,
+    device: (DeviceKind, usize),
+}
+
+impl Buffer {
+    /// Wraps a backend's allocation. Only backends call this.
+    pub fn new(raw: Box<dyn RawBuffer>, kind: DeviceKind, ordinal: usize) -> Self {
+        Buffer { raw, device: (kind, ordinal) }
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+    /// Whether the buffer holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+    /// Device the buffer lives on.
+    pub fn device(&self) -> (DeviceKind, usize) {
+        self.device
+    }
+    /// The backend's allocation.
+    pub fn raw(&self) -> &dyn RawBuffer {
+        &*self.raw
+    }
+    /// The backend's allocation, mutably.
+    pub fn raw_mut(&mut self) -> &mut dyn RawBuffer {
+        &mut *self.raw
+    }
+}
+
+/// One GPU, through one vendor API.
+///
+/// All methods are safe; implementations keep their FFI in one private layer. Work is issued on
+/// the backend's stream in call order; [`Backend::download`] and [`Backend::synchronize`] wait for
+/// it. A backend is shared between threads (`Send + Sync`).
+pub trait Backend: Send + Sync {
+    /// The device.
+    fn info(&self) -> &DeviceInfo;
+
+    /// Free and total device memory now.
+    fn mem_info(&self) -> Result<MemInfo, GpuError>;
+
+    /// Allocates `bytes` bytes of device memory (contents undefined).
+    fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError>;
+
+    /// Copies `src` to the start of `dst` (through pinned staging memory where the backend has
+    /// it). Fails if `dst` is too small.
+    fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError>;
+
+    /// Copies the first `dst.len()` bytes of `src` to the host, waiting for queued work first.
+    fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError>;
+
+    /// Sets every byte of `buf` to `value` (used to poison outputs in tests).
+    fn fill(&self, buf: &mut Buffer, value: u8) -> Result<(), GpuError>;
+
+    /// Device-to-device copy of `src` into `dst` (both the same length): the bandwidth baseline.
+    fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError>;
+
+    /// Runs a format's dequantization kernel: `src` holds `n_blocks` blocks, `dst` receives
+    /// `n_blocks * block_elems` values of `dtype`. The module is built or loaded on first use and
+    /// cached per device and format.
+    fn dequantize(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+    ) -> Result<(), GpuError>;
+
+    /// Waits for all queued work.
+    fn synchronize(&self) -> Result<(), GpuError>;
+
+    /// Times `op` `iters` times with device events and returns each run's milliseconds.
+    fn time_events(
+        &self,
+        iters: usize,
+        op: &mut dyn FnMut() -> Result<(), GpuError>,
+    ) -> Result<Vec<f32>, GpuError>;
+}

@@ -1,0 +1,15 @@
+//! The Q4_K GPU kernels: `kernel.hip` beside this crate's `Cargo.toml`, one source for HIP and CUDA.
+
+use quant_core::KernelSpec;
+
+/// Entry points and launch geometry of `kernel.hip`.
+pub static KERNEL: KernelSpec = KernelSpec {
+    file_name: "quant-q4k/kernel.hip",
+    source: include_str!("../kernel.hip"),
+    entry_f32: "q4_k_to_fp32_kernel",
+    entry_f16: "q4_k_to_fp16_kernel",
+    entry_bf16: "q4_k_to_bf16_kernel",
+    hsaco_env: "Q4_K_DEQUANT_HSACO",
+    threads_per_group: 256,
+    blocks_per_group: 8,
+};
