@@ -66,6 +66,9 @@ impl std::fmt::Display for OutputDType {
 /// (capped by the device's grid limit; kernels loop over groups with a grid stride).
 #[derive(Debug)]
 pub struct KernelSpec {
+    /// Short lower-case format name (`"q4_k"`): the folder of its code objects built ahead of
+    /// time, `target/kernels/<format>/<arch>.{hsaco,cubin}`.
+    pub format: &'static str,
     /// File name of the source, for diagnostics (`"quant-q4k/kernel.hip"`).
     pub file_name: &'static str,
     /// The source. It includes `"qf_portability.h"` ([`crate::PORTABILITY_HEADER`]) and nothing else.

@@ -4,6 +4,7 @@ use quant_core::KernelSpec;
 
 /// Entry points and launch geometry of `kernel.hip`.
 pub static KERNEL: KernelSpec = KernelSpec {
+    format: "q4_0",
     file_name: "quant-q4_0/kernel.hip",
     source: include_str!("../kernel.hip"),
     entry_f32: "q4_0_to_fp32_kernel",

@@ -4,6 +4,7 @@ use quant_core::KernelSpec;
 
 /// Entry points and launch geometry of `kernel.hip`.
 pub static KERNEL: KernelSpec = KernelSpec {
+    format: "q4_k",
     file_name: "quant-q4k/kernel.hip",
     source: include_str!("../kernel.hip"),
     entry_f32: "q4_k_to_fp32_kernel",
