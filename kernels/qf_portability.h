@@ -6,6 +6,10 @@
 //   * nvcc or NVRTC (NVIDIA): __CUDACC__ is defined;
 // Nothing here assumes a warp size: kernels use blockDim/gridDim only.
 //
+// Kernel ABI (see quant_core::KernelSpec): `src` and `dst` must be 16-byte aligned (every
+// device allocation is); kernels stage input through shared memory with 16-byte loads and
+// write their output with 16-byte stores.
+//
 // Bit-exactness rules for kernels:
 //   * every float operation goes through the QF_* macros below, which use explicit
 //     round-to-nearest intrinsics, so no compiler may contract a*b+c into an FMA;
@@ -106,3 +110,89 @@ QF_DEVICE uint16_t qf_f32_to_bf16_rne(float f) {
     uint32_t lsb = (x >> 16) & 1u;
     return (uint16_t)((x + 0x7fffu + lsb) >> 16);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the dequantization kernels.
+
+// 16 bytes moved as one vector load or store.
+struct alignas(16) qf_v16 {
+    uint32_t x, y, z, w;
+};
+
+// Exact conversion of a small integer `u - bias` (0 <= u < 2^22, 0 <= bias < 2^22) to float,
+// with one explicitly rounded subtraction: (2^23 + u) - (2^23 + bias). The difference is
+// representable, so the result equals (float)(int)(u - bias), +0.0 included when u == bias.
+template <uint32_t BIAS>
+QF_DEVICE float qf_biased_to_f32(uint32_t u) {
+    return QF_SUB(qf_u32_as_f32(0x4B000000u | u), qf_u32_as_f32(0x4B000000u | BIAS));
+}
+
+// Two f32 values rounded to nearest-even into packed f16 / bf16 bits (lo in bits 0..15).
+// On NVIDIA sm_80+ one cvt.rn instruction does both (IEEE round-to-nearest-even, subnormals
+// kept; a NaN stays a NaN); elsewhere the exact integer routines above.
+QF_DEVICE uint32_t qf_pack_f16x2(float lo, float hi) {
+#if defined(QF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
+    uint32_t r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
+    return (uint32_t)qf_f32_to_f16_rne(lo) | ((uint32_t)qf_f32_to_f16_rne(hi) << 16);
+#endif
+}
+
+QF_DEVICE uint32_t qf_pack_bf16x2(float lo, float hi) {
+#if defined(QF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
+    return (uint32_t)qf_f32_to_bf16_rne(lo) | ((uint32_t)qf_f32_to_bf16_rne(hi) << 16);
+#endif
+}
+
+// Output element types; QF_PER_VEC(OUT) values fill one 16-byte vector.
+#define QF_OUT_F32 0
+#define QF_OUT_F16 1
+#define QF_OUT_BF16 2
+#define QF_PER_VEC(OUT) ((OUT) == QF_OUT_F32 ? 4 : 8)
+
+// Packs QF_PER_VEC(OUT) values (in element order) into one 16-byte vector of OUT.
+template <int OUT>
+QF_DEVICE qf_v16 qf_pack(const float* v) {
+    qf_v16 r;
+    if (OUT == QF_OUT_F32) {
+        r.x = qf_f32_as_u32(v[0]);
+        r.y = qf_f32_as_u32(v[1]);
+        r.z = qf_f32_as_u32(v[2]);
+        r.w = qf_f32_as_u32(v[3]);
+    } else if (OUT == QF_OUT_F16) {
+        r.x = qf_pack_f16x2(v[0], v[1]);
+        r.y = qf_pack_f16x2(v[2], v[3]);
+        r.z = qf_pack_f16x2(v[4], v[5]);
+        r.w = qf_pack_f16x2(v[6], v[7]);
+    } else {
+        r.x = qf_pack_bf16x2(v[0], v[1]);
+        r.y = qf_pack_bf16x2(v[2], v[3]);
+        r.z = qf_pack_bf16x2(v[4], v[5]);
+        r.w = qf_pack_bf16x2(v[6], v[7]);
+    }
+    return r;
+}
+
+// Copies `bytes` bytes from global `src` (16-byte aligned) into shared `dst`: whole 16-byte
+// vectors first, then the odd tail byte by byte. All threads of the group take part.
+QF_DEVICE void qf_stage(qf_v16* dst, const uint8_t* __restrict__ src, uint32_t bytes) {
+    const uint32_t nvec = bytes / 16u;
+    const qf_v16* __restrict__ s16 = (const qf_v16*)src;
+    for (uint32_t i = threadIdx.x; i < nvec; i += blockDim.x) dst[i] = s16[i];
+    uint8_t* d8 = (uint8_t*)dst;
+    for (uint32_t i = nvec * 16u + threadIdx.x; i < bytes; i += blockDim.x) d8[i] = src[i];
+}
+
+// Little-endian u32 from two u16 halves of shared memory at an even byte offset.
+QF_DEVICE uint32_t qf_ld_u32_even(const uint16_t* s16, uint32_t byte_off) {
+    const uint32_t i = byte_off >> 1;
+    return (uint32_t)s16[i] | ((uint32_t)s16[i + 1] << 16);
+}
+
+QF_DEVICE uint64_t qf_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }

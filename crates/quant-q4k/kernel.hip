@@ -1,2 +1,95 @@
-// $3 dequantization kernels (HIP and CUDA). Being written: see the GPU issue.
+// Q4_K dequantization kernels (HIP and CUDA, one source).
+//
+// Super-block (144 bytes, 256 values): d (f16), dmin (f16), scales[12] (eight 6-bit scales and
+// eight 6-bit mins, packed as ggml's get_scale_min_k4 reads them), qs[128] (4-bit quants).
+// Values come in four chunks of 64: chunk c uses qs[32c .. 32c+31], its first 32 values the low
+// nibbles with scale/min pair 2c, the next 32 the high nibbles with pair 2c+1. ggml computes,
+// in this order and with a rounding after each operation:
+//     d1 = d * sc;  m1 = dmin * m;  y = d1 * q - m1
+//
+// Work split: a group stages Q4_K_BPG super-blocks (144 bytes each, a multiple of 16) into
+// shared memory with 16-byte loads; each thread then produces one 16-byte output vector at a
+// time (4 f32 or 8 f16/bf16 values) with one 16-byte store, consecutive threads writing
+// consecutive vectors. Groups stride over the tensor, so any grid size works.
 #include "qf_portability.h"
+
+#define Q4_K_BB 144u  // bytes per super-block
+#define Q4_K_QK 256u  // values per super-block
+#define Q4_K_BPG 16u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
+
+// ggml's get_scale_min_k4 on the 12 scale bytes held in three little-endian words.
+QF_DEVICE void q4_k_scale_min(uint32_t j, const uint8_t* sc, uint32_t* s, uint32_t* m) {
+    if (j < 4u) {
+        *s = sc[j] & 63u;
+        *m = sc[j + 4u] & 63u;
+    } else {
+        *s = (sc[j + 4u] & 0xFu) | ((sc[j - 4u] >> 6) << 4);
+        *m = (sc[j + 4u] >> 4) | ((sc[j] >> 6) << 4);
+    }
+}
+
+template <int OUT>
+QF_DEVICE void q4_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,
+                            uint64_t n_blocks) {
+    __shared__ qf_v16 stage[Q4_K_BPG * Q4_K_BB / 16u];
+    const uint8_t* s8 = (const uint8_t*)stage;
+    const uint16_t* s16 = (const uint16_t*)stage;
+    const uint32_t* s32 = (const uint32_t*)stage;
+    const uint32_t E = QF_PER_VEC(OUT);   // values per 16-byte vector
+    const uint32_t UPB = Q4_K_QK / E;     // vectors per super-block
+    const uint64_t n_groups = (n_blocks + Q4_K_BPG - 1u) / Q4_K_BPG;
+
+    for (uint64_t g = blockIdx.x; g < n_groups; g += gridDim.x) {
+        const uint64_t first = g * Q4_K_BPG;
+        const uint32_t nb = (uint32_t)qf_min_u64(n_blocks - first, Q4_K_BPG);
+        qf_stage(stage, src + first * Q4_K_BB, nb * Q4_K_BB);
+        __syncthreads();
+
+        qf_v16* __restrict__ out = dst + first * UPB;
+        const uint32_t units = nb * UPB;
+        for (uint32_t u = threadIdx.x; u < units; u += blockDim.x) {
+            const uint32_t blk = u / UPB;
+            const uint32_t p = (u % UPB) * E;   // first value of the vector, 0..255
+            const uint32_t c = p / 64u;         // chunk
+            const uint32_t half = (p % 64u) / 32u;
+            const uint32_t l = p % 32u;
+            const uint32_t base = blk * Q4_K_BB;  // 16-byte aligned in shared memory
+
+            const float d = qf_f16_to_f32(s16[base / 2u]);
+            const float dmin = qf_f16_to_f32(s16[base / 2u + 1u]);
+            uint32_t sc, m;
+            q4_k_scale_min(2u * c + half, s8 + base + 4u, &sc, &m);
+            const float d1 = QF_MUL(d, (float)sc);
+            const float m1 = QF_MUL(dmin, (float)m);
+
+            const uint32_t shift = half * 4u;
+            const uint32_t qword = (base + 16u + 32u * c + l) / 4u;
+            float v[8];
+#pragma unroll
+            for (uint32_t w = 0; w < E / 4u; ++w) {
+                const uint32_t q4 = s32[qword + w] >> shift;
+#pragma unroll
+                for (uint32_t e = 0; e < 4u; ++e) {
+                    const uint32_t q = (q4 >> (8u * e)) & 0xFu;
+                    v[4u * w + e] = QF_SUB(QF_MUL(d1, qf_biased_to_f32<0u>(q)), m1);
+                }
+            }
+            out[u] = qf_pack<OUT>(v);
+        }
+        __syncthreads();
+    }
+}
+
+QF_EXTERN_C QF_GLOBAL void q4_k_to_fp32_kernel(const uint8_t* src, float* dst, uint64_t n_blocks) {
+    q4_k_dequant<QF_OUT_F32>(src, (qf_v16*)dst, n_blocks);
+}
+
+QF_EXTERN_C QF_GLOBAL void q4_k_to_fp16_kernel(const uint8_t* src, uint16_t* dst,
+                                               uint64_t n_blocks) {
+    q4_k_dequant<QF_OUT_F16>(src, (qf_v16*)dst, n_blocks);
+}
+
+QF_EXTERN_C QF_GLOBAL void q4_k_to_bf16_kernel(const uint8_t* src, uint16_t* dst,
+                                               uint64_t n_blocks) {
+    q4_k_dequant<QF_OUT_BF16>(src, (qf_v16*)dst, n_blocks);
+}

@@ -12,5 +12,5 @@ pub static KERNEL: KernelSpec = KernelSpec {
     entry_bf16: "q4_0_to_bf16_kernel",
     hsaco_env: "Q4_0_DEQUANT_HSACO",
     threads_per_group: 256,
-    blocks_per_group: 8,
+    blocks_per_group: 128,
 };
