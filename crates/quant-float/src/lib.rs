@@ -1,1 +1,165 @@
-//! ggml's plain float types (F32, F16, BF16) as quantforge formats
+#![doc = include_str!("../LAYOUT.md")]
+//!
+//! ## This crate
+//!
+//! Three formats, each a unit struct implementing [`quant_core::QuantFormat`] with a `'static`
+//! instance registered in quant-core's registry: [`F32`], [`F16`] and [`BF16`]. None has GPU
+//! kernels of its own ([`QuantFormat::kernel`] is `None`).
+#![warn(missing_docs)]
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use quant_core::{BlockGeometry, GgmlType, QuantFormat};
+
+/// The layout page shared by the three formats (the text of this crate's documentation).
+pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
+
+/// Elements converted per step of the fast paths (a stack buffer of this many values).
+const CHUNK: usize = 256;
+
+/// ggml's `F32` (type 0): plain little-endian binary32, copied bit for bit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct F32Format;
+
+/// ggml's `F16` (type 1): little-endian IEEE binary16.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct F16Format;
+
+/// ggml's `BF16` (type 30): little-endian bfloat16.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bf16Format;
+
+/// The registered [`F32Format`] instance.
+pub static F32: F32Format = F32Format;
+/// The registered [`F16Format`] instance.
+pub static F16: F16Format = F16Format;
+/// The registered [`Bf16Format`] instance.
+pub static BF16: Bf16Format = Bf16Format;
+
+quant_core::register_format!(F32);
+quant_core::register_format!(F16);
+quant_core::register_format!(BF16);
+
+/// Converts one F16 value (its bits) to f32 exactly as ggml does: exact for finite values, a
+/// signalling NaN is quieted, sign and payload are kept.
+#[inline]
+pub fn f16_bits_to_f32(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
+}
+
+/// Converts one BF16 value (its bits) to f32 as ggml does: `bits << 16`.
+#[inline]
+pub fn bf16_bits_to_f32(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+impl QuantFormat for F32Format {
+    fn ggml_type(&self) -> GgmlType {
+        GgmlType::F32
+    }
+    fn name(&self) -> &'static str {
+        "F32"
+    }
+    fn geometry(&self) -> BlockGeometry {
+        BlockGeometry {
+            block_elems: 1,
+            block_bytes: 4,
+        }
+    }
+    fn layout_doc(&self) -> &'static str {
+        LAYOUT_DOC
+    }
+    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
+        for (y, x) in dst.iter_mut().zip(src.chunks_exact(4)) {
+            *y = f32::from_bits(u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+        }
+    }
+    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
+        // Fixed-size chunks: the inner loop is a straight copy of CHUNK * 4 bytes.
+        for (y, x) in dst.chunks_exact_mut(CHUNK).zip(src.chunks_exact(CHUNK * 4)) {
+            for (y, x) in y.iter_mut().zip(x.chunks_exact(4)) {
+                *y = f32::from_bits(u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+            }
+        }
+        let done = dst.len() / CHUNK * CHUNK;
+        let rest = src.get(done * 4..).unwrap_or(&[]);
+        self.dequantize_reference(rest, dst.get_mut(done..).unwrap_or(&mut []));
+    }
+}
+
+impl QuantFormat for F16Format {
+    fn ggml_type(&self) -> GgmlType {
+        GgmlType::F16
+    }
+    fn name(&self) -> &'static str {
+        "F16"
+    }
+    fn geometry(&self) -> BlockGeometry {
+        BlockGeometry {
+            block_elems: 1,
+            block_bytes: 2,
+        }
+    }
+    fn layout_doc(&self) -> &'static str {
+        LAYOUT_DOC
+    }
+    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
+        // ggml_fp16_to_fp32_row: one conversion per element.
+        for (y, x) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            *y = f16_bits_to_f32(u16::from_le_bytes([x[0], x[1]]));
+        }
+    }
+    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
+        // Gather CHUNK values into an aligned f16 buffer, then let `half` convert the slice
+        // (F16C `vcvtph2ps`, eight at a time, where the CPU has it: the same instruction as
+        // ggml's, so the same bits, quieted NaNs included).
+        let mut buf = [f16::ZERO; CHUNK];
+        for (y, x) in dst.chunks_exact_mut(CHUNK).zip(src.chunks_exact(CHUNK * 2)) {
+            for (b, x) in buf.iter_mut().zip(x.chunks_exact(2)) {
+                *b = f16::from_bits(u16::from_le_bytes([x[0], x[1]]));
+            }
+            buf.convert_to_f32_slice(y);
+        }
+        let done = dst.len() / CHUNK * CHUNK;
+        let rest = src.get(done * 2..).unwrap_or(&[]);
+        self.dequantize_reference(rest, dst.get_mut(done..).unwrap_or(&mut []));
+    }
+}
+
+impl QuantFormat for Bf16Format {
+    fn ggml_type(&self) -> GgmlType {
+        GgmlType::BF16
+    }
+    fn name(&self) -> &'static str {
+        "BF16"
+    }
+    fn geometry(&self) -> BlockGeometry {
+        BlockGeometry {
+            block_elems: 1,
+            block_bytes: 2,
+        }
+    }
+    fn layout_doc(&self) -> &'static str {
+        LAYOUT_DOC
+    }
+    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
+        // ggml_bf16_to_fp32_row: bits << 16. (`half::bf16::to_f32` would quiet signalling
+        // NaNs, which ggml does not.)
+        for (y, x) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            *y = bf16_bits_to_f32(u16::from_le_bytes([x[0], x[1]]));
+        }
+    }
+    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
+        for (y, x) in dst.chunks_exact_mut(CHUNK).zip(src.chunks_exact(CHUNK * 2)) {
+            for (y, x) in y.iter_mut().zip(x.chunks_exact(2)) {
+                *y = bf16_bits_to_f32(u16::from_le_bytes([x[0], x[1]]));
+            }
+        }
+        let done = dst.len() / CHUNK * CHUNK;
+        let rest = src.get(done * 2..).unwrap_or(&[]);
+        self.dequantize_reference(rest, dst.get_mut(done..).unwrap_or(&mut []));
+    }
+}
+
+#[cfg(test)]
+mod tests;

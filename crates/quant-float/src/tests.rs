@@ -1,0 +1,193 @@
+use super::*;
+use proptest::prelude::*;
+use quant_core::cpu::{self, CpuPath};
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn run(format: &dyn QuantFormat, src: &[u8]) -> (Vec<u32>, Vec<u32>) {
+    let n = src.len() / format.geometry().block_bytes;
+    let mut r = vec![0f32; n];
+    let mut f = vec![0f32; n];
+    format.dequantize_reference(src, &mut r);
+    format.dequantize_fast(src, &mut f);
+    (bits(&r), bits(&f))
+}
+
+/// ggml's portable F16 -> F32 (the magic-number method of `ggml_compute_fp16_to_fp32`),
+/// written out independently as an oracle for `half`'s conversion.
+fn ggml_portable_f16_to_f32(h: u16) -> u32 {
+    let w = (h as u32) << 16;
+    let sign = w & 0x8000_0000;
+    let two_w = w.wrapping_add(w);
+    let exp_offset = 0xE0u32 << 23;
+    let exp_scale = f32::from_bits(0x0780_0000); // 2^-112
+    let normalized = f32::from_bits((two_w >> 4) + exp_offset) * exp_scale;
+    let magic_mask = 126u32 << 23;
+    let denormalized = f32::from_bits((two_w >> 17) | magic_mask) - 0.5f32;
+    let cutoff = 1u32 << 27;
+    sign | if two_w < cutoff {
+        denormalized.to_bits()
+    } else {
+        normalized.to_bits()
+    }
+}
+
+#[test]
+fn f16_known_values() {
+    let cases: [(u16, u32); 13] = [
+        (0x0000, 0x0000_0000),
+        (0x8000, 0x8000_0000), // -0.0 keeps its sign
+        (0x3C00, 0x3F80_0000), // 1.0
+        (0xC000, 0xC000_0000), // -2.0
+        (0x3555, 0x3EAA_A000),
+        (0x0001, 0x3380_0000), // smallest subnormal: 2^-24, a normal f32
+        (0x03FF, 0x387F_C000), // largest subnormal
+        (0x7BFF, 0x477F_E000), // 65504
+        (0x7C00, 0x7F80_0000), // +inf
+        (0xFC00, 0xFF80_0000), // -inf
+        (0x7C01, 0x7FC0_2000), // signalling NaN: quieted, payload kept
+        (0xFE00, 0xFFC0_0000), // quiet NaN, negative
+        (0x7FFF, 0x7FFF_E000),
+    ];
+    let src: Vec<u8> = cases.iter().flat_map(|c| c.0.to_le_bytes()).collect();
+    let (r, f) = run(&F16, &src);
+    let want: Vec<u32> = cases.iter().map(|c| c.1).collect();
+    assert_eq!(r, want);
+    assert_eq!(f, want);
+}
+
+#[test]
+fn f16_all_65536_values_match_ggml_portable_conversion() {
+    // Longer than one fast-path chunk, so the vectorized slice conversion is exercised too.
+    let src: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+    let (r, f) = run(&F16, &src);
+    for h in 0..=u16::MAX {
+        let want = ggml_portable_f16_to_f32(h);
+        assert_eq!(r[h as usize], want, "reference, f16 bits {h:#06x}");
+        assert_eq!(f[h as usize], want, "fast, f16 bits {h:#06x}");
+    }
+}
+
+#[test]
+fn bf16_known_values_keep_signalling_nans() {
+    let cases: [(u16, u32); 7] = [
+        (0x0000, 0x0000_0000),
+        (0x8000, 0x8000_0000),
+        (0x3F80, 0x3F80_0000),
+        (0x0001, 0x0001_0000), // subnormal stays subnormal
+        (0xFF80, 0xFF80_0000),
+        (0x7F81, 0x7F81_0000), // signalling NaN is NOT quieted (unlike half::bf16::to_f32)
+        (0xFFC1, 0xFFC1_0000),
+    ];
+    let src: Vec<u8> = cases.iter().flat_map(|c| c.0.to_le_bytes()).collect();
+    let (r, f) = run(&BF16, &src);
+    let want: Vec<u32> = cases.iter().map(|c| c.1).collect();
+    assert_eq!(r, want);
+    assert_eq!(f, want);
+}
+
+#[test]
+fn bf16_all_65536_values_are_shifted_bits() {
+    let src: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+    let (r, f) = run(&BF16, &src);
+    for h in 0..=u16::MAX {
+        assert_eq!(r[h as usize], (h as u32) << 16);
+        assert_eq!(f[h as usize], (h as u32) << 16);
+    }
+}
+
+#[test]
+fn f32_copies_bits_including_signalling_nan() {
+    let words = [
+        0x7F80_0001u32,
+        0xFFFF_FFFF,
+        0x8000_0000,
+        0x0000_0001,
+        0x3F80_0000,
+    ];
+    let src: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let (r, f) = run(&F32, &src);
+    assert_eq!(r, words);
+    assert_eq!(f, words);
+}
+
+#[test]
+fn identity_and_geometry() {
+    assert_eq!(F32.ggml_type(), GgmlType(0));
+    assert_eq!(F16.ggml_type(), GgmlType(1));
+    assert_eq!(BF16.ggml_type(), GgmlType(30));
+    for f in [&F32 as &dyn QuantFormat, &F16, &BF16] {
+        assert_eq!(Some(f.geometry()), f.ggml_type().geometry(), "{}", f.name());
+        assert_eq!(f.ggml_type().name(), Some(f.name()));
+        assert!(f.kernel().is_none());
+        assert!(f.layout_doc().contains(f.name()));
+    }
+}
+
+#[test]
+fn registered() {
+    let reg = quant_core::registry();
+    reg.validate().unwrap();
+    for (ty, name) in [
+        (GgmlType::F32, "F32"),
+        (GgmlType::F16, "F16"),
+        (GgmlType::BF16, "BF16"),
+    ] {
+        assert_eq!(reg.get(ty).unwrap().name(), name);
+    }
+}
+
+#[test]
+fn mismatched_lengths_do_not_panic() {
+    for f in [&F32 as &dyn QuantFormat, &F16, &BF16] {
+        let src = [0x11u8; 1027];
+        let mut small = [0f32; 3];
+        f.dequantize_reference(&src, &mut small);
+        f.dequantize_fast(&src, &mut small);
+        let mut big = vec![0f32; 2000];
+        f.dequantize_reference(&src[..5], &mut big);
+        f.dequantize_fast(&src[..5], &mut big);
+        assert!(cpu::dequantize(f, &src[..5], &mut big, CpuPath::Fast).is_err());
+    }
+}
+
+#[test]
+fn parallel_fast_matches_reference() {
+    // A few thousand "blocks" (elements) of pseudo-random bits, several rayon tasks.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let src: Vec<u8> = (0..4 * 7001)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    for f in [&F32 as &dyn QuantFormat, &F16, &BF16] {
+        let src = &src[..src.len() / f.geometry().block_bytes * f.geometry().block_bytes];
+        let r = cpu::dequantize_to_vec(f, src, CpuPath::Reference).unwrap();
+        let p = cpu::dequantize_to_vec(f, src, CpuPath::Fast).unwrap();
+        assert_eq!(bits(&r), bits(&p), "{}", f.name());
+    }
+}
+
+#[test]
+fn docs_page_carries_the_layout() {
+    let page = include_str!("../../../docs/formats/float.md");
+    assert!(
+        page.contains(LAYOUT_DOC.trim()),
+        "docs/formats/float.md is out of date"
+    );
+}
+
+proptest! {
+    #[test]
+    fn fast_equals_reference(src in proptest::collection::vec(any::<u8>(), 0..4200)) {
+        for f in [&F32 as &dyn QuantFormat, &F16, &BF16] {
+            let (r, fa) = run(f, &src);
+            prop_assert_eq!(r, fa, "{}", f.name());
+        }
+    }
+}
