@@ -1,0 +1,429 @@
+//! [`GgufError`], the error type of `quant-gguf`.
+//!
+//! Every reading error names the file (`path`; for [`GgufFile::from_bytes`](crate::GgufFile::from_bytes)
+//! the name it was given) and the field or tensor at fault, so that a message alone says where
+//! to look. Writer errors name the key or tensor they concern.
+
+use std::path::PathBuf;
+
+use quant_core::GgmlType;
+
+use crate::MetaType;
+
+/// Errors from reading or writing a GGUF file.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    /// Opening, reading, mapping or writing the file failed.
+    #[error("{}: {op}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done (`"open"`, `"mmap"`, `"read"`, `"write"`, `"rename"`).
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The first four bytes are not `GGUF`.
+    #[error("{}: field `magic`: not a GGUF file (first bytes {found:02x?}, expected \"GGUF\")", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The bytes found (fewer than four if the file is that short).
+        found: Vec<u8>,
+    },
+
+    /// The version field reads as a small number with its bytes swapped: a big-endian GGUF.
+    #[error(
+        "{}: field `version`: this is a big-endian GGUF file (version {swapped} byte-swapped); \
+         only little-endian files are supported",
+        path.display()
+    )]
+    BigEndian {
+        /// The file.
+        path: PathBuf,
+        /// The version number once its bytes are swapped back.
+        swapped: u32,
+    },
+
+    /// A version other than 2 or 3 (version 1 included: it used 32-bit counts and lengths).
+    #[error("{}: field `version`: GGUF v{version} is not supported (only v2 and v3 are)", path.display())]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+    },
+
+    /// A fixed-size field does not fit in the bytes that remain.
+    #[error(
+        "{}: field `{field}`: file cut short: {needed} bytes needed at offset {offset}, {available} left",
+        path.display()
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// The field being read.
+        field: String,
+        /// Absolute offset of the field.
+        offset: u64,
+        /// Bytes the field takes.
+        needed: u64,
+        /// Bytes left in the file from `offset`.
+        available: u64,
+    },
+
+    /// A count (of tensors, metadata pairs or array items) claims more items than the remaining
+    /// bytes could hold even at the smallest size an item can take.
+    #[error(
+        "{}: field `{field}`: count {count} cannot fit: {count} items of at least {min_item_bytes} \
+         bytes each need more than the {remaining} bytes left",
+        path.display()
+    )]
+    CountTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The count's field.
+        field: String,
+        /// The count claimed.
+        count: u64,
+        /// The smallest size of one item.
+        min_item_bytes: u64,
+        /// Bytes left after the count.
+        remaining: u64,
+    },
+
+    /// A string length exceeds the bytes that remain.
+    #[error(
+        "{}: field `{field}`: string length {len} exceeds the {remaining} bytes left in the file",
+        path.display()
+    )]
+    StringTooLong {
+        /// The file.
+        path: PathBuf,
+        /// The string's field.
+        field: String,
+        /// The length claimed.
+        len: u64,
+        /// Bytes left after the length.
+        remaining: u64,
+    },
+
+    /// A string is not valid UTF-8.
+    #[error("{}: field `{field}`: string at offset {offset} is not valid UTF-8", path.display())]
+    InvalidUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// The string's field.
+        field: String,
+        /// Absolute offset of the string's bytes.
+        offset: u64,
+    },
+
+    /// Arrays nested deeper than [`MAX_ARRAY_DEPTH`](crate::MAX_ARRAY_DEPTH).
+    #[error("{}: field `{field}`: arrays nested deeper than {limit} levels", path.display())]
+    NestingTooDeep {
+        /// The file.
+        path: PathBuf,
+        /// The metadata key whose value nests too deeply.
+        field: String,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A metadata value type id outside 0..=12.
+    #[error("{}: field `{field}`: unknown metadata value type {type_id}", path.display())]
+    UnknownValueType {
+        /// The file.
+        path: PathBuf,
+        /// The field whose type it is.
+        field: String,
+        /// The id found.
+        type_id: u32,
+    },
+
+    /// A boolean byte other than 0 or 1.
+    #[error("{}: field `{field}`: boolean byte {byte} is neither 0 nor 1", path.display())]
+    InvalidBool {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// The byte found.
+        byte: u8,
+    },
+
+    /// The same metadata key appears twice.
+    #[error("{}: metadata key `{key}` appears more than once", path.display())]
+    DuplicateKey {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+
+    /// The same tensor name appears twice.
+    #[error("{}: tensor `{tensor}` appears more than once", path.display())]
+    DuplicateTensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+    },
+
+    /// `general.alignment` is present but not a `u32`.
+    #[error("{}: field `general.alignment`: must be a u32, found {found}", path.display())]
+    AlignmentNotU32 {
+        /// The file.
+        path: PathBuf,
+        /// The type found.
+        found: MetaType,
+    },
+
+    /// `general.alignment` is zero or not a power of two.
+    #[error("{}: field `general.alignment`: {value} is not a non-zero power of two", path.display())]
+    BadAlignment {
+        /// The file.
+        path: PathBuf,
+        /// The value found.
+        value: u32,
+    },
+
+    /// A tensor has 0 or more than 4 dimensions.
+    #[error("{}: tensor `{tensor}`: {n_dims} dimensions (must be 1 to 4)", path.display())]
+    BadDimCount {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The count found.
+        n_dims: u32,
+    },
+
+    /// A tensor dimension is zero (quantforge rejects empty tensors).
+    #[error("{}: tensor `{tensor}`: dimension {index} is zero (dims {dims:?})", path.display())]
+    ZeroDimension {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Which dimension.
+        index: usize,
+        /// All dimensions.
+        dims: Vec<u64>,
+    },
+
+    /// The product of the dimensions does not fit in an `i64` (ggml's element count type).
+    #[error("{}: tensor `{tensor}`: element count of dims {dims:?} overflows", path.display())]
+    ElementCountOverflow {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The dimensions.
+        dims: Vec<u64>,
+    },
+
+    /// The tensor's size in bytes (or its end offset) overflows a `u64`.
+    #[error(
+        "{}: tensor `{tensor}`: byte count of {n_elements} {ty} elements overflows",
+        path.display()
+    )]
+    ByteCountOverflow {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its element count.
+        n_elements: u64,
+        /// Its type.
+        ty: GgmlType,
+    },
+
+    /// A type id ggml never defined.
+    #[error("{}: tensor `{tensor}`: unknown tensor type id {type_id}", path.display())]
+    UnknownTensorType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The id found.
+        type_id: u32,
+    },
+
+    /// A type id ggml defined once and removed.
+    #[error("{}: tensor `{tensor}`: tensor type {ty} has been removed from ggml", path.display())]
+    RemovedTensorType {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The type.
+        ty: GgmlType,
+    },
+
+    /// A type ggml defines but whose block geometry quantforge does not know.
+    #[error(
+        "{}: tensor `{tensor}`: block geometry of tensor type {ty} is unknown to quantforge",
+        path.display()
+    )]
+    UnknownGeometry {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The type.
+        ty: GgmlType,
+    },
+
+    /// The row length (`dims[0]`) is not a whole number of blocks.
+    #[error(
+        "{}: tensor `{tensor}`: row length {row_len} is not a multiple of the {ty} block size {block_elems}",
+        path.display()
+    )]
+    RowNotBlockMultiple {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// `dims[0]`.
+        row_len: u64,
+        /// The type.
+        ty: GgmlType,
+        /// Elements per block of the type.
+        block_elems: usize,
+    },
+
+    /// A tensor offset that is not a multiple of the alignment.
+    #[error(
+        "{}: tensor `{tensor}`: offset {offset} is not a multiple of the alignment {alignment}",
+        path.display()
+    )]
+    MisalignedOffset {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its offset, relative to the data section.
+        offset: u64,
+        /// The file's alignment.
+        alignment: u64,
+    },
+
+    /// A tensor's data starts at or beyond the end of the file.
+    #[error(
+        "{}: tensor `{tensor}`: data at offset {start} lies beyond the end of the file ({file_len} bytes)",
+        path.display()
+    )]
+    TensorBeyondFile {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Absolute start of its data.
+        start: u64,
+        /// File length.
+        file_len: u64,
+    },
+
+    /// A tensor's data starts inside the file but runs past its end.
+    #[error(
+        "{}: tensor `{tensor}`: data cut short: {n_bytes} bytes at offset {start} need {end} bytes, \
+         the file has {file_len}",
+        path.display()
+    )]
+    TensorDataTruncated {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Absolute start of its data.
+        start: u64,
+        /// Its size in bytes.
+        n_bytes: u64,
+        /// Absolute end of its data.
+        end: u64,
+        /// File length.
+        file_len: u64,
+    },
+
+    /// Writer: a metadata key added twice.
+    #[error("writer: metadata key `{key}` added twice")]
+    WriterDuplicateKey {
+        /// The key.
+        key: String,
+    },
+
+    /// Writer: a tensor name added twice.
+    #[error("writer: tensor `{tensor}` added twice")]
+    WriterDuplicateTensor {
+        /// The tensor.
+        tensor: String,
+    },
+
+    /// Writer: a metadata value that cannot be written as given.
+    #[error("writer: metadata key `{key}`: {reason}")]
+    WriterBadValue {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Writer: a tensor whose shape, type or data is not valid.
+    #[error("writer: tensor `{tensor}`: {reason}")]
+    WriterBadTensor {
+        /// The tensor.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Writer: the alignment is zero or not a power of two.
+    #[error("writer: field `general.alignment`: {value} is not a non-zero power of two")]
+    WriterBadAlignment {
+        /// The alignment asked for.
+        value: u32,
+    },
+}
+
+impl GgufError {
+    /// The file the error concerns, if it concerns one (writer value errors do not).
+    pub fn path(&self) -> Option<&std::path::Path> {
+        use GgufError::*;
+        match self {
+            Io { path, .. }
+            | BadMagic { path, .. }
+            | BigEndian { path, .. }
+            | UnsupportedVersion { path, .. }
+            | Truncated { path, .. }
+            | CountTooLarge { path, .. }
+            | StringTooLong { path, .. }
+            | InvalidUtf8 { path, .. }
+            | NestingTooDeep { path, .. }
+            | UnknownValueType { path, .. }
+            | InvalidBool { path, .. }
+            | DuplicateKey { path, .. }
+            | DuplicateTensor { path, .. }
+            | AlignmentNotU32 { path, .. }
+            | BadAlignment { path, .. }
+            | BadDimCount { path, .. }
+            | ZeroDimension { path, .. }
+            | ElementCountOverflow { path, .. }
+            | ByteCountOverflow { path, .. }
+            | UnknownTensorType { path, .. }
+            | RemovedTensorType { path, .. }
+            | UnknownGeometry { path, .. }
+            | RowNotBlockMultiple { path, .. }
+            | MisalignedOffset { path, .. }
+            | TensorBeyondFile { path, .. }
+            | TensorDataTruncated { path, .. } => Some(path),
+            WriterDuplicateKey { .. }
+            | WriterDuplicateTensor { .. }
+            | WriterBadValue { .. }
+            | WriterBadTensor { .. }
+            | WriterBadAlignment { .. } => None,
+        }
+    }
+}

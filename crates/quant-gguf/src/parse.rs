@@ -1,0 +1,559 @@
+//! The GGUF header parser: a small bounded cursor and the header, metadata and tensor-info
+//! readers built on it.
+//!
+//! Every read goes through [`Cursor::take`], which checks the length against the bytes left, and
+//! every claimed count or length is checked against the bytes left *before* anything is
+//! allocated for it. Arrays nest at most [`MAX_ARRAY_DEPTH`] levels; that bounds the only
+//! recursion.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use quant_core::GgmlType;
+
+use crate::{GgufError, MetaArray, MetaType, MetaValue, TensorInfo};
+
+/// Deepest nesting of arrays inside one metadata value (an array of scalars is depth 1).
+pub const MAX_ARRAY_DEPTH: usize = 64;
+
+/// Most dimensions a tensor may have (ggml's `GGML_MAX_DIMS`).
+pub const MAX_DIMS: usize = 4;
+
+/// Alignment of the data section when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u32 = 32;
+
+/// The magic bytes every GGUF file starts with.
+pub const MAGIC: [u8; 4] = *b"GGUF";
+
+/// Smallest possible encoding of a metadata pair: an empty key (8), a type (4), a 1-byte value.
+const MIN_KV_BYTES: u64 = 8 + 4 + 1;
+/// Smallest possible tensor info: empty name (8), n_dims (4), one dim (8), type (4), offset (8).
+const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 8 + 4 + 8;
+
+type Result<T> = std::result::Result<T, GgufError>;
+
+/// A read position in a byte slice that never reads past its end.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8], path: &'a Path) -> Self {
+        Cursor { buf, pos: 0, path }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.path.to_path_buf()
+    }
+
+    /// Current absolute offset.
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos as u64
+    }
+
+    /// Bytes left from the current position.
+    pub(crate) fn remaining(&self) -> u64 {
+        (self.buf.len() - self.pos) as u64
+    }
+
+    /// Takes `n` bytes, or reports `field` as cut short.
+    fn take(&mut self, n: u64, field: &dyn Fn() -> String) -> Result<&'a [u8]> {
+        if n > self.remaining() {
+            return Err(GgufError::Truncated {
+                path: self.path(),
+                field: field(),
+                offset: self.pos(),
+                needed: n,
+                available: self.remaining(),
+            });
+        }
+        // n <= remaining <= usize::MAX, so the cast is exact.
+        let n = n as usize;
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, field: &dyn Fn() -> String) -> Result<[u8; N]> {
+        let s = self.take(N as u64, field)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub(crate) fn u32(&mut self, field: &dyn Fn() -> String) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(field)?))
+    }
+
+    pub(crate) fn u64(&mut self, field: &dyn Fn() -> String) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(field)?))
+    }
+
+    /// Checks that `count` items of at least `min_item_bytes` each can fit in what is left.
+    fn check_count(
+        &self,
+        count: u64,
+        min_item_bytes: u64,
+        field: &dyn Fn() -> String,
+    ) -> Result<()> {
+        match count.checked_mul(min_item_bytes) {
+            Some(total) if total <= self.remaining() => Ok(()),
+            _ => Err(GgufError::CountTooLarge {
+                path: self.path(),
+                field: field(),
+                count,
+                min_item_bytes,
+                remaining: self.remaining(),
+            }),
+        }
+    }
+
+    /// A GGUF string: a `u64` length, then that many bytes of UTF-8.
+    pub(crate) fn string(&mut self, field: &dyn Fn() -> String) -> Result<String> {
+        let len = self.u64(field)?;
+        if len > self.remaining() {
+            return Err(GgufError::StringTooLong {
+                path: self.path(),
+                field: field(),
+                len,
+                remaining: self.remaining(),
+            });
+        }
+        let offset = self.pos();
+        let bytes = self.take(len, field)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => Err(GgufError::InvalidUtf8 {
+                path: self.path(),
+                field: field(),
+                offset,
+            }),
+        }
+    }
+
+    fn value_type(&mut self, field: &dyn Fn() -> String) -> Result<MetaType> {
+        let id = self.u32(field)?;
+        MetaType::from_u32(id).ok_or_else(|| GgufError::UnknownValueType {
+            path: self.path(),
+            field: field(),
+            type_id: id,
+        })
+    }
+
+    /// One value of type `ty`. `depth` counts the arrays already entered.
+    fn value(
+        &mut self,
+        ty: MetaType,
+        depth: usize,
+        field: &dyn Fn() -> String,
+    ) -> Result<MetaValue> {
+        Ok(match ty {
+            MetaType::U8 => MetaValue::U8(u8::from_le_bytes(self.array(field)?)),
+            MetaType::I8 => MetaValue::I8(i8::from_le_bytes(self.array(field)?)),
+            MetaType::U16 => MetaValue::U16(u16::from_le_bytes(self.array(field)?)),
+            MetaType::I16 => MetaValue::I16(i16::from_le_bytes(self.array(field)?)),
+            MetaType::U32 => MetaValue::U32(u32::from_le_bytes(self.array(field)?)),
+            MetaType::I32 => MetaValue::I32(i32::from_le_bytes(self.array(field)?)),
+            MetaType::F32 => MetaValue::F32(f32::from_le_bytes(self.array(field)?)),
+            MetaType::U64 => MetaValue::U64(u64::from_le_bytes(self.array(field)?)),
+            MetaType::I64 => MetaValue::I64(i64::from_le_bytes(self.array(field)?)),
+            MetaType::F64 => MetaValue::F64(f64::from_le_bytes(self.array(field)?)),
+            MetaType::Bool => {
+                let [b] = self.array(field)?;
+                match b {
+                    0 => MetaValue::Bool(false),
+                    1 => MetaValue::Bool(true),
+                    byte => {
+                        return Err(GgufError::InvalidBool {
+                            path: self.path(),
+                            field: field(),
+                            byte,
+                        })
+                    }
+                }
+            }
+            MetaType::String => MetaValue::String(self.string(field)?),
+            MetaType::Array => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(GgufError::NestingTooDeep {
+                        path: self.path(),
+                        field: field(),
+                        limit: MAX_ARRAY_DEPTH,
+                    });
+                }
+                let elem_type = self.value_type(field)?;
+                let count = self.u64(field)?;
+                self.check_count(count, elem_type.min_encoded_len(), field)?;
+                // Bounded by the check above: at most one element per remaining byte.
+                let mut values = Vec::with_capacity(count as usize);
+                for i in 0..count {
+                    let elem_field = || format!("{}[{i}]", field());
+                    values.push(self.value(elem_type, depth + 1, &elem_field)?);
+                }
+                MetaValue::Array(MetaArray { elem_type, values })
+            }
+        })
+    }
+}
+
+/// Everything the header says, checked.
+pub(crate) struct Header {
+    pub version: u32,
+    pub alignment: u32,
+    pub metadata: Vec<(String, MetaValue)>,
+    pub meta_index: HashMap<String, usize>,
+    pub tensors: Vec<TensorInfo>,
+    pub tensor_index: HashMap<String, usize>,
+    pub data_offset: u64,
+}
+
+/// Parses and checks the header of a GGUF file held in `buf` (the whole file).
+pub(crate) fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
+    let mut c = Cursor::new(buf, path);
+    let p = || path.to_path_buf();
+
+    // Magic. A short file that starts like "GGUF" is a cut-short GGUF; anything else is not one.
+    let head = &buf[..buf.len().min(4)];
+    if head != &MAGIC[..head.len()] {
+        return Err(GgufError::BadMagic {
+            path: p(),
+            found: head.to_vec(),
+        });
+    }
+    c.take(4, &|| "magic".into())?;
+
+    let version = c.u32(&|| "version".into())?;
+    match version {
+        2 | 3 => {}
+        v if v > 0xffff && (1..=0xffff).contains(&v.swap_bytes()) => {
+            return Err(GgufError::BigEndian {
+                path: p(),
+                swapped: v.swap_bytes(),
+            })
+        }
+        v => {
+            return Err(GgufError::UnsupportedVersion {
+                path: p(),
+                version: v,
+            })
+        }
+    }
+
+    let tensor_count = c.u64(&|| "tensor_count".into())?;
+    let kv_count = c.u64(&|| "kv_count".into())?;
+    c.check_count(kv_count, MIN_KV_BYTES, &|| "kv_count".into())?;
+    c.check_count(tensor_count, MIN_TENSOR_INFO_BYTES, &|| {
+        "tensor_count".into()
+    })?;
+
+    // Metadata.
+    let mut metadata = Vec::with_capacity(kv_count as usize);
+    let mut meta_index = HashMap::with_capacity(kv_count as usize);
+    for i in 0..kv_count {
+        let key = c.string(&|| format!("metadata key #{i}"))?;
+        let field = || key.clone();
+        let ty = c.value_type(&field)?;
+        let value = c.value(ty, 0, &field)?;
+        if meta_index.contains_key(&key) {
+            return Err(GgufError::DuplicateKey { path: p(), key });
+        }
+        meta_index.insert(key.clone(), metadata.len());
+        metadata.push((key, value));
+    }
+
+    let alignment = match meta_index.get("general.alignment") {
+        None => DEFAULT_ALIGNMENT,
+        Some(&i) => match metadata[i].1 {
+            MetaValue::U32(a) if a != 0 && a.is_power_of_two() => a,
+            MetaValue::U32(a) => {
+                return Err(GgufError::BadAlignment {
+                    path: p(),
+                    value: a,
+                })
+            }
+            ref other => {
+                return Err(GgufError::AlignmentNotU32 {
+                    path: p(),
+                    found: other.type_of(),
+                })
+            }
+        },
+    };
+
+    // Tensor infos, checked one by one as far as they can be without the data offset.
+    let mut tensors = Vec::with_capacity(tensor_count as usize);
+    let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
+    let mut names = HashSet::with_capacity(tensor_count as usize);
+    for i in 0..tensor_count {
+        let name = c.string(&|| format!("tensor #{i} name"))?;
+        let field = |what: &str| format!("tensor `{name}` {what}");
+        let n_dims = c.u32(&|| field("n_dims"))?;
+        if n_dims == 0 || n_dims as usize > MAX_DIMS {
+            return Err(GgufError::BadDimCount {
+                path: p(),
+                tensor: name,
+                n_dims,
+            });
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for d in 0..n_dims {
+            dims.push(c.u64(&|| field(&format!("dims[{d}]")))?);
+        }
+        let type_id = c.u32(&|| field("type"))?;
+        let offset = c.u64(&|| field("offset"))?;
+        if !names.insert(name.clone()) {
+            return Err(GgufError::DuplicateTensor {
+                path: p(),
+                tensor: name,
+            });
+        }
+        let (n_elements, n_bytes) = tensor_size(path, &name, &dims, GgmlType(type_id))?;
+        tensor_index.insert(name.clone(), tensors.len());
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ty: GgmlType(type_id),
+            offset,
+            n_elements,
+            n_bytes,
+        });
+    }
+
+    // The data section starts at the end of the header, rounded up to the alignment.
+    let header_end = c.pos();
+    let align = u64::from(alignment);
+    let data_offset = header_end.div_ceil(align) * align;
+    let file_len = buf.len() as u64;
+    for t in &tensors {
+        check_placement(path, t, data_offset, align, file_len)?;
+    }
+
+    Ok(Header {
+        version,
+        alignment,
+        metadata,
+        meta_index,
+        tensors,
+        tensor_index,
+        data_offset,
+    })
+}
+
+/// Element and byte counts of a tensor, after checking its dimensions and type.
+///
+/// Shared with the writer, which applies the same rules to what it is given.
+pub(crate) fn tensor_size(
+    path: &Path,
+    name: &str,
+    dims: &[u64],
+    ty: GgmlType,
+) -> Result<(u64, u64)> {
+    let p = || path.to_path_buf();
+    let t = || name.to_owned();
+    if dims.is_empty() || dims.len() > MAX_DIMS {
+        return Err(GgufError::BadDimCount {
+            path: p(),
+            tensor: t(),
+            n_dims: dims.len() as u32,
+        });
+    }
+    if let Some(index) = dims.iter().position(|&d| d == 0) {
+        return Err(GgufError::ZeroDimension {
+            path: p(),
+            tensor: t(),
+            index,
+            dims: dims.to_vec(),
+        });
+    }
+    // ggml holds dimensions and element counts as i64.
+    let n_elements = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or_else(|| GgufError::ElementCountOverflow {
+            path: p(),
+            tensor: t(),
+            dims: dims.to_vec(),
+        })?;
+    if !ty.is_known() {
+        return Err(GgufError::UnknownTensorType {
+            path: p(),
+            tensor: t(),
+            type_id: ty.0,
+        });
+    }
+    if ty.is_removed() {
+        return Err(GgufError::RemovedTensorType {
+            path: p(),
+            tensor: t(),
+            ty,
+        });
+    }
+    let g = ty.geometry().ok_or_else(|| GgufError::UnknownGeometry {
+        path: p(),
+        tensor: t(),
+        ty,
+    })?;
+    let (block_elems, block_bytes) = (g.block_elems as u64, g.block_bytes as u64);
+    if dims[0] % block_elems != 0 {
+        return Err(GgufError::RowNotBlockMultiple {
+            path: p(),
+            tensor: t(),
+            row_len: dims[0],
+            ty,
+            block_elems: g.block_elems,
+        });
+    }
+    // dims[0] is a multiple of the block, so the element count is too.
+    let n_bytes = (n_elements / block_elems)
+        .checked_mul(block_bytes)
+        .ok_or_else(|| GgufError::ByteCountOverflow {
+            path: p(),
+            tensor: t(),
+            n_elements,
+            ty,
+        })?;
+    Ok((n_elements, n_bytes))
+}
+
+/// Checks that a tensor's offset is aligned and its data lies inside the file.
+fn check_placement(
+    path: &Path,
+    t: &TensorInfo,
+    data_offset: u64,
+    align: u64,
+    file_len: u64,
+) -> Result<()> {
+    let p = || path.to_path_buf();
+    if t.offset % align != 0 {
+        return Err(GgufError::MisalignedOffset {
+            path: p(),
+            tensor: t.name.clone(),
+            offset: t.offset,
+            alignment: align,
+        });
+    }
+    let start = match data_offset.checked_add(t.offset) {
+        Some(s) if s < file_len => s,
+        _ => {
+            return Err(GgufError::TensorBeyondFile {
+                path: p(),
+                tensor: t.name.clone(),
+                start: data_offset.saturating_add(t.offset),
+                file_len,
+            })
+        }
+    };
+    match start.checked_add(t.n_bytes) {
+        Some(end) if end <= file_len => Ok(()),
+        end => Err(GgufError::TensorDataTruncated {
+            path: p(),
+            tensor: t.name.clone(),
+            start,
+            n_bytes: t.n_bytes,
+            end: end.unwrap_or(u64::MAX),
+            file_len,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path() -> &'static Path {
+        Path::new("unit.gguf")
+    }
+
+    #[test]
+    fn cursor_refuses_to_read_past_the_end() {
+        let buf = [1u8, 0, 0];
+        let mut c = Cursor::new(&buf, path());
+        let e = c.u32(&|| "x".into()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GgufError::Truncated {
+                    needed: 4,
+                    available: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A failed read consumes nothing.
+        assert_eq!(c.remaining(), 3);
+    }
+
+    #[test]
+    fn huge_array_fails_before_allocating() {
+        // Array of 2^60 u8 with 3 bytes behind it.
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        buf.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        buf.extend_from_slice(&[0, 0, 0]);
+        let mut c = Cursor::new(&buf, path());
+        let e = c.value(MetaType::Array, 0, &|| "k".into()).unwrap_err();
+        assert!(
+            matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 60),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn count_times_size_overflow_is_caught() {
+        let c = Cursor::new(&[], path());
+        assert!(matches!(
+            c.check_count(u64::MAX, 8, &|| "k".into()),
+            Err(GgufError::CountTooLarge { .. })
+        ));
+        assert!(c.check_count(0, 8, &|| "k".into()).is_ok());
+    }
+
+    #[test]
+    fn tensor_size_rules() {
+        let q4k = GgmlType::Q4_K;
+        assert_eq!(
+            tensor_size(path(), "t", &[256, 3], q4k).unwrap(),
+            (768, 3 * 144)
+        );
+        assert_eq!(
+            tensor_size(path(), "t", &[5], GgmlType::F16).unwrap(),
+            (5, 10)
+        );
+        assert!(matches!(
+            tensor_size(path(), "t", &[255], q4k),
+            Err(GgufError::RowNotBlockMultiple { row_len: 255, .. })
+        ));
+        assert!(matches!(
+            tensor_size(path(), "t", &[1 << 32, 1 << 32], GgmlType::F32),
+            Err(GgufError::ElementCountOverflow { .. })
+        ));
+        assert!(matches!(
+            tensor_size(path(), "t", &[1 << 62], GgmlType::F32),
+            Err(GgufError::ByteCountOverflow { .. })
+        ));
+        assert!(matches!(
+            tensor_size(path(), "t", &[1, 0], GgmlType::F32),
+            Err(GgufError::ZeroDimension { index: 1, .. })
+        ));
+        assert!(matches!(
+            tensor_size(path(), "t", &[1; 5], GgmlType::F32),
+            Err(GgufError::BadDimCount { n_dims: 5, .. })
+        ));
+        assert!(matches!(
+            tensor_size(path(), "t", &[32], GgmlType(4)),
+            Err(GgufError::RemovedTensorType { .. })
+        ));
+        assert!(matches!(
+            tensor_size(path(), "t", &[32], GgmlType(1000)),
+            Err(GgufError::UnknownTensorType { type_id: 1000, .. })
+        ));
+        assert!(matches!(
+            tensor_size(path(), "t", &[256], GgmlType::NVFP4),
+            Err(GgufError::UnknownGeometry { .. })
+        ));
+    }
+}
