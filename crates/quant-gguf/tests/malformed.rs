@@ -1,0 +1,580 @@
+//! Malformed files: each is built by hand (or by the writer and then patched), and must give its
+//! own error variant, with a message that names the file and the field or tensor.
+
+use quant_core::GgmlType;
+use quant_gguf::{GgufError, GgufFile, MetaType, MetaValue, MAX_ARRAY_DEPTH};
+
+const NAME: &str = "bad-file.gguf";
+
+/// A raw GGUF byte builder, so that tests can write what the writer refuses to.
+struct B(Vec<u8>);
+
+impl B {
+    fn header(version: u32, n_tensors: u64, n_kv: u64) -> B {
+        let mut b = B(b"GGUF".to_vec());
+        b.u32(version).u64(n_tensors).u64(n_kv);
+        b
+    }
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn str(&mut self, s: &[u8]) -> &mut Self {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s);
+        self
+    }
+    fn kv_u32(&mut self, key: &str, v: u32) -> &mut Self {
+        self.str(key.as_bytes()).u32(MetaType::U32.id()).u32(v)
+    }
+    fn kv_str(&mut self, key: &str, v: &[u8]) -> &mut Self {
+        self.str(key.as_bytes()).u32(MetaType::String.id()).str(v)
+    }
+    fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> &mut Self {
+        self.str(name.as_bytes()).u32(dims.len() as u32);
+        for &d in dims {
+            self.u64(d);
+        }
+        self.u32(ty).u64(offset)
+    }
+    fn pad(&mut self, align: usize) -> &mut Self {
+        while self.0.len() % align != 0 {
+            self.0.push(0);
+        }
+        self
+    }
+    fn zeros(&mut self, n: usize) -> &mut Self {
+        self.0.resize(self.0.len() + n, 0);
+        self
+    }
+    fn open(&self) -> Result<GgufFile, GgufError> {
+        GgufFile::from_bytes(self.0.clone(), NAME)
+    }
+    fn err(&self) -> GgufError {
+        match self.open() {
+            Ok(f) => panic!("expected an error, file opened: {f:?}"),
+            Err(e) => e,
+        }
+    }
+}
+
+/// A valid file: one kv, one F32 tensor of 8 elements.
+fn valid() -> B {
+    let mut b = B::header(3, 1, 1);
+    b.kv_str("general.name", b"ok")
+        .tensor("t", &[8], 0, 0)
+        .pad(32)
+        .zeros(32);
+    b
+}
+
+/// Asserts that the message names the file and each of `parts`.
+fn names(e: &GgufError, parts: &[&str]) {
+    let msg = e.to_string();
+    assert!(msg.contains(NAME), "message does not name the file: {msg}");
+    for p in parts {
+        assert!(msg.contains(p), "message does not name {p:?}: {msg}");
+    }
+    assert_eq!(e.path().map(|p| p.to_str().unwrap()), Some(NAME));
+}
+
+/// A file with one tensor and no metadata, for tensor-info cases.
+fn one_tensor(dims: &[u64], ty: u32, offset: u64, data: usize) -> B {
+    let mut b = B::header(3, 1, 0);
+    b.tensor("blk.0.w", dims, ty, offset).pad(32).zeros(data);
+    b
+}
+
+#[test]
+fn the_valid_base_opens() {
+    let f = valid().open().unwrap();
+    assert_eq!(f.version(), 3);
+    assert_eq!(f.alignment(), 32);
+    assert_eq!(f.tensor("t").unwrap().n_bytes, 32);
+    assert_eq!(f.data_offset() % 32, 0);
+}
+
+#[test]
+fn bad_magic() {
+    let mut b = valid();
+    b.0[..4].copy_from_slice(b"GGML");
+    let e = b.err();
+    assert!(
+        matches!(e, GgufError::BadMagic { ref found, .. } if found == b"GGML"),
+        "{e}"
+    );
+    names(&e, &["magic"]);
+    // Too short to hold a magic, and not starting like one.
+    let e = GgufFile::from_bytes(b"PK".to_vec(), NAME).unwrap_err();
+    assert!(matches!(e, GgufError::BadMagic { .. }), "{e}");
+}
+
+#[test]
+fn version_1_is_refused_clearly() {
+    let mut b = valid();
+    b.0[4..8].copy_from_slice(&1u32.to_le_bytes());
+    let e = b.err();
+    assert!(
+        matches!(e, GgufError::UnsupportedVersion { version: 1, .. }),
+        "{e}"
+    );
+    names(&e, &["version", "GGUF v1 is not supported"]);
+}
+
+#[test]
+fn unknown_versions_are_refused() {
+    for v in [0u32, 4, 1000, u32::MAX] {
+        let mut b = valid();
+        b.0[4..8].copy_from_slice(&v.to_le_bytes());
+        let e = b.err();
+        assert!(
+            matches!(e, GgufError::UnsupportedVersion { version, .. } if version == v),
+            "{e}"
+        );
+        names(&e, &["version"]);
+    }
+}
+
+#[test]
+fn version_2_is_read() {
+    // v2 and v3 share the layout (v3 only allows big-endian files, which we refuse).
+    let mut b = valid();
+    b.0[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let f = b.open().unwrap();
+    assert_eq!(f.version(), 2);
+    assert_eq!(f.get("general.name").unwrap().as_str(), Some("ok"));
+}
+
+#[test]
+fn big_endian_file_gets_its_own_error() {
+    for v in [2u32, 3] {
+        let mut b = valid();
+        b.0[4..8].copy_from_slice(&v.to_be_bytes());
+        let e = b.err();
+        assert!(
+            matches!(e, GgufError::BigEndian { swapped, .. } if swapped == v),
+            "{e}"
+        );
+        names(&e, &["version", "big-endian"]);
+    }
+}
+
+#[test]
+fn counts_that_cannot_fit() {
+    let mut b = valid();
+    b.0[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    let e = b.err();
+    assert!(
+        matches!(
+            e,
+            GgufError::CountTooLarge {
+                count: u64::MAX,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["kv_count"]);
+
+    let mut b = valid();
+    b.0[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let e = b.err();
+    assert!(matches!(e, GgufError::CountTooLarge { .. }), "{e}");
+    names(&e, &["tensor_count"]);
+}
+
+#[test]
+fn huge_array_fails_fast() {
+    // An array of 2^60 u8 must fail without trying to allocate.
+    let mut b = B::header(3, 0, 1);
+    b.str(b"tokenizer.ggml.scores")
+        .u32(MetaType::Array.id())
+        .u32(MetaType::U8.id())
+        .u64(1 << 60)
+        .zeros(64);
+    let e = b.err();
+    assert!(
+        matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 60),
+        "{e}"
+    );
+    names(&e, &["tokenizer.ggml.scores"]);
+
+    // Strings take at least 8 bytes each: 8 strings do not fit in 63 bytes.
+    let mut b = B::header(3, 0, 1);
+    b.str(b"tokens")
+        .u32(MetaType::Array.id())
+        .u32(MetaType::String.id())
+        .u64(8)
+        .zeros(63);
+    let e = b.err();
+    assert!(
+        matches!(
+            e,
+            GgufError::CountTooLarge {
+                min_item_bytes: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn string_lengths_that_cannot_fit() {
+    let mut b = B::header(3, 0, 1);
+    b.u64(u64::MAX).zeros(8);
+    let e = b.err();
+    assert!(
+        matches!(e, GgufError::StringTooLong { len: u64::MAX, .. }),
+        "{e}"
+    );
+    names(&e, &["metadata key #0"]);
+
+    let mut b = B::header(3, 0, 1);
+    b.str(b"general.name")
+        .u32(MetaType::String.id())
+        .u64(1000)
+        .zeros(10);
+    let e = b.err();
+    assert!(
+        matches!(
+            e,
+            GgufError::StringTooLong {
+                len: 1000,
+                remaining: 10,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["general.name"]);
+
+    let mut b = B::header(3, 1, 0);
+    b.u64(1 << 50).zeros(40);
+    let e = b.err();
+    assert!(matches!(e, GgufError::StringTooLong { .. }), "{e}");
+    names(&e, &["tensor #0 name"]);
+}
+
+#[test]
+fn invalid_utf8() {
+    let mut b = B::header(3, 0, 1);
+    b.kv_str("general.name", &[0x66, 0xff, 0x66]);
+    let e = b.err();
+    assert!(matches!(e, GgufError::InvalidUtf8 { .. }), "{e}");
+    names(&e, &["general.name", "UTF-8"]);
+
+    let mut b = B::header(3, 0, 1);
+    b.str(&[0xc3, 0x28]).u32(MetaType::U8.id()).u8(1);
+    let e = b.err();
+    assert!(matches!(e, GgufError::InvalidUtf8 { .. }), "{e}");
+    names(&e, &["metadata key #0"]);
+
+    let mut b = B::header(3, 1, 0);
+    b.str(&[0x80]).u32(1).u64(8).u32(0).u64(0).pad(32).zeros(32);
+    let e = b.err();
+    assert!(matches!(e, GgufError::InvalidUtf8 { .. }), "{e}");
+    names(&e, &["tensor #0 name"]);
+}
+
+/// A kv whose value is `depth` nested arrays around one u8.
+fn nested(depth: usize) -> B {
+    let mut b = B::header(3, 0, 1);
+    b.str(b"deep").u32(MetaType::Array.id());
+    for _ in 1..depth {
+        b.u32(MetaType::Array.id()).u64(1);
+    }
+    b.u32(MetaType::U8.id()).u64(1).u8(7);
+    b
+}
+
+#[test]
+fn nesting_depth_is_limited() {
+    let f = nested(MAX_ARRAY_DEPTH).open().unwrap();
+    let mut v = f.get("deep").unwrap();
+    let mut depth = 0;
+    while let MetaValue::Array(a) = v {
+        depth += 1;
+        v = &a.values[0];
+    }
+    assert_eq!((depth, v), (MAX_ARRAY_DEPTH, &MetaValue::U8(7)));
+
+    let e = nested(MAX_ARRAY_DEPTH + 1).err();
+    assert!(matches!(e, GgufError::NestingTooDeep { .. }), "{e}");
+    names(&e, &["deep"]);
+    // Far deeper than the limit: still an error, not a stack overflow.
+    let e = nested(100_000).err();
+    assert!(matches!(e, GgufError::NestingTooDeep { .. }), "{e}");
+}
+
+#[test]
+fn unknown_value_types() {
+    let mut b = B::header(3, 0, 1);
+    b.str(b"general.odd").u32(13).u32(0);
+    let e = b.err();
+    assert!(
+        matches!(e, GgufError::UnknownValueType { type_id: 13, .. }),
+        "{e}"
+    );
+    names(&e, &["general.odd", "13"]);
+
+    let mut b = B::header(3, 0, 1);
+    b.str(b"general.arr")
+        .u32(MetaType::Array.id())
+        .u32(0xdead)
+        .u64(0);
+    let e = b.err();
+    assert!(
+        matches!(
+            e,
+            GgufError::UnknownValueType {
+                type_id: 0xdead,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["general.arr"]);
+}
+
+#[test]
+fn invalid_bool() {
+    let mut b = B::header(3, 0, 1);
+    b.str(b"flag").u32(MetaType::Bool.id()).u8(2);
+    let e = b.err();
+    assert!(matches!(e, GgufError::InvalidBool { byte: 2, .. }), "{e}");
+    names(&e, &["flag"]);
+}
+
+#[test]
+fn duplicate_keys_and_tensors() {
+    let mut b = B::header(3, 0, 2);
+    b.kv_u32("llama.block_count", 1)
+        .kv_u32("llama.block_count", 2);
+    let e = b.err();
+    assert!(matches!(e, GgufError::DuplicateKey { .. }), "{e}");
+    names(&e, &["llama.block_count"]);
+
+    let mut b = B::header(3, 2, 0);
+    b.tensor("w", &[8], 0, 0)
+        .tensor("w", &[8], 0, 32)
+        .pad(32)
+        .zeros(64);
+    let e = b.err();
+    assert!(matches!(e, GgufError::DuplicateTensor { .. }), "{e}");
+    names(&e, &["`w`"]);
+}
+
+#[test]
+fn alignment_rules() {
+    for bad in [0u32, 3, 48, u32::MAX] {
+        let mut b = B::header(3, 0, 1);
+        b.kv_u32("general.alignment", bad);
+        let e = b.err();
+        assert!(
+            matches!(e, GgufError::BadAlignment { value, .. } if value == bad),
+            "{e}"
+        );
+        names(&e, &["general.alignment"]);
+    }
+    let mut b = B::header(3, 0, 1);
+    b.str(b"general.alignment").u32(MetaType::U64.id()).u64(32);
+    let e = b.err();
+    assert!(
+        matches!(
+            e,
+            GgufError::AlignmentNotU32 {
+                found: MetaType::U64,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["general.alignment", "u64"]);
+
+    // A valid alignment moves the data section and governs offsets.
+    let mut b = B::header(3, 2, 1);
+    b.kv_u32("general.alignment", 256)
+        .tensor("a", &[8], 0, 0)
+        .tensor("b", &[8], 0, 256)
+        .pad(256)
+        .zeros(512);
+    let f = b.open().unwrap();
+    assert_eq!(f.alignment(), 256);
+    assert_eq!(f.data_offset(), 256);
+    let mut b = B::header(3, 1, 1);
+    b.kv_u32("general.alignment", 256)
+        .tensor("a", &[8], 0, 32)
+        .pad(256)
+        .zeros(512);
+    let e = b.err();
+    assert!(
+        matches!(e, GgufError::MisalignedOffset { alignment: 256, .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn dimension_counts() {
+    for n in [0usize, 5, 1000] {
+        let mut b = B::header(3, 1, 0);
+        b.str(b"w").u32(n as u32).zeros(200);
+        let e = b.err();
+        assert!(
+            matches!(e, GgufError::BadDimCount { n_dims, .. } if n_dims as usize == n),
+            "{e}"
+        );
+        names(&e, &["`w`", "dimensions"]);
+    }
+}
+
+#[test]
+fn zero_dimension_is_rejected() {
+    let e = one_tensor(&[8, 0], 0, 0, 32).err();
+    assert!(
+        matches!(e, GgufError::ZeroDimension { index: 1, .. }),
+        "{e}"
+    );
+    names(&e, &["blk.0.w", "dimension 1 is zero"]);
+}
+
+#[test]
+fn element_and_byte_count_overflow() {
+    let e = one_tensor(&[1 << 32, 1 << 32, 2], 0, 0, 32).err();
+    assert!(matches!(e, GgufError::ElementCountOverflow { .. }), "{e}");
+    names(&e, &["blk.0.w", "element count"]);
+    // Fits u64 but not ggml's i64.
+    let e = one_tensor(&[1 << 63], 0, 0, 32).err();
+    assert!(matches!(e, GgufError::ElementCountOverflow { .. }), "{e}");
+
+    let e = one_tensor(&[1 << 62], 0, 0, 32).err();
+    assert!(matches!(e, GgufError::ByteCountOverflow { .. }), "{e}");
+    names(&e, &["blk.0.w", "byte count"]);
+}
+
+#[test]
+fn tensor_types() {
+    let e = one_tensor(&[32], 99, 0, 32).err();
+    assert!(
+        matches!(e, GgufError::UnknownTensorType { type_id: 99, .. }),
+        "{e}"
+    );
+    names(&e, &["blk.0.w", "99"]);
+
+    let e = one_tensor(&[32], 4, 0, 32).err();
+    assert!(
+        matches!(
+            e,
+            GgufError::RemovedTensorType {
+                ty: GgmlType(4),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["blk.0.w", "removed"]);
+
+    let e = one_tensor(&[256], GgmlType::NVFP4.0, 0, 1024).err();
+    assert!(matches!(e, GgufError::UnknownGeometry { .. }), "{e}");
+    names(&e, &["blk.0.w", "geometry"]);
+}
+
+#[test]
+fn row_length_must_be_whole_blocks() {
+    // 128 x 2 holds 256 elements (one Q4_K block) but rows of half a block.
+    let e = one_tensor(&[128, 2], GgmlType::Q4_K.0, 0, 144).err();
+    assert!(
+        matches!(
+            e,
+            GgufError::RowNotBlockMultiple {
+                row_len: 128,
+                block_elems: 256,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["blk.0.w", "row length 128", "Q4_K"]);
+    // The same data as one row opens.
+    one_tensor(&[256], GgmlType::Q4_K.0, 0, 144).open().unwrap();
+}
+
+#[test]
+fn tensor_placement() {
+    let e = one_tensor(&[8], 0, 8, 64).err();
+    assert!(
+        matches!(
+            e,
+            GgufError::MisalignedOffset {
+                offset: 8,
+                alignment: 32,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["blk.0.w", "offset 8"]);
+
+    let e = one_tensor(&[8], 0, 64, 32).err();
+    assert!(matches!(e, GgufError::TensorBeyondFile { .. }), "{e}");
+    names(&e, &["blk.0.w", "beyond"]);
+
+    let e = one_tensor(&[8], 0, u64::MAX - 31, 32).err();
+    assert!(matches!(e, GgufError::TensorBeyondFile { .. }), "{e}");
+
+    let e = one_tensor(&[8], 0, 0, 31).err();
+    assert!(
+        matches!(e, GgufError::TensorDataTruncated { n_bytes: 32, .. }),
+        "{e}"
+    );
+    names(&e, &["blk.0.w", "cut short"]);
+}
+
+#[test]
+fn header_cut_short() {
+    let b = valid();
+    // Header 24, kv 34, tensor info 33 (its offset field at 83..91): cut inside that field.
+    let e = GgufFile::from_bytes(b.0[..85].to_vec(), NAME).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GgufError::Truncated {
+                offset: 83,
+                needed: 8,
+                available: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["cut short", "tensor `t` offset"]);
+    let e = GgufFile::from_bytes(b.0[..6].to_vec(), NAME).unwrap_err();
+    assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
+    names(&e, &["version"]);
+}
+
+#[test]
+fn writer_output_patched() {
+    // Built by the writer, then one byte changed: the tensor's type id becomes 5 (removed).
+    let mut w = quant_gguf::GgufWriter::new();
+    w.add_tensor("x", &[32], GgmlType::Q8_0, vec![0u8; 34].into())
+        .unwrap();
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).unwrap();
+    GgufFile::from_bytes(bytes.clone(), NAME).unwrap();
+    // Header 24 bytes, then name (8 + 1), n_dims (4), one dim (8), type (4).
+    let type_at = 24 + 9 + 4 + 8;
+    assert_eq!(bytes[type_at..type_at + 4], 8u32.to_le_bytes());
+    bytes[type_at..type_at + 4].copy_from_slice(&5u32.to_le_bytes());
+    let e = GgufFile::from_bytes(bytes, NAME).unwrap_err();
+    assert!(matches!(e, GgufError::RemovedTensorType { .. }), "{e}");
+    names(&e, &["`x`", "Q4_3"]);
+}
