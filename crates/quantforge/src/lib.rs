@@ -17,3 +17,8 @@ pub extern crate quant_q4_0;
 pub extern crate quant_q4k;
 #[cfg(feature = "q6k")]
 pub extern crate quant_q6k;
+
+pub use quant_gpu as gpu;
+pub use quant_loader as loader;
+
+pub mod device;

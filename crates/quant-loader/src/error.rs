@@ -1,0 +1,65 @@
+//! [`LoadError`], the loader's error type.
+
+use std::path::PathBuf;
+
+use quant_core::{CoreError, GgmlType};
+use quant_gguf::GgufError;
+use quant_gpu::GpuError;
+
+/// Errors from loading tensors. Each names the file, and the tensor where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be opened or parsed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// No tensor of that name.
+    #[error("{file}: no tensor named '{tensor}'", file = file.display())]
+    NoTensor {
+        /// The file.
+        file: PathBuf,
+        /// The name asked for.
+        tensor: String,
+    },
+    /// No linked format handles the tensor's type.
+    #[error("{file}: tensor '{tensor}' has type {ty}, which no linked format handles", file = file.display())]
+    Unsupported {
+        /// The file.
+        file: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its type.
+        ty: GgmlType,
+    },
+    /// The tensor's size does not fit this machine's address space.
+    #[error("{file}: tensor '{tensor}' is too large for this machine ({elements} elements)", file = file.display())]
+    TooLarge {
+        /// The file.
+        file: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its element count.
+        elements: u64,
+    },
+    /// CPU dequantization rejected the tensor's bytes.
+    #[error("{file}: tensor '{tensor}': {source}", file = file.display())]
+    Core {
+        /// The file.
+        file: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// What went wrong.
+        source: CoreError,
+    },
+    /// The device failed.
+    #[error("{file}: tensor '{tensor}' on {device}: {source}", file = file.display())]
+    Gpu {
+        /// The file.
+        file: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The device, as text.
+        device: String,
+        /// What went wrong.
+        source: GpuError,
+    },
+}

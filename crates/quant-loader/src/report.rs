@@ -1,0 +1,93 @@
+//! [`LoadReport`]: what a load did, per tensor and in total.
+
+use std::time::Duration;
+
+use quant_core::{GgmlType, OutputDType};
+
+/// How one tensor reached its destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadPath {
+    /// Quantized bytes uploaded and expanded by the format's kernel on the device.
+    Kernel,
+    /// The format has no kernel by design (plain float types): converted on the host, uploaded.
+    HostConvert,
+    /// The kernel could not run; the CPU reference ran and its result was uploaded. The string
+    /// says why the kernel failed.
+    Fallback(String),
+    /// Dequantized on the CPU into host memory (no device).
+    Cpu,
+    /// Served from the loader's cache of device tensors.
+    Cached,
+}
+
+impl LoadPath {
+    /// Short label for tables.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LoadPath::Kernel => "kernel",
+            LoadPath::HostConvert => "host",
+            LoadPath::Fallback(_) => "FALLBACK",
+            LoadPath::Cpu => "cpu",
+            LoadPath::Cached => "cached",
+        }
+    }
+}
+
+/// One tensor's load.
+#[derive(Clone, Debug)]
+pub struct TensorLoad {
+    /// Tensor name.
+    pub name: String,
+    /// Its type in the file.
+    pub ty: GgmlType,
+    /// Dimensions, ggml order.
+    pub shape: Vec<u64>,
+    /// Output element type.
+    pub dtype: OutputDType,
+    /// Bytes sent to the device (quantized bytes, or converted values on the host paths).
+    pub bytes_uploaded: u64,
+    /// Bytes of output produced.
+    pub bytes_produced: u64,
+    /// Wall time of the load, synchronised with the device.
+    pub time: Duration,
+    /// How it was done.
+    pub path: LoadPath,
+}
+
+/// Totals over a load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    /// Where the tensors went (`"cuda:0 NVIDIA H100 ..."` or `"cpu"`).
+    pub device: String,
+    /// Each tensor, in file order.
+    pub tensors: Vec<TensorLoad>,
+    /// Wall time of the whole load.
+    pub total_time: Duration,
+}
+
+impl LoadReport {
+    /// Bytes sent to the device in all.
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.tensors.iter().map(|t| t.bytes_uploaded).sum()
+    }
+    /// Bytes produced in all.
+    pub fn bytes_produced(&self) -> u64 {
+        self.tensors.iter().map(|t| t.bytes_produced).sum()
+    }
+    /// Number of tensors that fell back to the CPU because their kernel could not run.
+    pub fn fallbacks(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter(|t| matches!(t.path, LoadPath::Fallback(_)))
+            .count()
+    }
+    /// Bytes uploaded plus produced per second of wall time, in GB/s.
+    pub fn gbytes_per_s(&self) -> f64 {
+        let secs = self.total_time.as_secs_f64();
+        if secs == 0.0 {
+            0.0
+        } else {
+            (self.bytes_uploaded() + self.bytes_produced()) as f64 / secs / 1e9
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The loader's logic without a GPU: a host-memory test backend stands in for a device, running
+//! each kernel as its format's CPU fast path (or failing on demand), so that caching, reporting,
+//! the fallback policy and error context are tested in CI. Real devices are tested in
+//! `tests/gpu_golden.rs` and `quant-cuda`'s GPU suite.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use quant_core::cpu::{self, CpuPath};
+use quant_core::{registry, KernelSpec, OutputDType};
+use quant_gpu::{Backend, Buffer, DeviceInfo, DeviceKind, GpuError, MemInfo, RawBuffer};
+use quant_loader::{FallbackPolicy, GgufLoader, LoadError, LoadPath, LoaderOptions};
+
+// Link the format crates so that their registrations exist in this test binary.
+use quant_float as _;
+use quant_q4_0 as _;
+use quant_q4k as _;
+use quant_q6k as _;
+
+#[derive(Debug)]
+struct HostMem(Vec<u8>);
+impl RawBuffer for HostMem {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Works,
+    LaunchFails,
+    OutOfMemory,
+}
+
+struct TestBackend {
+    info: DeviceInfo,
+    mode: Mode,
+    launches: AtomicUsize,
+}
+
+impl TestBackend {
+    fn new(mode: Mode) -> Self {
+        TestBackend {
+            info: DeviceInfo {
+                kind: DeviceKind::Cuda,
+                ordinal: 7,
+                name: "host test device".into(),
+                arch: "none".into(),
+                total_memory: 1 << 30,
+                warp_size: 32,
+                multiprocessors: 1,
+            },
+            mode,
+            launches: AtomicUsize::new(0),
+        }
+    }
+}
+
+fn mem(b: &Buffer) -> &[u8] {
+    &b.raw().as_any().downcast_ref::<HostMem>().unwrap().0
+}
+fn mem_mut(b: &mut Buffer) -> &mut Vec<u8> {
+    &mut b
+        .raw_mut()
+        .as_any_mut()
+        .downcast_mut::<HostMem>()
+        .unwrap()
+        .0
+}
+
+impl Backend for TestBackend {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn mem_info(&self) -> Result<MemInfo, GpuError> {
+        Ok(MemInfo {
+            free: 1 << 30,
+            total: 1 << 30,
+        })
+    }
+    fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError> {
+        if self.mode == Mode::OutOfMemory && bytes > 4096 {
+            return Err(GpuError::OutOfMemory {
+                device: "test".into(),
+                wanted: bytes as u64,
+                free: 4096,
+                total: 1 << 30,
+            });
+        }
+        Ok(Buffer::new(
+            Box::new(HostMem(vec![0xAB; bytes])),
+            DeviceKind::Cuda,
+            7,
+        ))
+    }
+    fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
+        mem_mut(dst)[..src.len()].copy_from_slice(src);
+        Ok(())
+    }
+    fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError> {
+        let n = dst.len();
+        dst.copy_from_slice(&mem(src)[..n]);
+        Ok(())
+    }
+    fn fill(&self, buf: &mut Buffer, value: u8) -> Result<(), GpuError> {
+        mem_mut(buf).fill(value);
+        Ok(())
+    }
+    fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
+        let s = mem(src).to_vec();
+        mem_mut(dst).copy_from_slice(&s);
+        Ok(())
+    }
+    fn dequantize(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+    ) -> Result<(), GpuError> {
+        self.launches.fetch_add(1, Ordering::SeqCst);
+        if self.mode == Mode::LaunchFails {
+            return Err(GpuError::Launch {
+                entry: kernel.entry(dtype),
+                file: kernel.file_name,
+                reason: "test device refuses".into(),
+            });
+        }
+        let format = registry()
+            .iter()
+            .find(|f| f.kernel().is_some_and(|k| std::ptr::eq(k, kernel)))
+            .expect("kernel belongs to a registered format");
+        let n = n_blocks as usize * block_elems;
+        let values = cpu::dequantize_to_vec(format, mem(src), CpuPath::Fast).unwrap();
+        assert_eq!(values.len(), n);
+        let bytes = cpu::encode_as(&values, dtype);
+        mem_mut(dst)[..bytes.len()].copy_from_slice(&bytes);
+        Ok(())
+    }
+    fn synchronize(&self) -> Result<(), GpuError> {
+        Ok(())
+    }
+    fn time_events(
+        &self,
+        iters: usize,
+        op: &mut dyn FnMut() -> Result<(), GpuError>,
+    ) -> Result<Vec<f32>, GpuError> {
+        (0..iters).map(|_| op().map(|_| 0.0)).collect()
+    }
+}
+
+fn model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/tiny-llama-q4_k_m.gguf")
+}
+
+fn open(policy: FallbackPolicy) -> GgufLoader {
+    GgufLoader::open_with(
+        model(),
+        LoaderOptions {
+            mmap: true,
+            fallback: policy,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn load_all_runs_kernels_for_quantized_tensors_and_reports() {
+    let loader = open(FallbackPolicy::Deny);
+    let b = TestBackend::new(Mode::Works);
+    let report = loader.load_all(&b, OutputDType::F16).unwrap();
+    assert_eq!(report.tensors.len(), loader.file().tensors().len());
+    assert_eq!(report.fallbacks(), 0);
+    for (t, info) in report.tensors.iter().zip(loader.file().tensors()) {
+        let quantized = info.ty.geometry().unwrap().block_elems > 1;
+        assert_eq!(
+            t.path,
+            if quantized {
+                LoadPath::Kernel
+            } else {
+                LoadPath::HostConvert
+            },
+            "{}",
+            t.name
+        );
+        assert_eq!(t.bytes_produced, info.n_elements * 2);
+        if quantized {
+            assert_eq!(
+                t.bytes_uploaded, info.n_bytes,
+                "quantized bytes go up, not f32"
+            );
+        }
+        // The device tensor holds the rounded CPU reference.
+        let dt = loader
+            .cached(&t.name, OutputDType::F16, &b)
+            .expect("cached");
+        let want = cpu::encode_as(
+            &loader
+                .dequantize_to_host(&t.name, CpuPath::Reference)
+                .unwrap(),
+            OutputDType::F16,
+        );
+        assert_eq!(dt.download(&b).unwrap(), want, "{}", t.name);
+        assert_eq!(dt.shape, info.dims);
+    }
+    assert!(b.launches.load(Ordering::SeqCst) > 0);
+    // A second load is served from the cache without launching.
+    let before = b.launches.load(Ordering::SeqCst);
+    let again = loader.load_all(&b, OutputDType::F16).unwrap();
+    assert!(again.tensors.iter().all(|t| t.path == LoadPath::Cached));
+    assert_eq!(b.launches.load(Ordering::SeqCst), before);
+}
+
+#[test]
+fn a_failing_kernel_falls_back_visibly_or_fails_under_deny() {
+    let b = TestBackend::new(Mode::LaunchFails);
+    let loader = open(FallbackPolicy::Allow);
+    let report = loader.load_all(&b, OutputDType::F32).unwrap();
+    let quantized = loader
+        .file()
+        .tensors()
+        .iter()
+        .filter(|t| t.ty.geometry().unwrap().block_elems > 1)
+        .count();
+    assert_eq!(report.fallbacks(), quantized);
+    for t in &report.tensors {
+        if let LoadPath::Fallback(why) = &t.path {
+            assert!(why.contains("test device refuses"), "{why}");
+            let dt = loader.cached(&t.name, OutputDType::F32, &b).unwrap();
+            let want = cpu::encode_as(
+                &loader
+                    .dequantize_to_host(&t.name, CpuPath::Reference)
+                    .unwrap(),
+                OutputDType::F32,
+            );
+            assert_eq!(dt.download(&b).unwrap(), want);
+        }
+    }
+
+    let strict = open(FallbackPolicy::Deny);
+    let err = strict
+        .load_tensor_to_gpu("token_embd.weight", &b, OutputDType::F32)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LoadError::Gpu { .. }), "{err:?}");
+    assert!(
+        msg.contains("token_embd.weight") && msg.contains("tiny-llama-q4_k_m.gguf"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn out_of_memory_is_an_error_not_a_fallback() {
+    let b = TestBackend::new(Mode::OutOfMemory);
+    let loader = open(FallbackPolicy::Allow);
+    let err = loader
+        .load_tensor_to_gpu("token_embd.weight", &b, OutputDType::F32)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("token_embd.weight") && msg.contains("cannot allocate"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_tensor_and_unsupported_type_name_the_file_and_tensor() {
+    let loader = open(FallbackPolicy::Allow);
+    let err = loader
+        .dequantize_to_host("no.such.tensor", CpuPath::Fast)
+        .unwrap_err();
+    assert!(err.to_string().contains("no.such.tensor"));
+    assert!(err.to_string().contains("tiny-llama-q4_k_m.gguf"));
+
+    let q5 = GgufLoader::open(model().with_file_name("tiny-llama-q5_k_m.gguf")).unwrap();
+    let t = q5
+        .file()
+        .tensors()
+        .iter()
+        .find(|t| t.ty.to_string() == "Q5_K")
+        .unwrap();
+    let err = q5.dequantize_to_host(&t.name, CpuPath::Fast).unwrap_err();
+    assert!(matches!(err, LoadError::Unsupported { .. }));
+    assert!(
+        err.to_string().contains("Q5_K") && err.to_string().contains(&t.name),
+        "{err}"
+    );
+}

@@ -1,0 +1,120 @@
+//! `quantforge dequant FILE -o OUT.gguf [--device D] [--tensor NAME]... [--skip-unsupported]`.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use quantforge::core::cpu::CpuPath;
+use quantforge::core::{GgmlType, OutputDType};
+use quantforge::gguf::{GgufWriter, MetaValue};
+use quantforge::gpu::DeviceSpec;
+use quantforge::loader::GgufLoader;
+
+/// Arguments of `dequant`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The GGUF file to read.
+    file: PathBuf,
+    /// Where to write the F32 GGUF v3 file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Where to dequantize: auto, cpu, cuda[:N], hip[:N].
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+    /// Only these tensors (repeatable). Default: all.
+    #[arg(long = "tensor")]
+    tensors: Vec<String>,
+    /// Leave out tensors of types no linked format handles (listed in a warning) instead of
+    /// failing.
+    #[arg(long)]
+    skip_unsupported: bool,
+    /// Read the file with ordinary reads instead of mapping it.
+    #[arg(long)]
+    no_mmap: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let loader = GgufLoader::open_with(
+        &a.file,
+        quantforge::loader::LoaderOptions {
+            mmap: !a.no_mmap,
+            ..Default::default()
+        },
+    )?;
+    let file = loader.file();
+    let backend = super::open_device(a.device)?;
+
+    let selected: Vec<_> = if a.tensors.is_empty() {
+        file.tensors().iter().collect()
+    } else {
+        a.tensors
+            .iter()
+            .map(|n| loader.tensor(n))
+            .collect::<Result<_, _>>()?
+    };
+
+    let mut skipped = Vec::new();
+    let mut todo = Vec::new();
+    for t in selected {
+        match loader.format_of(t) {
+            Ok(_) => todo.push(t),
+            Err(_) if a.skip_unsupported => skipped.push(format!("{} ({})", t.name, t.ty)),
+            Err(e) => return Err(e).context("use --skip-unsupported to leave such tensors out"),
+        }
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(
+            "left out {} tensor(s) of unsupported types: {}",
+            skipped.len(),
+            skipped.join(", ")
+        );
+        eprintln!(
+            "warning: left out {} tensor(s) of unsupported types: {}",
+            skipped.len(),
+            skipped.join(", ")
+        );
+    }
+
+    let mut w = GgufWriter::new();
+    for (k, v) in file.metadata() {
+        if k == "general.alignment" {
+            match v {
+                MetaValue::U32(al) => w.set_alignment(*al),
+                _ => bail!("{}: general.alignment is not a u32", a.file.display()),
+            }
+            continue;
+        }
+        w.add_metadata(k.clone(), v.clone())?;
+    }
+
+    let bar = ProgressBar::new(todo.iter().map(|t| t.n_elements).sum());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} elements {msg}")
+            .expect("static template"),
+    );
+    for t in todo {
+        bar.set_message(t.name.clone());
+        let values: Vec<u8> = match &backend {
+            None => {
+                let v = loader.dequantize_to_host(&t.name, CpuPath::Fast)?;
+                quantforge::core::cpu::encode_as(&v, OutputDType::F32)
+            }
+            Some(b) => {
+                let dt = loader.load_tensor_to_gpu(&t.name, b.as_ref(), OutputDType::F32)?;
+                let bytes = dt
+                    .download(b.as_ref())
+                    .with_context(|| format!("downloading '{}'", t.name))?;
+                loader.clear_cache();
+                bytes
+            }
+        };
+        w.add_tensor(t.name.clone(), &t.dims, GgmlType::F32, Cow::Owned(values))?;
+        bar.inc(t.n_elements);
+    }
+    bar.finish_and_clear();
+    w.write_file(&a.output)?;
+    eprintln!("wrote {}", a.output.display());
+    Ok(ExitCode::SUCCESS)
+}

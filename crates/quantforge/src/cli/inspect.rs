@@ -1,0 +1,110 @@
+//! `quantforge inspect FILE [--json]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use quantforge::gguf::{GgufFile, MetaValue};
+use serde_json::{json, Value};
+
+/// Arguments of `inspect`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The GGUF file.
+    file: PathBuf,
+    /// Emit JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Print arrays in full (text output abbreviates them).
+    #[arg(long)]
+    full: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let f = GgufFile::open(&a.file)?;
+    if a.json {
+        let meta: serde_json::Map<String, Value> = f
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), meta_json(v)))
+            .collect();
+        let tensors: Vec<Value> = f
+            .tensors()
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "type": t.ty.to_string(),
+                    "type_id": t.ty.0,
+                    "shape": t.dims,
+                    "elements": t.n_elements,
+                    "bytes": t.n_bytes,
+                    "offset": f.data_offset() + t.offset,
+                })
+            })
+            .collect();
+        let out = json!({
+            "file": a.file.display().to_string(),
+            "version": f.version(),
+            "alignment": f.alignment(),
+            "data_offset": f.data_offset(),
+            "metadata": meta,
+            "tensors": tensors,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}: GGUF v{}, alignment {}, {} tensors, {} metadata keys",
+        a.file.display(),
+        f.version(),
+        f.alignment(),
+        f.tensors().len(),
+        f.metadata().len()
+    );
+    println!("\nmetadata:");
+    for (k, v) in f.metadata() {
+        let text = if a.full {
+            format!("{v:?}")
+        } else {
+            v.to_string()
+        };
+        println!("  {k:<40} {text}");
+    }
+    println!("\ntensors:");
+    println!(
+        "  {:<32} {:<8} {:<20} {:>12} {:>12}",
+        "name", "type", "shape", "bytes", "offset"
+    );
+    for t in f.tensors() {
+        println!(
+            "  {:<32} {:<8} {:<20} {:>12} {:>12}",
+            t.name,
+            t.ty.to_string(),
+            super::shape(&t.dims),
+            t.n_bytes,
+            f.data_offset() + t.offset
+        );
+    }
+    let total: u64 = f.tensors().iter().map(|t| t.n_bytes).sum();
+    println!("\n  total tensor data: {}", super::human_bytes(total));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn meta_json(v: &MetaValue) -> Value {
+    match v {
+        MetaValue::U8(x) => json!(x),
+        MetaValue::I8(x) => json!(x),
+        MetaValue::U16(x) => json!(x),
+        MetaValue::I16(x) => json!(x),
+        MetaValue::U32(x) => json!(x),
+        MetaValue::I32(x) => json!(x),
+        MetaValue::U64(x) => json!(x),
+        MetaValue::I64(x) => json!(x),
+        MetaValue::F32(x) => json!(x),
+        MetaValue::F64(x) => json!(x),
+        MetaValue::Bool(x) => json!(x),
+        MetaValue::String(s) => json!(s),
+        MetaValue::Array(a) => Value::Array(a.values.iter().map(meta_json).collect()),
+    }
+}

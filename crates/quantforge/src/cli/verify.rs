@@ -1,0 +1,103 @@
+//! `quantforge verify FILE [--device D]`: device bits against the CPU reference, per tensor.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use quantforge::core::cpu::CpuPath;
+use quantforge::core::OutputDType;
+use quantforge::gpu::DeviceSpec;
+use quantforge::loader::GgufLoader;
+
+/// Arguments of `verify`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The GGUF file.
+    file: PathBuf,
+    /// The device to check: auto, cuda[:N], hip[:N] (cpu checks the fast CPU path).
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
+}
+
+/// Counts values whose bits differ (a NaN matches any NaN: GPUs return a canonical NaN).
+fn mismatches(reference: &[f32], got: &[u8]) -> usize {
+    reference
+        .iter()
+        .zip(got.chunks_exact(4))
+        .filter(|(r, g)| {
+            let g = f32::from_le_bytes([g[0], g[1], g[2], g[3]]);
+            !(r.to_bits() == g.to_bits() || (r.is_nan() && g.is_nan()))
+        })
+        .count()
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let loader = GgufLoader::open(&a.file)?;
+    let backend = super::open_device(a.device)?;
+    let mut bad = 0;
+    let mut unsupported = 0;
+    println!(
+        "{:<32} {:<8} {:>12} {:>10}  result",
+        "tensor", "type", "elements", "differ"
+    );
+    for t in loader.file().tensors() {
+        if loader.format_of(t).is_err() {
+            println!(
+                "{:<32} {:<8} {:>12} {:>10}  unsupported type",
+                t.name,
+                t.ty.to_string(),
+                t.n_elements,
+                "-"
+            );
+            unsupported += 1;
+            continue;
+        }
+        let reference = loader.dequantize_to_host(&t.name, CpuPath::Reference)?;
+        let got: Vec<u8> = match &backend {
+            Some(b) => {
+                let (dt, load) =
+                    loader.load_tensor_reporting(&t.name, b.as_ref(), OutputDType::F32)?;
+                let bytes = dt.download(b.as_ref())?;
+                loader.clear_cache();
+                if let quantforge::loader::LoadPath::Fallback(why) = &load.path {
+                    eprintln!("warning: '{}' fell back to the CPU: {why}", t.name);
+                }
+                bytes
+            }
+            None => {
+                let v = loader.dequantize_to_host(&t.name, CpuPath::Fast)?;
+                quantforge::core::cpu::encode_as(&v, OutputDType::F32)
+            }
+        };
+        let n = mismatches(&reference, &got);
+        bad += usize::from(n > 0);
+        println!(
+            "{:<32} {:<8} {:>12} {:>10}  {}",
+            t.name,
+            t.ty.to_string(),
+            t.n_elements,
+            n,
+            if n == 0 { "bit-exact" } else { "DIFFERS" }
+        );
+    }
+    if bad > 0 {
+        bail!("{bad} tensor(s) differ from the CPU reference");
+    }
+    println!("all supported tensors bit-exact ({unsupported} of unsupported type skipped)");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mismatches;
+
+    #[test]
+    fn nan_matches_any_nan_and_zero_signs_count() {
+        let r = [f32::NAN, 0.0, -0.0, 1.5];
+        let mut g = Vec::new();
+        for v in [f32::from_bits(0x7fc0_0001), 0.0, 0.0, 1.5] {
+            g.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(mismatches(&r, &g), 1);
+    }
+}

@@ -1,0 +1,241 @@
+//! The `quantforge` binary, end to end on the CPU (CI has no GPU).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use quantforge::gguf::GgufFile;
+use sha2::{Digest, Sha256};
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data")
+        .join(name)
+}
+
+fn qf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quantforge"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn manifest(name: &str) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(data(name))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[1].to_string(), f[2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn inspect_prints_metadata_and_tensors_as_text_and_json() {
+    let f = data("tiny-llama-q4_k_m.gguf");
+    let o = qf(&["inspect", f.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("general.architecture")
+            && out.contains("token_embd.weight")
+            && out.contains("Q4_K"),
+        "{out}"
+    );
+
+    let o = qf(&["inspect", "--json", f.to_str().unwrap()]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    let tensors = v["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), manifest("tiny-llama-q4_k_m.sha256").len());
+    let t = tensors
+        .iter()
+        .find(|t| t["name"] == "token_embd.weight")
+        .unwrap();
+    assert_eq!(t["type"], "Q4_K");
+    assert_eq!(t["shape"], serde_json::json!([256, 256]));
+    assert_eq!(t["bytes"], 256 / 256 * 144 * 256);
+    assert_eq!(v["metadata"]["general.architecture"], "llama");
+}
+
+#[test]
+fn dequant_writes_f32_gguf_with_ggml_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let src = data("tiny-llama-q4_k_m.gguf");
+    let o = qf(&[
+        "dequant",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let f = GgufFile::open(&out).unwrap();
+    let orig = GgufFile::open(&src).unwrap();
+    assert_eq!(f.version(), 3);
+    assert_eq!(f.metadata().len(), orig.metadata().len(), "metadata copied");
+    for (sha, name, _) in manifest("tiny-llama-q4_k_m.sha256") {
+        let t = f.tensor(&name).unwrap();
+        assert_eq!(t.ty.to_string(), "F32");
+        assert_eq!(t.dims, orig.tensor(&name).unwrap().dims);
+        let got: String = Sha256::digest(f.tensor_data(t))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(got, sha, "{name}");
+    }
+}
+
+#[test]
+fn dequant_of_an_unsupported_type_fails_or_skips_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    let src = data("tiny-llama-q5_k_m.gguf");
+    let o = qf(&[
+        "dequant",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("Q5_K") && err.contains(".weight"), "{err}");
+    assert!(!out.exists());
+
+    let o = qf(&[
+        "dequant",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--skip-unsupported",
+    ]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("left out") && err.contains("Q5_K"), "{err}");
+    let f = GgufFile::open(&out).unwrap();
+    let expected: Vec<_> = manifest("tiny-llama-q5_k_m.sha256")
+        .into_iter()
+        .filter(|(_, _, ty)| ty != "Q5_K")
+        .collect();
+    assert_eq!(f.tensors().len(), expected.len());
+    assert!(!expected.is_empty());
+}
+
+#[test]
+fn dequant_selects_tensors_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("one.gguf");
+    let src = data("tiny-llama-q6_k.gguf");
+    let o = qf(&[
+        "dequant",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--tensor",
+        "output.weight",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(f.tensors().len(), 1);
+    let o = qf(&[
+        "dequant",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--tensor",
+        "nope",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("nope"));
+}
+
+#[test]
+fn load_without_a_file_loads_the_repository_model_on_the_cpu() {
+    let o = qf(&["load", "--device", "cpu"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("tiny-llama-q4_k_m.gguf")
+            && out.contains("total:")
+            && out.contains("0 fallback"),
+        "{out}"
+    );
+    assert!(out.contains("token_embd.weight"));
+}
+
+#[test]
+fn verify_on_the_cpu_holds_the_fast_path_to_the_reference() {
+    let o = qf(&[
+        "verify",
+        "--device",
+        "cpu",
+        data("all-types.gguf").to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("bit-exact") && out.contains("unsupported type"),
+        "{out}"
+    );
+    assert!(!out.contains("DIFFERS"));
+}
+
+#[test]
+fn bench_cpu_json_has_the_documented_fields() {
+    let o = qf(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--format",
+        "q4_k",
+        "--elements",
+        "65536",
+        "--iters",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    for key in [
+        "format",
+        "device",
+        "dtype",
+        "elements",
+        "seconds_median",
+        "gelem_per_s",
+        "gbytes_per_s",
+        "copy_gbytes_per_s",
+    ] {
+        assert!(!rows[0][key].is_null(), "missing {key}");
+    }
+    assert_eq!(rows[0]["format"], "Q4_K");
+    assert!(rows[0]["gelem_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00 truncated").unwrap();
+    let o = qf(&["inspect", bad.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bad.gguf") && !err.contains("panicked"),
+        "{err}"
+    );
+    let o = qf(&["load", "--device", "tpu"]);
+    assert!(!o.status.success());
+    assert!(text(&o).1.contains("tpu"));
+}
