@@ -1,1 +1,592 @@
-//! quantforge's NVIDIA backend on cudarc (dynamic loading, NVRTC)
+//! # quant-cuda
+//!
+//! quantforge's NVIDIA backend: [`CudaBackend`] implements [`quant_gpu::Backend`] on the CUDA
+//! driver API through `cudarc`, loaded at run time (`dynamic-loading`): a binary built with this
+//! crate starts on machines without CUDA, where [`device_count`] and [`CudaBackend::new`] return
+//! [`GpuError::NoDevice`].
+//!
+//! * Kernels are compiled on first use from each format's embedded `kernel.hip` with NVRTC, for
+//!   the device's own architecture (`sm_XX` cubin, `--fmad=false`, the portability header passed
+//!   as a named header), and cached per backend and format; concurrent first uses compile once.
+//!   If `QUANTFORGE_CUDA_KERNEL_DIR` is set, `<dir>/<format>/<sm_XX>.cubin` is loaded instead.
+//! * Uploads and large downloads go through two reused pinned staging buffers, so that the host
+//!   copy of one chunk overlaps the DMA of the other.
+//! * All `unsafe` code lives in one private module (`ffi`); everything above it is safe.
+//!
+//! [`bench`] times kernels against a device-to-device copy with device events.
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod bench;
+#[allow(unsafe_code)]
+mod ffi;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use quant_core::{BlockGeometry, QuantFormat};
+use quant_gpu::{
+    Backend, Buffer, DeviceInfo, DeviceKind, GpuError, KernelSpec, MemInfo, OutputDType, RawBuffer,
+};
+
+/// Environment variable naming a folder of cubins built ahead of time:
+/// `<dir>/<format>/<sm_XX>.cubin` (for example `target/kernels/q4_k/sm_90.cubin`).
+pub const KERNEL_DIR_ENV: &str = "QUANTFORGE_CUDA_KERNEL_DIR";
+
+/// Bytes of each of the two pinned staging buffers.
+const STAGING_CHUNK: usize = 16 << 20;
+
+/// Transfers up to this size skip the staging buffers.
+const DIRECT_LIMIT: usize = 1 << 20;
+
+/// Number of CUDA devices, or [`GpuError::NoDevice`] when the driver is missing or reports
+/// none usable. Never panics.
+pub fn device_count() -> Result<usize, GpuError> {
+    ffi::device_count().map_err(|e| GpuError::NoDevice {
+        kind: DeviceKind::Cuda,
+        ordinal: 0,
+        reason: e.message,
+    })
+}
+
+/// The three entry points of one format's module.
+struct KernelModule {
+    f32: ffi::Function,
+    f16: ffi::Function,
+    bf16: ffi::Function,
+}
+
+impl KernelModule {
+    fn entry(&self, dtype: OutputDType) -> &ffi::Function {
+        match dtype {
+            OutputDType::F32 => &self.f32,
+            OutputDType::F16 => &self.f16,
+            OutputDType::Bf16 => &self.bf16,
+        }
+    }
+}
+
+/// One slot per format: filled once, under its own lock, so that racing first uses wait for a
+/// single build.
+type ModuleSlot = Arc<Mutex<Option<Arc<KernelModule>>>>;
+
+/// A device allocation of this backend, behind a [`Buffer`].
+#[derive(Debug)]
+struct CudaBuffer {
+    mem: ffi::DevMem,
+}
+
+impl RawBuffer for CudaBuffer {
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// One NVIDIA GPU through the CUDA driver API.
+pub struct CudaBackend {
+    device: ffi::Device,
+    info: DeviceInfo,
+    kernel_dir: Option<PathBuf>,
+    modules: Mutex<HashMap<&'static str, ModuleSlot>>,
+    staging: Mutex<Option<ffi::Staging>>,
+    modules_built: AtomicUsize,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("info", &self.info)
+            .field("kernel_dir", &self.kernel_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn driver_err(op: impl Into<String>) -> impl FnOnce(ffi::FfiError) -> GpuError {
+    let op = op.into();
+    move |e| GpuError::Driver {
+        op,
+        reason: e.message,
+    }
+}
+
+impl CudaBackend {
+    /// Opens CUDA device `ordinal`. Reads [`KERNEL_DIR_ENV`] once, here.
+    pub fn new(ordinal: usize) -> Result<Self, GpuError> {
+        let dir = std::env::var_os(KERNEL_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        Self::with_kernel_dir(ordinal, dir)
+    }
+
+    /// Opens CUDA device `ordinal`, loading cubins from `kernel_dir` (as
+    /// [`KERNEL_DIR_ENV`] would) or, with `None`, compiling them with NVRTC.
+    pub fn with_kernel_dir(ordinal: usize, kernel_dir: Option<PathBuf>) -> Result<Self, GpuError> {
+        let no_device = |reason: String| GpuError::NoDevice {
+            kind: DeviceKind::Cuda,
+            ordinal,
+            reason,
+        };
+        let device = ffi::Device::open(ordinal).map_err(|e| no_device(e.message))?;
+        let facts = device.facts().map_err(|e| no_device(e.message))?;
+        let info = DeviceInfo {
+            kind: DeviceKind::Cuda,
+            ordinal,
+            name: facts.name,
+            arch: format!("sm_{}{}", facts.major, facts.minor),
+            total_memory: facts.total_memory,
+            warp_size: facts.warp_size,
+            multiprocessors: facts.multiprocessors,
+        };
+        Ok(CudaBackend {
+            device,
+            info,
+            kernel_dir,
+            modules: Mutex::new(HashMap::new()),
+            staging: Mutex::new(None),
+            modules_built: AtomicUsize::new(0),
+        })
+    }
+
+    /// How many kernel modules this backend has compiled or loaded so far (one per format used).
+    pub fn modules_built(&self) -> usize {
+        self.modules_built.load(Ordering::SeqCst)
+    }
+
+    /// The folder cubins are loaded from, if any.
+    pub fn kernel_dir(&self) -> Option<&Path> {
+        self.kernel_dir.as_deref()
+    }
+
+    /// Path of a format's cubin for this device under `dir`: `<dir>/<format>/<sm_XX>.cubin`.
+    pub fn cubin_path(dir: &Path, format: &str, arch: &str) -> PathBuf {
+        dir.join(format).join(format!("{arch}.cubin"))
+    }
+
+    /// NVRTC options used for every kernel: the device's real architecture (so that NVRTC emits
+    /// a cubin), no contraction into FMA, IEEE division and square root, no flush to zero.
+    pub fn nvrtc_options(arch: &str) -> Vec<String> {
+        vec![
+            format!("--gpu-architecture={arch}"),
+            "--fmad=false".into(),
+            "--ftz=false".into(),
+            "--prec-div=true".into(),
+            "--prec-sqrt=true".into(),
+            "--std=c++17".into(),
+        ]
+    }
+
+    /// Compiles `spec`'s source with NVRTC for this device and returns the cubin (what
+    /// [`KERNEL_DIR_ENV`] expects to find ahead of time).
+    pub fn compile_cubin(&self, spec: &KernelSpec) -> Result<Vec<u8>, GpuError> {
+        ffi::nvrtc_compile(
+            spec.source,
+            spec.file_name,
+            quant_core::PORTABILITY_HEADER,
+            quant_core::PORTABILITY_HEADER_NAME,
+            &Self::nvrtc_options(&self.info.arch),
+        )
+        .map_err(|log| GpuError::Compile {
+            file: spec.file_name,
+            arch: self.info.arch.clone(),
+            log,
+        })
+    }
+
+    /// NVRTC's version, `(major, minor)`, if the library is installed.
+    pub fn nvrtc_version() -> Option<(i32, i32)> {
+        ffi::nvrtc_version().ok()
+    }
+
+    fn build_module(&self, spec: &'static KernelSpec) -> Result<KernelModule, GpuError> {
+        let (image, origin) = match &self.kernel_dir {
+            Some(dir) => {
+                let path = Self::cubin_path(dir, spec.format, &self.info.arch);
+                let image = std::fs::read(&path).map_err(|e| GpuError::CodeObject {
+                    path: path.clone(),
+                    reason: format!("cannot read it: {e}"),
+                })?;
+                (image, Some(path))
+            }
+            None => (self.compile_cubin(spec)?, None),
+        };
+        let bad = |reason: String| match &origin {
+            Some(path) => GpuError::CodeObject {
+                path: path.clone(),
+                reason,
+            },
+            None => GpuError::NoKernel {
+                format: spec.format.to_string(),
+                reason,
+            },
+        };
+        let module = self
+            .device
+            .load_module(&image)
+            .map_err(|e| bad(format!("the driver cannot load it: {}", e.message)))?;
+        let entry = |name: &str| {
+            module
+                .function(name)
+                .map_err(|e| bad(format!("entry point {name}: {}", e.message)))
+        };
+        let built = KernelModule {
+            f32: entry(spec.entry_f32)?,
+            f16: entry(spec.entry_f16)?,
+            bf16: entry(spec.entry_bf16)?,
+        };
+        self.modules_built.fetch_add(1, Ordering::SeqCst);
+        Ok(built)
+    }
+
+    /// The module of `spec`, built or loaded on first use.
+    fn module(&self, spec: &'static KernelSpec) -> Result<Arc<KernelModule>, GpuError> {
+        let slot = self.modules.lock().entry(spec.format).or_default().clone();
+        let mut guard = slot.lock();
+        if let Some(m) = guard.as_ref() {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(self.build_module(spec)?);
+        *guard = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Builds (or loads) `spec`'s module now rather than on first launch.
+    pub fn prepare(&self, spec: &'static KernelSpec) -> Result<(), GpuError> {
+        self.module(spec).map(|_| ())
+    }
+
+    fn raw<'a>(&self, buf: &'a Buffer, op: &'static str) -> Result<&'a CudaBuffer, GpuError> {
+        if buf.device() != (DeviceKind::Cuda, self.info.ordinal) {
+            return Err(GpuError::ForeignBuffer { op });
+        }
+        buf.raw()
+            .as_any()
+            .downcast_ref::<CudaBuffer>()
+            .ok_or(GpuError::ForeignBuffer { op })
+    }
+
+    fn raw_mut<'a>(
+        &self,
+        buf: &'a mut Buffer,
+        op: &'static str,
+    ) -> Result<&'a mut CudaBuffer, GpuError> {
+        if buf.device() != (DeviceKind::Cuda, self.info.ordinal) {
+            return Err(GpuError::ForeignBuffer { op });
+        }
+        buf.raw_mut()
+            .as_any_mut()
+            .downcast_mut::<CudaBuffer>()
+            .ok_or(GpuError::ForeignBuffer { op })
+    }
+
+    /// Block geometry of the registered format whose kernel is `spec`.
+    fn geometry_of(spec: &'static KernelSpec) -> Result<BlockGeometry, GpuError> {
+        quant_core::registry()
+            .iter()
+            .find(|f: &&'static dyn QuantFormat| f.kernel().is_some_and(|k| std::ptr::eq(k, spec)))
+            .map(|f| f.geometry())
+            .ok_or_else(|| GpuError::NoKernel {
+                format: spec.format.to_string(),
+                reason: "no registered format owns this kernel, so its block size is unknown"
+                    .into(),
+            })
+    }
+
+    /// [`Backend::dequantize`] with at most `max_groups` groups launched (the kernels stride
+    /// over the rest). `None` launches one group per `blocks_per_group` blocks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dequantize_with_grid(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+        max_groups: Option<u32>,
+    ) -> Result<(), GpuError> {
+        let geometry = Self::geometry_of(kernel)?;
+        if geometry.block_elems != block_elems {
+            return Err(GpuError::NoKernel {
+                format: kernel.format.to_string(),
+                reason: format!(
+                    "called with {block_elems} values per block, the format has {}",
+                    geometry.block_elems
+                ),
+            });
+        }
+        let too_big = |op| GpuError::BufferSize {
+            op,
+            have: 0,
+            need: usize::MAX,
+        };
+        let need_src = usize::try_from(n_blocks)
+            .ok()
+            .and_then(|n| n.checked_mul(geometry.block_bytes))
+            .ok_or_else(|| too_big("dequantize (source)"))?;
+        let need_dst = usize::try_from(n_blocks)
+            .ok()
+            .and_then(|n| n.checked_mul(block_elems))
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .ok_or_else(|| too_big("dequantize (destination)"))?;
+        let src_raw = self.raw(src, "dequantize")?;
+        if src_raw.len() < need_src {
+            return Err(GpuError::BufferSize {
+                op: "dequantize (source)",
+                have: src_raw.len(),
+                need: need_src,
+            });
+        }
+        if dst.len() < need_dst {
+            return Err(GpuError::BufferSize {
+                op: "dequantize (destination)",
+                have: dst.len(),
+                need: need_dst,
+            });
+        }
+        if kernel.threads_per_group == 0 || kernel.threads_per_group > 1024 {
+            return Err(GpuError::NoKernel {
+                format: kernel.format.to_string(),
+                reason: format!("{} threads per group", kernel.threads_per_group),
+            });
+        }
+        if n_blocks == 0 {
+            return Ok(());
+        }
+        let module = self.module(kernel)?;
+        let mut groups = kernel.groups_for(n_blocks).min(i32::MAX as u64) as u32;
+        if let Some(cap) = max_groups {
+            groups = groups.min(cap.max(1));
+        }
+        let entry = kernel.entry(dtype);
+        let dst_raw = self.raw_mut(dst, "dequantize")?;
+        self.device
+            .launch(
+                module.entry(dtype),
+                groups,
+                kernel.threads_per_group,
+                &src_raw.mem,
+                &mut dst_raw.mem,
+                n_blocks,
+            )
+            .map_err(|e| GpuError::Launch {
+                entry,
+                file: kernel.file_name,
+                reason: e.message,
+            })
+    }
+
+    fn with_staging<T>(
+        &self,
+        f: impl FnOnce(&ffi::Device, &mut ffi::Staging) -> Result<T, ffi::FfiError>,
+        op: &'static str,
+    ) -> Result<T, GpuError> {
+        let mut guard = self.staging.lock();
+        if guard.is_none() {
+            *guard = Some(
+                self.device
+                    .staging(STAGING_CHUNK)
+                    .map_err(driver_err("allocating pinned staging memory"))?,
+            );
+        }
+        let staging = guard.as_mut().expect("just filled");
+        f(&self.device, staging).map_err(driver_err(op))
+    }
+}
+
+impl Backend for CudaBackend {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn mem_info(&self) -> Result<MemInfo, GpuError> {
+        let (free, total) = self.device.mem_info().map_err(driver_err("cuMemGetInfo"))?;
+        Ok(MemInfo { free, total })
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError> {
+        match self.device.alloc(bytes) {
+            Ok(mem) => Ok(Buffer::new(
+                Box::new(CudaBuffer { mem }),
+                DeviceKind::Cuda,
+                self.info.ordinal,
+            )),
+            Err(e) if e.out_of_memory => {
+                let (free, total) = self
+                    .device
+                    .mem_info()
+                    .unwrap_or((0, self.info.total_memory));
+                Err(GpuError::OutOfMemory {
+                    device: format!("cuda:{} ({})", self.info.ordinal, self.info.name),
+                    wanted: bytes as u64,
+                    free,
+                    total,
+                })
+            }
+            Err(e) => Err(driver_err(format!("allocating {bytes} bytes"))(e)),
+        }
+    }
+
+    fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
+        if dst.len() < src.len() {
+            return Err(GpuError::BufferSize {
+                op: "upload",
+                have: dst.len(),
+                need: src.len(),
+            });
+        }
+        let raw = self.raw_mut(dst, "upload")?;
+        if src.len() <= DIRECT_LIMIT {
+            return self
+                .device
+                .upload_direct(src, &mut raw.mem, 0)
+                .map_err(driver_err("upload"));
+        }
+        self.with_staging(
+            |dev, st| dev.upload_staged(st, src, &mut raw.mem, 0),
+            "upload",
+        )
+    }
+
+    fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError> {
+        if src.len() < dst.len() {
+            return Err(GpuError::BufferSize {
+                op: "download",
+                have: src.len(),
+                need: dst.len(),
+            });
+        }
+        let raw = self.raw(src, "download")?;
+        if dst.len() <= DIRECT_LIMIT {
+            return self
+                .device
+                .download_direct(&raw.mem, 0, dst)
+                .map_err(driver_err("download"));
+        }
+        self.with_staging(
+            |dev, st| dev.download_staged(st, &raw.mem, 0, dst),
+            "download",
+        )
+    }
+
+    fn fill(&self, buf: &mut Buffer, value: u8) -> Result<(), GpuError> {
+        let raw = self.raw_mut(buf, "fill")?;
+        self.device
+            .memset(&mut raw.mem, value)
+            .map_err(driver_err("cuMemsetD8Async"))
+    }
+
+    fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
+        if src.len() != dst.len() {
+            return Err(GpuError::BufferSize {
+                op: "copy",
+                have: dst.len(),
+                need: src.len(),
+            });
+        }
+        let s = self.raw(src, "copy")?;
+        let d = self.raw_mut(dst, "copy")?;
+        self.device
+            .copy_d2d(&s.mem, &mut d.mem, s.len())
+            .map_err(driver_err("cuMemcpyDtoDAsync"))
+    }
+
+    fn dequantize(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+    ) -> Result<(), GpuError> {
+        self.dequantize_with_grid(kernel, block_elems, src, n_blocks, dst, dtype, None)
+    }
+
+    fn synchronize(&self) -> Result<(), GpuError> {
+        self.device
+            .synchronize()
+            .map_err(driver_err("cuStreamSynchronize"))
+    }
+
+    fn time_events(
+        &self,
+        iters: usize,
+        op: &mut dyn FnMut() -> Result<(), GpuError>,
+    ) -> Result<Vec<f32>, GpuError> {
+        let ev = |_| {
+            self.device
+                .timing_event()
+                .map_err(driver_err("cuEventCreate"))
+        };
+        let mut pairs = Vec::with_capacity(iters);
+        for i in 0..iters {
+            let (start, end) = (ev(i)?, ev(i)?);
+            self.device
+                .record(&start)
+                .map_err(driver_err("cuEventRecord"))?;
+            op()?;
+            self.device
+                .record(&end)
+                .map_err(driver_err("cuEventRecord"))?;
+            pairs.push((start, end));
+        }
+        pairs
+            .iter()
+            .map(|(s, e)| s.elapsed_ms(e).map_err(driver_err("cuEventElapsedTime")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_driver_means_no_device_not_a_panic() {
+        // On a machine with a driver this must succeed; without one it must be NoDevice.
+        match device_count() {
+            Ok(_) => assert!(ffi::driver_present()),
+            Err(GpuError::NoDevice { kind, .. }) => assert_eq!(kind, DeviceKind::Cuda),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+        if !ffi::driver_present() {
+            let e = CudaBackend::new(0).unwrap_err();
+            assert!(matches!(e, GpuError::NoDevice { ordinal: 0, .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_ordinal_is_no_device() {
+        let e = CudaBackend::new(1 << 20).unwrap_err();
+        assert!(
+            matches!(e, GpuError::NoDevice { ordinal, .. } if ordinal == 1 << 20),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cubin_path_layout() {
+        let p = CudaBackend::cubin_path(Path::new("/k"), "q4_k", "sm_90");
+        assert_eq!(p, Path::new("/k/q4_k/sm_90.cubin"));
+    }
+
+    #[test]
+    fn nvrtc_options_forbid_contraction_and_name_a_real_arch() {
+        let o = CudaBackend::nvrtc_options("sm_90");
+        assert!(o.contains(&"--fmad=false".to_string()));
+        assert!(o.contains(&"--gpu-architecture=sm_90".to_string()));
+        assert!(!o
+            .iter()
+            .any(|x| x.contains("fast-math") || x.contains("compute_")));
+    }
+}

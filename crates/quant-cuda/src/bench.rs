@@ -1,0 +1,187 @@
+//! Kernel timing against the device's own copy bandwidth, for any [`Backend`].
+//!
+//! Each measurement warms up, then times every launch with device events and reports the
+//! median. Inputs rotate over several buffers and outputs over two, so that (with the default
+//! sizes) no launch finds its data in L2. Bandwidth counts bytes read plus bytes written.
+
+use quant_core::{OutputDType, QuantFormat};
+use quant_gpu::{Backend, Buffer, GpuError};
+
+/// Sizes and repetitions of a measurement.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Bytes read plus written by one launch (the input is sized to fit this).
+    pub bytes_per_launch: usize,
+    /// Input buffers rotated between launches.
+    pub input_sets: usize,
+    /// Untimed launches first.
+    pub warmup: usize,
+    /// Timed launches.
+    pub iters: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            bytes_per_launch: 768 << 20,
+            input_sets: 4,
+            warmup: 5,
+            iters: 50,
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Clone, Debug)]
+pub struct BenchResult {
+    /// What was timed (`"Q4_K->f16"`, `"copy"`).
+    pub label: String,
+    /// Bytes read plus written by one launch.
+    pub bytes_moved: u64,
+    /// Median milliseconds per launch.
+    pub median_ms: f64,
+    /// Fastest launch, milliseconds.
+    pub min_ms: f64,
+    /// Slowest launch, milliseconds.
+    pub max_ms: f64,
+}
+
+impl BenchResult {
+    /// GB/s (10^9 bytes) at the median.
+    pub fn gbps(&self) -> f64 {
+        self.bytes_moved as f64 / (self.median_ms * 1e-3) / 1e9
+    }
+}
+
+fn summarize(label: String, bytes_moved: u64, mut ms: Vec<f32>) -> BenchResult {
+    ms.sort_by(f32::total_cmp);
+    let median = if ms.is_empty() {
+        f64::NAN
+    } else if ms.len() % 2 == 1 {
+        ms[ms.len() / 2] as f64
+    } else {
+        (ms[ms.len() / 2 - 1] as f64 + ms[ms.len() / 2] as f64) / 2.0
+    };
+    BenchResult {
+        label,
+        bytes_moved,
+        median_ms: median,
+        min_ms: ms.first().copied().unwrap_or(f32::NAN) as f64,
+        max_ms: ms.last().copied().unwrap_or(f32::NAN) as f64,
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so that inputs are never all zeros.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        out.extend_from_slice(&s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn upload_random(backend: &dyn Backend, len: usize, seed: u64) -> Result<Buffer, GpuError> {
+    let mut buf = backend.alloc(len)?;
+    backend.upload(&random_bytes(len, seed), &mut buf)?;
+    Ok(buf)
+}
+
+fn run(
+    backend: &dyn Backend,
+    cfg: &BenchConfig,
+    op: &mut dyn FnMut(usize) -> Result<(), GpuError>,
+) -> Result<Vec<f32>, GpuError> {
+    let mut i = 0usize;
+    for _ in 0..cfg.warmup {
+        op(i)?;
+        i += 1;
+    }
+    backend.synchronize()?;
+    backend.time_events(cfg.iters, &mut || {
+        let r = op(i);
+        i += 1;
+        r
+    })
+}
+
+/// Times a device-to-device copy of `cfg.bytes_per_launch / 2` bytes (so that it moves
+/// `cfg.bytes_per_launch` bytes), rotating sources and destinations.
+pub fn bench_copy(backend: &dyn Backend, cfg: &BenchConfig) -> Result<BenchResult, GpuError> {
+    let bytes = (cfg.bytes_per_launch / 2).max(16);
+    let n_src = cfg.input_sets.max(1);
+    let srcs = (0..n_src)
+        .map(|k| upload_random(backend, bytes, 0x5eed + k as u64))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dsts = [backend.alloc(bytes)?, backend.alloc(bytes)?];
+    let ms = run(backend, cfg, &mut |i| {
+        backend.copy(&srcs[i % n_src], &mut dsts[i % 2])
+    })?;
+    Ok(summarize("copy".into(), 2 * bytes as u64, ms))
+}
+
+/// Times `format`'s kernel producing `dtype` on random blocks (arbitrary bytes), about
+/// `cfg.bytes_per_launch` bytes read plus written per launch.
+pub fn bench_dequant(
+    backend: &dyn Backend,
+    format: &'static dyn QuantFormat,
+    dtype: OutputDType,
+    cfg: &BenchConfig,
+) -> Result<BenchResult, GpuError> {
+    let kernel = format.kernel().ok_or_else(|| GpuError::NoKernel {
+        format: format.name().to_string(),
+        reason: "the format has no GPU kernel".into(),
+    })?;
+    let g = format.geometry();
+    let per_block = g.block_bytes + g.block_elems * dtype.size();
+    let n_blocks = (cfg.bytes_per_launch / per_block).max(1);
+    let n_src = cfg.input_sets.max(1);
+    let srcs = (0..n_src)
+        .map(|k| upload_random(backend, n_blocks * g.block_bytes, 0xb10c + k as u64))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out_bytes = n_blocks * g.block_elems * dtype.size();
+    let mut dsts = [backend.alloc(out_bytes)?, backend.alloc(out_bytes)?];
+    let ms = run(backend, cfg, &mut |i| {
+        backend.dequantize(
+            kernel,
+            g.block_elems,
+            &srcs[i % n_src],
+            n_blocks as u64,
+            &mut dsts[i % 2],
+            dtype,
+        )
+    })?;
+    Ok(summarize(
+        format!("{}->{}", format.name(), dtype),
+        (n_blocks * per_block) as u64,
+        ms,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_even_and_odd_counts() {
+        let r = summarize("x".into(), 1000, vec![3.0, 1.0, 2.0]);
+        assert_eq!((r.median_ms, r.min_ms, r.max_ms), (2.0, 1.0, 3.0));
+        let r = summarize("x".into(), 1000, vec![4.0, 1.0, 2.0, 3.0]);
+        assert_eq!(r.median_ms, 2.5);
+        // 1000 bytes in 2.5 ms = 400 kB/s.
+        assert!((r.gbps() - 4e-4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn random_bytes_are_deterministic_and_not_constant() {
+        let a = random_bytes(1000, 7);
+        assert_eq!(a, random_bytes(1000, 7));
+        assert_ne!(a, random_bytes(1000, 8));
+        assert!(a.iter().any(|&b| b != a[0]));
+        assert_eq!(random_bytes(13, 1).len(), 13);
+    }
+}

@@ -1,0 +1,691 @@
+//! The thin unsafe layer: every call into the CUDA driver and NVRTC goes through here, and every
+//! `unsafe` block of the crate lives in this file.
+//!
+//! The types here own driver resources (device memory, pinned host memory, events, modules,
+//! one stream) and free them on drop. Their methods are safe: each one binds the context to the
+//! calling thread, checks the sizes it is handed, and returns the driver's error as text. Host
+//! memory is only touched by the device inside methods that wait for the copy to finish, so no
+//! caller can observe a copy in flight.
+
+use std::ffi::{c_void, CString};
+use std::sync::{Arc, OnceLock};
+
+use cudarc::driver::result as cu;
+use cudarc::driver::sys;
+use cudarc::driver::CudaContext;
+use cudarc::nvrtc::sys as nvrtc;
+
+/// A driver error, as the text the driver gives for it.
+#[derive(Debug)]
+pub(crate) struct FfiError {
+    /// Whether the driver said "out of memory".
+    pub out_of_memory: bool,
+    /// The driver's message.
+    pub message: String,
+}
+
+impl From<cu::DriverError> for FfiError {
+    fn from(e: cu::DriverError) -> Self {
+        FfiError {
+            out_of_memory: e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY,
+            message: format!("{e}"),
+        }
+    }
+}
+
+fn err(message: impl Into<String>) -> FfiError {
+    FfiError {
+        out_of_memory: false,
+        message: message.into(),
+    }
+}
+
+type Res<T> = Result<T, FfiError>;
+
+/// Whether `libcuda` can be loaded. cudarc panics on first use when it cannot, so everything
+/// checks this first.
+pub(crate) fn driver_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    // SAFETY: only tries to dlopen the library.
+    *PRESENT.get_or_init(|| unsafe { sys::is_culib_present() })
+}
+
+/// Whether `libnvrtc` can be loaded.
+pub(crate) fn nvrtc_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    // SAFETY: only tries to dlopen the library.
+    *PRESENT.get_or_init(|| unsafe { nvrtc::is_culib_present() })
+}
+
+/// Runs `f` with the driver loaded and initialised; a missing library or a panic inside cudarc
+/// becomes an error.
+fn with_driver<T>(f: impl FnOnce() -> Res<T>) -> Res<T> {
+    if !driver_present() {
+        return Err(err("the CUDA driver library (libcuda) is not installed"));
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cu::init()?;
+        f()
+    }))
+    .unwrap_or_else(|_| Err(err("the CUDA driver library could not be used")))
+}
+
+/// Number of CUDA devices.
+pub(crate) fn device_count() -> Res<usize> {
+    with_driver(|| Ok(cu::device::get_count()?.max(0) as usize))
+}
+
+/// One device: its primary context and the stream all work is queued on.
+pub(crate) struct Device {
+    ctx: Arc<CudaContext>,
+    stream: sys::CUstream,
+}
+
+// SAFETY: the stream handle is only used through the driver, which is thread-safe; the context
+// is bound to the calling thread before each call.
+unsafe impl Send for Device {}
+// SAFETY: as above.
+unsafe impl Sync for Device {}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: the stream was created by `open` and is destroyed once.
+            unsafe {
+                let _ = cu::stream::synchronize(self.stream);
+                let _ = cu::stream::destroy(self.stream);
+            }
+        }
+    }
+}
+
+/// Static facts about a device.
+pub(crate) struct DeviceFacts {
+    pub name: String,
+    pub major: i32,
+    pub minor: i32,
+    pub total_memory: u64,
+    pub warp_size: u32,
+    pub multiprocessors: u32,
+}
+
+impl Device {
+    /// Opens device `ordinal` (retains its primary context) and creates a stream on it.
+    pub fn open(ordinal: usize) -> Res<Self> {
+        with_driver(|| {
+            let count = cu::device::get_count()?.max(0) as usize;
+            if ordinal >= count {
+                return Err(err(format!(
+                    "the driver reports {count} device(s), no ordinal {ordinal}"
+                )));
+            }
+            let ctx = CudaContext::new(ordinal)?;
+            ctx.bind_to_thread()?;
+            let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking)?;
+            Ok(Device { ctx, stream })
+        })
+    }
+
+    fn bind(&self) -> Res<()> {
+        self.ctx.bind_to_thread()?;
+        Ok(())
+    }
+
+    /// Name, compute capability, memory, warp size and multiprocessor count.
+    pub fn facts(&self) -> Res<DeviceFacts> {
+        use sys::CUdevice_attribute as A;
+        let attr = |a| -> Res<i32> { Ok(self.ctx.attribute(a)?) };
+        Ok(DeviceFacts {
+            name: self.ctx.name()?,
+            major: attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            minor: attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+            total_memory: self.ctx.total_mem()? as u64,
+            warp_size: attr(A::CU_DEVICE_ATTRIBUTE_WARP_SIZE)?.max(0) as u32,
+            multiprocessors: attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(0) as u32,
+        })
+    }
+
+    /// Free and total device memory.
+    pub fn mem_info(&self) -> Res<(u64, u64)> {
+        let (free, total) = self.ctx.mem_get_info()?;
+        Ok((free as u64, total as u64))
+    }
+
+    /// Allocates `bytes` bytes of device memory (at least one byte is reserved, so that every
+    /// buffer has a valid address).
+    pub fn alloc(&self, bytes: usize) -> Res<DevMem> {
+        self.bind()?;
+        // SAFETY: plain allocation; the pointer is owned by the returned DevMem.
+        let ptr = unsafe { cu::malloc_sync(bytes.max(1))? };
+        Ok(DevMem {
+            ptr,
+            len: bytes,
+            ctx: self.ctx.clone(),
+        })
+    }
+
+    fn check_mem(&self, mem: &DevMem) -> Res<()> {
+        if mem.ctx.cu_ctx() != self.ctx.cu_ctx() {
+            return Err(err("buffer belongs to another context"));
+        }
+        Ok(())
+    }
+
+    /// Queues a memset of all of `mem`.
+    pub fn memset(&self, mem: &mut DevMem, value: u8) -> Res<()> {
+        self.check_mem(mem)?;
+        self.bind()?;
+        if mem.len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside the allocation.
+        unsafe { cu::memset_d8_async(mem.ptr, value, mem.len, self.stream)? };
+        Ok(())
+    }
+
+    /// Queues a copy of the first `bytes` bytes of `src` into `dst`.
+    pub fn copy_d2d(&self, src: &DevMem, dst: &mut DevMem, bytes: usize) -> Res<()> {
+        self.check_mem(src)?;
+        self.check_mem(dst)?;
+        if bytes > src.len || bytes > dst.len {
+            return Err(err("device copy larger than a buffer"));
+        }
+        self.bind()?;
+        if bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: both ranges lie inside their allocations.
+        unsafe { cu::memcpy_dtod_async(dst.ptr, src.ptr, bytes, self.stream)? };
+        Ok(())
+    }
+
+    /// Copies `src` to `dst[offset..]` and waits for it (pageable source).
+    pub fn upload_direct(&self, src: &[u8], dst: &mut DevMem, offset: usize) -> Res<()> {
+        self.check_mem(dst)?;
+        if offset
+            .checked_add(src.len())
+            .map_or(true, |end| end > dst.len)
+        {
+            return Err(err("upload past the end of the buffer"));
+        }
+        self.bind()?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside the allocation; we wait before `src` can be released.
+        unsafe {
+            cu::memcpy_htod_async(dst.ptr + offset as u64, src, self.stream)?;
+            cu::stream::synchronize(self.stream)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `src[offset..offset + dst.len()]` to `dst` and waits for it (pageable target).
+    pub fn download_direct(&self, src: &DevMem, offset: usize, dst: &mut [u8]) -> Res<()> {
+        self.check_mem(src)?;
+        if offset
+            .checked_add(dst.len())
+            .map_or(true, |end| end > src.len)
+        {
+            return Err(err("download past the end of the buffer"));
+        }
+        self.bind()?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the range lies inside the allocation; we wait before `dst` is used again.
+        unsafe {
+            cu::memcpy_dtoh_async(dst, src.ptr + offset as u64, self.stream)?;
+            cu::stream::synchronize(self.stream)?;
+        }
+        Ok(())
+    }
+
+    /// Uploads `src` to `dst[offset..]` through the two pinned buffers of `staging`, the host
+    /// copy into one overlapping the DMA out of the other. Returns once everything has landed.
+    pub fn upload_staged(
+        &self,
+        staging: &mut Staging,
+        src: &[u8],
+        dst: &mut DevMem,
+        offset: usize,
+    ) -> Res<()> {
+        self.check_mem(dst)?;
+        self.check_mem_ctx(&staging.ctx)?;
+        if offset
+            .checked_add(src.len())
+            .map_or(true, |end| end > dst.len)
+        {
+            return Err(err("upload past the end of the buffer"));
+        }
+        self.bind()?;
+        let chunk = staging.chunk;
+        for (i, piece) in src.chunks(chunk).enumerate() {
+            let b = i % 2;
+            // SAFETY: waits until the DMA that last read this pinned buffer has finished, so
+            // the host may overwrite it; the event was recorded on our stream (or never).
+            unsafe { cu::event::synchronize(staging.events[b].0)? };
+            let host = staging.bufs[b].as_mut_slice();
+            host[..piece.len()].copy_from_slice(piece);
+            let at = dst.ptr + (offset + i * chunk) as u64;
+            // SAFETY: pinned source stays alive and untouched until the event below completes;
+            // the device range lies inside the allocation.
+            unsafe {
+                cu::memcpy_htod_async(at, &staging.bufs[b].as_slice()[..piece.len()], self.stream)?;
+                cu::event::record(staging.events[b].0, self.stream)?;
+            }
+        }
+        // SAFETY: waits for every queued copy.
+        unsafe { cu::stream::synchronize(self.stream)? };
+        Ok(())
+    }
+
+    /// Downloads `src[offset..offset + dst.len()]` through the pinned buffers of `staging`: the
+    /// DMA into one buffer overlaps the host copy out of the other.
+    pub fn download_staged(
+        &self,
+        staging: &mut Staging,
+        src: &DevMem,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Res<()> {
+        self.check_mem(src)?;
+        self.check_mem_ctx(&staging.ctx)?;
+        if offset
+            .checked_add(dst.len())
+            .map_or(true, |end| end > src.len)
+        {
+            return Err(err("download past the end of the buffer"));
+        }
+        self.bind()?;
+        let chunk = staging.chunk;
+        let n = dst.len().div_ceil(chunk);
+        let issue = |staging: &mut Staging, i: usize, len: usize| -> Res<()> {
+            let b = i % 2;
+            let from = src.ptr + (offset + i * chunk) as u64;
+            // SAFETY: the pinned buffer is not read by the host until the event below has
+            // completed; the device range lies inside the allocation.
+            unsafe {
+                cu::memcpy_dtoh_async(
+                    &mut staging.bufs[b].as_mut_slice()[..len],
+                    from,
+                    self.stream,
+                )?;
+                cu::event::record(staging.events[b].0, self.stream)?;
+            }
+            Ok(())
+        };
+        let total = dst.len();
+        let len_of = |i: usize| chunk.min(total - i * chunk);
+        if n > 0 {
+            issue(staging, 0, len_of(0))?;
+        }
+        for i in 0..n {
+            if i + 1 < n {
+                issue(staging, i + 1, len_of(i + 1))?;
+            }
+            let b = i % 2;
+            // SAFETY: waits until the DMA into this buffer has finished.
+            unsafe { cu::event::synchronize(staging.events[b].0)? };
+            let len = len_of(i);
+            dst[i * chunk..i * chunk + len].copy_from_slice(&staging.bufs[b].as_slice()[..len]);
+        }
+        Ok(())
+    }
+
+    fn check_mem_ctx(&self, ctx: &Arc<CudaContext>) -> Res<()> {
+        if ctx.cu_ctx() != self.ctx.cu_ctx() {
+            return Err(err("staging memory belongs to another context"));
+        }
+        Ok(())
+    }
+
+    /// Two pinned host buffers of `chunk` bytes each, with their events.
+    pub fn staging(&self, chunk: usize) -> Res<Staging> {
+        self.bind()?;
+        let bufs = [self.alloc_pinned(chunk)?, self.alloc_pinned(chunk)?];
+        let events = [
+            self.event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?,
+            self.event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?,
+        ];
+        Ok(Staging {
+            bufs,
+            events,
+            chunk,
+            ctx: self.ctx.clone(),
+        })
+    }
+
+    fn alloc_pinned(&self, bytes: usize) -> Res<Pinned> {
+        // SAFETY: plain allocation, owned by the returned value; zeroed before any use so that
+        // it can be viewed as a byte slice.
+        unsafe {
+            let ptr = cu::malloc_host(bytes.max(1), sys::CU_MEMHOSTALLOC_PORTABLE)? as *mut u8;
+            std::ptr::write_bytes(ptr, 0, bytes);
+            Ok(Pinned {
+                ptr,
+                len: bytes,
+                ctx: self.ctx.clone(),
+            })
+        }
+    }
+
+    fn event(&self, flags: sys::CUevent_flags) -> Res<Event> {
+        self.bind()?;
+        Ok(Event(cu::event::create(flags)?, self.ctx.clone()))
+    }
+
+    /// An event that can time work on the stream.
+    pub fn timing_event(&self) -> Res<Event> {
+        self.event(sys::CUevent_flags::CU_EVENT_DEFAULT)
+    }
+
+    /// Queues `event` on the stream.
+    pub fn record(&self, event: &Event) -> Res<()> {
+        self.bind()?;
+        // SAFETY: both handles are alive.
+        unsafe { cu::event::record(event.0, self.stream)? };
+        Ok(())
+    }
+
+    /// Waits for all queued work.
+    pub fn synchronize(&self) -> Res<()> {
+        self.bind()?;
+        // SAFETY: the stream is alive.
+        unsafe { cu::stream::synchronize(self.stream)? };
+        Ok(())
+    }
+
+    /// Loads a cubin (ELF) image.
+    pub fn load_module(&self, image: &[u8]) -> Res<Arc<Module>> {
+        if !image.starts_with(b"\x7fELF") {
+            return Err(err("not a cubin: no ELF header"));
+        }
+        self.bind()?;
+        // The driver reads an image of unknown length; a NUL after it keeps a truncated image
+        // from being read past its end.
+        let mut owned = Vec::with_capacity(image.len() + 1);
+        owned.extend_from_slice(image);
+        owned.push(0);
+        // SAFETY: the image is a complete, NUL-terminated buffer that outlives the call.
+        let module = unsafe { cu::module::load_data(owned.as_ptr() as *const c_void)? };
+        Ok(Arc::new(Module(module, self.ctx.clone())))
+    }
+
+    /// Queues `function(src, dst, n_blocks)` on `grid` groups of `block` threads. The caller
+    /// has checked that `src` and `dst` hold what `n_blocks` blocks read and write.
+    pub fn launch(
+        &self,
+        function: &Function,
+        grid: u32,
+        block: u32,
+        src: &DevMem,
+        dst: &mut DevMem,
+        n_blocks: u64,
+    ) -> Res<()> {
+        self.check_mem(src)?;
+        self.check_mem(dst)?;
+        if function.1 .1.cu_ctx() != self.ctx.cu_ctx() {
+            return Err(err("kernel belongs to another context"));
+        }
+        self.bind()?;
+        let mut src_ptr = src.ptr;
+        let mut dst_ptr = dst.ptr;
+        let mut n = n_blocks;
+        let mut params = [
+            &mut src_ptr as *mut u64 as *mut c_void,
+            &mut dst_ptr as *mut u64 as *mut c_void,
+            &mut n as *mut u64 as *mut c_void,
+        ];
+        // SAFETY: the function takes (pointer, pointer, u64), the parameters live across the
+        // call (the driver copies them), and the pointers are device allocations of this context
+        // large enough for `n_blocks` blocks (checked by the caller).
+        unsafe {
+            cu::launch_kernel(
+                function.0,
+                (grid, 1, 1),
+                (block, 1, 1),
+                0,
+                self.stream,
+                &mut params,
+            )?
+        };
+        Ok(())
+    }
+}
+
+/// Device memory; freed on drop.
+pub(crate) struct DevMem {
+    ptr: sys::CUdeviceptr,
+    len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl DevMem {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl std::fmt::Debug for DevMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DevMem({:#x}, {} bytes)", self.ptr, self.len)
+    }
+}
+
+impl Drop for DevMem {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by `Device::alloc`, freed once; cuMemFree waits for work that
+            // may still use it.
+            unsafe {
+                let _ = cu::free_sync(self.ptr);
+            }
+        }
+    }
+}
+
+/// Page-locked host memory; freed on drop.
+struct Pinned {
+    ptr: *mut u8,
+    len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+impl Pinned {
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes owned by self; the device writes them only inside
+        // `download_staged`, which holds `&mut Staging` and waits before reading.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, exclusively borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by `alloc_pinned`, freed once, after the last copy (Staging is
+            // only dropped by its owner, and every staged copy waits for its events).
+            unsafe {
+                let _ = cu::free_host(self.ptr as *mut c_void);
+            }
+        }
+    }
+}
+
+/// Two pinned buffers and the events that say when the device is done with each.
+pub(crate) struct Staging {
+    bufs: [Pinned; 2],
+    events: [Event; 2],
+    chunk: usize,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: the raw pointers are owned allocations, accessed only through `&mut Staging`.
+unsafe impl Send for Staging {}
+
+/// A CUDA event; destroyed on drop.
+pub(crate) struct Event(sys::CUevent, Arc<CudaContext>);
+
+// SAFETY: event handles may be used from any thread.
+unsafe impl Send for Event {}
+// SAFETY: as above.
+unsafe impl Sync for Event {}
+
+impl Event {
+    /// Milliseconds between `self` and a later `end`, waiting for `end` first.
+    pub fn elapsed_ms(&self, end: &Event) -> Res<f32> {
+        self.1.bind_to_thread()?;
+        // SAFETY: both events are alive and were recorded.
+        unsafe {
+            cu::event::synchronize(end.0)?;
+            Ok(cu::event::elapsed(self.0, end.0)?)
+        }
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if self.1.bind_to_thread().is_ok() {
+            // SAFETY: created by `Device::event`, destroyed once.
+            unsafe {
+                let _ = cu::event::destroy(self.0);
+            }
+        }
+    }
+}
+
+/// A loaded module; unloaded on drop (after its functions, which hold it).
+pub(crate) struct Module(sys::CUmodule, Arc<CudaContext>);
+
+// SAFETY: module handles may be used from any thread.
+unsafe impl Send for Module {}
+// SAFETY: as above.
+unsafe impl Sync for Module {}
+
+impl Module {
+    /// Looks up an `extern "C"` entry point.
+    pub fn function(self: &Arc<Self>, name: &str) -> Res<Function> {
+        let cname = CString::new(name).map_err(|_| err("entry name contains NUL"))?;
+        self.1.bind_to_thread()?;
+        // SAFETY: the module is alive and stays alive as long as the returned function.
+        let f = unsafe { cu::module::get_function(self.0, cname)? };
+        Ok(Function(f, self.clone()))
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        if self.1.bind_to_thread().is_ok() {
+            // SAFETY: loaded by `load_module`, unloaded once, when no function refers to it.
+            unsafe {
+                let _ = cu::module::unload(self.0);
+            }
+        }
+    }
+}
+
+/// A kernel entry point; keeps its module loaded.
+pub(crate) struct Function(sys::CUfunction, Arc<Module>);
+
+// SAFETY: function handles may be used from any thread.
+unsafe impl Send for Function {}
+// SAFETY: as above.
+unsafe impl Sync for Function {}
+
+/// NVRTC's version, `(major, minor)`.
+pub(crate) fn nvrtc_version() -> Res<(i32, i32)> {
+    if !nvrtc_present() {
+        return Err(err("the NVRTC library (libnvrtc) is not installed"));
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two out-parameters.
+    let r = unsafe { nvrtc::nvrtcVersion(&mut major, &mut minor) };
+    r.result()
+        .map_err(|e| err(format!("nvrtcVersion: {e:?}")))?;
+    Ok((major, minor))
+}
+
+/// Compiles `source` (named `name`) with NVRTC, with `header` available to `#include` as
+/// `header_name`, and returns the cubin. On failure the message holds NVRTC's log.
+pub(crate) fn nvrtc_compile(
+    source: &str,
+    name: &str,
+    header: &str,
+    header_name: &str,
+    options: &[String],
+) -> Result<Vec<u8>, String> {
+    if !nvrtc_present() {
+        return Err("the NVRTC library (libnvrtc) is not installed".into());
+    }
+    let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+    let c_src = cstr(source)?;
+    let c_name = cstr(name)?;
+    let c_header = cstr(header)?;
+    let c_header_name = cstr(header_name)?;
+    let c_opts = options
+        .iter()
+        .map(|o| cstr(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opt_ptrs: Vec<*const std::ffi::c_char> = c_opts.iter().map(|o| o.as_ptr()).collect();
+    let headers = [c_header.as_ptr()];
+    let include_names = [c_header_name.as_ptr()];
+
+    std::panic::catch_unwind(|| {
+        let mut prog: nvrtc::nvrtcProgram = std::ptr::null_mut();
+        // SAFETY: every pointer refers to a live NUL-terminated string or array of them with
+        // the stated lengths; the program is destroyed below on every path.
+        unsafe {
+            nvrtc::nvrtcCreateProgram(
+                &mut prog,
+                c_src.as_ptr(),
+                c_name.as_ptr(),
+                1,
+                headers.as_ptr(),
+                include_names.as_ptr(),
+            )
+            .result()
+            .map_err(|e| format!("nvrtcCreateProgram: {e:?}"))?;
+            let compiled =
+                nvrtc::nvrtcCompileProgram(prog, opt_ptrs.len() as i32, opt_ptrs.as_ptr());
+            let result = if compiled.result().is_ok() {
+                let mut size = 0usize;
+                match nvrtc::nvrtcGetCUBINSize(prog, &mut size).result() {
+                    Ok(()) if size > 0 => {
+                        let mut cubin = vec![0u8; size];
+                        nvrtc::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut std::ffi::c_char)
+                            .result()
+                            .map(|()| cubin)
+                            .map_err(|e| format!("nvrtcGetCUBIN: {e:?}"))
+                    }
+                    Ok(()) => Err("NVRTC produced no cubin (was a real sm_XX arch given?)".into()),
+                    Err(e) => Err(format!("nvrtcGetCUBINSize: {e:?}")),
+                }
+            } else {
+                let mut log_size = 0usize;
+                let mut log = String::new();
+                if nvrtc::nvrtcGetProgramLogSize(prog, &mut log_size)
+                    .result()
+                    .is_ok()
+                {
+                    let mut buf = vec![0u8; log_size.max(1)];
+                    if nvrtc::nvrtcGetProgramLog(prog, buf.as_mut_ptr() as *mut std::ffi::c_char)
+                        .result()
+                        .is_ok()
+                    {
+                        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+                        log = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    }
+                }
+                Err(format!("{compiled:?}\n{log}"))
+            };
+            let _ = nvrtc::nvrtcDestroyProgram(&mut prog);
+            result
+        }
+    })
+    .unwrap_or_else(|_| Err("the NVRTC library could not be used".into()))
+}
