@@ -25,6 +25,8 @@ pub const DEFAULT_ALIGNMENT: u32 = 32;
 /// The magic bytes every GGUF file starts with.
 pub const MAGIC: [u8; 4] = *b"GGUF";
 
+/// Most array elements reserved up front, before any is parsed.
+const MAX_ARRAY_RESERVE: usize = 1 << 16;
 /// Smallest possible encoding of a metadata pair: an empty key (8), a type (4), a 1-byte value.
 const MIN_KV_BYTES: u64 = 8 + 4 + 1;
 /// Smallest possible tensor info: empty name (8), n_dims (4), one dim (8), type (4), offset (8).
@@ -186,8 +188,9 @@ impl<'a> Cursor<'a> {
                 let elem_type = self.value_type(field)?;
                 let count = self.u64(field)?;
                 self.check_count(count, elem_type.min_encoded_len(), field)?;
-                // Bounded by the check above: at most one element per remaining byte.
-                let mut values = Vec::with_capacity(count as usize);
+                // `count` is bounded by the bytes left (checked above); the up-front reservation
+                // is capped further, so memory grows only with elements actually parsed.
+                let mut values = Vec::with_capacity((count as usize).min(MAX_ARRAY_RESERVE));
                 for i in 0..count {
                     let elem_field = || format!("{}[{i}]", field());
                     values.push(self.value(elem_type, depth + 1, &elem_field)?);
