@@ -1,0 +1,184 @@
+use super::*;
+use proptest::prelude::*;
+use quant_core::cpu::{self, CpuPath};
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Reference and fast outputs (as bits) of whole blocks. The fast output is the dispatched one
+/// (AVX2 on most x86 machines); the baseline-SIMD build of the same code must agree with it.
+fn run(src: &[u8]) -> (Vec<u32>, Vec<u32>) {
+    let n = src.len() / BLOCK_BYTES * BLOCK_ELEMS;
+    let mut r = vec![0f32; n];
+    let mut f = vec![0f32; n];
+    let mut g = vec![0f32; n];
+    Q4_0.dequantize_reference(src, &mut r);
+    Q4_0.dequantize_fast(src, &mut f);
+    fast_generic(src, &mut g);
+    assert_eq!(
+        bits(&f),
+        bits(&g),
+        "dispatched and baseline fast paths differ"
+    );
+    (bits(&r), bits(&f))
+}
+
+fn block(d: u16, qs: [u8; 16]) -> Vec<u8> {
+    let mut b = d.to_le_bytes().to_vec();
+    b.extend_from_slice(&qs);
+    b
+}
+
+/// Both paths, asserted equal, as f32.
+fn both(src: &[u8]) -> Vec<f32> {
+    let (r, f) = run(src);
+    assert_eq!(r, f, "fast differs from reference");
+    r.into_iter().map(f32::from_bits).collect()
+}
+
+#[test]
+fn nibble_order_low_half_then_high_half() {
+    // qs[j] = j (low) | (15 - j) (high), d = 1.0
+    let qs: [u8; 16] = std::array::from_fn(|j| j as u8 | ((15 - j as u8) << 4));
+    let y = both(&block(0x3C00, qs));
+    let want: [f32; 32] = [
+        -8., -7., -6., -5., -4., -3., -2., -1., 0., 1., 2., 3., 4., 5., 6., 7., //
+        7., 6., 5., 4., 3., 2., 1., 0., -1., -2., -3., -4., -5., -6., -7., -8.,
+    ];
+    assert_eq!(bits(&y), bits(&want));
+}
+
+#[test]
+fn scale_is_applied_after_centring() {
+    // d = 0.5 (0x3800), qs[0] = 0xF0 -> y[0] = (0-8)*0.5 = -4, y[16] = (15-8)*0.5 = 3.5
+    let mut qs = [0x88u8; 16];
+    qs[0] = 0xF0;
+    let y = both(&block(0x3800, qs));
+    assert_eq!(y[0], -4.0);
+    assert_eq!(y[16], 3.5);
+    assert!(y
+        .iter()
+        .enumerate()
+        .all(|(i, v)| i == 0 || i == 16 || *v == 0.0));
+}
+
+#[test]
+fn sign_of_zero_follows_ggml_order() {
+    // q = 8 -> x = 0 -> (float)0 * d: -0.0 for negative d, +0.0 for positive d.
+    let y = both(&block(0xBC00, [0x88; 16])); // d = -1.0
+    assert!(bits(&y).iter().all(|&b| b == 0x8000_0000), "{y:?}");
+    let y = both(&block(0x3C00, [0x88; 16])); // d = +1.0
+    assert!(bits(&y).iter().all(|&b| b == 0x0000_0000));
+    // d = -0.0: x = -8 gives +0.0, x = +7 gives -0.0.
+    let y = both(&block(0x8000, [0xF0; 16]));
+    assert_eq!(y[0].to_bits(), 0x0000_0000);
+    assert_eq!(y[16].to_bits(), 0x8000_0000);
+}
+
+#[test]
+fn subnormal_scale() {
+    // d = 2^-24 (smallest f16 subnormal); x = -8 gives -2^-21 = 0xB5000000.
+    let y = both(&block(0x0001, [0x00; 16]));
+    assert_eq!(y[0].to_bits(), 0xB500_0000);
+    assert_eq!(y[16].to_bits(), 0xB500_0000);
+}
+
+#[test]
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+fn inf_and_nan_scales_as_on_x86() {
+    // d = +inf: x = 0 gives inf * 0 = x86's default NaN (0xFFC00000), x = 1 gives +inf.
+    let mut qs = [0x88u8; 16];
+    qs[1] = 0x09;
+    let y = both(&block(0x7C00, qs));
+    assert_eq!(y[0].to_bits(), 0xFFC0_0000);
+    assert_eq!(y[1].to_bits(), 0x7F80_0000);
+    assert_eq!(y[17].to_bits(), 0xFF80_0000); // x = -8 -> -inf
+                                              // d = signalling NaN 0x7C01: quieted to 0x7FC02000, and the product carries that payload.
+    let y = both(&block(0x7C01, [0x5A; 16]));
+    assert!(bits(&y).iter().all(|&b| b == 0x7FC0_2000), "{y:?}");
+}
+
+#[test]
+fn identity() {
+    assert_eq!(Q4_0.ggml_type(), GgmlType(2));
+    assert_eq!(Some(Q4_0.geometry()), GgmlType::Q4_0.geometry());
+    assert_eq!(GgmlType::Q4_0.name(), Some(Q4_0.name()));
+    let k = Q4_0.kernel().expect("Q4_0 has kernels");
+    assert_eq!(k.format, "q4_0");
+    let reg = quant_core::registry();
+    reg.validate().unwrap();
+    assert_eq!(reg.get(GgmlType::Q4_0).unwrap().name(), "Q4_0");
+}
+
+#[test]
+fn docs_page_carries_the_layout() {
+    let page = include_str!("../../../docs/formats/q4_0.md");
+    assert!(
+        page.contains(LAYOUT_DOC.trim()),
+        "docs/formats/q4_0.md is out of date"
+    );
+    assert!(Q4_0.layout_doc().contains("| 2      | 16   | `qs[16]`"));
+}
+
+#[test]
+fn mismatched_lengths_do_not_panic() {
+    let src = [0x37u8; BLOCK_BYTES * 3 + 5];
+    let mut small = [0f32; 40];
+    Q4_0.dequantize_reference(&src, &mut small);
+    Q4_0.dequantize_fast(&src, &mut small);
+    let mut big = vec![0f32; 320];
+    Q4_0.dequantize_reference(&src, &mut big);
+    Q4_0.dequantize_fast(&src, &mut big);
+    assert!(cpu::dequantize(&Q4_0, &src, &mut big, CpuPath::Fast).is_err());
+}
+
+#[test]
+fn parallel_fast_matches_reference_on_thousands_of_blocks() {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let src: Vec<u8> = (0..BLOCK_BYTES * 5003)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
+    let r = cpu::dequantize_to_vec(&Q4_0, &src, CpuPath::Reference).unwrap();
+    let p = cpu::dequantize_to_vec(&Q4_0, &src, CpuPath::Fast).unwrap();
+    assert_eq!(r.len(), 5003 * 32);
+    assert_eq!(bits(&r), bits(&p));
+}
+
+/// f16 bit patterns that stress the scale: NaNs (signalling, quiet, negative), infinities,
+/// subnormals, signed zeros, extremes.
+fn special_f16() -> impl Strategy<Value = u16> {
+    prop::sample::select(vec![
+        0x7C01u16, 0x7E00, 0x7FFF, 0xFC01, 0xFE00, 0x7D55, 0x7C00, 0xFC00, 0x0001, 0x03FF, 0x8001,
+        0x83FF, 0x0000, 0x8000, 0x7BFF, 0xFBFF, 0x0400,
+    ])
+}
+
+proptest! {
+    #[test]
+    fn fast_equals_reference_on_arbitrary_blocks(
+        src in (1usize..=48).prop_flat_map(|n| prop::collection::vec(any::<u8>(), n * BLOCK_BYTES))
+    ) {
+        let (r, f) = run(&src);
+        prop_assert_eq!(r, f);
+    }
+
+    #[test]
+    fn fast_equals_reference_with_special_scales(
+        (mut src, scales) in (1usize..=16).prop_flat_map(|n| (
+            prop::collection::vec(any::<u8>(), n * BLOCK_BYTES),
+            prop::collection::vec(special_f16(), n),
+        ))
+    ) {
+        for (b, s) in src.chunks_exact_mut(BLOCK_BYTES).zip(&scales) {
+            b[..2].copy_from_slice(&s.to_le_bytes());
+        }
+        let (r, f) = run(&src);
+        prop_assert_eq!(r, f);
+    }
+}
