@@ -1,1 +1,182 @@
-//! ggml's Q4_K format for quantforge: layout, CPU reference and fast path, HIP/CUDA kernel
+#![doc = include_str!("../LAYOUT.md")]
+//!
+//! ## This crate
+//!
+//! [`Q4KFormat`] implements [`quant_core::QuantFormat`]; its instance [`Q4_K`] is registered in
+//! quant-core's registry. The CPU reference follows ggml's loop literally; the fast path decodes
+//! the eight sub-block scales and mins of a block once, then runs fixed-size 32-lane loops that
+//! LLVM vectorizes, with the same operations in the same order (so the same bits). The GPU
+//! kernels are in `kernel.hip` (see [`QuantFormat::kernel`]).
+#![warn(missing_docs)]
+
+mod kernel;
+
+use quant_core::{BlockGeometry, GgmlType, KernelSpec, QuantFormat};
+
+/// Elements per super-block (ggml's `QK_K`).
+pub const BLOCK_ELEMS: usize = 256;
+/// Bytes per super-block: `d`, `dmin`, 12 scale bytes, 128 bytes of nibbles.
+pub const BLOCK_BYTES: usize = 144;
+
+/// The layout page (the text of this crate's documentation).
+pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
+
+/// ggml's Q4_K format (type 12): 256-element super-blocks of eight 32-element sub-blocks, each
+/// with a 6-bit scale and a 6-bit min.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Q4KFormat;
+
+/// The registered [`Q4KFormat`] instance.
+pub static Q4_K: Q4KFormat = Q4KFormat;
+
+quant_core::register_format!(Q4_K);
+
+/// ggml's f16 -> f32 (exact; signalling NaNs quieted like F16C's `vcvtph2ps`).
+#[inline]
+fn f16_le(lo: u8, hi: u8) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
+}
+
+/// Scale and min of sub-block `j` (0..8) from the 12 packed scale bytes: ggml's
+/// `get_scale_min_k4`. Returns `(sc, m)`, both in `0..64`. `j` outside `0..8` gives `(0, 0)`.
+pub fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else if j < 8 {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    } else {
+        (0, 0)
+    }
+}
+
+/// The reference: ggml's `dequantize_row_q4_K`, statement for statement.
+fn reference(src: &[u8], dst: &mut [f32]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        let d = f16_le(x[0], x[1]);
+        let min = f16_le(x[2], x[3]);
+        let mut scales = [0u8; 12];
+        scales.copy_from_slice(&x[4..16]);
+        // ggml advances pointers `q += 32; y += 64`; these are the same offsets.
+        let qs = &x[16..];
+        let (mut q, mut yo) = (0usize, 0usize);
+        let mut is = 0;
+        for _j in (0..BLOCK_ELEMS).step_by(64) {
+            let (sc, m) = get_scale_min_k4(is, &scales);
+            let d1: f32 = d * sc as f32;
+            let m1: f32 = min * m as f32;
+            let (sc, m) = get_scale_min_k4(is + 1, &scales);
+            let d2: f32 = d * sc as f32;
+            let m2: f32 = min * m as f32;
+            for l in 0..32 {
+                y[yo + l] = d1 * (qs[q + l] & 0xF) as f32 - m1;
+            }
+            for l in 0..32 {
+                y[yo + 32 + l] = d2 * (qs[q + l] >> 4) as f32 - m2;
+            }
+            q += 32;
+            yo += 64;
+            is += 2;
+        }
+    }
+}
+
+/// One block of the fast path: scales and mins decoded once into eight f32 pairs (the same
+/// `d * sc` and `min * m` products as the reference), then four 32-lane loops over fixed-size
+/// arrays, no bounds checks.
+#[inline(always)]
+fn block_fast(x: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]) {
+    let d = f16_le(x[0], x[1]);
+    let min = f16_le(x[2], x[3]);
+    let mut scales = [0u8; 12];
+    scales.copy_from_slice(&x[4..16]);
+    let mut ds = [0f32; 8];
+    let mut ms = [0f32; 8];
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, &scales);
+        ds[j] = d * sc as f32;
+        ms[j] = min * m as f32;
+    }
+    for g in 0..4 {
+        let (d1, m1, d2, m2) = (ds[2 * g], ms[2 * g], ds[2 * g + 1], ms[2 * g + 1]);
+        let mut lo = [0f32; 32];
+        let mut hi = [0f32; 32];
+        for l in 0..32 {
+            let q = x[16 + 32 * g + l];
+            lo[l] = d1 * (q & 0xF) as f32 - m1;
+            hi[l] = d2 * (q >> 4) as f32 - m2;
+        }
+        y[64 * g..64 * g + 32].copy_from_slice(&lo);
+        y[64 * g + 32..64 * g + 64].copy_from_slice(&hi);
+    }
+}
+
+/// The fast path for whatever instruction set the caller was compiled for.
+#[inline(always)]
+fn fast_generic(src: &[u8], dst: &mut [f32]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        // `chunks_exact` guarantees the lengths; the `if let` only proves it to the compiler.
+        if let (Some(x), Some(y)) = (x.first_chunk(), y.first_chunk_mut()) {
+            block_fast(x, y);
+        }
+    }
+}
+
+/// [`fast_generic`] compiled for AVX2 (8 lanes, `vpmovzxbd` widening). AVX2 adds no fused
+/// multiply-add, and LLVM never contracts without fast-math flags, so the bits are unchanged.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fast_avx2(src: &[u8], dst: &mut [f32]) {
+    fast_generic(src, dst)
+}
+
+/// The fast path: AVX2 where the CPU has it (checked once, cached by std), else baseline SIMD.
+fn fast(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 support was just detected.
+        return unsafe { fast_avx2(src, dst) };
+    }
+    fast_generic(src, dst)
+}
+
+impl QuantFormat for Q4KFormat {
+    fn ggml_type(&self) -> GgmlType {
+        GgmlType::Q4_K
+    }
+    fn name(&self) -> &'static str {
+        "Q4_K"
+    }
+    fn geometry(&self) -> BlockGeometry {
+        BlockGeometry {
+            block_elems: BLOCK_ELEMS,
+            block_bytes: BLOCK_BYTES,
+        }
+    }
+    fn layout_doc(&self) -> &'static str {
+        LAYOUT_DOC
+    }
+    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
+        reference(src, dst)
+    }
+    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
+        fast(src, dst)
+    }
+    fn kernel(&self) -> Option<&'static KernelSpec> {
+        Some(&kernel::KERNEL)
+    }
+}
+
+#[cfg(test)]
+mod tests;
