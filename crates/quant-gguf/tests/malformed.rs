@@ -578,3 +578,41 @@ fn writer_output_patched() {
     assert!(matches!(e, GgufError::RemovedTensorType { .. }), "{e}");
     names(&e, &["`x`", "Q4_3"]);
 }
+
+mod corruption {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn golden() -> &'static [u8] {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        BYTES.get_or_init(|| {
+            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/data/all-types.gguf");
+            std::fs::read(p).unwrap()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Random bytes written over the header of a real file: never a panic, and whatever
+        /// opens still hands out whole, in-bounds tensor slices.
+        #[test]
+        fn corrupted_headers_never_panic(
+            edits in prop::collection::vec((0usize..2496, any::<u8>()), 1..8),
+        ) {
+            let mut bytes = golden().to_vec();
+            for (at, b) in edits {
+                bytes[at] = b;
+            }
+            match GgufFile::from_bytes(bytes, NAME) {
+                Ok(f) => {
+                    for t in f.tensors() {
+                        prop_assert_eq!(f.tensor_data(t).len() as u64, t.n_bytes);
+                    }
+                }
+                Err(e) => prop_assert!(e.to_string().contains(NAME)),
+            }
+        }
+    }
+}
