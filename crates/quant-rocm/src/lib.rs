@@ -1,1 +1,132 @@
-//! quantforge's AMD backend on hip-runtime-sys (HSACO code objects)
+//! # quant-rocm
+//!
+//! quantforge's AMD backend: [`HipBackend`] implements [`quant_gpu::Backend`] on the HIP runtime
+//! (`libamdhip64`, through `hip-runtime-sys`).
+//!
+//! * Kernels are never compiled at run time. `cargo xtask build-kernels` compiles each
+//!   registered format's `kernel.hip` to HSACO for gfx906, gfx908, gfx90a, gfx940 and gfx1030;
+//!   this crate's build script embeds what it finds in `target/kernels/<format>/<arch>.hsaco`.
+//!   At run time the file named by the format's `*_DEQUANT_HSACO` variable wins over the
+//!   embedded copy ([`code_object`]). A missing or broken object is a
+//!   [`GpuError::CodeObject`](quant_gpu::GpuError::CodeObject) naming the file: there is no
+//!   silent fallback.
+//! * Modules and their functions are loaded once per device and format and shared.
+//! * Uploads go through two pinned staging buffers used in turn; work runs in order on one
+//!   non-blocking stream per backend; [`Backend::time_events`](quant_gpu::Backend) uses HIP
+//!   events.
+//! * The warp (wavefront) size comes from the device: 64 on CDNA (gfx9), 32 on RDNA.
+//!
+//! All `unsafe` code is in one private module of thin checked wrappers; everything public is
+//! safe. On a machine without an AMD GPU, [`device_count`] and [`HipBackend::new`] return
+//! [`GpuError::NoDevice`](quant_gpu::GpuError::NoDevice).
+#![warn(missing_docs)]
+
+mod backend;
+pub mod code_object;
+mod ffi;
+
+pub use backend::{device_count, runtime_version, HipBackend, HipBuffer};
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::code_object::{self, AMDGPU_MACH, EM_AMDGPU};
+
+    // Link the format crates so that the registry holds their kernel specs.
+    use quant_float as _;
+    use quant_q4_0 as _;
+    use quant_q4k as _;
+    use quant_q6k as _;
+
+    fn specs() -> Vec<&'static quant_core::KernelSpec> {
+        let specs: Vec<_> = quant_core::registry()
+            .iter()
+            .filter_map(|f| f.kernel())
+            .collect();
+        assert!(!specs.is_empty(), "no registered format has kernels");
+        specs
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// After `cargo xtask build-kernels`, every registered format has an embedded HSACO for
+    /// every architecture, each an AMDGPU ELF for that architecture that defines the spec's
+    /// kernel descriptors, identical to the file on disk.
+    #[test]
+    fn embedded_objects_cover_every_format_and_arch() {
+        let dir = code_object::kernels_dir();
+        for spec in specs() {
+            for (arch, mach) in AMDGPU_MACH {
+                let e = code_object::embedded()
+                    .iter()
+                    .find(|e| e.format == spec.format && e.arch == arch)
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "no embedded {arch} object for {} under {}: run `cargo xtask build-kernels` before building quant-rocm",
+                            spec.format,
+                            dir.display()
+                        )
+                    });
+                let b = e.bytes;
+                assert_eq!(&b[..4], b"\x7fELF", "{} {arch}", spec.format);
+                assert_eq!(u16::from_le_bytes([b[18], b[19]]), EM_AMDGPU);
+                assert_eq!(
+                    u32::from_le_bytes([b[48], b[49], b[50], b[51]]) & 0xff,
+                    mach
+                );
+                assert_eq!(code_object::elf_arch(b).unwrap(), arch);
+                for dtype in quant_core::OutputDType::ALL {
+                    let kd = format!("{}.kd\0", spec.entry(dtype));
+                    assert!(
+                        contains(b, kd.as_bytes()),
+                        "{} {arch}: no {kd}",
+                        spec.format
+                    );
+                }
+                let on_disk = dir.join(spec.format).join(format!("{arch}.hsaco"));
+                let disk = std::fs::read(&on_disk)
+                    .unwrap_or_else(|e| panic!("{}: {e}", on_disk.display()));
+                assert!(
+                    disk == b,
+                    "{} is newer than the embedded copy: rebuild",
+                    on_disk.display()
+                );
+            }
+        }
+    }
+
+    /// The objects on disk load through the environment variable path for their own
+    /// architecture and are refused for another one, naming the file.
+    #[test]
+    fn built_objects_resolve_through_the_env_var() {
+        let dir = code_object::kernels_dir();
+        for spec in specs() {
+            let file = dir.join(spec.format).join("gfx90a.hsaco");
+            assert!(
+                file.is_file(),
+                "{} missing: run `cargo xtask build-kernels`",
+                file.display()
+            );
+            let f = file.clone();
+            let env = move |k: &str| (k == spec.hsaco_env).then(|| f.clone().into_os_string());
+            let co = code_object::resolve_with(spec, "gfx90a", &env, &[], Path::new("/x")).unwrap();
+            assert!(co.from_env);
+            assert_eq!(co.path, file);
+            let err =
+                code_object::resolve_with(spec, "gfx1030", &env, &[], Path::new("/x")).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("gfx90a.hsaco") && msg.contains("gfx1030"),
+                "{msg}"
+            );
+            // Without the variable, the embedded copy is used.
+            let co =
+                code_object::resolve_with(spec, "gfx90a", |_| None, code_object::embedded(), dir)
+                    .unwrap();
+            assert!(!co.from_env);
+        }
+    }
+}

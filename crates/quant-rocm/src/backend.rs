@@ -1,0 +1,476 @@
+//! [`HipBackend`]: the safe backend over [`crate::ffi`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use quant_gpu::{
+    Backend, Buffer, DeviceInfo, DeviceKind, GpuError, KernelSpec, MemInfo, OutputDType, RawBuffer,
+};
+
+use crate::code_object;
+use crate::ffi::{self, DeviceMem, Event, Function, HipError, Module, PinnedMem, Stream};
+
+/// Bytes per pinned staging buffer (there are two, used in turn).
+const STAGING_CHUNK: usize = 16 << 20;
+
+fn driver(e: HipError) -> GpuError {
+    GpuError::Driver {
+        op: e.op.clone(),
+        reason: format!("{} ({}): {}", e.name, e.code, e.message),
+    }
+}
+
+fn no_device(ordinal: usize, reason: String) -> GpuError {
+    GpuError::NoDevice {
+        kind: DeviceKind::Hip,
+        ordinal,
+        reason,
+    }
+}
+
+/// Number of AMD GPUs the HIP runtime sees. [`GpuError::NoDevice`] when there is none (a
+/// machine without an AMD GPU, or without `/dev/kfd` access): never a panic.
+pub fn device_count() -> Result<usize, GpuError> {
+    match ffi::device_count() {
+        Ok(0) => Err(no_device(0, "the HIP runtime reports no AMD GPU".into())),
+        Ok(n) => Ok(n),
+        Err(e) => Err(no_device(0, e.to_string())),
+    }
+}
+
+/// Version of the HIP runtime library linked (`hipRuntimeGetVersion`), e.g. 50221153 for
+/// Debian's ROCm 5.2. Works without a device.
+pub fn runtime_version() -> Result<i32, GpuError> {
+    ffi::runtime_version().map_err(driver)
+}
+
+/// Device memory of a [`HipBackend`].
+#[derive(Debug)]
+pub struct HipBuffer {
+    mem: DeviceMem,
+}
+
+impl RawBuffer for HipBuffer {
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// One format's module on one device, with its three entry points.
+struct LoadedModule {
+    // Functions first: they are only valid while the module is loaded.
+    f32: Function,
+    f16: Function,
+    bf16: Function,
+    _module: Module,
+    path: PathBuf,
+}
+
+impl LoadedModule {
+    fn function(&self, dtype: OutputDType) -> &Function {
+        match dtype {
+            OutputDType::F32 => &self.f32,
+            OutputDType::F16 => &self.f16,
+            OutputDType::Bf16 => &self.bf16,
+        }
+    }
+}
+
+type Slot = Arc<Mutex<Option<Arc<LoadedModule>>>>;
+
+/// Modules of the whole process, one per (device ordinal, format): two backends on one device
+/// share them. Each key has its own slot, so that loading one format does not block another
+/// and concurrent first users of one format load it once.
+fn module_slot(ordinal: usize, format: &'static str) -> Slot {
+    static MODULES: OnceLock<Mutex<HashMap<(usize, &'static str), Slot>>> = OnceLock::new();
+    MODULES
+        .get_or_init(Default::default)
+        .lock()
+        .entry((ordinal, format))
+        .or_default()
+        .clone()
+}
+
+/// Staging for uploads: two pinned buffers used in turn, each with the event recorded after
+/// its last copy.
+struct Staging {
+    bufs: [Option<PinnedMem>; 2],
+    done: [Event; 2],
+    pending: [bool; 2],
+}
+
+/// An AMD GPU through the HIP runtime (`libamdhip64`), running HSACO code objects built ahead
+/// of time.
+pub struct HipBackend {
+    info: DeviceInfo,
+    max_threads_per_block: u32,
+    max_grid_x: u32,
+    staging: Mutex<Staging>,
+    // Dropped last: it synchronizes before it is destroyed.
+    stream: Stream,
+}
+
+impl std::fmt::Debug for HipBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HipBackend")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl HipBackend {
+    /// Opens AMD GPU `ordinal`. [`GpuError::NoDevice`] if there is no such device.
+    pub fn new(ordinal: usize) -> Result<Self, GpuError> {
+        let n = device_count().map_err(|e| match e {
+            GpuError::NoDevice { reason, .. } => no_device(ordinal, reason),
+            other => other,
+        })?;
+        if ordinal >= n {
+            return Err(no_device(
+                ordinal,
+                format!("the HIP runtime sees {n} device(s)"),
+            ));
+        }
+        let props = ffi::device_props(ordinal).map_err(driver)?;
+        let arch = code_object::base_arch(&props.gcn_arch_name).to_string();
+        let info = DeviceInfo {
+            kind: DeviceKind::Hip,
+            ordinal,
+            name: props.name,
+            arch,
+            total_memory: props.total_global_mem,
+            warp_size: props.warp_size,
+            multiprocessors: props.multiprocessors,
+        };
+        let stream = Stream::new(ordinal).map_err(driver)?;
+        let staging = Staging {
+            bufs: [None, None],
+            done: [
+                Event::new(ordinal).map_err(driver)?,
+                Event::new(ordinal).map_err(driver)?,
+            ],
+            pending: [false, false],
+        };
+        Ok(HipBackend {
+            info,
+            max_threads_per_block: props.max_threads_per_block,
+            max_grid_x: props.max_grid_x.max(1),
+            staging: Mutex::new(staging),
+            stream,
+        })
+    }
+
+    fn mem<'a>(&self, buf: &'a Buffer, op: &'static str) -> Result<&'a DeviceMem, GpuError> {
+        if buf.device() != (DeviceKind::Hip, self.info.ordinal) {
+            return Err(GpuError::ForeignBuffer { op });
+        }
+        buf.raw()
+            .as_any()
+            .downcast_ref::<HipBuffer>()
+            .map(|b| &b.mem)
+            .ok_or(GpuError::ForeignBuffer { op })
+    }
+
+    /// The module of `spec` on this device: loaded on first use, then cached.
+    fn module(&self, spec: &'static KernelSpec) -> Result<Arc<LoadedModule>, GpuError> {
+        let slot = module_slot(self.info.ordinal, spec.format);
+        let mut guard = slot.lock();
+        if let Some(m) = guard.as_ref() {
+            return Ok(m.clone());
+        }
+        let co = code_object::resolve(spec, &self.info.arch)?;
+        let module =
+            Module::load(self.info.ordinal, &co.bytes).map_err(|e| GpuError::CodeObject {
+                path: co.path.clone(),
+                reason: format!("the HIP runtime refused it: {e}"),
+            })?;
+        let get = |entry: &str| {
+            module.function(entry).map_err(|e| GpuError::CodeObject {
+                path: co.path.clone(),
+                reason: format!("no entry point {entry} (from {}): {e}", spec.file_name),
+            })
+        };
+        let loaded = Arc::new(LoadedModule {
+            f32: get(spec.entry_f32)?,
+            f16: get(spec.entry_f16)?,
+            bf16: get(spec.entry_bf16)?,
+            _module: module,
+            path: co.path,
+        });
+        *guard = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Path of the code object in use for `spec` (loading it if needed).
+    pub fn code_object_path(&self, spec: &'static KernelSpec) -> Result<PathBuf, GpuError> {
+        Ok(self.module(spec)?.path.clone())
+    }
+}
+
+/// Bytes of source that `n_blocks` blocks of the format owning `spec` take, if that format is
+/// registered (the spec carries no block size of its own).
+fn source_bytes(spec: &'static KernelSpec, n_blocks: u64) -> Option<Option<u64>> {
+    let format = quant_core::registry()
+        .iter()
+        .find(|f| f.kernel().is_some_and(|k| std::ptr::eq(k, spec)))?;
+    Some(n_blocks.checked_mul(format.geometry().block_bytes as u64))
+}
+
+impl Backend for HipBackend {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn mem_info(&self) -> Result<MemInfo, GpuError> {
+        let (free, total) = ffi::mem_info(self.info.ordinal).map_err(driver)?;
+        Ok(MemInfo { free, total })
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError> {
+        let mem = DeviceMem::alloc(self.info.ordinal, bytes).map_err(|e| {
+            if e.is_out_of_memory() {
+                let (free, total) = ffi::mem_info(self.info.ordinal).unwrap_or((0, 0));
+                GpuError::OutOfMemory {
+                    device: self.info.to_string(),
+                    wanted: bytes as u64,
+                    free,
+                    total,
+                }
+            } else {
+                driver(e)
+            }
+        })?;
+        Ok(Buffer::new(
+            Box::new(HipBuffer { mem }),
+            DeviceKind::Hip,
+            self.info.ordinal,
+        ))
+    }
+
+    fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
+        let mem = self.mem(dst, "upload")?;
+        if src.len() > mem.len() {
+            return Err(GpuError::BufferSize {
+                op: "upload",
+                have: mem.len(),
+                need: src.len(),
+            });
+        }
+        let mut st = self.staging.lock();
+        let st = &mut *st;
+        for (i, chunk) in src.chunks(STAGING_CHUNK).enumerate() {
+            let k = i % 2;
+            // Wait until the copy that last used this staging buffer has finished.
+            if st.pending[k] {
+                st.done[k].synchronize().map_err(driver)?;
+                st.pending[k] = false;
+            }
+            let buf = match &mut st.bufs[k] {
+                Some(b) => b,
+                slot => {
+                    slot.insert(PinnedMem::alloc(self.info.ordinal, STAGING_CHUNK).map_err(driver)?)
+                }
+            };
+            buf.as_mut_slice()[..chunk.len()].copy_from_slice(chunk);
+            self.stream
+                .copy_htod(mem, i * STAGING_CHUNK, buf, chunk.len())
+                .map_err(driver)?;
+            st.done[k].record(&self.stream).map_err(driver)?;
+            st.pending[k] = true;
+        }
+        Ok(())
+    }
+
+    fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError> {
+        let mem = self.mem(src, "download")?;
+        if dst.len() > mem.len() {
+            return Err(GpuError::BufferSize {
+                op: "download",
+                have: mem.len(),
+                need: dst.len(),
+            });
+        }
+        self.stream.copy_dtoh_sync(dst, mem).map_err(driver)
+    }
+
+    fn fill(&self, buf: &mut Buffer, value: u8) -> Result<(), GpuError> {
+        let mem = self.mem(buf, "fill")?;
+        self.stream.memset(mem, value).map_err(driver)
+    }
+
+    fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
+        let s = self.mem(src, "copy")?;
+        let d = self.mem(dst, "copy")?;
+        if s.len() != d.len() {
+            return Err(GpuError::BufferSize {
+                op: "copy",
+                have: d.len(),
+                need: s.len(),
+            });
+        }
+        self.stream.copy_dtod(d, s, s.len()).map_err(driver)
+    }
+
+    fn dequantize(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+    ) -> Result<(), GpuError> {
+        let s = self.mem(src, "dequantize")?;
+        let d = self.mem(dst, "dequantize")?;
+        let too_big = |op| GpuError::BufferSize {
+            op,
+            have: 0,
+            need: usize::MAX,
+        };
+        let need_dst = n_blocks
+            .checked_mul(block_elems as u64)
+            .and_then(|e| e.checked_mul(dtype.size() as u64))
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| too_big("dequantize output"))?;
+        if d.len() < need_dst {
+            return Err(GpuError::BufferSize {
+                op: "dequantize output",
+                have: d.len(),
+                need: need_dst,
+            });
+        }
+        if let Some(need_src) = source_bytes(kernel, n_blocks) {
+            let need_src = need_src
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or_else(|| too_big("dequantize input"))?;
+            if s.len() < need_src {
+                return Err(GpuError::BufferSize {
+                    op: "dequantize input",
+                    have: s.len(),
+                    need: need_src,
+                });
+            }
+        }
+        let block = kernel.threads_per_group;
+        if block == 0 || block > self.max_threads_per_block {
+            return Err(GpuError::Launch {
+                entry: kernel.entry(dtype),
+                file: kernel.file_name,
+                reason: format!(
+                    "{block} threads per group; the device allows 1 to {}",
+                    self.max_threads_per_block
+                ),
+            });
+        }
+        let module = self.module(kernel)?;
+        if n_blocks == 0 {
+            return Ok(());
+        }
+        // Kernels loop over groups with a grid stride, so capping the grid is safe.
+        let grid = kernel.groups_for(n_blocks).min(u64::from(self.max_grid_x)) as u32;
+        self.stream
+            .launch_dequant(module.function(dtype), grid, block, s, d, n_blocks)
+            .map_err(|e| GpuError::Launch {
+                entry: kernel.entry(dtype),
+                file: kernel.file_name,
+                reason: e.to_string(),
+            })
+    }
+
+    fn synchronize(&self) -> Result<(), GpuError> {
+        self.stream.synchronize().map_err(driver)
+    }
+
+    fn time_events(
+        &self,
+        iters: usize,
+        op: &mut dyn FnMut() -> Result<(), GpuError>,
+    ) -> Result<Vec<f32>, GpuError> {
+        let start = Event::new(self.info.ordinal).map_err(driver)?;
+        let stop = Event::new(self.info.ordinal).map_err(driver)?;
+        let mut times = Vec::with_capacity(iters.min(1 << 16));
+        for _ in 0..iters {
+            start.record(&self.stream).map_err(driver)?;
+            op()?;
+            stop.record(&self.stream).map_err(driver)?;
+            stop.synchronize().map_err(driver)?;
+            times.push(stop.elapsed_since(&start).map_err(driver)?);
+        }
+        Ok(times)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a machine without an AMD GPU (no `/dev/kfd`) every entry point says NoDevice, with the
+    /// ordinal asked for, and never panics. With a GPU the same calls must succeed.
+    #[test]
+    fn no_device_is_an_error_not_a_panic() {
+        let has_kfd = std::path::Path::new("/dev/kfd").exists();
+        match device_count() {
+            Err(GpuError::NoDevice {
+                kind,
+                ordinal,
+                reason,
+            }) => {
+                assert_eq!(kind, DeviceKind::Hip);
+                assert_eq!(ordinal, 0);
+                assert!(!reason.is_empty());
+            }
+            Ok(n) => assert!(has_kfd && n > 0, "device_count() = {n} without /dev/kfd"),
+            Err(other) => panic!("expected NoDevice, got {other}"),
+        }
+        if has_kfd {
+            return;
+        }
+        for ordinal in [0, 3] {
+            match HipBackend::new(ordinal) {
+                Err(GpuError::NoDevice {
+                    kind,
+                    ordinal: o,
+                    reason,
+                }) => {
+                    assert_eq!(kind, DeviceKind::Hip);
+                    assert_eq!(o, ordinal);
+                    assert!(reason.contains("hipErrorNoDevice"), "{reason}");
+                }
+                Err(other) => panic!("expected NoDevice, got {other}"),
+                Ok(b) => panic!("opened {:?} without a GPU", b.info()),
+            }
+        }
+        // Device calls underneath report errors too.
+        assert!(ffi::device_props(0).is_err());
+        assert!(ffi::mem_info(0).is_err());
+        assert!(DeviceMem::alloc(0, 16).is_err());
+    }
+
+    #[test]
+    fn the_runtime_is_linked_and_answers() {
+        // Debian's ROCm 5.2 reports 502xxxxx; any ROCm 5 or later will do.
+        let v = runtime_version().unwrap();
+        assert!(v >= 50_000_000, "hipRuntimeGetVersion = {v}");
+    }
+
+    #[test]
+    fn module_slots_are_shared_per_device_and_format() {
+        let slots: Vec<Slot> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| module_slot(7, "fmt"))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for s in &slots {
+            assert!(Arc::ptr_eq(s, &slots[0]));
+        }
+        assert!(!Arc::ptr_eq(&module_slot(8, "fmt"), &slots[0]));
+        assert!(!Arc::ptr_eq(&module_slot(7, "other"), &slots[0]));
+    }
+}

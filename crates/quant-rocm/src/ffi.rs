@@ -1,0 +1,606 @@
+//! Every `unsafe` call into the HIP runtime, and nothing else.
+//!
+//! The layering follows cudarc: `hip-runtime-sys` holds the raw declarations, this module wraps
+//! each call it needs in a thin checked function returning `Result<_, HipError>`, and owns the
+//! runtime's handles in types that free them on drop. The backend above is safe code.
+//!
+//! HIP keeps the current device per host thread, so every wrapper that acts on a device takes
+//! its ordinal and selects it first.
+
+use std::ffi::{c_void, CStr, CString};
+use std::mem::MaybeUninit;
+use std::ptr;
+
+use hip_runtime_sys as sys;
+use sys::hipError_t;
+
+/// A failed HIP runtime call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op}: {name} ({code}): {message}")]
+pub(crate) struct HipError {
+    /// The runtime function (and what it was asked to do).
+    pub op: String,
+    /// The `hipError_t` value.
+    pub code: u32,
+    /// `hipGetErrorName`.
+    pub name: String,
+    /// `hipGetErrorString`.
+    pub message: String,
+}
+
+impl HipError {
+    /// Whether the runtime ran out of device memory.
+    pub fn is_out_of_memory(&self) -> bool {
+        self.code == hipError_t::hipErrorOutOfMemory as u32
+    }
+}
+
+fn cstr_or(p: *const std::ffi::c_char, fallback: &str) -> String {
+    if p.is_null() {
+        return fallback.to_string();
+    }
+    // SAFETY: the runtime returns pointers to static NUL-terminated strings.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+fn check(rc: hipError_t, op: impl FnOnce() -> String) -> Result<(), HipError> {
+    if rc == hipError_t::hipSuccess {
+        return Ok(());
+    }
+    // SAFETY: both take any error value and return a static string (or null).
+    let (name, message) = unsafe { (sys::hipGetErrorName(rc), sys::hipGetErrorString(rc)) };
+    Err(HipError {
+        op: op(),
+        code: rc as u32,
+        name: cstr_or(name, "hipError"),
+        message: cstr_or(message, "unknown error"),
+    })
+}
+
+fn c_ordinal(ordinal: usize) -> Result<i32, HipError> {
+    i32::try_from(ordinal).map_err(|_| HipError {
+        op: format!("device ordinal {ordinal}"),
+        code: hipError_t::hipErrorInvalidDevice as u32,
+        name: "hipErrorInvalidDevice".into(),
+        message: "ordinal out of range".into(),
+    })
+}
+
+/// `hipGetDeviceCount`: fails with `hipErrorNoDevice` on a machine without an AMD GPU.
+pub(crate) fn device_count() -> Result<usize, HipError> {
+    let mut n: i32 = 0;
+    // SAFETY: writes one int.
+    check(unsafe { sys::hipGetDeviceCount(&mut n) }, || {
+        "hipGetDeviceCount".into()
+    })?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// `hipRuntimeGetVersion`.
+pub(crate) fn runtime_version() -> Result<i32, HipError> {
+    let mut v: i32 = 0;
+    // SAFETY: writes one int.
+    check(unsafe { sys::hipRuntimeGetVersion(&mut v) }, || {
+        "hipRuntimeGetVersion".into()
+    })?;
+    Ok(v)
+}
+
+/// `hipSetDevice`: makes `ordinal` current on this host thread.
+pub(crate) fn set_device(ordinal: usize) -> Result<(), HipError> {
+    let o = c_ordinal(ordinal)?;
+    // SAFETY: plain call.
+    check(unsafe { sys::hipSetDevice(o) }, || {
+        format!("hipSetDevice({ordinal})")
+    })
+}
+
+/// The device properties the backend uses.
+#[derive(Clone, Debug)]
+pub(crate) struct Props {
+    pub name: String,
+    /// Full `gcnArchName`, e.g. `gfx90a:sramecc+:xnack-`.
+    pub gcn_arch_name: String,
+    pub total_global_mem: u64,
+    pub warp_size: u32,
+    pub multiprocessors: u32,
+    pub max_threads_per_block: u32,
+    pub max_grid_x: u32,
+}
+
+fn c_chars_to_string(chars: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = chars
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `hipGetDeviceProperties`.
+pub(crate) fn device_props(ordinal: usize) -> Result<Props, HipError> {
+    let o = c_ordinal(ordinal)?;
+    // Room to spare after the struct, in case the runtime's is longer than the bindings'.
+    #[repr(C)]
+    struct Padded {
+        prop: sys::hipDeviceProp_t,
+        _spare: [u8; 4096],
+    }
+    let mut p = MaybeUninit::<Padded>::zeroed();
+    // SAFETY: the runtime fills a hipDeviceProp_t at the pointer; the rest is zeroed spare room.
+    check(
+        unsafe { sys::hipGetDeviceProperties(ptr::addr_of_mut!((*p.as_mut_ptr()).prop), o) },
+        || format!("hipGetDeviceProperties({ordinal})"),
+    )?;
+    // SAFETY: zero-initialised plain data, now filled in by the runtime.
+    let p = unsafe { p.assume_init() }.prop;
+    let pos = |v: i32| u32::try_from(v).unwrap_or(0);
+    Ok(Props {
+        name: c_chars_to_string(&p.name),
+        gcn_arch_name: c_chars_to_string(&p.gcnArchName),
+        total_global_mem: p.totalGlobalMem as u64,
+        warp_size: pos(p.warpSize),
+        multiprocessors: pos(p.multiProcessorCount),
+        max_threads_per_block: pos(p.maxThreadsPerBlock),
+        max_grid_x: pos(p.maxGridSize[0]),
+    })
+}
+
+/// `hipMemGetInfo` on `ordinal`: (free, total).
+pub(crate) fn mem_info(ordinal: usize) -> Result<(u64, u64), HipError> {
+    set_device(ordinal)?;
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: writes two size_t.
+    check(unsafe { sys::hipMemGetInfo(&mut free, &mut total) }, || {
+        format!("hipMemGetInfo({ordinal})")
+    })?;
+    Ok((free as u64, total as u64))
+}
+
+/// Device memory from `hipMalloc`, freed on drop.
+#[derive(Debug)]
+pub(crate) struct DeviceMem {
+    ptr: *mut c_void,
+    len: usize,
+}
+
+// SAFETY: a device address is usable from any host thread; the runtime is thread-safe.
+unsafe impl Send for DeviceMem {}
+// SAFETY: as above; &DeviceMem only hands out the address.
+unsafe impl Sync for DeviceMem {}
+
+impl DeviceMem {
+    /// `hipMalloc(len)` on `ordinal`. Zero bytes allocate nothing.
+    pub fn alloc(ordinal: usize, len: usize) -> Result<Self, HipError> {
+        if len == 0 {
+            return Ok(DeviceMem {
+                ptr: ptr::null_mut(),
+                len,
+            });
+        }
+        set_device(ordinal)?;
+        let mut p = ptr::null_mut();
+        // SAFETY: writes one pointer.
+        check(unsafe { sys::hipMalloc(&mut p, len) }, || {
+            format!("hipMalloc({len} bytes on device {ordinal})")
+        })?;
+        Ok(DeviceMem { ptr: p, len })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    fn at(&self, offset: usize, len: usize, op: &str) -> Result<*mut c_void, HipError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => {
+                // SAFETY: in bounds of the allocation (or a null base with len 0).
+                Ok(if len == 0 {
+                    self.ptr
+                } else {
+                    unsafe { self.ptr.cast::<u8>().add(offset) }.cast()
+                })
+            }
+            _ => Err(HipError {
+                op: format!("{op}: {len} bytes at offset {offset}"),
+                code: hipError_t::hipErrorInvalidValue as u32,
+                name: "hipErrorInvalidValue".into(),
+                message: format!("outside the buffer of {} bytes", self.len),
+            }),
+        }
+    }
+}
+
+impl Drop for DeviceMem {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: allocated by hipMalloc and freed once. Errors cannot be reported here.
+            unsafe {
+                let _ = sys::hipFree(self.ptr);
+            }
+        }
+    }
+}
+
+/// Page-locked host memory from `hipHostMalloc`, freed on drop.
+#[derive(Debug)]
+pub(crate) struct PinnedMem {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: plain host memory owned by this value.
+unsafe impl Send for PinnedMem {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for PinnedMem {}
+
+impl PinnedMem {
+    /// `hipHostMalloc(len)` (len > 0).
+    pub fn alloc(ordinal: usize, len: usize) -> Result<Self, HipError> {
+        set_device(ordinal)?;
+        let mut p = ptr::null_mut();
+        // SAFETY: writes one pointer.
+        check(
+            unsafe { sys::hipHostMalloc(&mut p, len.max(1), sys::hipHostMallocDefault) },
+            || format!("hipHostMalloc({len} bytes)"),
+        )?;
+        Ok(PinnedMem { ptr: p.cast(), len })
+    }
+
+    /// The memory, for filling.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: len bytes owned by self, exclusively borrowed.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for PinnedMem {
+    fn drop(&mut self) {
+        // SAFETY: allocated by hipHostMalloc and freed once.
+        unsafe {
+            let _ = sys::hipHostFree(self.ptr.cast());
+        }
+    }
+}
+
+/// A non-blocking stream, destroyed on drop.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    raw: sys::hipStream_t,
+    ordinal: usize,
+}
+
+// SAFETY: HIP streams may be used from any host thread.
+unsafe impl Send for Stream {}
+// SAFETY: as above.
+unsafe impl Sync for Stream {}
+
+impl Stream {
+    /// `hipStreamCreateWithFlags(hipStreamNonBlocking)` on `ordinal`.
+    pub fn new(ordinal: usize) -> Result<Self, HipError> {
+        set_device(ordinal)?;
+        let mut raw = ptr::null_mut();
+        // SAFETY: writes one handle.
+        check(
+            unsafe { sys::hipStreamCreateWithFlags(&mut raw, sys::hipStreamNonBlocking) },
+            || format!("hipStreamCreateWithFlags(device {ordinal})"),
+        )?;
+        Ok(Stream { raw, ordinal })
+    }
+
+    /// `hipStreamSynchronize`.
+    pub fn synchronize(&self) -> Result<(), HipError> {
+        set_device(self.ordinal)?;
+        // SAFETY: valid stream.
+        check(unsafe { sys::hipStreamSynchronize(self.raw) }, || {
+            "hipStreamSynchronize".into()
+        })
+    }
+
+    /// Queues a copy of `len` bytes from the start of `src` to `dst` at `offset`
+    /// (`hipMemcpyHtoDAsync`). The caller must not write `src` again before the copy is done
+    /// (record an [`Event`] after it and wait on that).
+    pub fn copy_htod(
+        &self,
+        dst: &DeviceMem,
+        offset: usize,
+        src: &PinnedMem,
+        len: usize,
+    ) -> Result<(), HipError> {
+        let d = dst.at(offset, len, "hipMemcpyHtoDAsync")?;
+        if len > src.len() {
+            return Err(HipError {
+                op: format!("hipMemcpyHtoDAsync: {len} bytes"),
+                code: hipError_t::hipErrorInvalidValue as u32,
+                name: "hipErrorInvalidValue".into(),
+                message: format!("staging buffer holds {}", src.len()),
+            });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        set_device(self.ordinal)?;
+        // SAFETY: both ranges are in bounds; src is pinned memory that outlives the copy (the
+        // caller waits on an event before reusing or freeing it).
+        check(
+            unsafe { sys::hipMemcpyHtoDAsync(d, src.ptr.cast(), len, self.raw) },
+            || format!("hipMemcpyHtoDAsync({len} bytes)"),
+        )
+    }
+
+    /// Copies the first `dst.len()` bytes of `src` to `dst`, after all work queued on this
+    /// stream, and waits for it (`hipMemcpyDtoHAsync` + `hipStreamSynchronize`).
+    pub fn copy_dtoh_sync(&self, dst: &mut [u8], src: &DeviceMem) -> Result<(), HipError> {
+        let s = src.at(0, dst.len(), "hipMemcpyDtoHAsync")?;
+        if dst.is_empty() {
+            return self.synchronize();
+        }
+        set_device(self.ordinal)?;
+        // SAFETY: in bounds on both sides; we wait for the copy before dst's borrow ends.
+        check(
+            unsafe { sys::hipMemcpyDtoHAsync(dst.as_mut_ptr().cast(), s, dst.len(), self.raw) },
+            || format!("hipMemcpyDtoHAsync({} bytes)", dst.len()),
+        )?;
+        self.synchronize()
+    }
+
+    /// Queues a device-to-device copy of `len` bytes (`hipMemcpyDtoDAsync`).
+    pub fn copy_dtod(&self, dst: &DeviceMem, src: &DeviceMem, len: usize) -> Result<(), HipError> {
+        let d = dst.at(0, len, "hipMemcpyDtoDAsync")?;
+        let s = src.at(0, len, "hipMemcpyDtoDAsync")?;
+        if len == 0 {
+            return Ok(());
+        }
+        set_device(self.ordinal)?;
+        // SAFETY: both ranges are in bounds of live allocations.
+        check(
+            unsafe { sys::hipMemcpyDtoDAsync(d, s, len, self.raw) },
+            || format!("hipMemcpyDtoDAsync({len} bytes)"),
+        )
+    }
+
+    /// Queues `hipMemsetAsync` of the whole buffer.
+    pub fn memset(&self, dst: &DeviceMem, value: u8) -> Result<(), HipError> {
+        if dst.len == 0 {
+            return Ok(());
+        }
+        set_device(self.ordinal)?;
+        // SAFETY: the whole live allocation.
+        check(
+            unsafe { sys::hipMemsetAsync(dst.ptr, i32::from(value), dst.len, self.raw) },
+            || format!("hipMemsetAsync({} bytes)", dst.len),
+        )
+    }
+
+    /// Queues one launch of a dequantization kernel, whose signature is
+    /// `(const uint8_t* src, OUT* dst, uint64_t n_blocks)`, with `grid` groups of `block`
+    /// threads. The caller has checked that `src` and `dst` are large enough for `n_blocks`.
+    pub fn launch_dequant(
+        &self,
+        f: &Function,
+        grid: u32,
+        block: u32,
+        src: &DeviceMem,
+        dst: &DeviceMem,
+        n_blocks: u64,
+    ) -> Result<(), HipError> {
+        set_device(self.ordinal)?;
+        let mut a_src = src.ptr;
+        let mut a_dst = dst.ptr;
+        let mut a_n = n_blocks;
+        let mut params: [*mut c_void; 3] = [
+            ptr::addr_of_mut!(a_src).cast(),
+            ptr::addr_of_mut!(a_dst).cast(),
+            ptr::addr_of_mut!(a_n).cast(),
+        ];
+        // SAFETY: the function comes from a loaded module that outlives it; the parameter array
+        // points at three live locals matching the kernel's three parameters, and the runtime
+        // copies them before returning.
+        check(
+            unsafe {
+                sys::hipModuleLaunchKernel(
+                    f.raw,
+                    grid,
+                    1,
+                    1,
+                    block,
+                    1,
+                    1,
+                    0,
+                    self.raw,
+                    params.as_mut_ptr(),
+                    ptr::null_mut(),
+                )
+            },
+            || format!("hipModuleLaunchKernel({grid} x {block})"),
+        )
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: created by hipStreamCreateWithFlags and destroyed once.
+        unsafe {
+            let _ = sys::hipSetDevice(self.ordinal as i32);
+            let _ = sys::hipStreamSynchronize(self.raw);
+            let _ = sys::hipStreamDestroy(self.raw);
+        }
+    }
+}
+
+/// An event with timing, destroyed on drop.
+#[derive(Debug)]
+pub(crate) struct Event {
+    raw: sys::hipEvent_t,
+}
+
+// SAFETY: HIP events may be used from any host thread.
+unsafe impl Send for Event {}
+// SAFETY: as above.
+unsafe impl Sync for Event {}
+
+impl Event {
+    /// `hipEventCreate` on `ordinal`.
+    pub fn new(ordinal: usize) -> Result<Self, HipError> {
+        set_device(ordinal)?;
+        let mut raw = ptr::null_mut();
+        // SAFETY: writes one handle.
+        check(unsafe { sys::hipEventCreate(&mut raw) }, || {
+            "hipEventCreate".into()
+        })?;
+        Ok(Event { raw })
+    }
+
+    /// `hipEventRecord` on `stream`.
+    pub fn record(&self, stream: &Stream) -> Result<(), HipError> {
+        // SAFETY: valid event and stream.
+        check(unsafe { sys::hipEventRecord(self.raw, stream.raw) }, || {
+            "hipEventRecord".into()
+        })
+    }
+
+    /// `hipEventSynchronize`.
+    pub fn synchronize(&self) -> Result<(), HipError> {
+        // SAFETY: valid event.
+        check(unsafe { sys::hipEventSynchronize(self.raw) }, || {
+            "hipEventSynchronize".into()
+        })
+    }
+
+    /// `hipEventElapsedTime(start, self)` in milliseconds.
+    pub fn elapsed_since(&self, start: &Event) -> Result<f32, HipError> {
+        let mut ms = 0f32;
+        // SAFETY: writes one float; both events valid.
+        check(
+            unsafe { sys::hipEventElapsedTime(&mut ms, start.raw, self.raw) },
+            || "hipEventElapsedTime".into(),
+        )?;
+        Ok(ms)
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: created by hipEventCreate and destroyed once.
+        unsafe {
+            let _ = sys::hipEventDestroy(self.raw);
+        }
+    }
+}
+
+/// A loaded code object (`hipModuleLoadData`), unloaded on drop.
+#[derive(Debug)]
+pub(crate) struct Module {
+    raw: sys::hipModule_t,
+}
+
+// SAFETY: module handles are process-wide and usable from any host thread.
+unsafe impl Send for Module {}
+// SAFETY: as above.
+unsafe impl Sync for Module {}
+
+impl Module {
+    /// Loads `image` (an HSACO ELF or a clang offload bundle) onto `ordinal`.
+    pub fn load(ordinal: usize, image: &[u8]) -> Result<Self, HipError> {
+        set_device(ordinal)?;
+        // The runtime reads the ELF through typed pointers: hand it 8-byte-aligned bytes.
+        let mut aligned = vec![0u64; image.len().div_ceil(8)];
+        // SAFETY: aligned has at least image.len() bytes; u64 has no invalid bit patterns.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                image.as_ptr(),
+                aligned.as_mut_ptr().cast::<u8>(),
+                image.len(),
+            );
+        }
+        let mut raw = ptr::null_mut();
+        // SAFETY: writes one handle; the image is copied by the runtime during the call.
+        check(
+            unsafe { sys::hipModuleLoadData(&mut raw, aligned.as_ptr().cast()) },
+            || format!("hipModuleLoadData({} bytes)", image.len()),
+        )?;
+        Ok(Module { raw })
+    }
+
+    /// `hipModuleGetFunction`. The function is valid while `self` is.
+    pub fn function(&self, name: &str) -> Result<Function, HipError> {
+        let c = CString::new(name).map_err(|_| HipError {
+            op: format!("hipModuleGetFunction({name:?})"),
+            code: hipError_t::hipErrorInvalidValue as u32,
+            name: "hipErrorInvalidValue".into(),
+            message: "name contains a NUL byte".into(),
+        })?;
+        let mut raw = ptr::null_mut();
+        // SAFETY: writes one handle; c is a valid C string.
+        check(
+            unsafe { sys::hipModuleGetFunction(&mut raw, self.raw, c.as_ptr()) },
+            || format!("hipModuleGetFunction({name})"),
+        )?;
+        Ok(Function { raw })
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        // SAFETY: loaded by hipModuleLoadData and unloaded once.
+        unsafe {
+            let _ = sys::hipModuleUnload(self.raw);
+        }
+    }
+}
+
+/// A kernel in a [`Module`]. Keep the module alive as long as this.
+#[derive(Debug)]
+pub(crate) struct Function {
+    raw: sys::hipFunction_t,
+}
+
+// SAFETY: function handles are process-wide and usable from any host thread.
+unsafe impl Send for Function {}
+// SAFETY: as above.
+unsafe impl Sync for Function {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bindings (HIP 5.4) must lay hipDeviceProp_t out as Debian's ROCm 5.2 header does:
+    /// these offsets were printed by a C++ program compiled against /usr/include/hip.
+    #[test]
+    fn device_prop_layout_matches_rocm_5_2() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(size_of::<sys::hipDeviceProp_t>(), 792);
+        assert_eq!(offset_of!(sys::hipDeviceProp_t, totalGlobalMem), 256);
+        assert_eq!(offset_of!(sys::hipDeviceProp_t, warpSize), 276);
+        assert_eq!(offset_of!(sys::hipDeviceProp_t, maxGridSize), 296);
+        assert_eq!(offset_of!(sys::hipDeviceProp_t, multiProcessorCount), 336);
+        assert_eq!(offset_of!(sys::hipDeviceProp_t, gcnArchName), 396);
+    }
+
+    #[test]
+    fn errors_name_the_call() {
+        let e = check(hipError_t::hipErrorNoDevice, || "hipGetDeviceCount".into()).unwrap_err();
+        assert_eq!(e.code, 100);
+        assert!(
+            e.to_string()
+                .starts_with("hipGetDeviceCount: hipErrorNoDevice (100)"),
+            "{e}"
+        );
+        let e = check(hipError_t::hipErrorOutOfMemory, || "x".into()).unwrap_err();
+        assert!(e.is_out_of_memory());
+    }
+
+    #[test]
+    fn device_memory_ranges_are_checked() {
+        let m = DeviceMem::alloc(0, 0).unwrap();
+        assert!(m.at(0, 0, "t").is_ok());
+        assert!(m.at(0, 1, "t").is_err());
+        assert!(m.at(usize::MAX, 2, "t").is_err());
+    }
+}
