@@ -427,3 +427,28 @@ impl GgufError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn assert_traits<T: Send + Sync + 'static + std::error::Error>() {}
+        assert_traits::<GgufError>();
+    }
+
+    #[test]
+    fn path_is_reported() {
+        let e = GgufError::BadAlignment {
+            path: PathBuf::from("m.gguf"),
+            value: 3,
+        };
+        assert_eq!(e.path(), Some(std::path::Path::new("m.gguf")));
+        assert_eq!(
+            e.to_string(),
+            "m.gguf: field `general.alignment`: 3 is not a non-zero power of two"
+        );
+        assert_eq!(GgufError::WriterBadAlignment { value: 0 }.path(), None);
+    }
+}

@@ -265,7 +265,10 @@ fn temp_path(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out.gguf".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    // Process id and a per-process counter: concurrent writers never share a temporary file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// A writer that counts bytes (for padding) and turns I/O errors into [`GgufError::Io`].
