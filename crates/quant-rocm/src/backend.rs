@@ -118,6 +118,13 @@ pub struct HipBackend {
     stream: Stream,
 }
 
+impl Drop for HipBackend {
+    fn drop(&mut self) {
+        // Let queued copies out of the staging buffers finish before those are freed.
+        let _ = self.stream.synchronize();
+    }
+}
+
 impl std::fmt::Debug for HipBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HipBackend")
