@@ -1,1 +1,182 @@
-//! ggml's Q6_K format for quantforge: layout, CPU reference and fast path, HIP/CUDA kernel
+#![doc = include_str!("../LAYOUT.md")]
+//!
+//! ## This crate
+//!
+//! [`Q6KFormat`] implements [`quant_core::QuantFormat`]; its instance [`Q6_K`] is registered in
+//! quant-core's registry. The CPU reference follows ggml's loop literally; the fast path
+//! computes the sixteen `d * sc` products of a block once (the very products the reference
+//! forms first), then runs fixed-size 16-lane loops that LLVM vectorizes. The GPU kernels are in
+//! `kernel.hip` (see [`QuantFormat::kernel`]).
+#![warn(missing_docs)]
+
+mod kernel;
+
+use quant_core::{BlockGeometry, GgmlType, KernelSpec, QuantFormat};
+
+/// Elements per super-block (ggml's `QK_K`).
+pub const BLOCK_ELEMS: usize = 256;
+/// Bytes per super-block: `ql[128]`, `qh[64]`, `scales[16]`, `d`.
+pub const BLOCK_BYTES: usize = 210;
+
+/// The layout page (the text of this crate's documentation).
+pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
+
+/// ggml's Q6_K format (type 14): 256-element super-blocks of 6-bit quants with sixteen signed
+/// 8-bit sub-block scales and an f16 super-scale.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Q6KFormat;
+
+/// The registered [`Q6KFormat`] instance.
+pub static Q6_K: Q6KFormat = Q6KFormat;
+
+quant_core::register_format!(Q6_K);
+
+const QL: usize = 0;
+const QH: usize = 128;
+const SC: usize = 192;
+const D: usize = 208;
+
+/// ggml's f16 -> f32 (exact; signalling NaNs quieted like F16C's `vcvtph2ps`).
+#[inline]
+fn f16_le(lo: u8, hi: u8) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
+}
+
+/// The reference: ggml's `dequantize_row_q6_K`, statement for statement.
+fn reference(src: &[u8], dst: &mut [f32]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        let d = f16_le(x[D], x[D + 1]);
+        // ggml advances the pointers `y += 128; ql += 64; qh += 32; sc += 8` per half; these
+        // are the same offsets.
+        let (mut yo, mut ql, mut qh, mut sc) = (0usize, QL, QH, SC);
+        for _n in (0..BLOCK_ELEMS).step_by(128) {
+            for l in 0..32 {
+                let is = l / 16;
+                let q1 = ((x[ql + l] & 0xF) | ((x[qh + l] & 3) << 4)) as i8 as i32 - 32;
+                let q2 = ((x[ql + l + 32] & 0xF) | (((x[qh + l] >> 2) & 3) << 4)) as i8 as i32 - 32;
+                let q3 = ((x[ql + l] >> 4) | (((x[qh + l] >> 4) & 3) << 4)) as i8 as i32 - 32;
+                let q4 = ((x[ql + l + 32] >> 4) | (((x[qh + l] >> 6) & 3) << 4)) as i8 as i32 - 32;
+                let (q1, q2, q3, q4) = (q1 as i8, q2 as i8, q3 as i8, q4 as i8);
+                y[yo + l] = d * x[sc + is] as i8 as f32 * q1 as f32;
+                y[yo + l + 32] = d * x[sc + is + 2] as i8 as f32 * q2 as f32;
+                y[yo + l + 64] = d * x[sc + is + 4] as i8 as f32 * q3 as f32;
+                y[yo + l + 96] = d * x[sc + is + 6] as i8 as f32 * q4 as f32;
+            }
+            yo += 128;
+            ql += 64;
+            qh += 32;
+            sc += 8;
+        }
+    }
+}
+
+/// One block of the fast path: the sixteen `d * sc` products first (as the reference forms
+/// them), then per half four 32-element output runs computed in 16-lane loops over fixed-size
+/// arrays, no bounds checks.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // one index drives three inputs and four outputs in lockstep
+fn block_fast(x: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]) {
+    let d = f16_le(x[D], x[D + 1]);
+    let mut ds = [0f32; 16];
+    for i in 0..16 {
+        ds[i] = d * x[SC + i] as i8 as f32;
+    }
+    for n in 0..2 {
+        for h in 0..2 {
+            // elements 128n + 16h + {0, 32, 64, 96} + (0..16), scales 8n + h + {0, 2, 4, 6}
+            let s = [
+                ds[8 * n + h],
+                ds[8 * n + h + 2],
+                ds[8 * n + h + 4],
+                ds[8 * n + h + 6],
+            ];
+            let mut out = [[0f32; 16]; 4];
+            for i in 0..16 {
+                let l = 16 * h + i;
+                let a = x[QL + 64 * n + l];
+                let b = x[QL + 64 * n + l + 32];
+                let hb = x[QH + 32 * n + l];
+                let q1 = ((a & 0xF) | ((hb & 3) << 4)) as i32 - 32;
+                let q2 = ((b & 0xF) | (((hb >> 2) & 3) << 4)) as i32 - 32;
+                let q3 = ((a >> 4) | (((hb >> 4) & 3) << 4)) as i32 - 32;
+                let q4 = ((b >> 4) | (((hb >> 6) & 3) << 4)) as i32 - 32;
+                out[0][i] = s[0] * q1 as f32;
+                out[1][i] = s[1] * q2 as f32;
+                out[2][i] = s[2] * q3 as f32;
+                out[3][i] = s[3] * q4 as f32;
+            }
+            for (k, o) in out.iter().enumerate() {
+                let base = 128 * n + 32 * k + 16 * h;
+                y[base..base + 16].copy_from_slice(o);
+            }
+        }
+    }
+}
+
+/// The fast path for whatever instruction set the caller was compiled for.
+#[inline(always)]
+fn fast_generic(src: &[u8], dst: &mut [f32]) {
+    for (x, y) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        // `chunks_exact` guarantees the lengths; the `if let` only proves it to the compiler.
+        if let (Some(x), Some(y)) = (x.first_chunk(), y.first_chunk_mut()) {
+            block_fast(x, y);
+        }
+    }
+}
+
+/// [`fast_generic`] compiled for AVX2 (8 lanes, `vpmovzxbd` widening). AVX2 adds no fused
+/// multiply-add, and LLVM never contracts without fast-math flags, so the bits are unchanged.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fast_avx2(src: &[u8], dst: &mut [f32]) {
+    fast_generic(src, dst)
+}
+
+/// The fast path: AVX2 where the CPU has it (checked once, cached by std), else baseline SIMD.
+fn fast(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 support was just detected.
+        return unsafe { fast_avx2(src, dst) };
+    }
+    fast_generic(src, dst)
+}
+
+impl QuantFormat for Q6KFormat {
+    fn ggml_type(&self) -> GgmlType {
+        GgmlType::Q6_K
+    }
+    fn name(&self) -> &'static str {
+        "Q6_K"
+    }
+    fn geometry(&self) -> BlockGeometry {
+        BlockGeometry {
+            block_elems: BLOCK_ELEMS,
+            block_bytes: BLOCK_BYTES,
+        }
+    }
+    fn layout_doc(&self) -> &'static str {
+        LAYOUT_DOC
+    }
+    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
+        reference(src, dst)
+    }
+    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
+        fast(src, dst)
+    }
+    fn kernel(&self) -> Option<&'static KernelSpec> {
+        Some(&kernel::KERNEL)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,204 @@
+use super::*;
+use proptest::prelude::*;
+use quant_core::cpu::{self, CpuPath};
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Reference and fast outputs (as bits) of whole blocks. The fast output is the dispatched one
+/// (AVX2 on most x86 machines); the baseline-SIMD build of the same code must agree with it.
+fn run(src: &[u8]) -> (Vec<u32>, Vec<u32>) {
+    let n = src.len() / BLOCK_BYTES * BLOCK_ELEMS;
+    let mut r = vec![0f32; n];
+    let mut f = vec![0f32; n];
+    let mut g = vec![0f32; n];
+    Q6_K.dequantize_reference(src, &mut r);
+    Q6_K.dequantize_fast(src, &mut f);
+    fast_generic(src, &mut g);
+    assert_eq!(
+        bits(&f),
+        bits(&g),
+        "dispatched and baseline fast paths differ"
+    );
+    (bits(&r), bits(&f))
+}
+
+/// Both paths, asserted equal, as f32.
+fn both(src: &[u8]) -> Vec<f32> {
+    let (r, f) = run(src);
+    assert_eq!(r, f, "fast differs from reference");
+    r.into_iter().map(f32::from_bits).collect()
+}
+
+/// Stores the unsigned 6-bit quant `q` (0..64) of element `e`, following the layout table:
+/// half n = e / 128; within it, run k = (e % 128) / 32 and lane l = e % 32.
+fn set_q(b: &mut [u8], e: usize, q: u8) {
+    let (n, k, l) = (e / 128, (e % 128) / 32, e % 32);
+    let ql = 64 * n + l + 32 * (k & 1);
+    let shift = if k < 2 { 0 } else { 4 };
+    b[ql] = (b[ql] & !(0xF << shift)) | ((q & 0xF) << shift);
+    let qh = 128 + 32 * n + l;
+    b[qh] = (b[qh] & !(3 << (2 * k))) | ((q >> 4) << (2 * k));
+}
+
+/// A block with scale `d`, sub-scales `sc` and every quant `q` (unsigned, 0..64).
+fn block(d: u16, sc: [i8; 16], q: u8) -> Vec<u8> {
+    let mut b = vec![0u8; BLOCK_BYTES];
+    for e in 0..256 {
+        set_q(&mut b, e, q);
+    }
+    for (i, s) in sc.iter().enumerate() {
+        b[192 + i] = *s as u8;
+    }
+    b[208..210].copy_from_slice(&d.to_le_bytes());
+    b
+}
+
+const ONE: u16 = 0x3C00;
+const MINUS_ONE: u16 = 0xBC00;
+
+#[test]
+fn every_element_reads_its_own_bits() {
+    // Quant 32 is zero; give one element at a time a distinct quant and look where it lands.
+    let base = block(ONE, [1; 16], 32);
+    for e in 0..256 {
+        let mut b = base.clone();
+        let q = (e % 63) as u8 + if e % 63 >= 32 { 1 } else { 0 }; // 0..64, never 32
+        set_q(&mut b, e, q);
+        let y = both(&b);
+        for (i, v) in y.iter().enumerate() {
+            let want = if i == e { q as f32 - 32.0 } else { 0.0 };
+            assert_eq!(*v, want, "element {e} set, element {i} read");
+        }
+    }
+}
+
+#[test]
+fn each_run_of_16_uses_its_own_signed_scale() {
+    let sc: [i8; 16] = [
+        1, -2, 3, -4, 5, -6, 7, -8, 127, -128, 9, 10, -11, 12, 13, -14,
+    ];
+    // quant 33 is +1: y = (1.0 * sc) * 1
+    let y = both(&block(ONE, sc, 33));
+    for e in 0..256 {
+        assert_eq!(y[e], sc[e / 16] as f32, "element {e}");
+    }
+}
+
+#[test]
+fn extremes_are_exact() {
+    // d = 65504, sc = -128, q = -32: 65504 * 128 * 32 = 268304384 (0x4D7FE000)
+    let y = both(&block(0x7BFF, [-128; 16], 0));
+    assert!(bits(&y).iter().all(|&b| b == 0x4D7F_E000));
+    // d = 2^-24 (subnormal f16), sc = 127, q = 31: 3937 * 2^-24
+    let y = both(&block(0x0001, [127; 16], 63));
+    assert!(y.iter().all(|&v| v == 3937.0 * 2f32.powi(-24)));
+}
+
+#[test]
+fn sign_of_zero_follows_ggml_order() {
+    let all = |y: &[f32], b: u32| bits(y).iter().all(|&x| x == b);
+    // (d * sc) * 0 with quant 32
+    assert!(all(&both(&block(MINUS_ONE, [1; 16], 32)), 0x8000_0000));
+    assert!(all(&both(&block(ONE, [-1; 16], 32)), 0x8000_0000));
+    assert!(all(&both(&block(MINUS_ONE, [-1; 16], 32)), 0));
+    assert!(all(&both(&block(ONE, [1; 16], 32)), 0));
+    // (d * 0) * -32
+    assert!(all(&both(&block(ONE, [0; 16], 0)), 0x8000_0000));
+    assert!(all(&both(&block(MINUS_ONE, [0; 16], 0)), 0));
+}
+
+#[test]
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+fn nan_and_inf_scales_as_on_x86() {
+    let mut sc = [1i8; 16];
+    sc[1] = 0;
+    let y = both(&block(0x7C00, sc, 0)); // d = +inf, q = -32
+    assert_eq!(y[0].to_bits(), 0xFF80_0000); // inf * 1 * -32 = -inf
+    assert_eq!(y[16].to_bits(), 0xFFC0_0000); // inf * 0 = x86's default NaN
+    let y = both(&block(0x7C01, sc, 45)); // signalling NaN, quieted, payload kept
+    assert!(bits(&y).iter().all(|&b| b == 0x7FC0_2000));
+}
+
+#[test]
+fn identity() {
+    assert_eq!(Q6_K.ggml_type(), GgmlType(14));
+    assert_eq!(Some(Q6_K.geometry()), GgmlType::Q6_K.geometry());
+    assert_eq!(GgmlType::Q6_K.name(), Some(Q6_K.name()));
+    assert_eq!(Q6_K.kernel().expect("Q6_K has kernels").format, "q6_k");
+    let reg = quant_core::registry();
+    reg.validate().unwrap();
+    assert_eq!(reg.get(GgmlType::Q6_K).unwrap().name(), "Q6_K");
+}
+
+#[test]
+fn docs_page_carries_the_layout() {
+    let page = include_str!("../../../docs/formats/q6_k.md");
+    assert!(
+        page.contains(LAYOUT_DOC.trim()),
+        "docs/formats/q6_k.md is out of date"
+    );
+}
+
+#[test]
+fn mismatched_lengths_do_not_panic() {
+    let src = [0x37u8; BLOCK_BYTES * 3 + 5];
+    let mut small = [0f32; 300];
+    Q6_K.dequantize_reference(&src, &mut small);
+    Q6_K.dequantize_fast(&src, &mut small);
+    let mut big = vec![0f32; 256 * 5];
+    Q6_K.dequantize_reference(&src, &mut big);
+    Q6_K.dequantize_fast(&src, &mut big);
+    assert!(cpu::dequantize(&Q6_K, &src, &mut big, CpuPath::Fast).is_err());
+}
+
+#[test]
+fn parallel_fast_matches_reference_on_thousands_of_blocks() {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let src: Vec<u8> = (0..BLOCK_BYTES * 3001)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
+    let r = cpu::dequantize_to_vec(&Q6_K, &src, CpuPath::Reference).unwrap();
+    let p = cpu::dequantize_to_vec(&Q6_K, &src, CpuPath::Fast).unwrap();
+    assert_eq!(r.len(), 3001 * 256);
+    assert_eq!(bits(&r), bits(&p));
+}
+
+/// f16 bit patterns that stress the scale: NaNs (signalling, quiet, negative), infinities,
+/// subnormals, signed zeros, extremes.
+fn special_f16() -> impl Strategy<Value = u16> {
+    prop::sample::select(vec![
+        0x7C01u16, 0x7E00, 0x7FFF, 0xFC01, 0xFE00, 0x7D55, 0x7C00, 0xFC00, 0x0001, 0x03FF, 0x8001,
+        0x83FF, 0x0000, 0x8000, 0x7BFF, 0xFBFF, 0x0400,
+    ])
+}
+
+proptest! {
+    #[test]
+    fn fast_equals_reference_on_arbitrary_blocks(
+        src in (1usize..=12).prop_flat_map(|n| prop::collection::vec(any::<u8>(), n * BLOCK_BYTES))
+    ) {
+        let (r, f) = run(&src);
+        prop_assert_eq!(r, f);
+    }
+
+    #[test]
+    fn fast_equals_reference_with_special_scales(
+        (mut src, scales) in (1usize..=6).prop_flat_map(|n| (
+            prop::collection::vec(any::<u8>(), n * BLOCK_BYTES),
+            prop::collection::vec(special_f16(), n),
+        ))
+    ) {
+        for (b, d) in src.chunks_exact_mut(BLOCK_BYTES).zip(&scales) {
+            b[208..210].copy_from_slice(&d.to_le_bytes());
+        }
+        let (r, f) = run(&src);
+        prop_assert_eq!(r, f);
+    }
+}
