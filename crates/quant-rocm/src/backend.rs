@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
+use quant_core::BlockGeometry;
 use quant_gpu::{
     Backend, Buffer, DeviceInfo, DeviceKind, GpuError, KernelSpec, MemInfo, OutputDType, RawBuffer,
 };
@@ -222,13 +223,97 @@ impl HipBackend {
     }
 }
 
-/// Bytes of source that `n_blocks` blocks of the format owning `spec` take, if that format is
-/// registered (the spec carries no block size of its own).
-fn source_bytes(spec: &'static KernelSpec, n_blocks: u64) -> Option<Option<u64>> {
-    let format = quant_core::registry()
+/// Block geometry of the registered format owning `spec` (the spec carries none of its own).
+fn format_geometry(spec: &'static KernelSpec) -> Option<BlockGeometry> {
+    quant_core::registry()
         .iter()
-        .find(|f| f.kernel().is_some_and(|k| std::ptr::eq(k, spec)))?;
-    Some(n_blocks.checked_mul(format.geometry().block_bytes as u64))
+        .find(|f| f.kernel().is_some_and(|k| std::ptr::eq(k, spec)))
+        .map(|f| f.geometry())
+}
+
+/// Grid and group size of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LaunchPlan {
+    grid: u32,
+    block: u32,
+}
+
+/// Checks one dequantization's buffers and launch limits and plans its grid; `None` for zero
+/// blocks (nothing to launch). `geometry` is the registered format's, when known: then the
+/// input size and `block_elems` are checked against it too.
+#[allow(clippy::too_many_arguments)]
+fn plan_launch(
+    kernel: &'static KernelSpec,
+    geometry: Option<BlockGeometry>,
+    block_elems: usize,
+    src_len: usize,
+    n_blocks: u64,
+    dst_len: usize,
+    dtype: OutputDType,
+    max_threads_per_block: u32,
+    max_grid_x: u32,
+) -> Result<Option<LaunchPlan>, GpuError> {
+    let launch_err = |reason: String| GpuError::Launch {
+        entry: kernel.entry(dtype),
+        file: kernel.file_name,
+        reason,
+    };
+    let bytes = |n: Option<u64>, op: &'static str, have: usize| -> Result<usize, GpuError> {
+        n.and_then(|b| usize::try_from(b).ok())
+            .ok_or(GpuError::BufferSize {
+                op,
+                have,
+                need: usize::MAX,
+            })
+    };
+    let need_dst = bytes(
+        n_blocks
+            .checked_mul(block_elems as u64)
+            .and_then(|e| e.checked_mul(dtype.size() as u64)),
+        "dequantize output",
+        dst_len,
+    )?;
+    if dst_len < need_dst {
+        return Err(GpuError::BufferSize {
+            op: "dequantize output",
+            have: dst_len,
+            need: need_dst,
+        });
+    }
+    if let Some(g) = geometry {
+        if g.block_elems as u64 != block_elems as u64 {
+            return Err(launch_err(format!(
+                "called with {block_elems} elements per block; the format has {}",
+                g.block_elems
+            )));
+        }
+        let need_src = bytes(
+            n_blocks.checked_mul(g.block_bytes as u64),
+            "dequantize input",
+            src_len,
+        )?;
+        if src_len < need_src {
+            return Err(GpuError::BufferSize {
+                op: "dequantize input",
+                have: src_len,
+                need: need_src,
+            });
+        }
+    }
+    let block = kernel.threads_per_group;
+    if block == 0 || block > max_threads_per_block {
+        return Err(launch_err(format!(
+            "{block} threads per group; the device allows 1 to {max_threads_per_block}"
+        )));
+    }
+    if n_blocks == 0 {
+        return Ok(None);
+    }
+    // Kernels loop over groups with a grid stride, so capping the grid is safe.
+    let grid = kernel
+        .groups_for(n_blocks)
+        .min(u64::from(max_grid_x.max(1))) as u32;
+    Ok(Some(LaunchPlan { grid, block }))
 }
 
 impl Backend for HipBackend {
@@ -337,54 +422,30 @@ impl Backend for HipBackend {
     ) -> Result<(), GpuError> {
         let s = self.mem(src, "dequantize")?;
         let d = self.mem(dst, "dequantize")?;
-        let too_big = |op| GpuError::BufferSize {
-            op,
-            have: 0,
-            need: usize::MAX,
-        };
-        let need_dst = n_blocks
-            .checked_mul(block_elems as u64)
-            .and_then(|e| e.checked_mul(dtype.size() as u64))
-            .and_then(|b| usize::try_from(b).ok())
-            .ok_or_else(|| too_big("dequantize output"))?;
-        if d.len() < need_dst {
-            return Err(GpuError::BufferSize {
-                op: "dequantize output",
-                have: d.len(),
-                need: need_dst,
-            });
-        }
-        if let Some(need_src) = source_bytes(kernel, n_blocks) {
-            let need_src = need_src
-                .and_then(|b| usize::try_from(b).ok())
-                .ok_or_else(|| too_big("dequantize input"))?;
-            if s.len() < need_src {
-                return Err(GpuError::BufferSize {
-                    op: "dequantize input",
-                    have: s.len(),
-                    need: need_src,
-                });
-            }
-        }
-        let block = kernel.threads_per_group;
-        if block == 0 || block > self.max_threads_per_block {
-            return Err(GpuError::Launch {
-                entry: kernel.entry(dtype),
-                file: kernel.file_name,
-                reason: format!(
-                    "{block} threads per group; the device allows 1 to {}",
-                    self.max_threads_per_block
-                ),
-            });
-        }
+        let plan = plan_launch(
+            kernel,
+            format_geometry(kernel),
+            block_elems,
+            s.len(),
+            n_blocks,
+            d.len(),
+            dtype,
+            self.max_threads_per_block,
+            self.max_grid_x,
+        )?;
         let module = self.module(kernel)?;
-        if n_blocks == 0 {
+        let Some(plan) = plan else {
             return Ok(());
-        }
-        // Kernels loop over groups with a grid stride, so capping the grid is safe.
-        let grid = kernel.groups_for(n_blocks).min(u64::from(self.max_grid_x)) as u32;
+        };
         self.stream
-            .launch_dequant(module.function(dtype), grid, block, s, d, n_blocks)
+            .launch_dequant(
+                module.function(dtype),
+                plan.grid,
+                plan.block,
+                s,
+                d,
+                n_blocks,
+            )
             .map_err(|e| GpuError::Launch {
                 entry: kernel.entry(dtype),
                 file: kernel.file_name,
@@ -466,6 +527,89 @@ mod tests {
         // Debian's ROCm 5.2 reports 502xxxxx; any ROCm 5 or later will do.
         let v = runtime_version().unwrap();
         assert!(v >= 50_000_000, "hipRuntimeGetVersion = {v}");
+    }
+
+    static SPEC: KernelSpec = KernelSpec {
+        format: "t",
+        file_name: "quant-t/kernel.hip",
+        source: "",
+        entry_f32: "t_f32",
+        entry_f16: "t_f16",
+        entry_bf16: "t_bf16",
+        hsaco_env: "T_DEQUANT_HSACO",
+        threads_per_group: 256,
+        blocks_per_group: 8,
+    };
+
+    const GEOM: BlockGeometry = BlockGeometry {
+        block_elems: 256,
+        block_bytes: 144,
+    };
+
+    #[test]
+    fn launches_are_planned_and_checked() {
+        let f32 = OutputDType::F32;
+        let plan = |src, n, dst, dtype, grid_max| {
+            plan_launch(&SPEC, Some(GEOM), 256, src, n, dst, dtype, 1024, grid_max)
+        };
+        // 100 blocks, 8 per group: 13 groups of 256 threads.
+        let p = plan(14_400, 100, 102_400, f32, u32::MAX).unwrap().unwrap();
+        assert_eq!(
+            p,
+            LaunchPlan {
+                grid: 13,
+                block: 256
+            }
+        );
+        // The grid is capped by the device limit (kernels loop with a grid stride).
+        let p = plan(14_400, 100, 102_400, f32, 4).unwrap().unwrap();
+        assert_eq!(p.grid, 4);
+        // f16 output needs half the bytes.
+        assert!(plan(14_400, 100, 51_200, OutputDType::F16, 100)
+            .unwrap()
+            .is_some());
+        // Zero blocks launch nothing.
+        assert_eq!(plan(0, 0, 0, f32, 100).unwrap(), None);
+
+        let err = plan(14_400, 100, 102_399, f32, 100).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GpuError::BufferSize {
+                    op: "dequantize output",
+                    have: 102_399,
+                    need: 102_400
+                }
+            ),
+            "{err}"
+        );
+        let err = plan(14_399, 100, 102_400, f32, 100).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GpuError::BufferSize {
+                    op: "dequantize input",
+                    need: 14_400,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = plan(usize::MAX, u64::MAX, usize::MAX, f32, 100).unwrap_err();
+        assert!(matches!(err, GpuError::BufferSize { .. }), "{err}");
+        let err =
+            plan_launch(&SPEC, Some(GEOM), 32, 14_400, 100, 102_400, f32, 1024, 9).unwrap_err();
+        assert!(err.to_string().contains("the format has 256"), "{err}");
+        // Without a registered geometry the input cannot be sized, the output still is.
+        assert!(plan_launch(&SPEC, None, 256, 0, 100, 102_400, f32, 1024, 9)
+            .unwrap()
+            .is_some());
+        let err =
+            plan_launch(&SPEC, Some(GEOM), 256, 14_400, 100, 102_400, f32, 128, 9).unwrap_err();
+        assert!(
+            matches!(err, GpuError::Launch { entry: "t_f32", .. }),
+            "{err}"
+        );
     }
 
     #[test]
