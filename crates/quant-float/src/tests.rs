@@ -71,6 +71,17 @@ fn f16_all_65536_values_match_ggml_portable_conversion() {
 }
 
 #[test]
+fn half_hardware_and_software_conversions_agree() {
+    // `f16::to_f32` picks F16C at run time where the CPU has it; `to_f32_const` is always the
+    // software path. Both must give ggml's bits, so the result does not depend on the machine.
+    for h in 0..=u16::MAX {
+        let want = ggml_portable_f16_to_f32(h);
+        assert_eq!(f16::from_bits(h).to_f32_const().to_bits(), want, "{h:#06x}");
+        assert_eq!(f16_bits_to_f32(h).to_bits(), want, "{h:#06x}");
+    }
+}
+
+#[test]
 fn bf16_known_values_keep_signalling_nans() {
     let cases: [(u16, u32); 7] = [
         (0x0000, 0x0000_0000),
