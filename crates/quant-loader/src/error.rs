@@ -20,6 +20,22 @@ pub enum LoadError {
         /// The name asked for.
         tensor: String,
     },
+    /// The file's size changed on disk after it was opened (another process truncated or
+    /// appended to it). Reading a mapped file that shrank would crash the process with SIGBUS,
+    /// so the loader checks before touching a tensor's bytes.
+    #[error(
+        "{file}: the file changed size on disk since it was opened ({was} bytes, now {now}); \
+         reopen it, or use --no-mmap for files that may change",
+        file = file.display()
+    )]
+    FileChanged {
+        /// The file.
+        file: PathBuf,
+        /// Size when opened.
+        was: u64,
+        /// Size now.
+        now: u64,
+    },
     /// No linked format handles the tensor's type.
     #[error("{file}: tensor '{tensor}' has type {ty}, which no linked format handles", file = file.display())]
     Unsupported {

@@ -101,6 +101,24 @@ impl GgufLoader {
         })
     }
 
+    /// A tensor's bytes, after checking that the file on disk still has the size it had when
+    /// opened. A mapped file truncated by another process would otherwise kill this process with
+    /// SIGBUS on first touch of the lost pages. (A truncation racing with this very check can
+    /// still do that: `--no-mmap` is the safe choice for files that may change.)
+    fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8], LoadError> {
+        if let Ok(meta) = std::fs::metadata(self.file.path()) {
+            let was = self.file.file_len();
+            if meta.len() != was {
+                return Err(LoadError::FileChanged {
+                    file: self.file.path().to_path_buf(),
+                    was,
+                    now: meta.len(),
+                });
+            }
+        }
+        Ok(self.file.tensor_data(t))
+    }
+
     /// The registered format of a tensor, or [`LoadError::Unsupported`].
     pub fn format_of(&self, t: &TensorInfo) -> Result<&'static dyn QuantFormat, LoadError> {
         quant_core::lookup(t.ty).ok_or_else(|| LoadError::Unsupported {
@@ -141,7 +159,7 @@ impl GgufLoader {
         let format = self.format_of(t)?;
         let n = self.elements(t)?;
         let mut out = vec![0f32; n];
-        cpu::dequantize(format, self.file.tensor_data(t), &mut out, path)
+        cpu::dequantize(format, self.tensor_bytes(t)?, &mut out, path)
             .map_err(|e| self.core_err(t, e))?;
         Ok(out)
     }
@@ -175,7 +193,7 @@ impl GgufLoader {
         }
         let format = self.format_of(t)?;
         let n = self.elements(t)?;
-        let data = self.file.tensor_data(t);
+        let data = self.tensor_bytes(t)?;
         let out_bytes = n * dtype.size();
         let g = format.geometry();
 
@@ -235,7 +253,7 @@ impl GgufLoader {
         path: CpuPath,
     ) -> Result<DeviceTensor, LoadError> {
         let mut values = vec![0f32; n];
-        cpu::dequantize(format, self.file.tensor_data(t), &mut values, path)
+        cpu::dequantize(format, self.tensor_bytes(t)?, &mut values, path)
             .map_err(|e| self.core_err(t, e))?;
         let bytes = cpu::encode_as(&values, dtype);
         drop(values);

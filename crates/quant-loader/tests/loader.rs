@@ -295,3 +295,89 @@ fn missing_tensor_and_unsupported_type_name_the_file_and_tensor() {
         "{err}"
     );
 }
+
+#[test]
+fn a_file_that_changes_size_after_open_is_an_error_not_a_crash() {
+    for mmap in [true, false] {
+        let dir = std::env::temp_dir().join(format!("qf-loader-{}-{mmap}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shrinking.gguf");
+        std::fs::copy(model(), &path).unwrap();
+        let loader = GgufLoader::open_with(
+            &path,
+            LoaderOptions {
+                mmap,
+                fallback: FallbackPolicy::Allow,
+            },
+        )
+        .unwrap();
+        let first = &loader.file().tensors()[0].name.clone();
+        loader.dequantize_to_host(first, CpuPath::Fast).unwrap();
+
+        // Another "process" truncates the file to half its size.
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+
+        let b = TestBackend::new(Mode::Works);
+        for t in loader.file().tensors() {
+            let err = loader
+                .dequantize_to_host(&t.name, CpuPath::Fast)
+                .unwrap_err();
+            assert!(
+                matches!(err, LoadError::FileChanged { was, now, .. } if was == len && now == len / 2),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("shrinking.gguf"), "{err}");
+            let err = loader
+                .load_tensor_to_gpu(&t.name, &b, OutputDType::F32)
+                .unwrap_err();
+            assert!(matches!(err, LoadError::FileChanged { .. }), "{err:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn sixteen_threads_loading_different_tensors_get_the_bits_of_a_serial_load() {
+    let path = model().with_file_name("tiny-llama-q4_0.gguf");
+    let serial = GgufLoader::open(&path).unwrap();
+    let b = TestBackend::new(Mode::Works);
+    let names: Vec<String> = serial
+        .file()
+        .tensors()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let want: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| {
+            serial
+                .load_tensor_to_gpu(n, &b, OutputDType::Bf16)
+                .unwrap()
+                .download(&b)
+                .unwrap()
+        })
+        .collect();
+
+    let shared = GgufLoader::open(&path).unwrap();
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let (shared, b, names, want) = (&shared, &b, &names, &want);
+            s.spawn(move || {
+                for (j, n) in names.iter().enumerate().skip(i % names.len()).step_by(3) {
+                    let got = shared
+                        .load_tensor_to_gpu(n, b, OutputDType::Bf16)
+                        .unwrap()
+                        .download(b)
+                        .unwrap();
+                    assert_eq!(got, want[j], "{n}");
+                }
+            });
+        }
+    });
+}
