@@ -127,6 +127,19 @@ QF_DEVICE float qf_biased_to_f32(uint32_t u) {
     return QF_SUB(qf_u32_as_f32(0x4B000000u | u), qf_u32_as_f32(0x4B000000u | BIAS));
 }
 
+// Byte `E` (0..3) of `x` as the float 2^23 + byte, built with one byte permute:
+// result bytes = [x.byte E, 0, 0, 0x4B]. With `x`'s bytes below 2^7 this is exact, and
+// subtracting 2^23 + bias (qf_magic_minus) gives (float)(byte - bias) exactly.
+template <uint32_t E>
+QF_DEVICE float qf_magic_byte(uint32_t x) {
+    return qf_u32_as_f32(__byte_perm(x, 0x4B000000u, 0x7440u + E));
+}
+
+template <uint32_t BIAS>
+QF_DEVICE float qf_magic_minus(float magic) {
+    return QF_SUB(magic, qf_u32_as_f32(0x4B000000u | BIAS));
+}
+
 // Two f32 values rounded to nearest-even into packed f16 / bf16 bits (lo in bits 0..15).
 // On NVIDIA sm_80+ one cvt.rn instruction does both (IEEE round-to-nearest-even, subnormals
 // kept; a NaN stays a NaN); elsewhere the exact integer routines above.

@@ -18,6 +18,7 @@ template <int OUT>
 QF_DEVICE void q4_0_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,
                             uint64_t n_blocks) {
     __shared__ qf_v16 stage[Q4_0_BPG * Q4_0_BB / 16u];
+    __shared__ float scale[Q4_0_BPG];         // d of each staged block, as f32
     const uint16_t* s16 = (const uint16_t*)stage;
     const uint32_t E = QF_PER_VEC(OUT);       // values per 16-byte vector
     const uint32_t UPB = Q4_0_QK / E;         // vectors per block
@@ -28,25 +29,28 @@ QF_DEVICE void q4_0_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
         const uint32_t nb = (uint32_t)qf_min_u64(n_blocks - first, Q4_0_BPG);
         qf_stage(stage, src + first * Q4_0_BB, nb * Q4_0_BB);
         __syncthreads();
+        for (uint32_t b = threadIdx.x; b < nb; b += blockDim.x) {
+            scale[b] = qf_f16_to_f32(s16[b * (Q4_0_BB / 2u)]);
+        }
+        __syncthreads();
 
         qf_v16* __restrict__ out = dst + first * UPB;
         const uint32_t units = nb * UPB;
         for (uint32_t u = threadIdx.x; u < units; u += blockDim.x) {
             const uint32_t blk = u / UPB;
             const uint32_t j = (u % UPB) * E;       // first value of the vector, 0..31
-            const uint32_t half = j / 16u;          // 0: low nibbles, 1: high nibbles
+            const uint32_t shift = (j / 16u) * 4u;  // low nibbles for 0..15, high for 16..31
             const uint32_t qoff = blk * Q4_0_BB + 2u + (j % 16u);  // even
-            const float d = qf_f16_to_f32(s16[blk * (Q4_0_BB / 2u)]);
-            const uint32_t shift = half * 4u;
+            const float d = scale[blk];
             float v[8];
 #pragma unroll
             for (uint32_t w = 0; w < E / 4u; ++w) {
-                const uint32_t q4 = qf_ld_u32_even(s16, qoff + 4u * w) >> shift;
-#pragma unroll
-                for (uint32_t e = 0; e < 4u; ++e) {
-                    const uint32_t q = (q4 >> (8u * e)) & 0xFu;
-                    v[4u * w + e] = QF_MUL(qf_biased_to_f32<8u>(q), d);
-                }
+                const uint32_t q4 = (qf_ld_u32_even(s16, qoff + 4u * w) >> shift) & 0x0F0F0F0Fu;
+                // ggml: (float)(q - 8) * d
+                v[4u * w + 0u] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<0u>(q4)), d);
+                v[4u * w + 1u] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<1u>(q4)), d);
+                v[4u * w + 2u] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<2u>(q4)), d);
+                v[4u * w + 3u] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<3u>(q4)), d);
             }
             out[u] = qf_pack<OUT>(v);
         }

@@ -15,7 +15,7 @@
 
 #define Q4_K_BB 144u  // bytes per super-block
 #define Q4_K_QK 256u  // values per super-block
-#define Q4_K_BPG 16u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
+#define Q4_K_BPG 32u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
 
 // ggml's get_scale_min_k4 on the 12 scale bytes held in three little-endian words.
 QF_DEVICE void q4_k_scale_min(uint32_t j, const uint8_t* sc, uint32_t* s, uint32_t* m) {
@@ -32,6 +32,7 @@ template <int OUT>
 QF_DEVICE void q4_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,
                             uint64_t n_blocks) {
     __shared__ qf_v16 stage[Q4_K_BPG * Q4_K_BB / 16u];
+    __shared__ float dm[Q4_K_BPG * 8u * 2u];  // (d1, m1) of each 32-value sub-block
     const uint8_t* s8 = (const uint8_t*)stage;
     const uint16_t* s16 = (const uint16_t*)stage;
     const uint32_t* s32 = (const uint32_t*)stage;
@@ -44,6 +45,17 @@ QF_DEVICE void q4_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
         const uint32_t nb = (uint32_t)qf_min_u64(n_blocks - first, Q4_K_BPG);
         qf_stage(stage, src + first * Q4_K_BB, nb * Q4_K_BB);
         __syncthreads();
+        // Per sub-block scale and min, once: d1 = d * sc, m1 = dmin * m (ggml's order).
+        for (uint32_t i = threadIdx.x; i < nb * 8u; i += blockDim.x) {
+            const uint32_t base = (i / 8u) * Q4_K_BB;
+            const float d = qf_f16_to_f32(s16[base / 2u]);
+            const float dmin = qf_f16_to_f32(s16[base / 2u + 1u]);
+            uint32_t sc, m;
+            q4_k_scale_min(i % 8u, s8 + base + 4u, &sc, &m);
+            dm[2u * i] = QF_MUL(d, (float)sc);
+            dm[2u * i + 1u] = QF_MUL(dmin, (float)m);
+        }
+        __syncthreads();
 
         qf_v16* __restrict__ out = dst + first * UPB;
         const uint32_t units = nb * UPB;
@@ -53,26 +65,20 @@ QF_DEVICE void q4_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
             const uint32_t c = p / 64u;         // chunk
             const uint32_t half = (p % 64u) / 32u;
             const uint32_t l = p % 32u;
-            const uint32_t base = blk * Q4_K_BB;  // 16-byte aligned in shared memory
-
-            const float d = qf_f16_to_f32(s16[base / 2u]);
-            const float dmin = qf_f16_to_f32(s16[base / 2u + 1u]);
-            uint32_t sc, m;
-            q4_k_scale_min(2u * c + half, s8 + base + 4u, &sc, &m);
-            const float d1 = QF_MUL(d, (float)sc);
-            const float m1 = QF_MUL(dmin, (float)m);
-
+            const uint32_t sub = blk * 8u + 2u * c + half;
+            const float d1 = dm[2u * sub];
+            const float m1 = dm[2u * sub + 1u];
             const uint32_t shift = half * 4u;
-            const uint32_t qword = (base + 16u + 32u * c + l) / 4u;
+            const uint32_t qword = (blk * Q4_K_BB + 16u + 32u * c + l) / 4u;
             float v[8];
 #pragma unroll
             for (uint32_t w = 0; w < E / 4u; ++w) {
-                const uint32_t q4 = s32[qword + w] >> shift;
-#pragma unroll
-                for (uint32_t e = 0; e < 4u; ++e) {
-                    const uint32_t q = (q4 >> (8u * e)) & 0xFu;
-                    v[4u * w + e] = QF_SUB(QF_MUL(d1, qf_biased_to_f32<0u>(q)), m1);
-                }
+                const uint32_t q4 = (s32[qword + w] >> shift) & 0x0F0F0F0Fu;
+                // ggml: d1 * q - m1
+                v[4u * w + 0u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(q4))), m1);
+                v[4u * w + 1u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(q4))), m1);
+                v[4u * w + 2u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(q4))), m1);
+                v[4u * w + 3u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(q4))), m1);
             }
             out[u] = qf_pack<OUT>(v);
         }

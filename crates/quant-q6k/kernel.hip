@@ -17,12 +17,13 @@
 
 #define Q6_K_BB 210u  // bytes per super-block
 #define Q6_K_QK 256u  // values per super-block
-#define Q6_K_BPG 16u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
+#define Q6_K_BPG 32u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
 
 template <int OUT>
 QF_DEVICE void q6_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,
                             uint64_t n_blocks) {
     __shared__ qf_v16 stage[Q6_K_BPG * Q6_K_BB / 16u];
+    __shared__ float dsc[Q6_K_BPG * 16u];  // d * scale[k] of each staged super-block
     const uint8_t* s8 = (const uint8_t*)stage;
     const uint16_t* s16 = (const uint16_t*)stage;
     const uint32_t E = QF_PER_VEC(OUT);   // values per 16-byte vector
@@ -34,6 +35,14 @@ QF_DEVICE void q6_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
         const uint32_t nb = (uint32_t)qf_min_u64(n_blocks - first, Q6_K_BPG);
         qf_stage(stage, src + first * Q6_K_BB, nb * Q6_K_BB);
         __syncthreads();
+        // d * scale once per 16-value scale group (ggml's first multiplication).
+        for (uint32_t i = threadIdx.x; i < nb * 16u; i += blockDim.x) {
+            const uint32_t base = (i / 16u) * Q6_K_BB;
+            const float d = qf_f16_to_f32(s16[(base + 208u) / 2u]);
+            const int32_t scale = (int8_t)s8[base + 192u + i % 16u];
+            dsc[i] = QF_MUL(d, (float)scale);
+        }
+        __syncthreads();
 
         qf_v16* __restrict__ out = dst + first * UPB;
         const uint32_t units = nb * UPB;
@@ -44,10 +53,7 @@ QF_DEVICE void q6_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
             const uint32_t quarter = (p % 128u) / 32u;
             const uint32_t l = p % 32u;         // multiple of 4: all E values share l / 16
             const uint32_t base = blk * Q6_K_BB;  // even
-
-            const float d = qf_f16_to_f32(s16[(base + 208u) / 2u]);
-            const int32_t scale = (int8_t)s8[base + 192u + 8u * n + l / 16u + 2u * quarter];
-            const float ds = QF_MUL(d, (float)scale);
+            const float ds = dsc[blk * 16u + 8u * n + l / 16u + 2u * quarter];
 
             const uint32_t ql_off = base + 64u * n + 32u * (quarter & 1u) + l;  // even
             const uint32_t qh_off = base + 128u + 32u * n + l;                  // even
@@ -56,13 +62,14 @@ QF_DEVICE void q6_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
             float v[8];
 #pragma unroll
             for (uint32_t w = 0; w < E / 4u; ++w) {
-                const uint32_t lo4 = qf_ld_u32_even(s16, ql_off + 4u * w) >> ql_shift;
-                const uint32_t hi4 = qf_ld_u32_even(s16, qh_off + 4u * w) >> qh_shift;
-#pragma unroll
-                for (uint32_t e = 0; e < 4u; ++e) {
-                    const uint32_t q = ((lo4 >> (8u * e)) & 0xFu) | (((hi4 >> (8u * e)) & 3u) << 4);
-                    v[4u * w + e] = QF_MUL(ds, qf_biased_to_f32<32u>(q));
-                }
+                const uint32_t lo4 = (qf_ld_u32_even(s16, ql_off + 4u * w) >> ql_shift) & 0x0F0F0F0Fu;
+                const uint32_t hi4 = (qf_ld_u32_even(s16, qh_off + 4u * w) >> qh_shift) & 0x03030303u;
+                const uint32_t q4 = lo4 | (hi4 << 4);  // four 6-bit quants
+                // ggml: (d * scale) * (q - 32)
+                v[4u * w + 0u] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<0u>(q4)));
+                v[4u * w + 1u] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<1u>(q4)));
+                v[4u * w + 2u] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<2u>(q4)));
+                v[4u * w + 3u] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<3u>(q4)));
             }
             out[u] = qf_pack<OUT>(v);
         }

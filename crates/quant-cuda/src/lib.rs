@@ -207,6 +207,92 @@ impl CudaBackend {
         ffi::nvrtc_version().ok()
     }
 
+    /// Checks that `image` is a complete little-endian ELF64 file for NVIDIA GPUs: every
+    /// header, section and segment it declares lies inside it. The driver trusts these offsets,
+    /// so a truncated or damaged file must be refused before it is handed over.
+    pub fn check_cubin(image: &[u8]) -> Result<(), String> {
+        const EM_CUDA: u16 = 190;
+        const SHT_NOBITS: u32 = 8;
+        let u16_at = |o: usize| {
+            image
+                .get(o..o + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        };
+        let u32_at = |o: usize| {
+            image
+                .get(o..o + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let u64_at = |o: usize| {
+            image
+                .get(o..o + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        };
+        let short = || format!("truncated ELF file ({} bytes)", image.len());
+        if image.len() < 64 || !image.starts_with(b"\x7fELF") {
+            return Err("not an ELF file".into());
+        }
+        if image[4] != 2 || image[5] != 1 {
+            return Err("not a little-endian 64-bit ELF file".into());
+        }
+        let machine = u16_at(18).ok_or_else(short)?;
+        if machine != EM_CUDA {
+            return Err(format!(
+                "ELF machine {machine}, not NVIDIA CUDA ({EM_CUDA})"
+            ));
+        }
+        let within = |off: u64, len: u64| {
+            off.checked_add(len)
+                .is_some_and(|e| e <= image.len() as u64)
+        };
+        let table = |off: u64, entsize: u16, num: u16, what: &str| -> Result<(), String> {
+            let len = entsize as u64 * num as u64;
+            if num > 0 && !within(off, len) {
+                return Err(format!(
+                    "{what} table at {off}+{len} lies past the end: {}",
+                    short()
+                ));
+            }
+            Ok(())
+        };
+        let (phoff, shoff) = (u64_at(32).ok_or_else(short)?, u64_at(40).ok_or_else(short)?);
+        let (phentsize, phnum) = (u16_at(54).ok_or_else(short)?, u16_at(56).ok_or_else(short)?);
+        let (shentsize, shnum) = (u16_at(58).ok_or_else(short)?, u16_at(60).ok_or_else(short)?);
+        if (phnum > 0 && phentsize < 56) || (shnum > 0 && shentsize < 64) {
+            return Err("ELF header entry sizes are too small".into());
+        }
+        table(phoff, phentsize, phnum, "program header")?;
+        table(shoff, shentsize, shnum, "section header")?;
+        for i in 0..shnum as u64 {
+            let h = (shoff + i * shentsize as u64) as usize;
+            let kind = u32_at(h + 4).ok_or_else(short)?;
+            let (off, size) = (
+                u64_at(h + 24).ok_or_else(short)?,
+                u64_at(h + 32).ok_or_else(short)?,
+            );
+            if kind != SHT_NOBITS && !within(off, size) {
+                return Err(format!(
+                    "section {i} at {off}+{size} lies past the end: {}",
+                    short()
+                ));
+            }
+        }
+        for i in 0..phnum as u64 {
+            let h = (phoff + i * phentsize as u64) as usize;
+            let (off, size) = (
+                u64_at(h + 8).ok_or_else(short)?,
+                u64_at(h + 32).ok_or_else(short)?,
+            );
+            if !within(off, size) {
+                return Err(format!(
+                    "segment {i} at {off}+{size} lies past the end: {}",
+                    short()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn build_module(&self, spec: &'static KernelSpec) -> Result<KernelModule, GpuError> {
         let (image, origin) = match &self.kernel_dir {
             Some(dir) => {
@@ -229,6 +315,7 @@ impl CudaBackend {
                 reason,
             },
         };
+        Self::check_cubin(&image).map_err(&bad)?;
         let module = self
             .device
             .load_module(&image)
@@ -572,6 +659,56 @@ mod tests {
             matches!(e, GpuError::NoDevice { ordinal, .. } if ordinal == 1 << 20),
             "{e}"
         );
+    }
+
+    /// A minimal well-formed ELF64 image for EM_CUDA with one section and one segment.
+    fn tiny_elf() -> Vec<u8> {
+        let mut e = vec![0u8; 64 + 64 * 2 + 56 + 16];
+        e[..4].copy_from_slice(b"\x7fELF");
+        e[4] = 2;
+        e[5] = 1;
+        e[18..20].copy_from_slice(&190u16.to_le_bytes());
+        e[32..40].copy_from_slice(&192u64.to_le_bytes()); // phoff
+        e[40..48].copy_from_slice(&64u64.to_le_bytes()); // shoff
+        e[54..56].copy_from_slice(&56u16.to_le_bytes());
+        e[56..58].copy_from_slice(&1u16.to_le_bytes());
+        e[58..60].copy_from_slice(&64u16.to_le_bytes());
+        e[60..62].copy_from_slice(&2u16.to_le_bytes());
+        // Section 1: 16 bytes of PROGBITS at 248.
+        let s1 = 64 + 64;
+        e[s1 + 4..s1 + 8].copy_from_slice(&1u32.to_le_bytes());
+        e[s1 + 24..s1 + 32].copy_from_slice(&248u64.to_le_bytes());
+        e[s1 + 32..s1 + 40].copy_from_slice(&16u64.to_le_bytes());
+        // Segment 0: the same 16 bytes.
+        e[192 + 8..192 + 16].copy_from_slice(&248u64.to_le_bytes());
+        e[192 + 32..192 + 40].copy_from_slice(&16u64.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn cubin_check_refuses_truncated_and_foreign_files() {
+        let good = tiny_elf();
+        CudaBackend::check_cubin(&good).unwrap();
+        for cut in [0, 3, 63, 100, 200, 250, good.len() - 1] {
+            assert!(
+                CudaBackend::check_cubin(&good[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut amd = good.clone();
+        amd[18..20].copy_from_slice(&224u16.to_le_bytes()); // EM_AMDGPU
+        assert!(CudaBackend::check_cubin(&amd)
+            .unwrap_err()
+            .contains("machine 224"));
+        let mut nobits = good.clone();
+        nobits[128 + 4..128 + 8].copy_from_slice(&8u32.to_le_bytes());
+        nobits[128 + 32..128 + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+        nobits[192 + 32..192 + 40].copy_from_slice(&0u64.to_le_bytes());
+        CudaBackend::check_cubin(&nobits).unwrap();
+        let mut huge = good.clone();
+        huge[128 + 24..128 + 32].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(CudaBackend::check_cubin(&huge).is_err());
+        assert!(CudaBackend::check_cubin(b"this is not a cubin at all").is_err());
     }
 
     #[test]

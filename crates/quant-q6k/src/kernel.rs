@@ -12,5 +12,5 @@ pub static KERNEL: KernelSpec = KernelSpec {
     entry_bf16: "q6_k_to_bf16_kernel",
     hsaco_env: "Q6_K_DEQUANT_HSACO",
     threads_per_group: 256,
-    blocks_per_group: 16,
+    blocks_per_group: 32,
 };
