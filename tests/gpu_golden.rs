@@ -7,25 +7,8 @@
 
 use quantforge::core::cpu::{self, CpuPath};
 use quantforge::core::OutputDType;
-use quantforge::gpu::{Backend, DeviceKind, DeviceSpec};
 use quantforge::loader::{FallbackPolicy, GgufLoader, LoadPath, LoaderOptions};
-use quantforge_tests::{first_gpu_mismatch, golden_files};
-
-fn gpu() -> Option<Box<dyn Backend>> {
-    if std::env::var("QUANTFORGE_GPU_TESTS").as_deref() != Ok("1") {
-        eprintln!("SKIPPED: GPU golden test (set QUANTFORGE_GPU_TESTS=1 on a machine with a GPU)");
-        return None;
-    }
-    let kind = match std::env::var("QUANTFORGE_GPU_KIND").as_deref() {
-        Ok("hip") => DeviceKind::Hip,
-        _ => DeviceKind::Cuda,
-    };
-    let b = quantforge::device::open(DeviceSpec::Gpu(kind, 0))
-        .unwrap_or_else(|e| panic!("QUANTFORGE_GPU_TESTS=1 but no {kind} GPU: {e}"))
-        .expect("a GPU spec opens a GPU");
-    eprintln!("GPU golden test on {}", b.info());
-    Some(b)
-}
+use quantforge_tests::{first_gpu_mismatch, golden_files, test_gpu};
 
 fn to_f32(bytes: &[u8]) -> Vec<f32> {
     bytes
@@ -36,7 +19,9 @@ fn to_f32(bytes: &[u8]) -> Vec<f32> {
 
 #[test]
 fn golden_tensors_on_the_gpu_equal_the_cpu_reference() {
-    let Some(backend) = gpu() else { return };
+    let Some(backend) = test_gpu("golden_tensors") else {
+        return;
+    };
     let opts = LoaderOptions {
         fallback: FallbackPolicy::Deny,
         ..Default::default()

@@ -87,3 +87,60 @@ pub fn first_gpu_mismatch(reference: &[f32], got: &[f32]) -> Option<usize> {
         .zip(got)
         .position(|(r, g)| !(r.to_bits() == g.to_bits() || (r.is_nan() && g.is_nan())))
 }
+
+/// Deterministic pseudo-random bytes (splitmix64): every bit pattern occurs, NaN, Inf and
+/// subnormal f16 scales included.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Writes a GGUF file of random tensors: `(name, type, row length, rows)` each.
+pub fn write_random_model(path: &Path, tensors: &[(&str, quantforge::core::GgmlType, u64, u64)]) {
+    let mut w = quantforge::gguf::GgufWriter::new();
+    w.add_metadata(
+        "general.architecture",
+        quantforge::gguf::MetaValue::String("synthetic".into()),
+    )
+    .unwrap();
+    for (i, &(name, ty, row, rows)) in tensors.iter().enumerate() {
+        let g = ty.geometry().expect("known geometry");
+        let bytes = (row * rows) as usize / g.block_elems * g.block_bytes;
+        w.add_tensor(
+            name,
+            &[row, rows],
+            ty,
+            random_bytes(bytes, 0xfeed + i as u64).into(),
+        )
+        .unwrap();
+    }
+    w.write_file(path).unwrap();
+}
+
+/// The GPU the GPU suites run on: `None` (with a visible SKIPPED line) unless
+/// `QUANTFORGE_GPU_TESTS=1`; then a missing GPU panics. `QUANTFORGE_GPU_KIND=hip` picks HIP.
+pub fn test_gpu(test: &str) -> Option<Box<dyn quantforge::gpu::Backend>> {
+    use quantforge::gpu::{DeviceKind, DeviceSpec};
+    if std::env::var("QUANTFORGE_GPU_TESTS").as_deref() != Ok("1") {
+        eprintln!("SKIPPED: GPU test {test} (set QUANTFORGE_GPU_TESTS=1 on a machine with a GPU)");
+        return None;
+    }
+    let kind = match std::env::var("QUANTFORGE_GPU_KIND").as_deref() {
+        Ok("hip") => DeviceKind::Hip,
+        _ => DeviceKind::Cuda,
+    };
+    let b = quantforge::device::open(DeviceSpec::Gpu(kind, 0))
+        .unwrap_or_else(|e| panic!("QUANTFORGE_GPU_TESTS=1 but no {kind} GPU: {e}"))
+        .expect("a GPU spec opens a GPU");
+    eprintln!("GPU test {test} on {}", b.info());
+    Some(b)
+}
