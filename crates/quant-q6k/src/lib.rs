@@ -55,11 +55,13 @@ fn reference(src: &[u8], dst: &mut [f32]) {
         for _n in (0..BLOCK_ELEMS).step_by(128) {
             for l in 0..32 {
                 let is = l / 16;
-                let q1 = ((x[ql + l] & 0xF) | ((x[qh + l] & 3) << 4)) as i8 as i32 - 32;
-                let q2 = ((x[ql + l + 32] & 0xF) | (((x[qh + l] >> 2) & 3) << 4)) as i8 as i32 - 32;
-                let q3 = ((x[ql + l] >> 4) | (((x[qh + l] >> 4) & 3) << 4)) as i8 as i32 - 32;
-                let q4 = ((x[ql + l + 32] >> 4) | (((x[qh + l] >> 6) & 3) << 4)) as i8 as i32 - 32;
-                let (q1, q2, q3, q4) = (q1 as i8, q2 as i8, q3 as i8, q4 as i8);
+                let (lo, hi, h) = (x[ql + l], x[ql + l + 32], x[qh + l]);
+                // `(int8_t)(6-bit value) - 32`, stored as int8_t: -32..=31
+                let q1 = (((lo & 0xF) | ((h & 3) << 4)) as i8 as i32 - 32) as i8;
+                let q2 = (((hi & 0xF) | (((h >> 2) & 3) << 4)) as i8 as i32 - 32) as i8;
+                let q3 = (((lo >> 4) | (((h >> 4) & 3) << 4)) as i8 as i32 - 32) as i8;
+                let q4 = (((hi >> 4) | (((h >> 6) & 3) << 4)) as i8 as i32 - 32) as i8;
+                // `d * sc[is] * q1`: (d * (float)sc) * (float)q, left to right
                 y[yo + l] = d * x[sc + is] as i8 as f32 * q1 as f32;
                 y[yo + l + 32] = d * x[sc + is + 2] as i8 as f32 * q2 as f32;
                 y[yo + l + 64] = d * x[sc + is + 4] as i8 as f32 * q3 as f32;
