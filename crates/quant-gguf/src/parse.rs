@@ -25,8 +25,6 @@ pub const DEFAULT_ALIGNMENT: u32 = 32;
 /// The magic bytes every GGUF file starts with.
 pub const MAGIC: [u8; 4] = *b"GGUF";
 
-/// Most array elements reserved up front, before any is parsed.
-const MAX_ARRAY_RESERVE: usize = 1 << 16;
 /// Smallest possible encoding of a metadata pair: an empty key (8), a type (4), a 1-byte value.
 const MIN_KV_BYTES: u64 = 8 + 4 + 1;
 /// Smallest possible tensor info: empty name (8), n_dims (4), one dim (8), type (4), offset (8).
@@ -100,14 +98,27 @@ impl<'a> Cursor<'a> {
         min_item_bytes: u64,
         field: &dyn Fn() -> String,
     ) -> Result<()> {
+        self.check_count_within(count, min_item_bytes, self.buf.len() as u64, field)
+    }
+
+    /// Checks that `count` items of at least `min_item_bytes` each fit between the current
+    /// position and `limit` (an absolute offset, at most the end of the buffer).
+    fn check_count_within(
+        &self,
+        count: u64,
+        min_item_bytes: u64,
+        limit: u64,
+        field: &dyn Fn() -> String,
+    ) -> Result<()> {
+        let available = limit.min(self.buf.len() as u64).saturating_sub(self.pos());
         match count.checked_mul(min_item_bytes) {
-            Some(total) if total <= self.remaining() => Ok(()),
+            Some(total) if total <= available => Ok(()),
             _ => Err(GgufError::CountTooLarge {
                 path: self.path(),
                 field: field(),
                 count,
                 min_item_bytes,
-                remaining: self.remaining(),
+                remaining: available,
             }),
         }
     }
@@ -144,11 +155,14 @@ impl<'a> Cursor<'a> {
         })
     }
 
-    /// One value of type `ty`. `depth` counts the arrays already entered.
+    /// One value of type `ty`. `depth` counts the arrays already entered. `limit` is the
+    /// absolute offset this value must end by so that the enclosing arrays' remaining elements
+    /// still have room for their smallest encoding; an array's count is checked against it.
     fn value(
         &mut self,
         ty: MetaType,
         depth: usize,
+        limit: u64,
         field: &dyn Fn() -> String,
     ) -> Result<MetaValue> {
         Ok(match ty {
@@ -187,13 +201,19 @@ impl<'a> Cursor<'a> {
                 }
                 let elem_type = self.value_type(field)?;
                 let count = self.u64(field)?;
-                self.check_count(count, elem_type.min_encoded_len(), field)?;
-                // `count` is bounded by the bytes left (checked above); the up-front reservation
-                // is capped further, so memory grows only with elements actually parsed.
-                let mut values = Vec::with_capacity((count as usize).min(MAX_ARRAY_RESERVE));
+                let min = elem_type.min_encoded_len();
+                self.check_count_within(count, min, limit, field)?;
+                // The count fits in the bytes up to `limit`, which the enclosing arrays leave
+                // to this one: the claims of all arrays being parsed at once never add up to
+                // more than the file (plus one element per level), so reserving exactly is
+                // bounded by a fixed multiple of the file size, and nothing reallocates.
+                let mut values = Vec::with_capacity(count as usize);
                 for i in 0..count {
                     let elem_field = || format!("{}[{i}]", field());
-                    values.push(self.value(elem_type, depth + 1, &elem_field)?);
+                    // Elements after this one need at least `min` bytes each; no underflow, as
+                    // `count * min <= limit - pos` was checked.
+                    let elem_limit = limit - (count - 1 - i) * min;
+                    values.push(self.value(elem_type, depth + 1, elem_limit, &elem_field)?);
                 }
                 MetaValue::Array(MetaArray { elem_type, values })
             }
@@ -258,7 +278,7 @@ pub(crate) fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
         let key = c.string(&|| format!("metadata key #{i}"))?;
         let field = || key.clone();
         let ty = c.value_type(&field)?;
-        let value = c.value(ty, 0, &field)?;
+        let value = c.value(ty, 0, buf.len() as u64, &field)?;
         if meta_index.contains_key(&key) {
             return Err(GgufError::DuplicateKey { path: p(), key });
         }
@@ -498,7 +518,9 @@ mod tests {
         buf.extend_from_slice(&(1u64 << 60).to_le_bytes());
         buf.extend_from_slice(&[0, 0, 0]);
         let mut c = Cursor::new(&buf, path());
-        let e = c.value(MetaType::Array, 0, &|| "k".into()).unwrap_err();
+        let e = c
+            .value(MetaType::Array, 0, buf.len() as u64, &|| "k".into())
+            .unwrap_err();
         assert!(
             matches!(e, GgufError::CountTooLarge { count, .. } if count == 1 << 60),
             "{e}"

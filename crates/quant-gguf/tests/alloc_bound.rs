@@ -1,0 +1,425 @@
+//! Bounded memory on open: a counting global allocator measures the peak number of bytes live
+//! while `GgufFile::from_bytes` / `open` / `open_with` runs, on hostile headers and on the golden
+//! files. Every case must stay within [`bound`]: `64 × file size + 1 MiB`. Hostile inputs must also
+//! fail with an error, and fail fast (well under a second each).
+//!
+//! The allocator counts per thread (a thread-local switch), so tests running in parallel in
+//! this binary do not disturb each other's figures.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use quant_gguf::{GgufError, GgufFile, MetaType, OpenOptions, MAX_ARRAY_DEPTH};
+
+/// Bytes allowed per byte of input file.
+const PER_FILE_BYTE: u64 = 64;
+/// Bytes allowed regardless of the file's size.
+const FIXED: u64 = 1 << 20;
+/// Longest a hostile input may take to be refused.
+const MAX_TIME: Duration = Duration::from_secs(1);
+
+/// The documented bound (docs/reliability.md): `64 × len + 1 MiB`.
+fn bound(file_len: u64) -> u64 {
+    PER_FILE_BYTE * file_len + FIXED
+}
+
+struct Counting;
+
+thread_local! {
+    static TRACKING: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<i64> = const { Cell::new(0) };
+    static PEAK: Cell<i64> = const { Cell::new(0) };
+}
+
+fn grow(n: usize) {
+    let _ = TRACKING.try_with(|t| {
+        if t.get() {
+            LIVE.with(|l| {
+                let v = l.get() + n as i64;
+                l.set(v);
+                PEAK.with(|p| p.set(p.get().max(v)));
+            });
+        }
+    });
+}
+
+fn shrink(n: usize) {
+    let _ = TRACKING.try_with(|t| {
+        if t.get() {
+            LIVE.with(|l| l.set(l.get() - n as i64));
+        }
+    });
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counting only touches
+// const-initialised thread-locals, which neither allocate nor panic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            grow(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            grow(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        shrink(layout.size());
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            // Counted as if old and new blocks were both live for a moment (a move).
+            grow(new_size);
+            shrink(layout.size());
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns its result and the peak of bytes live (allocated by this thread during
+/// `f` and not yet freed), relative to the start.
+fn peak_of<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    LIVE.with(|l| l.set(0));
+    PEAK.with(|p| p.set(0));
+    TRACKING.with(|t| t.set(true));
+    let r = f();
+    TRACKING.with(|t| t.set(false));
+    (r, PEAK.with(|p| p.get()).max(0) as u64)
+}
+
+/// A raw GGUF byte builder.
+#[derive(Clone)]
+struct B(Vec<u8>);
+
+impl B {
+    fn header(n_tensors: u64, n_kv: u64) -> B {
+        let mut b = B(b"GGUF".to_vec());
+        b.u32(3).u64(n_tensors).u64(n_kv);
+        b
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn str(&mut self, s: &[u8]) -> &mut Self {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s);
+        self
+    }
+    /// Array header: element type and claimed count.
+    fn arr(&mut self, elem: MetaType, count: u64) -> &mut Self {
+        self.u32(elem.id()).u64(count)
+    }
+    fn zeros(&mut self, n: usize) -> &mut Self {
+        self.0.resize(self.0.len() + n, 0);
+        self
+    }
+}
+
+/// Opens `bytes` from memory, and from a temporary file both mapped and read, measuring each.
+/// Returns the results (all three must agree on success or failure) and the worst peak.
+fn open_all_ways(bytes: &[u8], what: &str) -> (Vec<Result<GgufFile, GgufError>>, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{what}.gguf"));
+    std::fs::write(&path, bytes).unwrap();
+    let mut results = Vec::new();
+    let mut worst = 0;
+    let v = bytes.to_vec();
+    let (r, p) = peak_of(move || GgufFile::from_bytes(v, format!("{what}.gguf")));
+    results.push(r);
+    worst = worst.max(p);
+    for mmap in [true, false] {
+        let (r, p) = peak_of(|| GgufFile::open_with(&path, OpenOptions { mmap }));
+        results.push(r);
+        worst = worst.max(p);
+    }
+    (results, worst)
+}
+
+/// Checks that a hostile input fails every way, in time and within the bound; returns the peak.
+fn hostile(what: &str, bytes: &[u8], expect: fn(&GgufError) -> bool) -> u64 {
+    let start = Instant::now();
+    let (results, peak) = open_all_ways(bytes, what);
+    let took = start.elapsed();
+    for r in results {
+        match r {
+            Ok(f) => panic!("{what}: hostile input opened: {f:?}"),
+            Err(e) => assert!(expect(&e), "{what}: unexpected error: {e}"),
+        }
+    }
+    let len = bytes.len() as u64;
+    eprintln!(
+        "{what}: {len} bytes, peak {peak} bytes ({:.1} x len), {took:?} for 3 opens",
+        peak as f64 / len as f64
+    );
+    assert!(
+        peak <= bound(len),
+        "{what}: peak {peak} bytes over the bound {} for a {len}-byte file",
+        bound(len)
+    );
+    assert!(took < MAX_TIME, "{what}: took {took:?}");
+    peak
+}
+
+#[test]
+fn tensor_count_2_pow_63() {
+    let mut b = B::header(1 << 63, 0);
+    b.zeros(64);
+    hostile(
+        "tensors-2^63",
+        &b.0,
+        |e| matches!(e, GgufError::CountTooLarge { count, .. } if *count == 1 << 63),
+    );
+}
+
+#[test]
+fn metadata_count_2_pow_40() {
+    let mut b = B::header(0, 1 << 40);
+    b.zeros(64);
+    hostile(
+        "kv-2^40",
+        &b.0,
+        |e| matches!(e, GgufError::CountTooLarge { count, .. } if *count == 1 << 40),
+    );
+}
+
+#[test]
+fn array_of_2_pow_60() {
+    for elem in MetaType::ALL {
+        let mut b = B::header(0, 1);
+        b.str(b"big").u32(MetaType::Array.id()).arr(elem, 1 << 60);
+        b.zeros(4096);
+        hostile(
+            &format!("array-2^60-{elem}"),
+            &b.0,
+            |e| matches!(e, GgufError::CountTooLarge { count, .. } if *count == 1 << 60),
+        );
+    }
+}
+
+#[test]
+fn arrays_nested_5000_deep() {
+    let mut b = B::header(0, 1);
+    b.str(b"deep").u32(MetaType::Array.id());
+    for _ in 0..5000 {
+        b.arr(MetaType::Array, 1);
+    }
+    b.arr(MetaType::U8, 0);
+    hostile(
+        "nested-5000",
+        &b.0,
+        |e| matches!(e, GgufError::NestingTooDeep { limit, .. } if *limit == MAX_ARRAY_DEPTH),
+    );
+}
+
+/// Every level of a maximally deep nest claims as many elements as the bytes left allow; the
+/// claims must not add up to more memory than the file could ever fill.
+#[test]
+fn nested_arrays_each_claiming_everything() {
+    for size in [4 << 10, 64 << 10, 1 << 20, 4 << 20] {
+        let mut b = B::header(0, 1);
+        b.str(b"greedy").u32(MetaType::Array.id());
+        for _ in 0..MAX_ARRAY_DEPTH {
+            b.arr(MetaType::Array, (size / 12) as u64);
+        }
+        b.zeros(size);
+        hostile(&format!("nested-greedy-{size}"), &b.0, |e| {
+            matches!(
+                e,
+                GgufError::NestingTooDeep { .. }
+                    | GgufError::CountTooLarge { .. }
+                    | GgufError::Truncated { .. }
+            )
+        });
+    }
+}
+
+#[test]
+fn huge_string_lengths() {
+    for len in [1u64 << 62, u64::MAX, 1 << 33] {
+        // Key length.
+        let mut b = B::header(0, 1);
+        b.u64(len).zeros(64);
+        hostile(&format!("key-len-{len}"), &b.0, |e| {
+            matches!(e, GgufError::StringTooLong { .. })
+        });
+        // String value length.
+        let mut b = B::header(0, 1);
+        b.str(b"s").u32(MetaType::String.id()).u64(len).zeros(64);
+        hostile(&format!("value-len-{len}"), &b.0, |e| {
+            matches!(e, GgufError::StringTooLong { .. })
+        });
+        // Tensor name length.
+        let mut b = B::header(1, 0);
+        b.u64(len).zeros(64);
+        hostile(&format!("tensor-name-len-{len}"), &b.0, |e| {
+            matches!(e, GgufError::StringTooLong { .. })
+        });
+        // String inside an array of strings.
+        let mut b = B::header(0, 1);
+        b.str(b"a")
+            .u32(MetaType::Array.id())
+            .arr(MetaType::String, 2);
+        b.str(b"ok").u64(len).zeros(64);
+        hostile(&format!("array-string-len-{len}"), &b.0, |e| {
+            matches!(e, GgufError::StringTooLong { .. })
+        });
+    }
+}
+
+/// The largest arrays of the smallest elements the file can hold, complete, followed by a
+/// broken second key: the parser builds the whole array before it finds out.
+#[test]
+fn big_arrays_then_error() {
+    for elem in [
+        MetaType::U8,
+        MetaType::Bool,
+        MetaType::String,
+        MetaType::Array,
+    ] {
+        let n: u64 = (1 << 20) + 1;
+        let mut b = B::header(0, 2);
+        b.str(b"a").u32(MetaType::Array.id()).arr(elem, n);
+        // All zeros: u8 0, bool false, empty strings, empty u8 arrays (type 0, count 0).
+        b.zeros((n * elem.min_encoded_len()) as usize);
+        // Second key: claims 100 bytes, has 8.
+        b.u64(100).zeros(8);
+        hostile(&format!("big-array-{elem}-then-error"), &b.0, |e| {
+            matches!(e, GgufError::StringTooLong { .. })
+        });
+    }
+}
+
+/// The largest legal arrays of the smallest elements, complete: must open, within the bound.
+#[test]
+fn big_valid_arrays() {
+    for elem in [MetaType::U8, MetaType::String, MetaType::Array] {
+        let n: u64 = (1 << 20) + 1;
+        let mut b = B::header(0, 1);
+        b.str(b"a").u32(MetaType::Array.id()).arr(elem, n);
+        b.zeros((n * elem.min_encoded_len()) as usize);
+        let len = b.0.len() as u64;
+        let (results, peak) = open_all_ways(&b.0, &format!("big-valid-{elem}"));
+        for r in results {
+            let f = r.unwrap();
+            assert_eq!(f.get("a").unwrap().as_array().unwrap().len() as u64, n);
+        }
+        eprintln!(
+            "big-valid-{elem}: {len} bytes, peak {peak} ({:.1} x len)",
+            peak as f64 / len as f64
+        );
+        assert!(
+            peak <= bound(len),
+            "{elem}: peak {peak} over {}",
+            bound(len)
+        );
+    }
+}
+
+/// Many tiny metadata pairs and many tiny tensor infos, as dense as the format allows.
+#[test]
+fn many_small_entries() {
+    let n = 50_000u64;
+    let mut b = B::header(0, n);
+    for i in 0..n {
+        b.str(format!("{i:x}").as_bytes()).u32(MetaType::U8.id());
+        b.0.push(0);
+    }
+    let (results, peak) = open_all_ways(&b.0, "many-kv");
+    for r in results {
+        assert_eq!(r.unwrap().metadata().len() as u64, n);
+    }
+    let len = b.0.len() as u64;
+    eprintln!(
+        "many-kv: {len} bytes, peak {peak} ({:.1} x len)",
+        peak as f64 / len as f64
+    );
+    assert!(peak <= bound(len));
+
+    let mut b = B::header(n, 0);
+    for i in 0..n {
+        b.str(format!("{i:x}").as_bytes())
+            .u32(1)
+            .u64(1)
+            .u32(0)
+            .u64(0);
+    }
+    // Every tensor shares the same 4 bytes of data at offset 0.
+    while b.0.len() % 32 != 0 {
+        b.0.push(0);
+    }
+    b.zeros(32);
+    let (results, peak) = open_all_ways(&b.0, "many-tensors");
+    for r in results {
+        assert_eq!(r.unwrap().tensors().len() as u64, n);
+    }
+    let len = b.0.len() as u64;
+    eprintln!(
+        "many-tensors: {len} bytes, peak {peak} ({:.1} x len)",
+        peak as f64 / len as f64
+    );
+    assert!(peak <= bound(len));
+}
+
+fn golden_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn golden_files_stay_within_the_bound() {
+    let files = golden_files();
+    assert!(files.len() >= 6, "golden files missing: {files:?}");
+    for path in files {
+        let bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len() as u64;
+        let (results, peak) = open_all_ways(&bytes, "golden");
+        for r in results {
+            r.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        eprintln!(
+            "{}: {len} bytes, peak {peak} ({:.2} x len)",
+            path.display(),
+            peak as f64 / len as f64
+        );
+        assert!(peak <= bound(len), "{}: peak {peak}", path.display());
+    }
+}
+
+/// The counting allocator itself must see allocations, or every bound above passes vacuously.
+#[test]
+fn the_counter_counts() {
+    let (v, peak) = peak_of(|| vec![1u8; 3 << 20]);
+    assert!(peak >= 3 << 20, "peak {peak}");
+    drop(v);
+    let (_, peak) = peak_of(|| {
+        let mut v: Vec<u64> = Vec::new();
+        for i in 0..100_000 {
+            v.push(i);
+        }
+        v.len()
+    });
+    assert!(peak >= 800_000, "peak {peak}");
+}
