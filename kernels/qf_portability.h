@@ -55,7 +55,7 @@ QF_DEVICE uint32_t qf_f32_as_u32(float f) { return __float_as_uint(f); }
 
 // IEEE binary16 -> binary32, exact for every input (subnormals, Inf, NaN), done with integer
 // operations so that the result does not depend on a vendor's half type or flush mode.
-QF_DEVICE float qf_f16_to_f32(uint16_t h) {
+QF_DEVICE float qf_f16_to_f32_int(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
     uint32_t man = h & 0x3ffu;
@@ -74,6 +74,18 @@ QF_DEVICE float qf_f16_to_f32(uint16_t h) {
         bits = sign | (e << 23) | ((man & 0x3ffu) << 13);
     }
     return qf_u32_as_f32(bits);
+}
+
+// The same conversion, fast: on NVIDIA one cvt.f32.f16, which is exact for every input
+// (no flush: subnormals are kept; a NaN stays a NaN, quiet); elsewhere the integer routine.
+QF_DEVICE float qf_f16_to_f32(uint16_t h) {
+#if defined(QF_CUDA) && defined(__CUDA_ARCH__)
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+#else
+    return qf_f16_to_f32_int(h);
+#endif
 }
 
 // binary32 -> binary16, round to nearest even; NaN stays NaN (quiet), overflow goes to Inf.
@@ -206,6 +218,15 @@ QF_DEVICE void qf_stage(qf_v16* dst, const uint8_t* __restrict__ src, uint32_t b
 QF_DEVICE uint32_t qf_ld_u32_even(const uint16_t* s16, uint32_t byte_off) {
     const uint32_t i = byte_off >> 1;
     return (uint32_t)s16[i] | ((uint32_t)s16[i + 1] << 16);
+}
+
+// Little-endian u32 at an even byte offset of 4-byte aligned shared memory, from aligned
+// 32-bit loads: one load when the offset is a multiple of 4, else two joined by a byte permute.
+// Reads the word after the value in the second case only.
+QF_DEVICE uint32_t qf_ld_u32_even_w(const uint32_t* s32, uint32_t byte_off) {
+    const uint32_t i = byte_off >> 2;
+    if ((byte_off & 2u) == 0) return s32[i];
+    return __byte_perm(s32[i], s32[i + 1u], 0x5432u);
 }
 
 QF_DEVICE uint64_t qf_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }

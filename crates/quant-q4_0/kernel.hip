@@ -12,7 +12,9 @@
 
 #define Q4_0_BB 18u    // bytes per block
 #define Q4_0_QK 32u    // values per block
+#ifndef Q4_0_BPG  // overridable for tuning experiments (-DQ4_0_BPG=...)
 #define Q4_0_BPG 128u  // blocks staged per group iteration (keep in sync with src/kernel.rs)
+#endif
 
 template <int OUT>
 QF_DEVICE void q4_0_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,

@@ -8,14 +8,18 @@
 //     d1 = d * sc;  m1 = dmin * m;  y = d1 * q - m1
 //
 // Work split: a group stages Q4_K_BPG super-blocks (144 bytes each, a multiple of 16) into
-// shared memory with 16-byte loads; each thread then produces one 16-byte output vector at a
-// time (4 f32 or 8 f16/bf16 values) with one 16-byte store, consecutive threads writing
-// consecutive vectors. Groups stride over the tensor, so any grid size works.
+// shared memory with 16-byte loads and computes (d1, m1) of their 8 sub-blocks once. Then each
+// thread takes E consecutive quant bytes of one chunk (E = 4 for f32, 8 for f16/bf16), reads
+// them once, and writes the low-nibble and the high-nibble 16-byte vectors; neighbouring threads
+// write neighbouring vectors, so each store instruction fills whole 32-byte sectors. Groups
+// stride over the tensor, so any grid size works.
 #include "qf_portability.h"
 
 #define Q4_K_BB 144u  // bytes per super-block
 #define Q4_K_QK 256u  // values per super-block
+#ifndef Q4_K_BPG  // overridable for tuning experiments (-DQ4_K_BPG=...)
 #define Q4_K_BPG 32u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
+#endif
 
 // ggml's get_scale_min_k4 on the 12 scale bytes held in three little-endian words.
 QF_DEVICE void q4_k_scale_min(uint32_t j, const uint8_t* sc, uint32_t* s, uint32_t* m) {
@@ -37,7 +41,11 @@ QF_DEVICE void q4_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
     const uint16_t* s16 = (const uint16_t*)stage;
     const uint32_t* s32 = (const uint32_t*)stage;
     const uint32_t E = QF_PER_VEC(OUT);   // values per 16-byte vector
-    const uint32_t UPB = Q4_K_QK / E;     // vectors per super-block
+    const uint32_t VPB = Q4_K_QK / E;     // vectors per super-block
+    // A work unit is E consecutive l of one 64-value chunk c: it reads qs[32c + l ..] once and
+    // writes the low-nibble vector at 64c + l and the high-nibble vector at 64c + 32 + l.
+    const uint32_t LPC = 32u / E;         // units per chunk
+    const uint32_t UPB = 4u * LPC;        // units per super-block
     const uint64_t n_groups = (n_blocks + Q4_K_BPG - 1u) / Q4_K_BPG;
 
     for (uint64_t g = blockIdx.x; g < n_groups; g += gridDim.x) {
@@ -57,30 +65,35 @@ QF_DEVICE void q4_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
         }
         __syncthreads();
 
-        qf_v16* __restrict__ out = dst + first * UPB;
+        qf_v16* __restrict__ out = dst + first * VPB;
         const uint32_t units = nb * UPB;
         for (uint32_t u = threadIdx.x; u < units; u += blockDim.x) {
             const uint32_t blk = u / UPB;
-            const uint32_t p = (u % UPB) * E;   // first value of the vector, 0..255
-            const uint32_t c = p / 64u;         // chunk
-            const uint32_t half = (p % 64u) / 32u;
-            const uint32_t l = p % 32u;
-            const uint32_t sub = blk * 8u + 2u * c + half;
-            const float d1 = dm[2u * sub];
-            const float m1 = dm[2u * sub + 1u];
-            const uint32_t shift = half * 4u;
+            const uint32_t c = (u % UPB) / LPC;   // chunk of 64 values
+            const uint32_t l = (u % LPC) * E;     // 0..31, multiple of 4
+            const uint32_t sub = blk * 8u + 2u * c;
+            const float d1 = dm[2u * sub], m1 = dm[2u * sub + 1u];            // low nibbles
+            const float d2 = dm[2u * sub + 2u], m2 = dm[2u * sub + 3u];       // high nibbles
             const uint32_t qword = (blk * Q4_K_BB + 16u + 32u * c + l) / 4u;
-            float v[8];
+            float lo[8], hi[8];
 #pragma unroll
             for (uint32_t w = 0; w < E / 4u; ++w) {
-                const uint32_t q4 = (s32[qword + w] >> shift) & 0x0F0F0F0Fu;
+                const uint32_t q = s32[qword + w];
+                const uint32_t ql = q & 0x0F0F0F0Fu;
+                const uint32_t qh = (q >> 4) & 0x0F0F0F0Fu;
                 // ggml: d1 * q - m1
-                v[4u * w + 0u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(q4))), m1);
-                v[4u * w + 1u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(q4))), m1);
-                v[4u * w + 2u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(q4))), m1);
-                v[4u * w + 3u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(q4))), m1);
+                lo[4u * w + 0u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(ql))), m1);
+                lo[4u * w + 1u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(ql))), m1);
+                lo[4u * w + 2u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(ql))), m1);
+                lo[4u * w + 3u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(ql))), m1);
+                hi[4u * w + 0u] = QF_SUB(QF_MUL(d2, qf_magic_minus<0u>(qf_magic_byte<0u>(qh))), m2);
+                hi[4u * w + 1u] = QF_SUB(QF_MUL(d2, qf_magic_minus<0u>(qf_magic_byte<1u>(qh))), m2);
+                hi[4u * w + 2u] = QF_SUB(QF_MUL(d2, qf_magic_minus<0u>(qf_magic_byte<2u>(qh))), m2);
+                hi[4u * w + 3u] = QF_SUB(QF_MUL(d2, qf_magic_minus<0u>(qf_magic_byte<3u>(qh))), m2);
             }
-            out[u] = qf_pack<OUT>(v);
+            qf_v16* o = out + blk * VPB + (64u * c + l) / E;
+            o[0] = qf_pack<OUT>(lo);
+            o[32u / E] = qf_pack<OUT>(hi);
         }
         __syncthreads();
     }

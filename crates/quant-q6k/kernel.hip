@@ -10,14 +10,18 @@
 // after each multiplication.
 //
 // Work split: a group stages Q6_K_BPG super-blocks (Q6_K_BPG * 210 bytes, a multiple of 16) in
-// shared memory with 16-byte loads; each thread then produces one 16-byte output vector at a
-// time (4 f32 or 8 f16/bf16 values) with one 16-byte store, consecutive threads writing
-// consecutive vectors. Groups stride over the tensor, so any grid size works.
+// shared memory with 16-byte loads and computes d * scale for each of their 16 scales once.
+// Then each thread takes E consecutive l of one half (E = 4 values for f32, 8 for f16/bf16),
+// reads ql[l], ql[l + 32] and qh[l] once, and writes the four 16-byte vectors at l, l + 32,
+// l + 64 and l + 96; neighbouring threads write neighbouring vectors, so each store
+// instruction fills whole 32-byte sectors. Groups stride over the tensor, so any grid size works.
 #include "qf_portability.h"
 
 #define Q6_K_BB 210u  // bytes per super-block
 #define Q6_K_QK 256u  // values per super-block
+#ifndef Q6_K_BPG  // overridable for tuning experiments (-DQ6_K_BPG=...)
 #define Q6_K_BPG 32u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
+#endif
 
 template <int OUT>
 QF_DEVICE void q6_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,
@@ -27,7 +31,11 @@ QF_DEVICE void q6_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
     const uint8_t* s8 = (const uint8_t*)stage;
     const uint16_t* s16 = (const uint16_t*)stage;
     const uint32_t E = QF_PER_VEC(OUT);   // values per 16-byte vector
-    const uint32_t UPB = Q6_K_QK / E;     // vectors per super-block
+    const uint32_t VPB = Q6_K_QK / E;     // vectors per super-block
+    // A work unit is E consecutive l of one half n: it reads ql[l], ql[l + 32] and qh[l] once
+    // and writes the four vectors y[l], y[l + 32], y[l + 64], y[l + 96] of that half.
+    const uint32_t LPH = 32u / E;         // units per half
+    const uint32_t UPB = 2u * LPH;        // units per super-block
     const uint64_t n_groups = (n_blocks + Q6_K_BPG - 1u) / Q6_K_BPG;
 
     for (uint64_t g = blockIdx.x; g < n_groups; g += gridDim.x) {
@@ -44,34 +52,43 @@ QF_DEVICE void q6_k_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict_
         }
         __syncthreads();
 
-        qf_v16* __restrict__ out = dst + first * UPB;
+        qf_v16* __restrict__ out = dst + first * VPB;
         const uint32_t units = nb * UPB;
         for (uint32_t u = threadIdx.x; u < units; u += blockDim.x) {
             const uint32_t blk = u / UPB;
-            const uint32_t p = (u % UPB) * E;   // first value of the vector, 0..255
-            const uint32_t n = p / 128u;        // half
-            const uint32_t quarter = (p % 128u) / 32u;
-            const uint32_t l = p % 32u;         // multiple of 4: all E values share l / 16
-            const uint32_t base = blk * Q6_K_BB;  // even
-            const float ds = dsc[blk * 16u + 8u * n + l / 16u + 2u * quarter];
-
-            const uint32_t ql_off = base + 64u * n + 32u * (quarter & 1u) + l;  // even
-            const uint32_t qh_off = base + 128u + 32u * n + l;                  // even
-            const uint32_t ql_shift = 4u * (quarter >> 1);
-            const uint32_t qh_shift = 2u * quarter;
-            float v[8];
+            const uint32_t n = (u % UPB) / LPH;        // half
+            const uint32_t l = (u % LPH) * E;          // 0..31, multiple of 4
+            const uint32_t base = blk * Q6_K_BB;       // even
+            const uint32_t ql_off = base + 64u * n + l;
+            const uint32_t qh_off = base + 128u + 32u * n + l;
+            const float* ds = dsc + blk * 16u + 8u * n + l / 16u;  // + 2 * quarter
+            float v0[8], v1[8], v2[8], v3[8];
 #pragma unroll
             for (uint32_t w = 0; w < E / 4u; ++w) {
-                const uint32_t lo4 = (qf_ld_u32_even(s16, ql_off + 4u * w) >> ql_shift) & 0x0F0F0F0Fu;
-                const uint32_t hi4 = (qf_ld_u32_even(s16, qh_off + 4u * w) >> qh_shift) & 0x03030303u;
-                const uint32_t q4 = lo4 | (hi4 << 4);  // four 6-bit quants
+                const uint32_t a = qf_ld_u32_even(s16, ql_off + 4u * w);        // ql[l..]
+                const uint32_t b = qf_ld_u32_even(s16, ql_off + 32u + 4u * w);  // ql[l+32..]
+                const uint32_t h = qf_ld_u32_even(s16, qh_off + 4u * w);        // qh[l..]
+                const uint32_t q0 = (a & 0x0F0F0F0Fu) | ((h & 0x03030303u) << 4);
+                const uint32_t q1 = (b & 0x0F0F0F0Fu) | ((h & 0x0C0C0C0Cu) << 2);
+                const uint32_t q2 = ((a >> 4) & 0x0F0F0F0Fu) | (h & 0x30303030u);
+                const uint32_t q3 = ((b >> 4) & 0x0F0F0F0Fu) | ((h >> 2) & 0x30303030u);
                 // ggml: (d * scale) * (q - 32)
-                v[4u * w + 0u] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<0u>(q4)));
-                v[4u * w + 1u] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<1u>(q4)));
-                v[4u * w + 2u] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<2u>(q4)));
-                v[4u * w + 3u] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<3u>(q4)));
+#define Q6K_QUAD(V, Q, DS)                                                        \
+    V[4u * w + 0u] = QF_MUL(DS, qf_magic_minus<32u>(qf_magic_byte<0u>(Q)));      \
+    V[4u * w + 1u] = QF_MUL(DS, qf_magic_minus<32u>(qf_magic_byte<1u>(Q)));      \
+    V[4u * w + 2u] = QF_MUL(DS, qf_magic_minus<32u>(qf_magic_byte<2u>(Q)));      \
+    V[4u * w + 3u] = QF_MUL(DS, qf_magic_minus<32u>(qf_magic_byte<3u>(Q)));
+                Q6K_QUAD(v0, q0, ds[0])
+                Q6K_QUAD(v1, q1, ds[2])
+                Q6K_QUAD(v2, q2, ds[4])
+                Q6K_QUAD(v3, q3, ds[6])
+#undef Q6K_QUAD
             }
-            out[u] = qf_pack<OUT>(v);
+            qf_v16* o = out + blk * VPB + (128u * n + l) / E;
+            o[0] = qf_pack<OUT>(v0);
+            o[32u / E] = qf_pack<OUT>(v1);
+            o[64u / E] = qf_pack<OUT>(v2);
+            o[96u / E] = qf_pack<OUT>(v3);
         }
         __syncthreads();
     }
