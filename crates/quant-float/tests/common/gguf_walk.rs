@@ -98,6 +98,11 @@ impl Gguf {
     /// Reads and walks a GGUF (v2/v3) file.
     pub fn open(path: &Path) -> Result<Gguf, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(path, bytes)
+    }
+
+    /// Walks the header of a GGUF (v2/v3) file held in memory; `path` is for messages only.
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Gguf, String> {
         let mut c = Cursor {
             buf: &bytes,
             pos: 0,
