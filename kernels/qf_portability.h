@@ -131,14 +131,6 @@ struct alignas(16) qf_v16 {
     uint32_t x, y, z, w;
 };
 
-// Exact conversion of a small integer `u - bias` (0 <= u < 2^22, 0 <= bias < 2^22) to float,
-// with one explicitly rounded subtraction: (2^23 + u) - (2^23 + bias). The difference is
-// representable, so the result equals (float)(int)(u - bias), +0.0 included when u == bias.
-template <uint32_t BIAS>
-QF_DEVICE float qf_biased_to_f32(uint32_t u) {
-    return QF_SUB(qf_u32_as_f32(0x4B000000u | u), qf_u32_as_f32(0x4B000000u | BIAS));
-}
-
 // Byte `E` (0..3) of `x` as the float 2^23 + byte, built with one byte permute:
 // result bytes = [x.byte E, 0, 0, 0x4B]. With `x`'s bytes below 2^7 this is exact, and
 // subtracting 2^23 + bias (qf_magic_minus) gives (float)(byte - bias) exactly.
@@ -218,15 +210,6 @@ QF_DEVICE void qf_stage(qf_v16* dst, const uint8_t* __restrict__ src, uint32_t b
 QF_DEVICE uint32_t qf_ld_u32_even(const uint16_t* s16, uint32_t byte_off) {
     const uint32_t i = byte_off >> 1;
     return (uint32_t)s16[i] | ((uint32_t)s16[i + 1] << 16);
-}
-
-// Little-endian u32 at an even byte offset of 4-byte aligned shared memory, from aligned
-// 32-bit loads: one load when the offset is a multiple of 4, else two joined by a byte permute.
-// Reads the word after the value in the second case only.
-QF_DEVICE uint32_t qf_ld_u32_even_w(const uint32_t* s32, uint32_t byte_off) {
-    const uint32_t i = byte_off >> 2;
-    if ((byte_off & 2u) == 0) return s32[i];
-    return __byte_perm(s32[i], s32[i + 1u], 0x5432u);
 }
 
 QF_DEVICE uint64_t qf_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
