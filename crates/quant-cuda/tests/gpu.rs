@@ -1,7 +1,8 @@
 //! GPU tests of the CUDA backend and the format kernels against the CPU references.
 //!
 //! Gate: with `QUANTFORGE_GPU_TESTS=1` a missing GPU fails every test loudly; without it each
-//! test prints a `SKIPPED:` line and returns (CI has no GPU). Run them one at a time
+//! test prints a `SKIPPED:` line on stderr (visible even though libtest captures output) and
+//! returns (CI has no GPU). Run them one at a time
 //! (`--test-threads=1`): several allocate gigabytes.
 
 use std::sync::{Arc, Barrier, OnceLock};
@@ -26,7 +27,13 @@ fn gpu_tests_enabled(test: &str) -> bool {
     match std::env::var("QUANTFORGE_GPU_TESTS").as_deref() {
         Ok("1") => true,
         _ => {
-            println!("SKIPPED: set QUANTFORGE_GPU_TESTS=1 to run the CUDA GPU test {test}");
+            // Straight to the stderr handle: libtest captures println!/eprintln! of passing
+            // tests, and this line must stay visible.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: set QUANTFORGE_GPU_TESTS=1 to run the CUDA GPU test {test}"
+            );
             false
         }
     }
