@@ -88,22 +88,6 @@ pub fn first_gpu_mismatch(reference: &[f32], got: &[f32]) -> Option<usize> {
         .position(|(r, g)| !(r.to_bits() == g.to_bits() || (r.is_nan() && g.is_nan())))
 }
 
-/// Deterministic pseudo-random bytes (splitmix64): every bit pattern occurs, NaN, Inf and
-/// subnormal f16 scales included.
-pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 /// Writes a GGUF file of random tensors: `(name, type, row length, rows)` each.
 pub fn write_random_model(path: &Path, tensors: &[(&str, quantforge::core::GgmlType, u64, u64)]) {
     let mut w = quantforge::gguf::GgufWriter::new();
@@ -119,7 +103,7 @@ pub fn write_random_model(path: &Path, tensors: &[(&str, quantforge::core::GgmlT
             name,
             &[row, rows],
             ty,
-            random_bytes(bytes, 0xfeed + i as u64).into(),
+            quantforge::core::random_bytes(bytes, 0xfeed + i as u64).into(),
         )
         .unwrap();
     }

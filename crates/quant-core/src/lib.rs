@@ -16,11 +16,13 @@ mod error;
 mod format;
 mod ggml_type;
 mod registry;
+mod synth;
 
 pub use error::CoreError;
 pub use format::{KernelSpec, OutputDType, QuantFormat};
 pub use ggml_type::{BlockGeometry, GgmlType};
 pub use registry::{lookup, registry, FormatRegistration, Registry};
+pub use synth::random_bytes;
 
 #[doc(hidden)]
 pub use inventory;

@@ -6,8 +6,8 @@
 //! ```
 
 use quant_core::{GgmlType, OutputDType};
-use quant_cuda::bench::{bench_copy, bench_dequant, BenchConfig, BenchResult};
 use quant_cuda::CudaBackend;
+use quant_gpu::bench::{bench_copy, bench_dequant, BenchConfig, BenchResult};
 use quant_gpu::Backend;
 
 use quant_q4_0 as _;

@@ -13,11 +13,10 @@
 //!   copy of one chunk overlaps the DMA of the other.
 //! * All `unsafe` code lives in one private module (`ffi`); everything above it is safe.
 //!
-//! [`bench`] times kernels against a device-to-device copy with device events.
+//! `quant_gpu::bench` times kernels against a device-to-device copy with device events.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod bench;
 #[allow(unsafe_code)]
 mod ffi;
 

@@ -8,8 +8,8 @@
 use std::sync::{Arc, Barrier, OnceLock};
 
 use quant_core::cpu::{self, CpuPath};
+use quant_core::random_bytes;
 use quant_core::{GgmlType, OutputDType, QuantFormat};
-use quant_cuda::bench::random_bytes;
 use quant_cuda::CudaBackend;
 use quant_gpu::{Backend, GpuError};
 use rayon::prelude::*;

@@ -8,6 +8,7 @@
 //! format's [`KernelSpec`] from the registry and runs it.
 #![warn(missing_docs)]
 
+pub mod bench;
 mod error;
 mod spec;
 mod tensor;
@@ -86,7 +87,10 @@ pub struct Buffer {
 impl Buffer {
     /// Wraps a backend's allocation. Only backends call this.
     pub fn new(raw: Box<dyn RawBuffer>, kind: DeviceKind, ordinal: usize) -> Self {
-        Buffer { raw, device: (kind, ordinal) }
+        Buffer {
+            raw,
+            device: (kind, ordinal),
+        }
     }
     /// Length in bytes.
     pub fn len(&self) -> usize {

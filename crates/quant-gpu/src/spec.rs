@@ -73,9 +73,18 @@ mod tests {
     fn parses_every_form() {
         assert_eq!("auto".parse::<DeviceSpec>().unwrap(), DeviceSpec::Auto);
         assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
-        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Gpu(DeviceKind::Cuda, 0));
-        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Gpu(DeviceKind::Cuda, 3));
-        assert_eq!("hip:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Gpu(DeviceKind::Hip, 1));
+        assert_eq!(
+            "cuda".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Gpu(DeviceKind::Cuda, 0)
+        );
+        assert_eq!(
+            "cuda:3".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Gpu(DeviceKind::Cuda, 3)
+        );
+        assert_eq!(
+            "hip:1".parse::<DeviceSpec>().unwrap(),
+            DeviceSpec::Gpu(DeviceKind::Hip, 1)
+        );
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
         assert!("tpu".parse::<DeviceSpec>().is_err());
         assert!("cpu:1".parse::<DeviceSpec>().is_err());

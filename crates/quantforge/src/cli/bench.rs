@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use quantforge::core::cpu::{self, CpuPath};
-use quantforge::core::{registry, OutputDType, QuantFormat};
+use quantforge::core::{random_bytes, registry, OutputDType, QuantFormat};
+use quantforge::gpu::bench::{bench_copy, bench_dequant, BenchConfig};
 use quantforge::gpu::{Backend, DeviceSpec};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -23,7 +24,8 @@ pub struct Args {
     /// Output types to time on a device (the CPU produces f32).
     #[arg(long = "dtype", value_parser = super::parse_dtype)]
     dtypes: Vec<quantforge::core::OutputDType>,
-    /// Elements per run (default: 2^25 on the CPU, 2^28 on a device).
+    /// Elements per run on the CPU (default 2^25); on a device, sizes each launch to about 6 bytes
+    /// per element moved (default 768 MiB per launch).
     #[arg(long)]
     elements: Option<usize>,
     /// Timed runs per figure (the median is reported), after warm-up.
@@ -45,25 +47,6 @@ struct Row {
     gelem_per_s: f64,
     gbytes_per_s: f64,
     copy_gbytes_per_s: f64,
-}
-
-/// Deterministic pseudo-random bytes (splitmix64): every bit pattern of scales occurs.
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; n];
-    out.par_chunks_mut(8 * 4096)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let mut s = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            for c in chunk.chunks_mut(8) {
-                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = s;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 31;
-                c.copy_from_slice(&z.to_le_bytes()[..c.len()]);
-            }
-        });
-    out
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -204,42 +187,42 @@ fn bench_device(
     formats: &[&'static dyn QuantFormat],
     a: &Args,
 ) -> Result<Vec<Row>> {
-    let elements = a.elements.unwrap_or(1 << 28);
     let dtypes = if a.dtypes.is_empty() {
         OutputDType::ALL.to_vec()
     } else {
         a.dtypes.clone()
     };
     let device = format!("{}:{} {}", b.info().kind, b.info().ordinal, b.info().name);
+    // Size launches by bytes moved so that every format and dtype streams well past L2; inputs
+    // rotate over several buffers (see quant_gpu::bench).
+    let cfg = BenchConfig {
+        bytes_per_launch: a.elements.map_or(768 << 20, |e| e * 6),
+        iters: a.iters,
+        ..BenchConfig::default()
+    };
+    let copy = bench_copy(b, &cfg)?;
     let mut rows = Vec::new();
     for &f in formats {
-        let Some(spec) = f.kernel() else {
+        if f.kernel().is_none() {
             eprintln!("{}: no kernel, skipped", f.name());
             continue;
-        };
+        }
         let g = f.geometry();
-        let (blocks, n) = round_to_blocks(f, elements);
-        let host = random_bytes(blocks * g.block_bytes, 0x5eed ^ f.ggml_type().0 as u64);
-        let mut src = b.alloc(host.len())?;
-        b.upload(&host, &mut src)?;
         for &dtype in &dtypes {
-            let out_bytes = n * dtype.size();
-            let mut dst = b.alloc(out_bytes)?;
-            let mut copy_src = b.alloc(out_bytes)?;
-            let mut copy_dst = b.alloc(out_bytes)?;
-            b.fill(&mut copy_src, 0x3c)?;
-            // Warm-up: module build or load, caches, clocks.
-            for _ in 0..3 {
-                b.dequantize(spec, g.block_elems, &src, blocks as u64, &mut dst, dtype)?;
-                b.copy(&copy_src, &mut copy_dst)?;
-            }
-            b.synchronize()?;
-            let times = b.time_events(a.iters, &mut || {
-                b.dequantize(spec, g.block_elems, &src, blocks as u64, &mut dst, dtype)
-            })?;
-            let copies = b.time_events(a.iters, &mut || b.copy(&copy_src, &mut copy_dst))?;
-            let ms = |v: Vec<f32>| median(v.into_iter().map(|x| x as f64 / 1e3).collect());
-            rows.push(row(f, &device, dtype, n, host.len(), ms(times), ms(copies)));
+            let r = bench_dequant(b, f, dtype, &cfg)?;
+            let blocks = r.bytes_moved as usize / (g.block_bytes + g.block_elems * dtype.size());
+            let n = blocks * g.block_elems;
+            let secs = r.median_ms / 1e3;
+            rows.push(Row {
+                format: f.name().to_string(),
+                device: device.clone(),
+                dtype: dtype.name().to_string(),
+                elements: n,
+                seconds_median: secs,
+                gelem_per_s: n as f64 / secs / 1e9,
+                gbytes_per_s: r.gbps(),
+                copy_gbytes_per_s: copy.gbps(),
+            });
         }
     }
     Ok(rows)

@@ -4,8 +4,9 @@
 //! median. Inputs rotate over several buffers and outputs over two, so that (with the default
 //! sizes) no launch finds its data in L2. Bandwidth counts bytes read plus bytes written.
 
-use quant_core::{OutputDType, QuantFormat};
-use quant_gpu::{Backend, Buffer, GpuError};
+use quant_core::{random_bytes, OutputDType, QuantFormat};
+
+use crate::{Backend, Buffer, GpuError};
 
 /// Sizes and repetitions of a measurement.
 #[derive(Clone, Debug)]
@@ -69,20 +70,6 @@ fn summarize(label: String, bytes_moved: u64, mut ms: Vec<f32>) -> BenchResult {
         min_ms: ms.first().copied().unwrap_or(f32::NAN) as f64,
         max_ms: ms.last().copied().unwrap_or(f32::NAN) as f64,
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*), so that inputs are never all zeros.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        out.extend_from_slice(&s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn upload_random(backend: &dyn Backend, len: usize, seed: u64) -> Result<Buffer, GpuError> {
@@ -174,14 +161,5 @@ mod tests {
         assert_eq!(r.median_ms, 2.5);
         // 1000 bytes in 2.5 ms = 400 kB/s.
         assert!((r.gbps() - 4e-4).abs() < 1e-12);
-    }
-
-    #[test]
-    fn random_bytes_are_deterministic_and_not_constant() {
-        let a = random_bytes(1000, 7);
-        assert_eq!(a, random_bytes(1000, 7));
-        assert_ne!(a, random_bytes(1000, 8));
-        assert!(a.iter().any(|&b| b != a[0]));
-        assert_eq!(random_bytes(13, 1).len(), 13);
     }
 }
