@@ -7,9 +7,18 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// `tests/data`.
+/// `tests/data`: `QUANTFORGE_TEST_DATA` if set, else this crate's folder as built, else
+/// `tests/data` under the current directory (for test binaries run on another machine).
 pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+    if let Some(dir) = std::env::var_os("QUANTFORGE_TEST_DATA") {
+        return PathBuf::from(dir);
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    if built.is_dir() {
+        built
+    } else {
+        PathBuf::from("tests/data")
+    }
 }
 
 /// One manifest line.
