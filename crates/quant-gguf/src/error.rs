@@ -380,6 +380,14 @@ pub enum GgufError {
         reason: String,
     },
 
+    /// Stream writer: tensor data supplied out of turn (after the last tensor, or `finish`
+    /// before the last one).
+    #[error("stream writer: {reason}")]
+    WriterStream {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Writer: the alignment is zero or not a power of two.
     #[error("writer: field `general.alignment`: {value} is not a non-zero power of two")]
     WriterBadAlignment {
@@ -423,6 +431,7 @@ impl GgufError {
             | WriterDuplicateTensor { .. }
             | WriterBadValue { .. }
             | WriterBadTensor { .. }
+            | WriterStream { .. }
             | WriterBadAlignment { .. } => None,
         }
     }

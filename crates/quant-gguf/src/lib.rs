@@ -6,7 +6,9 @@
 //! * [`GgufFile`] opens a file (memory-mapped, zero-copy, or read into memory), checks the whole
 //!   header and every tensor's placement, and hands out metadata, [`TensorInfo`]s and tensor
 //!   bytes ([`GgufFile::tensor_data`]).
-//! * [`GgufWriter`] writes GGUF v3 files (used by tests, fixtures and tools).
+//! * [`GgufWriter`] writes GGUF v3 files (used by tests, fixtures and tools);
+//!   [`GgufStreamWriter`] writes the same bytes with tensor data streamed tensor by tensor, for
+//!   files larger than memory (`quant-synth`).
 //! * [`GgufError`] says what is wrong with a file, naming the file and the field or tensor.
 //!
 //! ## Hardening
@@ -39,4 +41,4 @@ pub use error::GgufError;
 pub use file::{GgufFile, OpenOptions, TensorInfo};
 pub use parse::{DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS};
 pub use value::{MetaArray, MetaType, MetaValue};
-pub use writer::GgufWriter;
+pub use writer::{GgufStreamWriter, GgufWriter};

@@ -1,9 +1,10 @@
-//! [`GgufWriter`]: builds a GGUF v3 file from metadata and tensors.
+//! [`GgufWriter`]: builds a GGUF v3 file from metadata and tensors; [`GgufStreamWriter`]: writes
+//! the same file with tensor data supplied one tensor at a time, for files larger than memory.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use quant_core::GgmlType;
@@ -17,7 +18,10 @@ struct PendingTensor<'a> {
     name: String,
     dims: Vec<u64>,
     ty: GgmlType,
-    data: Cow<'a, [u8]>,
+    /// Size of the data in bytes (before padding).
+    n_bytes: u64,
+    /// `None` for a tensor declared with [`GgufWriter::declare_tensor`].
+    data: Option<Cow<'a, [u8]>>,
 }
 
 /// Builds a GGUF v3 file: metadata in the order added, then tensor infos, then the data of each
@@ -119,7 +123,30 @@ impl<'a> GgufWriter<'a> {
         ty: GgmlType,
         data: Cow<'a, [u8]>,
     ) -> Result<(), GgufError> {
-        let name = name.into();
+        self.push_tensor(name.into(), dims, ty, Some(data))
+            .map(|_| ())
+    }
+
+    /// Declares a tensor by name, shape and type only, and returns its size in bytes. Its data
+    /// is supplied later through a [`GgufStreamWriter`]; [`write_to`](Self::write_to) and
+    /// [`write_file`](Self::write_file) refuse a writer holding declared tensors. Errors as
+    /// [`add_tensor`](Self::add_tensor) does (except for the data length).
+    pub fn declare_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        ty: GgmlType,
+    ) -> Result<u64, GgufError> {
+        self.push_tensor(name.into(), dims, ty, None)
+    }
+
+    fn push_tensor(
+        &mut self,
+        name: String,
+        dims: &[u64],
+        ty: GgmlType,
+        data: Option<Cow<'a, [u8]>>,
+    ) -> Result<u64, GgufError> {
         if self.names.contains(&name) {
             return Err(GgufError::WriterDuplicateTensor { tensor: name });
         }
@@ -129,23 +156,26 @@ impl<'a> GgufWriter<'a> {
                 reason: strip_writer_prefix(&e.to_string(), &name),
             }
         })?;
-        if data.len() as u64 != n_bytes {
-            return Err(GgufError::WriterBadTensor {
-                reason: format!(
-                    "{} bytes of data given, dims {dims:?} of {ty} take {n_bytes}",
-                    data.len()
-                ),
-                tensor: name,
-            });
+        if let Some(data) = &data {
+            if data.len() as u64 != n_bytes {
+                return Err(GgufError::WriterBadTensor {
+                    reason: format!(
+                        "{} bytes of data given, dims {dims:?} of {ty} take {n_bytes}",
+                        data.len()
+                    ),
+                    tensor: name,
+                });
+            }
         }
         self.names.insert(name.clone());
         self.tensors.push(PendingTensor {
             name,
             dims: dims.to_vec(),
             ty,
+            n_bytes,
             data,
         });
-        Ok(())
+        Ok(n_bytes)
     }
 
     /// Writes the whole file to `w`.
@@ -183,6 +213,34 @@ impl<'a> GgufWriter<'a> {
     }
 
     fn write_inner<W: Write>(&self, w: W, path: &Path) -> Result<(), GgufError> {
+        let mut datas = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            match &t.data {
+                Some(d) => datas.push(d),
+                None => {
+                    return Err(GgufError::WriterBadTensor {
+                        tensor: t.name.clone(),
+                        reason: "declared without data; write it with a GgufStreamWriter".into(),
+                    })
+                }
+            }
+        }
+        let mut out = Counting {
+            inner: w,
+            written: 0,
+            path: path.to_path_buf(),
+        };
+        let align = self.write_header(&mut out)?;
+        for d in datas {
+            out.put(d)?;
+            out.pad(align)?;
+        }
+        out.flush()
+    }
+
+    /// Writes everything up to the start of the first tensor's data (the padding after the
+    /// tensor infos included), and returns the alignment.
+    fn write_header<W: Write>(&self, out: &mut Counting<W>) -> Result<u64, GgufError> {
         let align = self.alignment;
         if align == 0 || !align.is_power_of_two() {
             return Err(GgufError::WriterBadAlignment { value: align });
@@ -194,11 +252,6 @@ impl<'a> GgufWriter<'a> {
         let metadata: Vec<&(String, MetaValue)> =
             self.metadata.iter().chain(extra_alignment.iter()).collect();
 
-        let mut out = Counting {
-            inner: w,
-            written: 0,
-            path,
-        };
         out.put(&MAGIC)?;
         out.put(&3u32.to_le_bytes())?;
         out.put(&(self.tensors.len() as u64).to_le_bytes())?;
@@ -217,18 +270,149 @@ impl<'a> GgufWriter<'a> {
             }
             out.put(&t.ty.0.to_le_bytes())?;
             out.put(&offset.to_le_bytes())?;
-            offset += (t.data.len() as u64).div_ceil(align) * align;
+            offset += t.n_bytes.div_ceil(align) * align;
         }
         out.pad(align)?;
-        for t in &self.tensors {
-            out.put(&t.data)?;
-            out.pad(align)?;
+        Ok(align)
+    }
+}
+
+/// Writes a GGUF v3 file whose tensor data is supplied one tensor at a time, in the order the
+/// tensors were added to the [`GgufWriter`] that describes the file, so that no tensor needs to
+/// be held in memory. The output is byte for byte what [`GgufWriter::write_to`] writes for the
+/// same metadata and data. Padding after each tensor is written for the caller.
+///
+/// ```
+/// # use std::io::Write;
+/// # use quant_core::GgmlType;
+/// # use quant_gguf::{GgufFile, GgufStreamWriter, GgufWriter};
+/// let mut spec = GgufWriter::new();
+/// spec.declare_tensor("t", &[8], GgmlType::F32)?;
+/// let mut s = GgufStreamWriter::new(Vec::new(), &spec, "doc.gguf")?;
+/// s.write_tensor(|w| w.write_all(&[0u8; 32]))?;
+/// let f = GgufFile::from_bytes(s.finish()?, "doc.gguf")?;
+/// assert_eq!(f.tensor_data(f.tensor("t").unwrap()), &[0u8; 32][..]);
+/// # Ok::<(), quant_gguf::GgufError>(())
+/// ```
+pub struct GgufStreamWriter<W: Write> {
+    out: Counting<W>,
+    /// Name and size of each tensor, in file order.
+    tensors: Vec<(String, u64)>,
+    next: usize,
+    align: u64,
+}
+
+impl<W: Write> GgufStreamWriter<W> {
+    /// Writes the header that `spec` describes (metadata, tensor infos, padding) to `w` and
+    /// returns a writer waiting for the first tensor's data. Tensors in `spec` may have been
+    /// declared ([`GgufWriter::declare_tensor`]) or added with data; their data is not used
+    /// either way: every tensor's bytes come through [`write_tensor`](Self::write_tensor).
+    /// `path` names the output in errors.
+    pub fn new(w: W, spec: &GgufWriter<'_>, path: impl Into<PathBuf>) -> Result<Self, GgufError> {
+        let mut out = Counting {
+            inner: w,
+            written: 0,
+            path: path.into(),
+        };
+        let align = spec.write_header(&mut out)?;
+        Ok(GgufStreamWriter {
+            out,
+            tensors: spec
+                .tensors
+                .iter()
+                .map(|t| (t.name.clone(), t.n_bytes))
+                .collect(),
+            next: 0,
+            align,
+        })
+    }
+
+    /// The name and size in bytes of the tensor whose data is expected next, `None` once all
+    /// have been written.
+    pub fn next_tensor(&self) -> Option<(&str, u64)> {
+        self.tensors.get(self.next).map(|(n, b)| (n.as_str(), *b))
+    }
+
+    /// Writes the next tensor's data: `fill` must write exactly that tensor's size in bytes to
+    /// the sink it is given (in as many calls as it likes). Then pads to the alignment. Errors
+    /// when every tensor has already been written, when `fill` fails or writes another number
+    /// of bytes (the error names the tensor; the output is then incomplete), and on I/O errors.
+    pub fn write_tensor(
+        &mut self,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), GgufError> {
+        let Some((name, n_bytes)) = self.tensors.get(self.next) else {
+            return Err(GgufError::WriterStream {
+                reason: format!(
+                    "tensor data written after all {} tensors",
+                    self.tensors.len()
+                ),
+            });
+        };
+        let mut sink = LimitedSink {
+            inner: &mut self.out.inner,
+            written: 0,
+            limit: *n_bytes,
+        };
+        let result = fill(&mut sink);
+        let written = sink.written;
+        self.out.written += written;
+        if written != *n_bytes {
+            return Err(GgufError::WriterBadTensor {
+                tensor: name.clone(),
+                reason: format!("{written} bytes of data streamed, it takes {n_bytes}"),
+            });
         }
-        out.inner.flush().map_err(|source| GgufError::Io {
-            path: path.to_path_buf(),
+        result.map_err(|source| GgufError::Io {
+            path: self.out.path.clone(),
             op: "write",
             source,
-        })
+        })?;
+        self.next += 1;
+        self.out.pad(self.align)
+    }
+
+    /// Checks that every tensor's data was written, flushes, and returns the sink.
+    pub fn finish(mut self) -> Result<W, GgufError> {
+        if let Some((name, _)) = self.tensors.get(self.next) {
+            return Err(GgufError::WriterStream {
+                reason: format!(
+                    "finished after {} of {} tensors; `{name}` has no data",
+                    self.next,
+                    self.tensors.len()
+                ),
+            });
+        }
+        self.out.flush()?;
+        Ok(self.out.inner)
+    }
+}
+
+/// The sink handed to [`GgufStreamWriter::write_tensor`]'s closure: counts bytes and refuses
+/// any beyond the tensor's size (so that a wrong writer cannot shift later tensors silently).
+struct LimitedSink<'w, W> {
+    inner: &'w mut W,
+    written: u64,
+    limit: u64,
+}
+
+impl<W: Write> Write for LimitedSink<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.limit.saturating_sub(self.written) {
+            // Count what was offered, so that the caller's error says how much it tried.
+            self.written += buf.len() as u64;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "more bytes than the tensor takes",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -272,21 +456,29 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// A writer that counts bytes (for padding) and turns I/O errors into [`GgufError::Io`].
-struct Counting<'p, W> {
+struct Counting<W> {
     inner: W,
     written: u64,
-    path: &'p Path,
+    path: PathBuf,
 }
 
-impl<W: Write> Counting<'_, W> {
+impl<W: Write> Counting<W> {
     fn put(&mut self, b: &[u8]) -> Result<(), GgufError> {
         self.inner.write_all(b).map_err(|source| GgufError::Io {
-            path: self.path.to_path_buf(),
+            path: self.path.clone(),
             op: "write",
             source,
         })?;
         self.written += b.len() as u64;
         Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), GgufError> {
+        self.inner.flush().map_err(|source| GgufError::Io {
+            path: self.path.clone(),
+            op: "write",
+            source,
+        })
     }
 
     fn pad(&mut self, align: u64) -> Result<(), GgufError> {
@@ -446,6 +638,106 @@ mod tests {
             w.add_metadata("deep", v),
             Err(GgufError::WriterBadValue { .. })
         ));
+    }
+
+    /// A writer with metadata, an odd alignment and tensors of several types and sizes (one of
+    /// them not a multiple of the alignment), plus its tensors' data.
+    fn sample() -> (GgufWriter<'static>, GgufWriter<'static>, Vec<Vec<u8>>) {
+        let tensors: [(&str, &[u64], GgmlType); 3] = [
+            ("a", &[3], GgmlType::F32),
+            ("b", &[256, 2], GgmlType::Q4_K),
+            ("c", &[5], GgmlType::F16),
+        ];
+        let mut full = GgufWriter::new();
+        let mut spec = GgufWriter::new();
+        let mut datas = Vec::new();
+        for w in [&mut full, &mut spec] {
+            w.add_metadata("general.architecture", MetaValue::String("llama".into()))
+                .unwrap();
+            w.set_alignment(64);
+        }
+        for (i, (name, dims, ty)) in tensors.into_iter().enumerate() {
+            let n = spec.declare_tensor(name, dims, ty).unwrap();
+            let data = quant_core::random_bytes(n as usize, i as u64 + 1);
+            full.add_tensor(name, dims, ty, Cow::Owned(data.clone()))
+                .unwrap();
+            datas.push(data);
+        }
+        (full, spec, datas)
+    }
+
+    #[test]
+    fn stream_writer_matches_writer_byte_for_byte() {
+        let (full, spec, datas) = sample();
+        let expected = write(&full);
+        let mut s = GgufStreamWriter::new(Vec::new(), &spec, "s.gguf").unwrap();
+        for (i, d) in datas.iter().enumerate() {
+            assert_eq!(s.next_tensor().unwrap().1, d.len() as u64);
+            // Several writes of uneven sizes per tensor.
+            s.write_tensor(|w| {
+                for chunk in d.chunks(7) {
+                    w.write_all(chunk)?;
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("tensor {i}: {e}"));
+        }
+        assert!(s.next_tensor().is_none());
+        let got = s.finish().unwrap();
+        assert_eq!(got, expected);
+        // The full writer, given as spec, streams the same bytes too.
+        let mut s = GgufStreamWriter::new(Vec::new(), &full, "s.gguf").unwrap();
+        for d in &datas {
+            s.write_tensor(|w| w.write_all(d)).unwrap();
+        }
+        assert_eq!(s.finish().unwrap(), expected);
+    }
+
+    #[test]
+    fn stream_writer_checks_sizes_and_order() {
+        let (_, spec, datas) = sample();
+        // Too few bytes.
+        let mut s = GgufStreamWriter::new(Vec::new(), &spec, "s.gguf").unwrap();
+        let e = s.write_tensor(|w| w.write_all(&datas[0][1..])).unwrap_err();
+        assert!(matches!(e, GgufError::WriterBadTensor { .. }), "{e}");
+        assert!(
+            e.to_string().contains("`a`") && e.to_string().contains("11 bytes"),
+            "{e}"
+        );
+        // Too many bytes: refused, whatever the closure does with the error.
+        let mut s = GgufStreamWriter::new(Vec::new(), &spec, "s.gguf").unwrap();
+        let e = s
+            .write_tensor(|w| {
+                let _ = w.write_all(&[0; 13]);
+                let _ = w.write_all(&[0; 13]);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(e, GgufError::WriterBadTensor { .. }), "{e}");
+        // The closure's own error is reported as I/O.
+        let mut s = GgufStreamWriter::new(Vec::new(), &spec, "s.gguf").unwrap();
+        let e = s
+            .write_tensor(|w| {
+                w.write_all(&datas[0])?;
+                Err(io::Error::other("generator failed"))
+            })
+            .unwrap_err();
+        assert!(matches!(e, GgufError::Io { .. }), "{e}");
+        // Finishing early, and writing past the end.
+        let mut s = GgufStreamWriter::new(Vec::new(), &spec, "s.gguf").unwrap();
+        s.write_tensor(|w| w.write_all(&datas[0])).unwrap();
+        let e = s.finish().unwrap_err();
+        assert!(matches!(e, GgufError::WriterStream { .. }), "{e}");
+        assert!(e.to_string().contains("`b`"), "{e}");
+        let mut s = GgufStreamWriter::new(Vec::new(), &spec, "s.gguf").unwrap();
+        for d in &datas {
+            s.write_tensor(|w| w.write_all(d)).unwrap();
+        }
+        let e = s.write_tensor(|_| Ok(())).unwrap_err();
+        assert!(matches!(e, GgufError::WriterStream { .. }), "{e}");
+        // A declared tensor cannot go through the in-memory writer.
+        let e = spec.write_to(Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("declared without data"), "{e}");
     }
 
     #[test]
