@@ -4,6 +4,7 @@ mod bench;
 mod dequant;
 mod inspect;
 mod load;
+mod synth;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ enum Command {
     Load(load::Args),
     /// Time each format's dequantization against a memory copy.
     Bench(bench::Args),
+    /// Write a synthetic model (real shapes and type mix, random weights) for benchmarks.
+    Synth(synth::Args),
 }
 
 /// Sets up `tracing` output on stderr.
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => verify::run(a),
         Command::Load(a) => load::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }
 
