@@ -14,6 +14,7 @@ use cudarc::driver::result as cu;
 use cudarc::driver::sys;
 use cudarc::driver::CudaContext;
 use cudarc::nvrtc::sys as nvrtc;
+use quant_gpu::{Fence, GpuError, HostBuffer, Queue, RawFence, RawHostBuffer};
 
 /// A driver error, as the text the driver gives for it.
 #[derive(Debug)]
@@ -75,10 +76,12 @@ pub(crate) fn device_count() -> Res<usize> {
     with_driver(|| Ok(cu::device::get_count()?.max(0) as usize))
 }
 
-/// One device: its primary context and the stream all work is queued on.
+/// One device: its primary context, the stream all work is queued on ([`Queue::Compute`]) and a
+/// second stream for pipelined host-to-device copies ([`Queue::Copy`]).
 pub(crate) struct Device {
     ctx: Arc<CudaContext>,
     stream: sys::CUstream,
+    copy_stream: sys::CUstream,
 }
 
 // SAFETY: the stream handle is only used through the driver, which is thread-safe; the context
@@ -92,7 +95,9 @@ impl Drop for Device {
         if self.ctx.bind_to_thread().is_ok() {
             // SAFETY: the stream was created by `open` and is destroyed once.
             unsafe {
+                let _ = cu::stream::synchronize(self.copy_stream);
                 let _ = cu::stream::synchronize(self.stream);
+                let _ = cu::stream::destroy(self.copy_stream);
                 let _ = cu::stream::destroy(self.stream);
             }
         }
@@ -122,12 +127,104 @@ impl Device {
             let ctx = CudaContext::new(ordinal)?;
             ctx.bind_to_thread()?;
             let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking)?;
-            Ok(Device { ctx, stream })
+            let copy_stream = match cu::stream::create(cu::stream::StreamKind::NonBlocking) {
+                Ok(s) => s,
+                Err(e) => {
+                    // SAFETY: created just above, destroyed once.
+                    unsafe {
+                        let _ = cu::stream::destroy(stream);
+                    }
+                    return Err(e.into());
+                }
+            };
+            Ok(Device {
+                ctx,
+                stream,
+                copy_stream,
+            })
         })
     }
 
     fn bind(&self) -> Res<()> {
         self.ctx.bind_to_thread()?;
+        Ok(())
+    }
+
+    fn stream_of(&self, queue: Queue) -> sys::CUstream {
+        match queue {
+            Queue::Compute => self.stream,
+            Queue::Copy => self.copy_stream,
+        }
+    }
+
+    /// `bytes` bytes of page-locked host memory, zeroed.
+    pub fn pinned(&self, bytes: usize) -> Res<Pinned> {
+        self.bind()?;
+        self.alloc_pinned(bytes)
+    }
+
+    /// Queues a copy of `src[range]` (page-locked memory of this context) to `dst[offset..]` on
+    /// `queue`, and hands `src` the fence after it, so that `src` is neither written nor freed
+    /// before the copy has read it.
+    pub fn upload_async(
+        &self,
+        queue: Queue,
+        src: &mut HostBuffer,
+        range: std::ops::Range<usize>,
+        dst: &mut DevMem,
+        offset: usize,
+    ) -> Res<()> {
+        self.check_mem(dst)?;
+        let pinned = src
+            .raw()
+            .as_any()
+            .downcast_ref::<Pinned>()
+            .ok_or_else(|| err("asynchronous upload from memory that is not page-locked"))?;
+        self.check_mem_ctx(&pinned.ctx)?;
+        if range.start > range.end || range.end > pinned.len {
+            return Err(err("upload source range lies outside the host buffer"));
+        }
+        let len = range.end - range.start;
+        if offset.checked_add(len).map_or(true, |end| end > dst.len) {
+            return Err(err("upload past the end of the buffer"));
+        }
+        self.bind()?;
+        if len == 0 {
+            return Ok(());
+        }
+        let stream = self.stream_of(queue);
+        let event = self.event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?;
+        // SAFETY: the device range lies inside the allocation (checked). The pinned source stays
+        // alive and unwritten until the event recorded after the copy completes: `HostBuffer`
+        // holds that event and waits for it before handing out its bytes mutably or freeing them.
+        unsafe {
+            cu::memcpy_htod_async(dst.ptr + offset as u64, &pinned.as_slice()[range], stream)?;
+            cu::event::record(event.0, stream)?;
+        }
+        src.set_pending(Fence::new(queue, Box::new(event)));
+        Ok(())
+    }
+
+    /// An event after the work queued on `queue` so far.
+    pub fn record_on(&self, queue: Queue) -> Res<Event> {
+        let event = self.event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?;
+        // SAFETY: both handles are alive.
+        unsafe { cu::event::record(event.0, self.stream_of(queue))? };
+        Ok(event)
+    }
+
+    /// Makes later work on `queue` wait for `event`.
+    pub fn wait_on(&self, queue: Queue, event: &Event) -> Res<()> {
+        self.check_mem_ctx(&event.1)?;
+        self.bind()?;
+        // SAFETY: both handles are alive; the wait is recorded by the driver.
+        unsafe {
+            cu::stream::wait_event(
+                self.stream_of(queue),
+                event.0,
+                sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+            )?
+        };
         Ok(())
     }
 
@@ -412,25 +509,32 @@ impl Device {
         Ok(Arc::new(Module(module, self.ctx.clone())))
     }
 
-    /// Queues `function(src, dst, n_blocks)` on `grid` groups of `block` threads. The caller
-    /// has checked that `src` and `dst` hold what `n_blocks` blocks read and write.
+    /// Queues `function(src + src_offset, dst + dst_offset, n_blocks)` on `grid` groups of
+    /// `block` threads. The caller has checked that `src` and `dst` hold what `n_blocks` blocks
+    /// read and write past those offsets; the offsets themselves are checked here.
+    #[allow(clippy::too_many_arguments)]
     pub fn launch(
         &self,
         function: &Function,
         grid: u32,
         block: u32,
         src: &DevMem,
+        src_offset: usize,
         dst: &mut DevMem,
+        dst_offset: usize,
         n_blocks: u64,
     ) -> Res<()> {
         self.check_mem(src)?;
         self.check_mem(dst)?;
+        if src_offset > src.len || dst_offset > dst.len {
+            return Err(err("kernel offset past the end of a buffer"));
+        }
         if function.1 .1.cu_ctx() != self.ctx.cu_ctx() {
             return Err(err("kernel belongs to another context"));
         }
         self.bind()?;
-        let mut src_ptr = src.ptr;
-        let mut dst_ptr = dst.ptr;
+        let mut src_ptr = src.ptr + src_offset as u64;
+        let mut dst_ptr = dst.ptr + dst_offset as u64;
         let mut n = n_blocks;
         let mut params = [
             &mut src_ptr as *mut u64 as *mut c_void,
@@ -487,7 +591,7 @@ impl Drop for DevMem {
 }
 
 /// Page-locked host memory; freed on drop.
-struct Pinned {
+pub(crate) struct Pinned {
     ptr: *mut u8,
     len: usize,
     ctx: Arc<CudaContext>,
@@ -496,12 +600,38 @@ struct Pinned {
 impl Pinned {
     fn as_slice(&self) -> &[u8] {
         // SAFETY: `len` initialised bytes owned by self; the device writes them only inside
-        // `download_staged`, which holds `&mut Staging` and waits before reading.
+        // `download_staged`, which holds `&mut Staging` and waits before reading. (Asynchronous
+        // uploads only read them.)
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, exclusively borrowed.
+        // SAFETY: as above, exclusively borrowed. Staging waits for its events before writing;
+        // a `HostBuffer` waits for its pending fence before calling this.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl std::fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pinned({} bytes)", self.len)
+    }
+}
+
+// SAFETY: an owned allocation; the pointer is only dereferenced through `&self`/`&mut self`.
+unsafe impl Send for Pinned {}
+
+impl RawHostBuffer for Pinned {
+    fn as_slice(&self) -> &[u8] {
+        Pinned::as_slice(self)
+    }
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        Pinned::as_mut_slice(self)
+    }
+    fn is_pinned(&self) -> bool {
+        true
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
@@ -545,6 +675,30 @@ impl Event {
             cu::event::synchronize(end.0)?;
             Ok(cu::event::elapsed(self.0, end.0)?)
         }
+    }
+}
+
+impl RawFence for Event {
+    fn wait(&self) -> Result<(), GpuError> {
+        let run = || -> Res<()> {
+            self.1.bind_to_thread()?;
+            // SAFETY: the event is alive.
+            unsafe { cu::event::synchronize(self.0)? };
+            Ok(())
+        };
+        run().map_err(|e| GpuError::Driver {
+            op: "cuEventSynchronize".into(),
+            reason: e.message,
+        })
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Event({:p})", self.0)
     }
 }
 

@@ -11,6 +11,9 @@
 //!   If `QUANTFORGE_CUDA_KERNEL_DIR` is set, `<dir>/<format>/<sm_XX>.cubin` is loaded instead.
 //! * Uploads and large downloads go through two reused pinned staging buffers, so that the host
 //!   copy of one chunk overlaps the DMA of the other.
+//! * The pipeline primitives of [`Backend`] are real: page-locked [`HostBuffer`]s, a second
+//!   stream for copies ([`Queue::Copy`]), events as [`Fence`]s, and copies and kernel launches
+//!   at byte offsets; [`Backend::upload_pageable`] copies straight from ordinary memory.
 //! * All `unsafe` code lives in one private module (`ffi`); everything above it is safe.
 //!
 //! `quant_gpu::bench` times kernels against a device-to-device copy with device events.
@@ -29,7 +32,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use quant_core::{BlockGeometry, QuantFormat};
 use quant_gpu::{
-    Backend, Buffer, DeviceInfo, DeviceKind, GpuError, KernelSpec, MemInfo, OutputDType, RawBuffer,
+    Backend, Buffer, DeviceInfo, DeviceKind, Fence, GpuError, HostBuffer, KernelSpec, MemInfo,
+    OutputDType, Queue, RawBuffer,
 };
 
 /// Environment variable naming a folder of cubins built ahead of time:
@@ -400,6 +404,29 @@ impl CudaBackend {
         dtype: OutputDType,
         max_groups: Option<u32>,
     ) -> Result<(), GpuError> {
+        self.launch_range(
+            kernel,
+            block_elems,
+            (src, 0),
+            n_blocks,
+            (dst, 0),
+            dtype,
+            max_groups,
+        )
+    }
+
+    /// The one launch path: `n_blocks` blocks at `src.0[src.1..]` into `dst.0[dst.1..]`.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_range(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        (src, src_offset): (&Buffer, usize),
+        n_blocks: u64,
+        (dst, dst_offset): (&mut Buffer, usize),
+        dtype: OutputDType,
+        max_groups: Option<u32>,
+    ) -> Result<(), GpuError> {
         let geometry = Self::geometry_of(kernel)?;
         if geometry.block_elems != block_elems {
             return Err(GpuError::NoKernel {
@@ -423,6 +450,12 @@ impl CudaBackend {
             .ok()
             .and_then(|n| n.checked_mul(block_elems))
             .and_then(|n| n.checked_mul(dtype.size()))
+            .ok_or_else(|| too_big("dequantize (destination)"))?;
+        let need_src = need_src
+            .checked_add(src_offset)
+            .ok_or_else(|| too_big("dequantize (source)"))?;
+        let need_dst = need_dst
+            .checked_add(dst_offset)
             .ok_or_else(|| too_big("dequantize (destination)"))?;
         let src_raw = self.raw(src, "dequantize")?;
         if src_raw.len() < need_src {
@@ -461,7 +494,9 @@ impl CudaBackend {
                 groups,
                 kernel.threads_per_group,
                 &src_raw.mem,
+                src_offset,
                 &mut dst_raw.mem,
+                dst_offset,
                 n_blocks,
             )
             .map_err(|e| GpuError::Launch {
@@ -630,6 +665,132 @@ impl Backend for CudaBackend {
             .iter()
             .map(|(s, e)| s.elapsed_ms(e).map_err(driver_err("cuEventElapsedTime")))
             .collect()
+    }
+
+    fn async_primitives(&self) -> bool {
+        true
+    }
+
+    fn alloc_host(&self, bytes: usize) -> Result<HostBuffer, GpuError> {
+        let p = self
+            .device
+            .pinned(bytes)
+            .map_err(driver_err(format!("cuMemHostAlloc of {bytes} bytes")))?;
+        Ok(HostBuffer::new(Box::new(p)))
+    }
+
+    fn upload_async(
+        &self,
+        queue: Queue,
+        src: &mut HostBuffer,
+        range: std::ops::Range<usize>,
+        dst: &mut Buffer,
+        dst_offset: usize,
+    ) -> Result<(), GpuError> {
+        if !src.is_pinned() {
+            let have = src.len();
+            let bytes = src
+                .as_slice()
+                .get(range.clone())
+                .ok_or(GpuError::BufferSize {
+                    op: "upload_async (source range)",
+                    have,
+                    need: range.end,
+                })?;
+            return self.upload_at(bytes, dst, dst_offset);
+        }
+        let need = dst_offset.saturating_add(range.end.saturating_sub(range.start));
+        if dst.len() < need {
+            return Err(GpuError::BufferSize {
+                op: "upload_async",
+                have: dst.len(),
+                need,
+            });
+        }
+        let raw = self.raw_mut(dst, "upload_async")?;
+        self.device
+            .upload_async(queue, src, range, &mut raw.mem, dst_offset)
+            .map_err(driver_err("cuMemcpyHtoDAsync (pinned)"))
+    }
+
+    fn upload_at(&self, src: &[u8], dst: &mut Buffer, dst_offset: usize) -> Result<(), GpuError> {
+        let need = dst_offset.saturating_add(src.len());
+        if dst.len() < need {
+            return Err(GpuError::BufferSize {
+                op: "upload_at",
+                have: dst.len(),
+                need,
+            });
+        }
+        let raw = self.raw_mut(dst, "upload_at")?;
+        if src.len() <= DIRECT_LIMIT {
+            return self
+                .device
+                .upload_direct(src, &mut raw.mem, dst_offset)
+                .map_err(driver_err("upload"));
+        }
+        self.with_staging(
+            |dev, st| dev.upload_staged(st, src, &mut raw.mem, dst_offset),
+            "upload",
+        )
+    }
+
+    fn upload_pageable(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
+        if dst.len() < src.len() {
+            return Err(GpuError::BufferSize {
+                op: "upload_pageable",
+                have: dst.len(),
+                need: src.len(),
+            });
+        }
+        let raw = self.raw_mut(dst, "upload_pageable")?;
+        self.device
+            .upload_direct(src, &mut raw.mem, 0)
+            .map_err(driver_err("cuMemcpyHtoD (pageable)"))
+    }
+
+    fn record(&self, queue: Queue) -> Result<Fence, GpuError> {
+        let e = self
+            .device
+            .record_on(queue)
+            .map_err(driver_err("cuEventRecord"))?;
+        Ok(Fence::new(queue, Box::new(e)))
+    }
+
+    fn wait_fence(&self, queue: Queue, fence: &Fence) -> Result<(), GpuError> {
+        let Some(raw) = fence.raw() else {
+            return Ok(());
+        };
+        match raw.as_any().downcast_ref::<ffi::Event>() {
+            Some(e) => self
+                .device
+                .wait_on(queue, e)
+                .map_err(driver_err("cuStreamWaitEvent")),
+            // A fence of another backend: wait on the host, which is always correct.
+            None => fence.wait(),
+        }
+    }
+
+    fn dequantize_at(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        src: &Buffer,
+        src_offset: usize,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dst_offset: usize,
+        dtype: OutputDType,
+    ) -> Result<(), GpuError> {
+        self.launch_range(
+            kernel,
+            block_elems,
+            (src, src_offset),
+            n_blocks,
+            (dst, dst_offset),
+            dtype,
+            None,
+        )
     }
 }
 

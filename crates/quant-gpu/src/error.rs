@@ -97,4 +97,13 @@ pub enum GpuError {
         /// Operation.
         op: &'static str,
     },
+    /// The backend does not implement this operation (a pipeline primitive without offsets, for
+    /// example).
+    #[error("{op} is not supported by this backend: {reason}")]
+    Unsupported {
+        /// Operation.
+        op: &'static str,
+        /// Why.
+        reason: String,
+    },
 }

@@ -11,15 +11,18 @@
 pub mod bench;
 mod error;
 mod spec;
+mod stage;
 mod tensor;
 
 use std::any::Any;
 use std::fmt;
+use std::ops::Range;
 
 pub use error::GpuError;
 pub use quant_core::{KernelSpec, OutputDType};
 pub use spec::{DeviceKind, DeviceSpec};
-pub use tensor::DeviceTensor;
+pub use stage::{Fence, HostBuffer, Queue, RawFence, RawHostBuffer};
+pub use tensor::{DeviceTensor, TensorDType};
 
 /// What a backend knows about its device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,8 +120,13 @@ impl Buffer {
 /// One GPU, through one vendor API.
 ///
 /// All methods are safe; implementations keep their FFI in one private layer. Work is issued on
-/// the backend's stream in call order; [`Backend::download`] and [`Backend::synchronize`] wait for
-/// it. A backend is shared between threads (`Send + Sync`).
+/// the backend's stream ([`Queue::Compute`]) in call order; [`Backend::download`] and
+/// [`Backend::synchronize`] wait for it. A backend is shared between threads (`Send + Sync`).
+///
+/// The methods after [`Backend::time_events`] are the primitives of pipelined loading
+/// (pinned staging, a second queue for copies, fences between queues, transfers and kernels at
+/// offsets). Their defaults run serially and are correct for any backend; a backend that
+/// implements them for real returns `true` from [`Backend::async_primitives`].
 pub trait Backend: Send + Sync {
     /// The device.
     fn info(&self) -> &DeviceInfo;
@@ -164,4 +172,100 @@ pub trait Backend: Send + Sync {
         iters: usize,
         op: &mut dyn FnMut() -> Result<(), GpuError>,
     ) -> Result<Vec<f32>, GpuError>;
+
+    /// Whether this backend implements the pipeline primitives below for real (page-locked
+    /// host memory, a copy queue that overlaps the compute queue, offsets). With `false` the
+    /// loader loads tensor by tensor through the original methods.
+    fn async_primitives(&self) -> bool {
+        false
+    }
+
+    /// Allocates `bytes` bytes of host memory for staging, page-locked where the backend can.
+    /// Default: ordinary memory.
+    fn alloc_host(&self, bytes: usize) -> Result<HostBuffer, GpuError> {
+        Ok(HostBuffer::pageable(bytes))
+    }
+
+    /// Copies `src[range]` to `dst[dst_offset..]`, queued on `queue`, and marks `src` busy until
+    /// the copy has finished ([`HostBuffer::set_pending`]). Default: a synchronous
+    /// [`Backend::upload_at`].
+    fn upload_async(
+        &self,
+        queue: Queue,
+        src: &mut HostBuffer,
+        range: Range<usize>,
+        dst: &mut Buffer,
+        dst_offset: usize,
+    ) -> Result<(), GpuError> {
+        let _ = queue;
+        let have = src.len();
+        let bytes = src
+            .as_slice()
+            .get(range.clone())
+            .ok_or(GpuError::BufferSize {
+                op: "upload_async (source range)",
+                have,
+                need: range.end,
+            })?;
+        self.upload_at(bytes, dst, dst_offset)
+    }
+
+    /// Copies `src` to `dst[dst_offset..]` and returns when it has landed. Default:
+    /// [`Backend::upload`] when `dst_offset` is 0, else [`GpuError::Unsupported`].
+    fn upload_at(&self, src: &[u8], dst: &mut Buffer, dst_offset: usize) -> Result<(), GpuError> {
+        if dst_offset == 0 {
+            self.upload(src, dst)
+        } else {
+            Err(GpuError::Unsupported {
+                op: "upload_at",
+                reason: "this backend uploads to the start of a buffer only".into(),
+            })
+        }
+    }
+
+    /// Copies `src` to the start of `dst` straight from ordinary (pageable) host memory, without
+    /// staging: the baseline that pinned staging is measured against. Default: [`Backend::upload`].
+    fn upload_pageable(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
+        self.upload(src, dst)
+    }
+
+    /// A fence after the work queued on `queue` so far. Default: waits for all work and returns
+    /// a completed fence.
+    fn record(&self, queue: Queue) -> Result<Fence, GpuError> {
+        self.synchronize()?;
+        Ok(Fence::done(queue))
+    }
+
+    /// Makes work queued on `queue` after this call wait for `fence` (recorded on either queue
+    /// of this backend), without blocking the host. Default: blocks the host on the fence.
+    fn wait_fence(&self, queue: Queue, fence: &Fence) -> Result<(), GpuError> {
+        let _ = queue;
+        fence.wait()
+    }
+
+    /// [`Backend::dequantize`] on a sub-range: reads `n_blocks` blocks at `src[src_offset..]`
+    /// and writes their values at `dst[dst_offset..]`, on [`Queue::Compute`]. Offsets are in
+    /// bytes; the loader keeps them multiples of 256. Default: [`Backend::dequantize`] when both
+    /// offsets are 0, else [`GpuError::Unsupported`].
+    #[allow(clippy::too_many_arguments)]
+    fn dequantize_at(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        src: &Buffer,
+        src_offset: usize,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dst_offset: usize,
+        dtype: OutputDType,
+    ) -> Result<(), GpuError> {
+        if src_offset == 0 && dst_offset == 0 {
+            self.dequantize(kernel, block_elems, src, n_blocks, dst, dtype)
+        } else {
+            Err(GpuError::Unsupported {
+                op: "dequantize_at",
+                reason: "this backend launches kernels on whole buffers only".into(),
+            })
+        }
+    }
 }

@@ -75,7 +75,46 @@ pub enum LoadError {
         tensor: String,
         /// The device, as text.
         device: String,
+        /// What went wrong (boxed: it is large, and errors travel by value).
+        source: Box<GpuError>,
+    },
+    /// The load's options cannot work for this file (a ring slot smaller than a block, a
+    /// strategy that cannot produce the asked output).
+    #[error("{file}: {reason}", file = file.display())]
+    Options {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Reading a tensor's bytes from the file failed.
+    #[error("{file}: tensor '{tensor}': {reason}", file = file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The tensor.
+        tensor: String,
         /// What went wrong.
-        source: GpuError,
+        reason: String,
+    },
+    /// A placement over several devices does not fit.
+    #[error(
+        "{file}: device {device} ({label}) is too small for its share: {need} bytes needed \
+         (with {reserve} reserved for the ring and runtime), {free} free",
+        file = file.display()
+    )]
+    DeviceTooSmall {
+        /// The file.
+        file: PathBuf,
+        /// Index of the device in the list given.
+        device: usize,
+        /// The device, as text (`"cuda:1"`), or `"#1"` when no label was given.
+        label: String,
+        /// Bytes its share needs, reserve included.
+        need: u64,
+        /// Bytes reserved per device.
+        reserve: u64,
+        /// Bytes free on it.
+        free: u64,
     },
 }

@@ -7,12 +7,19 @@
 //!
 //! Data flows one way: file → reader → registry → backend → [`DeviceTensor`].
 //!
+//! [`GgufLoader::load_with`] loads a whole model through a pipeline (module `pipeline`): a
+//! ring of pinned staging slots filled by reader threads, copies on one device queue, kernels on
+//! another, fences between them; [`Placement`] and [`GgufLoader::load_placed`] spread whole
+//! layers over several devices and load each device's share in parallel.
+//!
 //! When a format's kernel cannot run on a device (no code object, compile or launch error), the
 //! loader falls back to the CPU reference and uploads its result, logs a warning and counts it in
 //! the [`LoadReport`]; with [`FallbackPolicy::Deny`] that is an error instead.
 #![warn(missing_docs)]
 
 mod error;
+mod pipeline;
+mod placement;
 mod report;
 
 use std::collections::HashMap;
@@ -24,9 +31,11 @@ use parking_lot::Mutex;
 use quant_core::cpu::{self, CpuPath};
 use quant_core::{OutputDType, QuantFormat};
 use quant_gguf::{GgufFile, OpenOptions, TensorInfo};
-use quant_gpu::{Backend, DeviceKind, DeviceTensor, GpuError};
+use quant_gpu::{Backend, DeviceKind, DeviceTensor, GpuError, TensorDType};
 
 pub use error::LoadError;
+pub use pipeline::{LoadAs, PipelineOptions, Progress, Strategy, ALIGN};
+pub use placement::{layer_of, DevicePlacement, Placement};
 pub use report::{LoadPath, LoadReport, TensorLoad};
 
 /// What to do when a format's kernel cannot run on the device.
@@ -58,7 +67,7 @@ impl Default for LoaderOptions {
     }
 }
 
-type CacheKey = (String, OutputDType, DeviceKind, usize);
+type CacheKey = (String, LoadAs, DeviceKind, usize);
 
 /// Loads the tensors of one GGUF file onto a device or into host memory.
 pub struct GgufLoader {
@@ -106,6 +115,12 @@ impl GgufLoader {
     /// SIGBUS on first touch of the lost pages. (A truncation racing with this very check can
     /// still do that: `--no-mmap` is the safe choice for files that may change.)
     fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8], LoadError> {
+        self.check_unchanged()?;
+        Ok(self.file.tensor_data(t))
+    }
+
+    /// [`LoadError::FileChanged`] if the file on disk no longer has the size it had when opened.
+    pub(crate) fn check_unchanged(&self) -> Result<(), LoadError> {
         if let Ok(meta) = std::fs::metadata(self.file.path()) {
             let was = self.file.file_len();
             if meta.len() != was {
@@ -116,7 +131,15 @@ impl GgufLoader {
                 });
             }
         }
-        Ok(self.file.tensor_data(t))
+        Ok(())
+    }
+
+    pub(crate) fn read_err(&self, t: &TensorInfo, reason: &str) -> LoadError {
+        LoadError::Read {
+            file: self.file.path().to_path_buf(),
+            tensor: t.name.clone(),
+            reason: reason.to_string(),
+        }
     }
 
     /// The registered format of a tensor, or [`LoadError::Unsupported`].
@@ -128,7 +151,7 @@ impl GgufLoader {
         })
     }
 
-    fn elements(&self, t: &TensorInfo) -> Result<usize, LoadError> {
+    pub(crate) fn elements(&self, t: &TensorInfo) -> Result<usize, LoadError> {
         usize::try_from(t.n_elements).map_err(|_| LoadError::TooLarge {
             file: self.file.path().to_path_buf(),
             tensor: t.name.clone(),
@@ -144,12 +167,17 @@ impl GgufLoader {
         }
     }
 
-    fn gpu_err(&self, t: &TensorInfo, backend: &dyn Backend, source: GpuError) -> LoadError {
+    pub(crate) fn gpu_err(
+        &self,
+        t: &TensorInfo,
+        backend: &dyn Backend,
+        source: GpuError,
+    ) -> LoadError {
         LoadError::Gpu {
             file: self.file.path().to_path_buf(),
             tensor: t.name.clone(),
             device: device_label(backend),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -164,13 +192,14 @@ impl GgufLoader {
         Ok(out)
     }
 
-    /// Loads one tensor onto `backend` as `dtype`: uploads its quantized bytes, expands them with
-    /// the format's kernel, and caches the result (a second call returns the cached tensor).
+    /// Loads one tensor onto `backend` as `dtype` (an [`OutputDType`] or [`LoadAs::Native`]):
+    /// uploads its quantized bytes, expands them with the format's kernel (or keeps them as
+    /// they are), and caches the result (a second call returns the cached tensor).
     pub fn load_tensor_to_gpu(
         &self,
         name: &str,
         backend: &dyn Backend,
-        dtype: OutputDType,
+        dtype: impl Into<LoadAs>,
     ) -> Result<Arc<DeviceTensor>, LoadError> {
         self.load_tensor_reporting(name, backend, dtype)
             .map(|(t, _)| t)
@@ -181,19 +210,45 @@ impl GgufLoader {
         &self,
         name: &str,
         backend: &dyn Backend,
-        dtype: OutputDType,
+        dtype: impl Into<LoadAs>,
     ) -> Result<(Arc<DeviceTensor>, TensorLoad), LoadError> {
+        let as_ = dtype.into();
         let start = Instant::now();
         let t = self.tensor(name)?;
-        let info = backend.info();
-        let key = (t.name.clone(), dtype, info.kind, info.ordinal);
-        if let Some(hit) = self.cache.lock().get(&key).cloned() {
-            let load = self.record(t, dtype, 0, 0, start.elapsed(), LoadPath::Cached);
+        let tdt = as_.tensor_dtype(t);
+        if let Some(hit) = self.cached_as(&t.name, as_, backend) {
+            let load = self.record(t, tdt, 0, 0, start.elapsed(), LoadPath::Cached);
             return Ok((hit, load));
         }
+        let data = self.tensor_bytes(t)?;
+        let dtype = match as_ {
+            LoadAs::Native => {
+                let run = || -> Result<DeviceTensor, GpuError> {
+                    let mut dst = backend.alloc(data.len())?;
+                    backend.upload(data, &mut dst)?;
+                    backend.synchronize()?;
+                    Ok(DeviceTensor {
+                        buffer: dst,
+                        shape: t.dims.clone(),
+                        dtype: tdt,
+                    })
+                };
+                let dt = run().map_err(|e| self.gpu_err(t, backend, e))?;
+                let tensor = self.insert_cached(t, as_, backend, dt);
+                let load = self.record(
+                    t,
+                    tdt,
+                    data.len() as u64,
+                    0,
+                    start.elapsed(),
+                    LoadPath::Native,
+                );
+                return Ok((tensor, load));
+            }
+            LoadAs::Values(d) => d,
+        };
         let format = self.format_of(t)?;
         let n = self.elements(t)?;
-        let data = self.tensor_bytes(t)?;
         let out_bytes = n * dtype.size();
         let g = format.geometry();
 
@@ -209,7 +264,7 @@ impl GgufLoader {
                     Ok(DeviceTensor {
                         buffer: dst,
                         shape: t.dims.clone(),
-                        dtype,
+                        dtype: tdt,
                     })
                 };
                 match run() {
@@ -224,34 +279,49 @@ impl GgufLoader {
                             "kernel for {} could not run ({e}); falling back to the CPU reference",
                             format.name()
                         );
-                        let dt =
-                            self.host_convert(t, format, n, backend, dtype, CpuPath::Reference)?;
+                        let dt = self.host_convert(t, backend, dtype, CpuPath::Reference)?;
                         (dt, out_bytes as u64, LoadPath::Fallback(e.to_string()))
                     }
                     Err(e) => return Err(self.gpu_err(t, backend, e)),
                 }
             }
             None => {
-                let dt = self.host_convert(t, format, n, backend, dtype, CpuPath::Fast)?;
+                let dt = self.host_convert(t, backend, dtype, CpuPath::Fast)?;
                 (dt, out_bytes as u64, LoadPath::HostConvert)
             }
         };
-        let tensor = Arc::new(tensor);
-        let tensor = self.cache.lock().entry(key).or_insert(tensor).clone();
-        let load = self.record(t, dtype, uploaded, out_bytes as u64, start.elapsed(), path);
+        let tensor = self.insert_cached(t, as_, backend, tensor);
+        let load = self.record(t, tdt, uploaded, out_bytes as u64, start.elapsed(), path);
         Ok((tensor, load))
     }
 
-    /// Dequantizes on the host, rounds to `dtype` and uploads the values.
-    fn host_convert(
+    /// Caches `tensor` (unless another thread was first) and returns the cached one.
+    pub(crate) fn insert_cached(
         &self,
         t: &TensorInfo,
-        format: &'static dyn QuantFormat,
-        n: usize,
+        as_: LoadAs,
+        backend: &dyn Backend,
+        tensor: DeviceTensor,
+    ) -> Arc<DeviceTensor> {
+        let info = backend.info();
+        let key = (t.name.clone(), as_, info.kind, info.ordinal);
+        self.cache
+            .lock()
+            .entry(key)
+            .or_insert(Arc::new(tensor))
+            .clone()
+    }
+
+    /// Dequantizes on the host, rounds to `dtype` and uploads the values.
+    pub(crate) fn host_convert(
+        &self,
+        t: &TensorInfo,
         backend: &dyn Backend,
         dtype: OutputDType,
         path: CpuPath,
     ) -> Result<DeviceTensor, LoadError> {
+        let format = self.format_of(t)?;
+        let n = self.elements(t)?;
         let mut values = vec![0f32; n];
         cpu::dequantize(format, self.tensor_bytes(t)?, &mut values, path)
             .map_err(|e| self.core_err(t, e))?;
@@ -264,16 +334,68 @@ impl GgufLoader {
             Ok(DeviceTensor {
                 buffer: dst,
                 shape: t.dims.clone(),
-                dtype,
+                dtype: dtype.into(),
             })
         };
         upload().map_err(|e| self.gpu_err(t, backend, e))
     }
 
-    fn record(
+    /// The baseline: CPU dequantization (fast path) to f32, conversion to `dtype`, and an
+    /// upload from pageable memory, for one tensor.
+    fn cpu_dequant(
         &self,
         t: &TensorInfo,
+        backend: &dyn Backend,
         dtype: OutputDType,
+    ) -> Result<TensorLoad, LoadError> {
+        let start = Instant::now();
+        let as_ = LoadAs::Values(dtype);
+        if self.cached_as(&t.name, as_, backend).is_some() {
+            return Ok(self.record(
+                t,
+                as_.tensor_dtype(t),
+                0,
+                0,
+                start.elapsed(),
+                LoadPath::Cached,
+            ));
+        }
+        let format = self.format_of(t)?;
+        let n = self.elements(t)?;
+        let mut values = vec![0f32; n];
+        cpu::dequantize(format, self.tensor_bytes(t)?, &mut values, CpuPath::Fast)
+            .map_err(|e| self.core_err(t, e))?;
+        // The values as little-endian bytes (for f32 a plain copy, as the old path made).
+        let bytes = cpu::encode_as(&values, dtype);
+        drop(values);
+        let bytes = &bytes[..];
+        let upload = || -> Result<DeviceTensor, GpuError> {
+            let mut dst = backend.alloc(bytes.len())?;
+            backend.upload_pageable(bytes, &mut dst)?;
+            backend.synchronize()?;
+            Ok(DeviceTensor {
+                buffer: dst,
+                shape: t.dims.clone(),
+                dtype: dtype.into(),
+            })
+        };
+        let dt = upload().map_err(|e| self.gpu_err(t, backend, e))?;
+        let len = bytes.len() as u64;
+        self.insert_cached(t, as_, backend, dt);
+        Ok(self.record(
+            t,
+            as_.tensor_dtype(t),
+            len,
+            len,
+            start.elapsed(),
+            LoadPath::CpuDequant,
+        ))
+    }
+
+    pub(crate) fn record(
+        &self,
+        t: &TensorInfo,
+        dtype: TensorDType,
         uploaded: u64,
         produced: u64,
         time: Duration,
@@ -291,35 +413,145 @@ impl GgufLoader {
         }
     }
 
-    /// Loads every tensor onto `backend` as `dtype`, in file order, and reports what was done.
-    /// The tensors stay in the loader's cache ([`GgufLoader::cached`]).
+    /// Loads every tensor onto `backend` as `dtype` with the default [`PipelineOptions`], and
+    /// reports what was done (rows in file order). The tensors stay in the loader's cache
+    /// ([`GgufLoader::cached`]).
     pub fn load_all(
         &self,
         backend: &dyn Backend,
-        dtype: OutputDType,
+        dtype: impl Into<LoadAs>,
     ) -> Result<LoadReport, LoadError> {
-        self.load_all_with_progress(backend, dtype, &mut |_| {})
+        self.load_with(
+            backend,
+            dtype.into(),
+            &PipelineOptions::default(),
+            &mut |_| {},
+        )
     }
 
     /// [`GgufLoader::load_all`], calling `progress` after each tensor.
     pub fn load_all_with_progress(
         &self,
         backend: &dyn Backend,
-        dtype: OutputDType,
+        dtype: impl Into<LoadAs>,
         progress: &mut dyn FnMut(&TensorLoad),
+    ) -> Result<LoadReport, LoadError> {
+        self.load_with(
+            backend,
+            dtype.into(),
+            &PipelineOptions::default(),
+            &mut |p| {
+                if let Progress::Tensor(t) = p {
+                    progress(t)
+                }
+            },
+        )
+    }
+
+    /// Loads every tensor onto `backend` as `as_` with `opts`, calling `progress` per chunk of
+    /// bytes queued and per tensor done. Rows are in file order.
+    pub fn load_with(
+        &self,
+        backend: &dyn Backend,
+        as_: LoadAs,
+        opts: &PipelineOptions,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<LoadReport, LoadError> {
+        let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
+        self.load_tensors(backend, &all, as_, opts, progress)
+    }
+
+    /// Loads `tensors` (of this file) onto one device: the body of [`GgufLoader::load_with`] and
+    /// of each device's thread in [`GgufLoader::load_placed`].
+    fn load_tensors(
+        &self,
+        backend: &dyn Backend,
+        tensors: &[&TensorInfo],
+        as_: LoadAs,
+        opts: &PipelineOptions,
+        progress: &mut dyn FnMut(&Progress),
     ) -> Result<LoadReport, LoadError> {
         let start = Instant::now();
         let mut report = LoadReport {
             device: device_label(backend),
             ..Default::default()
         };
-        for t in self.file.tensors() {
-            let (_, load) = self.load_tensor_reporting(&t.name, backend, dtype)?;
-            progress(&load);
-            report.tensors.push(load);
+        let strategy = match opts.strategy {
+            Strategy::Pipelined if !backend.async_primitives() => Strategy::Serial,
+            s => s,
+        };
+        match (strategy, as_) {
+            (Strategy::Pipelined, _) => {
+                report.tensors = pipeline::run(self, backend, tensors, as_, opts, progress)?;
+            }
+            (Strategy::Serial, _) => {
+                for t in tensors {
+                    let (_, load) = self.load_tensor_reporting(&t.name, backend, as_)?;
+                    progress(&Progress::Bytes(t.n_bytes));
+                    progress(&Progress::Tensor(&load));
+                    report.tensors.push(load);
+                }
+            }
+            (Strategy::CpuDequant, LoadAs::Values(dtype)) => {
+                for t in tensors {
+                    let load = self.cpu_dequant(t, backend, dtype)?;
+                    progress(&Progress::Bytes(t.n_bytes));
+                    progress(&Progress::Tensor(&load));
+                    report.tensors.push(load);
+                }
+            }
+            (Strategy::CpuDequant, LoadAs::Native) => {
+                return Err(LoadError::Options {
+                    file: self.file.path().to_path_buf(),
+                    reason: "the cpu-dequant strategy produces values; it cannot keep native \
+                             blocks"
+                        .into(),
+                });
+            }
         }
         report.total_time = start.elapsed();
         Ok(report)
+    }
+
+    /// Loads each device's share of `placement` onto its backend (`backends[i]` for
+    /// `placement.devices[i]`), one thread per device, all at once. Returns one report per
+    /// device. `progress` is called from those threads.
+    pub fn load_placed(
+        &self,
+        backends: &[&dyn Backend],
+        placement: &Placement,
+        as_: LoadAs,
+        opts: &PipelineOptions,
+        progress: &(dyn Fn(&Progress) + Sync),
+    ) -> Result<Vec<LoadReport>, LoadError> {
+        if backends.len() != placement.devices.len() {
+            return Err(LoadError::Options {
+                file: self.file.path().to_path_buf(),
+                reason: format!(
+                    "{} backends for a placement over {} devices",
+                    backends.len(),
+                    placement.devices.len()
+                ),
+            });
+        }
+        let all = self.file.tensors();
+        let results: Vec<Result<LoadReport, LoadError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = backends
+                .iter()
+                .zip(&placement.devices)
+                .map(|(b, d)| {
+                    let tensors: Vec<&TensorInfo> = d.tensors.iter().map(|&i| &all[i]).collect();
+                    s.spawn(move || {
+                        self.load_tensors(*b, &tensors, as_, opts, &mut |p| progress(p))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        results.into_iter().collect()
     }
 
     /// Dequantizes every tensor into host memory with the fast CPU path (the load when no GPU is
@@ -339,7 +571,14 @@ impl GgufLoader {
             let t0 = Instant::now();
             let values = self.dequantize_to_host(&t.name, CpuPath::Fast)?;
             let bytes = cpu::encode_as(&values, dtype);
-            let load = self.record(t, dtype, 0, bytes.len() as u64, t0.elapsed(), LoadPath::Cpu);
+            let load = self.record(
+                t,
+                dtype.into(),
+                0,
+                bytes.len() as u64,
+                t0.elapsed(),
+                LoadPath::Cpu,
+            );
             progress(&load);
             report.tensors.push(load);
             outputs.push(bytes);
@@ -348,17 +587,27 @@ impl GgufLoader {
         Ok((outputs, report))
     }
 
-    /// A tensor already loaded onto a device, if cached.
+    /// A tensor already loaded onto a device as values of `dtype`, if cached.
     pub fn cached(
         &self,
         name: &str,
         dtype: OutputDType,
         backend: &dyn Backend,
     ) -> Option<Arc<DeviceTensor>> {
+        self.cached_as(name, dtype.into(), backend)
+    }
+
+    /// A tensor already loaded onto a device as `as_`, if cached.
+    pub fn cached_as(
+        &self,
+        name: &str,
+        as_: LoadAs,
+        backend: &dyn Backend,
+    ) -> Option<Arc<DeviceTensor>> {
         let info = backend.info();
         self.cache
             .lock()
-            .get(&(name.to_string(), dtype, info.kind, info.ordinal))
+            .get(&(name.to_string(), as_, info.kind, info.ordinal))
             .cloned()
     }
 
@@ -370,7 +619,7 @@ impl GgufLoader {
 
 /// Whether a device error means "this format's kernel cannot run here" (fallback applies) rather
 /// than a device fault that a CPU fallback would not cure (out of memory, lost device).
-fn is_kernel_failure(e: &GpuError) -> bool {
+pub(crate) fn is_kernel_failure(e: &GpuError) -> bool {
     matches!(
         e,
         GpuError::Compile { .. }
@@ -380,7 +629,7 @@ fn is_kernel_failure(e: &GpuError) -> bool {
     )
 }
 
-fn device_label(backend: &dyn Backend) -> String {
+pub(crate) fn device_label(backend: &dyn Backend) -> String {
     let i = backend.info();
     format!("{}:{} ({})", i.kind, i.ordinal, i.name)
 }

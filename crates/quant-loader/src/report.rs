@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use quant_core::{GgmlType, OutputDType};
+use quant_core::GgmlType;
+use quant_gpu::TensorDType;
 
 /// How one tensor reached its destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +19,10 @@ pub enum LoadPath {
     Cpu,
     /// Served from the loader's cache of device tensors.
     Cached,
+    /// The quantized blocks were copied to the device untouched (`--dtype native`).
+    Native,
+    /// The baseline strategy: dequantized on the CPU, uploaded from pageable memory.
+    CpuDequant,
 }
 
 impl LoadPath {
@@ -29,6 +34,8 @@ impl LoadPath {
             LoadPath::Fallback(_) => "FALLBACK",
             LoadPath::Cpu => "cpu",
             LoadPath::Cached => "cached",
+            LoadPath::Native => "native",
+            LoadPath::CpuDequant => "cpu-dequant",
         }
     }
 }
@@ -42,13 +49,15 @@ pub struct TensorLoad {
     pub ty: GgmlType,
     /// Dimensions, ggml order.
     pub shape: Vec<u64>,
-    /// Output element type.
-    pub dtype: OutputDType,
+    /// What the device tensor holds (values of a type, or the native blocks).
+    pub dtype: TensorDType,
     /// Bytes sent to the device (quantized bytes, or converted values on the host paths).
     pub bytes_uploaded: u64,
     /// Bytes of output produced.
     pub bytes_produced: u64,
-    /// Wall time of the load, synchronised with the device.
+    /// Wall time of the load. Serial paths synchronise with the device per tensor; in the
+    /// pipeline it runs from the first read of the tensor's bytes to the queueing of its last
+    /// piece (the report's total is synchronised).
     pub time: Duration,
     /// How it was done.
     pub path: LoadPath,
