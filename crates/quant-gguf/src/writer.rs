@@ -740,6 +740,39 @@ mod tests {
         assert!(e.to_string().contains("declared without data"), "{e}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any tensor list, alignment and write pattern: streamed bytes equal `GgufWriter`'s.
+        #[test]
+        fn stream_writer_equals_writer(
+            tensors in proptest::collection::vec((1u64..5, 1u64..40, 0usize..3), 0..6),
+            align_log2 in 0u32..8,
+            piece in 1usize..100,
+        ) {
+            let types = [GgmlType::F32, GgmlType::Q4_0, GgmlType::Q6_K];
+            let mut full = GgufWriter::new();
+            let mut spec = GgufWriter::new();
+            full.set_alignment(1 << align_log2);
+            spec.set_alignment(1 << align_log2);
+            let mut datas = Vec::new();
+            for (i, (rows, blocks, t)) in tensors.into_iter().enumerate() {
+                let ty = types[t];
+                let row = blocks * ty.geometry().unwrap().block_elems as u64;
+                let name = format!("t{i}");
+                let n = spec.declare_tensor(name.clone(), &[row, rows], ty).unwrap();
+                let d = quant_core::random_bytes(n as usize, i as u64);
+                full.add_tensor(name, &[row, rows], ty, Cow::Owned(d.clone())).unwrap();
+                datas.push(d);
+            }
+            let mut s = GgufStreamWriter::new(Vec::new(), &spec, "p.gguf").unwrap();
+            for d in &datas {
+                s.write_tensor(|w| d.chunks(piece).try_for_each(|c| w.write_all(c)))
+                    .unwrap();
+            }
+            proptest::prop_assert_eq!(s.finish().unwrap(), write(&full));
+        }
+    }
+
     #[test]
     fn write_file_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,24 @@
+//! Generation speed without the disk: streams a plan into `io::sink()`.
+//!
+//! `cargo run --release -p quant-synth --example throughput -- 7b q4_k_m`
+
+use std::time::Instant;
+
+use quant_synth::{plan, write_to, Arch, Mix, Size};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let size: Size = args.first().map_or("7b", |s| s).parse()?;
+    let mix: Mix = args.get(1).map_or("q4_k_m", |s| s).parse()?;
+    let p = plan(Arch::Llama, size, mix);
+    let start = Instant::now();
+    write_to(&p, std::io::sink(), 0, &mut |_| {}, "sink")?;
+    let s = start.elapsed().as_secs_f64();
+    println!(
+        "{size} {mix}: {} bytes in {s:.2} s = {:.2} GB/s ({} rayon threads)",
+        p.total_bytes(),
+        p.total_bytes() as f64 / s / 1e9,
+        rayon::current_num_threads()
+    );
+    Ok(())
+}
