@@ -62,7 +62,7 @@ pub fn write(
     result
 }
 
-/// As [`write`], into any sink (`name` is used in errors); returns the sink.
+/// As [`write()`], into any sink (`name` is used in errors); returns the sink.
 pub fn write_to<W: Write>(
     plan: &ModelPlan,
     w: W,
