@@ -14,8 +14,9 @@ pub enum CpuPath {
     Fast,
 }
 
-/// Blocks handed to one rayon task: large enough to amortise scheduling, small enough to balance.
-const BLOCKS_PER_TASK: usize = 1024;
+/// Elements handed to one rayon task (rounded to whole blocks): large enough to amortise
+/// scheduling, small enough to balance and to stay in cache.
+const ELEMS_PER_TASK: usize = 1 << 16;
 
 /// Number of elements `bytes` bytes of `format` hold, or an error if they are not whole blocks.
 pub fn elements_in(format: &dyn QuantFormat, bytes: usize) -> Result<usize, CoreError> {
@@ -67,8 +68,9 @@ pub fn dequantize(
         CpuPath::Reference => format.dequantize_reference(src, dst),
         CpuPath::Fast => {
             let g = format.geometry();
-            let elems_per_task = BLOCKS_PER_TASK * g.block_elems;
-            let bytes_per_task = BLOCKS_PER_TASK * g.block_bytes;
+            let blocks_per_task = (ELEMS_PER_TASK / g.block_elems).max(1);
+            let elems_per_task = blocks_per_task * g.block_elems;
+            let bytes_per_task = blocks_per_task * g.block_bytes;
             dst.par_chunks_mut(elems_per_task)
                 .zip(src.par_chunks(bytes_per_task))
                 .for_each(|(d, s)| format.dequantize_fast(s, d));

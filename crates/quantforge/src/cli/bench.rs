@@ -24,7 +24,8 @@ pub struct Args {
     /// Output types to time on a device (the CPU produces f32).
     #[arg(long = "dtype", value_parser = super::parse_dtype)]
     dtypes: Vec<quantforge::core::OutputDType>,
-    /// Elements per run on the CPU (default 2^25); on a device, sizes each launch to about 6 bytes
+    /// Elements per run on the CPU (default 2^20: cache-resident, as ggml's own quantize-perf
+    /// test measures); on a device, sizes each launch to about 6 bytes
     /// per element moved (default 768 MiB per launch).
     #[arg(long)]
     elements: Option<usize>,
@@ -115,8 +116,8 @@ fn round_to_blocks(f: &dyn QuantFormat, elements: usize) -> (usize, usize) {
 }
 
 fn bench_cpu(formats: &[&'static dyn QuantFormat], a: &Args) -> Result<Vec<Row>> {
-    let elements = a.elements.unwrap_or(1 << 25);
-    let device = format!("cpu ({} threads)", rayon::current_num_threads());
+    let elements = a.elements.unwrap_or(1 << 20);
+    let fast = format!("cpu fast ({} threads)", rayon::current_num_threads());
     let mut rows = Vec::new();
     for &f in formats {
         let (blocks, n) = round_to_blocks(f, elements);
@@ -128,34 +129,43 @@ fn bench_cpu(formats: &[&'static dyn QuantFormat], a: &Args) -> Result<Vec<Row>>
         // Copy baseline of the same output size, in the same run, on the same threads.
         let copy_src = vec![1u8; n * 4];
         let mut copy_dst = vec![0u8; n * 4];
-        let mut times = Vec::with_capacity(a.iters);
-        let mut copies = Vec::with_capacity(a.iters);
-        for i in 0..a.iters + 2 {
-            let t = Instant::now();
-            cpu::dequantize(f, &src, &mut dst, CpuPath::Fast)?;
-            let dt = t.elapsed().as_secs_f64();
+        let mut copy = || {
             let t = Instant::now();
             copy_dst
-                .par_chunks_mut(1 << 20)
-                .zip(copy_src.par_chunks(1 << 20))
+                .par_chunks_mut(1 << 16)
+                .zip(copy_src.par_chunks(1 << 16))
                 .for_each(|(d, s)| d.copy_from_slice(s));
-            let ct = t.elapsed().as_secs_f64();
-            if i >= 2 {
-                times.push(dt);
-                copies.push(ct);
+            t.elapsed().as_secs_f64()
+        };
+        // The fast path on every core, and the reference (ggml's scalar loop, literally) on one
+        // thread: the second row is the baseline the first is judged against.
+        for (device, path) in [
+            (fast.as_str(), CpuPath::Fast),
+            ("cpu reference (1 thread)", CpuPath::Reference),
+        ] {
+            let mut times = Vec::with_capacity(a.iters);
+            let mut copies = Vec::with_capacity(a.iters);
+            for i in 0..a.iters + 2 {
+                let t = Instant::now();
+                cpu::dequantize(f, &src, &mut dst, path)?;
+                let dt = t.elapsed().as_secs_f64();
+                let ct = copy();
+                if i >= 2 {
+                    times.push(dt);
+                    copies.push(ct);
+                }
             }
+            std::hint::black_box(&dst);
+            rows.push(row(
+                f,
+                device,
+                OutputDType::F32,
+                n,
+                src.len(),
+                median(times),
+                median(copies),
+            ));
         }
-        std::hint::black_box(&dst);
-        std::hint::black_box(&copy_dst);
-        rows.push(row(
-            f,
-            &device,
-            OutputDType::F32,
-            n,
-            src.len(),
-            median(times),
-            median(copies),
-        ));
     }
     Ok(rows)
 }
