@@ -206,21 +206,30 @@ fn bench_cpu_json_has_the_documented_fields() {
     assert!(o.status.success(), "{}", text(&o).1);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = v.as_array().unwrap();
-    assert_eq!(rows.len(), 1);
-    for key in [
-        "format",
-        "device",
-        "dtype",
-        "elements",
-        "seconds_median",
-        "gelem_per_s",
-        "gbytes_per_s",
-        "copy_gbytes_per_s",
-    ] {
-        assert!(!rows[0][key].is_null(), "missing {key}");
+    assert_eq!(
+        rows.len(),
+        2,
+        "the fast path and the single-threaded reference"
+    );
+    for row in rows {
+        for key in [
+            "format",
+            "device",
+            "dtype",
+            "elements",
+            "seconds_median",
+            "gelem_per_s",
+            "gbytes_per_s",
+            "copy_gbytes_per_s",
+        ] {
+            assert!(!row[key].is_null(), "missing {key}");
+        }
+        assert_eq!(row["format"], "Q4_K");
+        assert_eq!(row["elements"], 65536);
+        assert!(row["gelem_per_s"].as_f64().unwrap() > 0.0);
     }
-    assert_eq!(rows[0]["format"], "Q4_K");
-    assert!(rows[0]["gelem_per_s"].as_f64().unwrap() > 0.0);
+    assert!(rows[0]["device"].as_str().unwrap().contains("fast"));
+    assert!(rows[1]["device"].as_str().unwrap().contains("reference"));
 }
 
 #[test]
