@@ -20,7 +20,7 @@ use std::ops::Range;
 
 pub use error::GpuError;
 pub use quant_core::{KernelSpec, OutputDType};
-pub use spec::{DeviceKind, DeviceSpec};
+pub use spec::{DeviceKind, DeviceSpec, DeviceSpecError};
 pub use stage::{Fence, HostBuffer, Queue, RawFence, RawHostBuffer};
 pub use tensor::{DeviceTensor, TensorDType};
 

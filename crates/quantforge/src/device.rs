@@ -67,3 +67,51 @@ fn open_gpu(kind: DeviceKind, ordinal: usize) -> Result<Box<dyn Backend>, GpuErr
         }
     }
 }
+
+/// Parses a comma-separated `--device` list (`cuda:0,cuda:1`). A single entry parses as
+/// [`DeviceSpec`] does.
+pub fn parse_list(s: &str) -> Result<Vec<DeviceSpec>, quant_gpu::DeviceSpecError> {
+    s.split(',').map(|p| p.trim().parse()).collect()
+}
+
+/// Opens every GPU of a list (for loading a model across them). `auto` and `cpu` are not
+/// GPUs: a list holding them is refused with [`GpuError::NoDevice`].
+pub fn open_all(specs: &[DeviceSpec]) -> Result<Vec<Box<dyn Backend>>, GpuError> {
+    specs
+        .iter()
+        .map(|s| match *s {
+            DeviceSpec::Gpu(kind, ordinal) => open_gpu(kind, ordinal),
+            _ => Err(GpuError::NoDevice {
+                kind: DeviceKind::Cuda,
+                ordinal: 0,
+                reason: format!("'{s}' in a list of devices: name GPUs (cuda:N, hip:N)"),
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lists_parse_and_refuse_non_gpus() {
+        let l = parse_list("cuda:0, cuda:1").unwrap();
+        assert_eq!(
+            l,
+            vec![
+                DeviceSpec::Gpu(DeviceKind::Cuda, 0),
+                DeviceSpec::Gpu(DeviceKind::Cuda, 1)
+            ]
+        );
+        assert_eq!(
+            parse_list("hip:1").unwrap(),
+            vec![DeviceSpec::Gpu(DeviceKind::Hip, 1)]
+        );
+        assert!(parse_list("cuda:0,gpu:1").is_err());
+        let e = open_all(&[DeviceSpec::Cpu])
+            .err()
+            .expect("cpu is not a GPU");
+        assert!(e.to_string().contains("name GPUs"), "{e}");
+    }
+}

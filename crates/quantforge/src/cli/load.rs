@@ -1,13 +1,17 @@
-//! `quantforge load [FILE] [--device D] [--dtype f32|f16|bf16]`: the main job.
+//! `quantforge load [FILE] [--device D[,D...]] [--dtype f32|f16|bf16|native]
+//! [--strategy pipelined|serial|cpu-dequant]`: the main job.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use quantforge::core::OutputDType;
-use quantforge::gpu::DeviceSpec;
-use quantforge::loader::{FallbackPolicy, GgufLoader, LoadReport, LoaderOptions};
+use quantforge::gpu::{Backend, DeviceSpec};
+use quantforge::loader::{
+    FallbackPolicy, GgufLoader, LoadAs, LoadReport, LoaderOptions, PipelineOptions, Placement,
+    Progress, Strategy,
+};
 
 /// Arguments of `load`.
 #[derive(clap::Args, Debug)]
@@ -15,12 +19,27 @@ pub struct Args {
     /// The GGUF file. Default: the small model the repository carries
     /// (models/tiny-llama-q4_k_m.gguf).
     file: Option<PathBuf>,
-    /// Where to load: auto (a GPU if present, else the CPU), cpu, cuda[:N], hip[:N].
+    /// Where to load: auto (a GPU if present, else the CPU), cpu, cuda[:N], hip[:N], or a
+    /// comma-separated list of GPUs (cuda:0,cuda:1) to spread whole layers over.
     #[arg(long, default_value = "auto")]
-    device: DeviceSpec,
-    /// Element type on the device.
-    #[arg(long, default_value = "f32", value_parser = super::parse_dtype)]
-    dtype: OutputDType,
+    device: String,
+    /// What to put on the device: values (f32, f16, bf16), or native (the quantized blocks
+    /// untouched, for engines with fused kernels).
+    #[arg(long, default_value = "f32", value_parser = parse_load_as)]
+    dtype: LoadAs,
+    /// pipelined (ring of pinned slots, copy and compute queues), serial (tensor by tensor), or
+    /// cpu-dequant (the old path, as a baseline: CPU dequantization, pageable upload).
+    #[arg(long, default_value = "pipelined", value_parser = parse_strategy)]
+    strategy: Strategy,
+    /// Ring slots of the pipeline.
+    #[arg(long, default_value_t = PipelineOptions::default().ring_slots)]
+    ring_slots: usize,
+    /// MiB per ring slot.
+    #[arg(long, default_value_t = PipelineOptions::default().slot_bytes >> 20)]
+    slot_mib: usize,
+    /// Reader threads filling the ring.
+    #[arg(long, default_value_t = PipelineOptions::default().readers)]
+    readers: usize,
     /// Fail instead of falling back to the CPU when a kernel cannot run.
     #[arg(long)]
     no_fallback: bool,
@@ -30,6 +49,37 @@ pub struct Args {
     /// Print the totals only, not the per-tensor table.
     #[arg(long)]
     quiet: bool,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Print this process's host memory figures at the end (Linux: /proc/self/status).
+    #[arg(long)]
+    mem: bool,
+}
+
+fn parse_load_as(s: &str) -> Result<LoadAs, String> {
+    LoadAs::from_name(s)
+        .ok_or_else(|| format!("invalid dtype '{s}': expected f32, f16, bf16 or native"))
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    Strategy::from_name(s)
+        .ok_or_else(|| format!("invalid strategy '{s}': expected pipelined, serial or cpu-dequant"))
+}
+
+fn bar(total: u64, hidden: bool) -> ProgressBar {
+    let bar = if hidden {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+        )
+        .expect("static template"),
+    );
+    bar
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -42,43 +92,163 @@ pub fn run(a: Args) -> Result<ExitCode> {
             FallbackPolicy::Allow
         },
     };
+    let pipe = PipelineOptions {
+        strategy: a.strategy,
+        ring_slots: a.ring_slots.max(1),
+        slot_bytes: a.slot_mib.max(1) << 20,
+        readers: a.readers.max(1),
+    };
+    let specs = quantforge::device::parse_list(&a.device)?;
     let loader = GgufLoader::open_with(&path, options)?;
-    let backend = super::open_device(a.device)?;
     let total: u64 = loader.file().tensors().iter().map(|t| t.n_bytes).sum();
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )
-        .expect("static template"),
-    );
-    let quant_bytes: std::collections::HashMap<String, u64> = loader
-        .file()
-        .tensors()
-        .iter()
-        .map(|t| (t.name.clone(), t.n_bytes))
-        .collect();
-    let mut progress = |l: &quantforge::loader::TensorLoad| {
-        bar.inc(quant_bytes.get(&l.name).copied().unwrap_or(0));
-        bar.set_message(l.name.clone());
-    };
+
+    if specs.len() > 1 {
+        return run_placed(&a, &path, &loader, &specs, &pipe, total);
+    }
+    let backend = super::open_device(specs[0])?;
+    let bar = bar(total, a.no_progress);
+    let wall = Instant::now();
     let report = match &backend {
-        Some(b) => loader.load_all_with_progress(b.as_ref(), a.dtype, &mut progress)?,
-        None => loader.load_all_to_host(a.dtype, &mut progress)?.1,
+        Some(b) => loader.load_with(b.as_ref(), a.dtype, &pipe, &mut |p| match p {
+            Progress::Bytes(n) => bar.inc(*n),
+            Progress::Tensor(t) => bar.set_message(t.name.clone()),
+        })?,
+        None => {
+            let LoadAs::Values(dtype) = a.dtype else {
+                bail!("--dtype native needs a GPU");
+            };
+            loader
+                .load_all_to_host(dtype, &mut |l| {
+                    bar.inc(l.bytes_produced.min(total));
+                    bar.set_message(l.name.clone());
+                })?
+                .1
+        }
     };
+    let wall = wall.elapsed();
     bar.finish_and_clear();
     print_report(&path, &report, a.quiet);
+    println!(
+        "load: {} as {} with {:?}: {:.3} s wall, {:.2} GB/s of file bytes",
+        super::human_bytes(total),
+        a.dtype,
+        a.strategy,
+        wall.as_secs_f64(),
+        total as f64 / wall.as_secs_f64() / 1e9
+    );
+    if a.mem {
+        print_memory();
+    }
     if a.no_fallback && report.fallbacks() > 0 {
         bail!("{} tensor(s) fell back to the CPU", report.fallbacks());
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Several GPUs: plan, print the placement, load every share at once.
+fn run_placed(
+    a: &Args,
+    path: &std::path::Path,
+    loader: &GgufLoader,
+    specs: &[DeviceSpec],
+    pipe: &PipelineOptions,
+    total: u64,
+) -> Result<ExitCode> {
+    let backends = quantforge::device::open_all(specs).context("opening the devices")?;
+    let mut mem = Vec::new();
+    for (s, b) in specs.iter().zip(&backends) {
+        eprintln!("device: {}", b.info());
+        mem.push(b.mem_info().with_context(|| format!("memory of {s}"))?);
+    }
+    let labels: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+    // Keep room for the device ring and the runtime's own allocations.
+    let reserve = pipe.ring_bytes() + (512 << 20);
+    let placement = Placement::plan_with(loader.file(), &mem, &labels, a.dtype, reserve)?;
+    println!("placement of {} ({}):", path.display(), a.dtype);
+    for (l, d) in labels.iter().zip(&placement.devices) {
+        let layers = match (d.layers.first(), d.layers.last()) {
+            (Some(f), Some(l)) => format!("layers {f}..={l} ({})", d.layers.len()),
+            _ => "no layers".to_string(),
+        };
+        println!(
+            "  {l}: {layers}, {} tensors, {} ({} free)",
+            d.tensors.len(),
+            super::human_bytes(d.bytes),
+            super::human_bytes(d.free)
+        );
+    }
+    let refs: Vec<&dyn Backend> = backends.iter().map(|b| b.as_ref()).collect();
+    let bar = bar(total, a.no_progress);
+    let wall = Instant::now();
+    let reports = loader.load_placed(&refs, &placement, a.dtype, pipe, &|p| {
+        if let Progress::Bytes(n) = p {
+            bar.inc(*n)
+        }
+    })?;
+    let wall = wall.elapsed();
+    bar.finish_and_clear();
+    for r in &reports {
+        print_report(path, r, a.quiet);
+    }
+    println!(
+        "load: {} as {} with {:?} over {} devices in parallel: {:.3} s wall, {:.2} GB/s of file bytes",
+        super::human_bytes(total),
+        a.dtype,
+        a.strategy,
+        reports.len(),
+        wall.as_secs_f64(),
+        total as f64 / wall.as_secs_f64() / 1e9
+    );
+    if a.mem {
+        print_memory();
+    }
+    let fallbacks: usize = reports.iter().map(|r| r.fallbacks()).sum();
+    if a.no_fallback && fallbacks > 0 {
+        bail!("{fallbacks} tensor(s) fell back to the CPU");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Host memory of this process: peak resident set (VmHWM), and now its anonymous, file-backed
+/// and shared parts. The mapped model is file-backed, so `VmHWM - RssFile` bounds what the load
+/// took beyond the page cache (file pages stay mapped, hence resident, until exit).
+fn print_memory() {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        println!("host memory: /proc/self/status unavailable");
+        return;
+    };
+    let kib = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let (hwm, anon, file, shmem) = (
+        kib("VmHWM:").unwrap_or(0),
+        kib("RssAnon:").unwrap_or(0),
+        kib("RssFile:").unwrap_or(0),
+        kib("RssShmem:").unwrap_or(0),
+    );
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "host memory: VmHWM {:.1} MiB, RssAnon {:.1} MiB, RssFile {:.1} MiB, RssShmem {:.1} MiB; \
+         peak minus file-backed {:.1} MiB",
+        mib(hwm),
+        mib(anon),
+        mib(file),
+        mib(shmem),
+        mib(hwm.saturating_sub(file))
+    );
+}
+
 fn print_report(path: &std::path::Path, r: &LoadReport, quiet: bool) {
     println!("loaded {} onto {}", path.display(), r.device);
     if !quiet {
         println!(
-            "{:<28} {:<6} {:<14} {:>5} {:>11} {:>11} {:>9} {:>8}  path",
+            "{:<28} {:<6} {:<14} {:>6} {:>11} {:>11} {:>9} {:>8}  path",
             "tensor", "type", "shape", "dtype", "uploaded", "produced", "ms", "GB/s"
         );
         for t in &r.tensors {
@@ -89,7 +259,7 @@ fn print_report(path: &std::path::Path, r: &LoadReport, quiet: bool) {
                 0.0
             };
             println!(
-                "{:<28} {:<6} {:<14} {:>5} {:>11} {:>11} {:>9.3} {:>8.2}  {}",
+                "{:<28} {:<6} {:<14} {:>6} {:>11} {:>11} {:>9.3} {:>8.2}  {}",
                 t.name,
                 t.ty.to_string(),
                 super::shape(&t.shape),
