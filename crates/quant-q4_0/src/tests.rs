@@ -15,7 +15,7 @@ fn run(src: &[u8]) -> (Vec<u32>, Vec<u32>) {
     let mut g = vec![0f32; n];
     Q4_0.dequantize_reference(src, &mut r);
     Q4_0.dequantize_fast(src, &mut f);
-    fast_generic(src, &mut g);
+    fast_baseline(src, &mut g);
     assert_eq!(
         bits(&f),
         bits(&g),

@@ -118,40 +118,7 @@ fn block_fast(x: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]) {
     }
 }
 
-/// The fast path for whatever instruction set the caller was compiled for.
-#[inline(always)]
-fn fast_generic(src: &[u8], dst: &mut [f32]) {
-    for (x, y) in src
-        .chunks_exact(BLOCK_BYTES)
-        .zip(dst.chunks_exact_mut(BLOCK_ELEMS))
-    {
-        // `chunks_exact` guarantees the lengths; the `if let` only proves it to the compiler.
-        if let (Some(x), Some(y)) = (x.first_chunk(), y.first_chunk_mut()) {
-            block_fast(x, y);
-        }
-    }
-}
-
-/// [`fast_generic`] compiled for AVX2 (8 lanes, `vpmovzxbd` widening). AVX2 adds no fused
-/// multiply-add, and LLVM never contracts without fast-math flags, so the bits are unchanged.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fast_avx2(src: &[u8], dst: &mut [f32]) {
-    fast_generic(src, dst)
-}
-
-/// The fast path: AVX2 where the CPU has it (checked once, cached by std), else baseline SIMD.
-fn fast(src: &[u8], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 support was just detected.
-        return unsafe { fast_avx2(src, dst) };
-    }
-    fast_generic(src, dst)
-}
+quant_core::block_fast_path!(fast, fast_baseline, block_fast, BLOCK_BYTES, BLOCK_ELEMS);
 
 impl QuantFormat for Q6KFormat {
     fn ggml_type(&self) -> GgmlType {
