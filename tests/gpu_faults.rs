@@ -43,9 +43,13 @@ fn a_failed_allocation_names_the_tensor_and_frees_what_the_load_took() {
     );
 
     let after_load = b.mem_info().unwrap();
-    assert_eq!(
-        after_load.free, before_load.free,
-        "the failed load freed its upload buffer"
+    // At least as much free as before: the failed load freed its upload buffer. (The driver
+    // may also trim its own reserves after an out-of-memory error, leaving a little more.)
+    assert!(
+        after_load.free >= before_load.free,
+        "the failed load freed its upload buffer: {} free before, {} after",
+        before_load.free,
+        after_load.free
     );
     drop(hog);
     let end = b.mem_info().unwrap();

@@ -8,13 +8,15 @@
 //!                                                      │ fence (slot s free again)
 //! ```
 //!
-//! Tensors are cut into [`Piece`]s of whole blocks and packed into ring-sized [`Batch`]es
-//! (a large tensor spans several batches, many small ones share one). Batch `i` uses ring slot
-//! `i % slots`. Before the readers overwrite host slot `s`, [`HostBuffer::as_mut_slice`] waits
-//! for the copy that last read it; before the copy queue overwrites device slot `s`, it waits
-//! (on the device) for the kernels that last read it; kernels wait (on the device) for the copy
-//! of their batch. So reading batch `i + 1`, copying batch `i` and dequantizing batch `i - 1`
-//! overlap, and host memory beyond the page cache is the ring, whatever the model's size.
+//! Tensors are cut into [`Piece`]s of whole blocks and packed into slot-sized [`Batch`]es (a
+//! large tensor spans several batches, many small ones share one). Reader threads each take a
+//! free host slot and the next batch number and fill the slot from the file; the issuing thread
+//! takes filled slots in batch order, whatever order the readers finish in. Batch `i` uses device
+//! slot `i % slots`. Before a reader overwrites a host slot, [`HostBuffer::as_mut_slice`] waits
+//! for the copy that last read it; before the copy queue overwrites a device slot, it waits (on
+//! the device) for the kernels that last read it; kernels wait (on the device) for the copy of
+//! their batch. So reading, copying and dequantizing overlap, and host memory beyond the page
+//! cache is the ring, whatever the model's size.
 //!
 //! With [`LoadAs::Native`] the blocks are copied straight from the host slot into the output
 //! buffers, and no kernel runs.
@@ -24,15 +26,11 @@ use std::time::{Duration, Instant};
 use quant_core::{BlockGeometry, KernelSpec, OutputDType};
 use quant_gguf::TensorInfo;
 use quant_gpu::{Backend, Buffer, Fence, GpuError, HostBuffer, Queue, TensorDType};
-use rayon::prelude::*;
 
 use crate::{is_kernel_failure, FallbackPolicy, GgufLoader, LoadError, LoadPath, TensorLoad};
 
 /// Offsets of pieces inside a ring slot, and of kernel outputs, are multiples of this.
 pub const ALIGN: usize = 256;
-
-/// Bytes one reader task copies at a time.
-const READ_TASK: usize = 2 << 20;
 
 /// What to put on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -125,19 +123,24 @@ pub struct PipelineOptions {
     pub ring_slots: usize,
     /// Bytes per ring slot, host and device. A slot must hold at least one block.
     pub slot_bytes: usize,
-    /// Reader threads filling host slots from the file.
+    /// Reader threads filling host slots from the file, each a whole slot at a time (at most
+    /// one per slot).
     pub readers: usize,
 }
 
 impl Default for PipelineOptions {
+    /// One reader per core (at most 16), four more slots than readers so that copies are in
+    /// flight while every reader works, 4 MiB per slot (a copy of 4 MiB takes about 75 us at
+    /// 55 GB/s, well above the cost of issuing it).
     fn default() -> Self {
+        let readers = std::thread::available_parallelism()
+            .map(|n| n.get().min(16))
+            .unwrap_or(4);
         PipelineOptions {
             strategy: Strategy::Pipelined,
-            ring_slots: 4,
-            slot_bytes: 32 << 20,
-            readers: std::thread::available_parallelism()
-                .map(|n| n.get().min(8))
-                .unwrap_or(4),
+            ring_slots: readers + 4,
+            slot_bytes: 4 << 20,
+            readers,
         }
     }
 }
@@ -292,14 +295,6 @@ struct Job<'a> {
     finished: Option<Instant>,
 }
 
-/// One ring slot: host staging, device staging (when kernels run), and the fence after the
-/// kernels that last read the device side.
-struct Slot {
-    host: HostBuffer,
-    dev: Option<Buffer>,
-    kernels_done: Option<Fence>,
-}
-
 /// Where reader threads get file bytes.
 enum Source<'a> {
     Mapped(&'a GgufLoader),
@@ -378,6 +373,7 @@ pub(crate) fn run(
     }
 
     // Outputs first: device memory is the outputs plus the ring.
+    let t_alloc = Instant::now();
     let mut shapes = Vec::new();
     let mut piped = Vec::new(); // index into `jobs` of each planned job
     for (i, job) in jobs.iter_mut().enumerate() {
@@ -418,6 +414,11 @@ pub(crate) fn run(
         });
         piped.push(i);
     }
+    tracing::info!(
+        outputs = piped.len(),
+        "pipeline: output allocations {:?}",
+        t_alloc.elapsed()
+    );
     let batches =
         plan_batches(&shapes, opts.slot_bytes.max(1)).map_err(|reason| LoadError::Options {
             file: loader.file().path().to_path_buf(),
@@ -502,7 +503,45 @@ pub(crate) fn run(
     Ok(rows)
 }
 
-/// The loop over batches: read, copy, launch, with fences between.
+/// Time spent in each phase of [`stream_batches`], for `-v` logging.
+#[derive(Default, Debug)]
+struct Phases {
+    ring_alloc: Duration,
+    reading: Duration,
+    waiting_for_reads: Duration,
+    issuing: Duration,
+    draining: Duration,
+}
+
+/// Reads one batch into a host slot (waiting first for the copy that last read the slot).
+fn fill(
+    loader: &GgufLoader,
+    source: &Source,
+    tensors: &[&TensorInfo],
+    batch: &Batch,
+    host: &mut HostBuffer,
+) -> Result<(), LoadError> {
+    let first = tensors[batch.pieces[0].job];
+    let host = host
+        .as_mut_slice()
+        .map_err(|e| loader.read_err(first, &format!("waiting for a staging slot: {e}")))?;
+    for p in &batch.pieces {
+        let t = tensors[p.job];
+        let block_bytes = p.len as u64 / p.n_blocks.max(1);
+        source.read(
+            loader,
+            t,
+            p.first_block * block_bytes,
+            &mut host[p.slot_offset..p.slot_offset + p.len],
+        )?;
+    }
+    Ok(())
+}
+
+/// The loop over batches. Reader threads each take a free host slot and the next batch number,
+/// fill the slot, and hand it to this thread, which issues batches in order: copy (after the
+/// kernels that last read the device slot), fence, kernels (after the copy), fence; then the
+/// host slot goes back to the readers, whose next write waits for its copy.
 fn stream_batches(
     loader: &GgufLoader,
     backend: &dyn Backend,
@@ -512,8 +551,13 @@ fn stream_batches(
     opts: &PipelineOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(), LoadError> {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{mpsc, Mutex};
+
     let first = jobs[piped[batches[0].pieces[0].job]].t;
     let gpu = |e: GpuError| loader.gpu_err(first, backend, e);
+    let mut phases = Phases::default();
 
     let source = if loader.file().is_mapped() {
         Source::Mapped(loader)
@@ -527,11 +571,6 @@ fn stream_batches(
         #[cfg(not(unix))]
         Source::Mapped(loader)
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.readers.max(1))
-        .thread_name(|i| format!("qf-reader-{i}"))
-        .build()
-        .map_err(|e| loader.read_err(first, &format!("starting reader threads: {e}")))?;
 
     let kernel_batch: Vec<bool> = batches
         .iter()
@@ -549,129 +588,199 @@ fn stream_batches(
         .map(|(b, _)| b.used)
         .max();
     let n_slots = opts.ring_slots.max(1).min(batches.len());
-    let mut ring = Vec::with_capacity(n_slots);
+    let n_readers = opts.readers.max(1).min(n_slots);
+
+    let t0 = Instant::now();
+    let mut dev_ring: Vec<(Buffer, Option<Fence>)> = Vec::new();
+    if let Some(n) = dev_bytes {
+        for _ in 0..n_slots {
+            dev_ring.push((backend.alloc(n).map_err(gpu)?, None));
+        }
+    }
+    let (free_tx, free_rx) = mpsc::channel::<HostBuffer>();
     for _ in 0..n_slots {
-        ring.push(Slot {
-            host: backend.alloc_host(host_bytes).map_err(gpu)?,
-            dev: match dev_bytes {
-                Some(n) => Some(backend.alloc(n).map_err(gpu)?),
-                None => None,
-            },
-            kernels_done: None,
-        });
+        free_tx
+            .send(backend.alloc_host(host_bytes).map_err(gpu)?)
+            .expect("the receiver is alive");
     }
+    phases.ring_alloc = t0.elapsed();
 
-    for (i, batch) in batches.iter().enumerate() {
-        let slot = &mut ring[i % n_slots];
-        loader.check_unchanged()?;
-        let now = Instant::now();
-        for p in &batch.pieces {
-            jobs[piped[p.job]].started.get_or_insert(now);
-        }
+    let free_rx = Mutex::new(free_rx);
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let read_nanos = AtomicUsize::new(0);
+    let (done_tx, done_rx) = mpsc::channel::<(usize, Result<HostBuffer, LoadError>)>();
 
-        // Read: split the slot into disjoint tasks and fill them in parallel.
-        {
-            let host = slot.host.as_mut_slice().map_err(gpu)?;
-            let mut tasks: Vec<(&TensorInfo, u64, &mut [u8])> = Vec::new();
-            let mut rest: &mut [u8] = &mut host[..batch.used];
-            let mut at = 0usize;
-            for p in &batch.pieces {
-                let job = &jobs[piped[p.job]];
-                let block_bytes = p.len as u64 / p.n_blocks.max(1);
-                let skip = p.slot_offset - at;
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
-                let (mut piece, tail) = tail.split_at_mut(p.len);
-                rest = tail;
-                at = p.slot_offset + p.len;
-                let mut off = p.first_block * block_bytes;
-                while !piece.is_empty() {
-                    let n = piece.len().min(READ_TASK);
-                    let (head, tail) = std::mem::take(&mut piece).split_at_mut(n);
-                    tasks.push((job.t, off, head));
-                    off += n as u64;
-                    piece = tail;
-                }
-            }
-            pool.install(|| {
-                tasks
-                    .into_par_iter()
-                    .try_for_each(|(t, off, dst)| source.read(loader, t, off, dst))
-            })?;
-        }
+    // The tensor of each planned job, for the readers (the issuing loop owns `jobs`).
+    let tensors: Vec<&TensorInfo> = piped.iter().map(|&j| jobs[j].t).collect();
+    let tensors = &tensors[..];
+    // Times each job was first read and last issued, filled in by the issuing loop below.
+    let mut started = vec![None::<Instant>; jobs.len()];
+    let mut finished = vec![None::<Instant>; jobs.len()];
 
-        // Copy and launch.
-        if kernel_batch[i] {
-            let dev = slot.dev.as_mut().expect("allocated for kernel batches");
-            if let Some(f) = slot.kernels_done.take() {
-                backend.wait_fence(Queue::Copy, &f).map_err(gpu)?;
-            }
-            backend
-                .upload_async(Queue::Copy, &mut slot.host, 0..batch.used, dev, 0)
-                .map_err(gpu)?;
-            let copied = backend.record(Queue::Copy).map_err(gpu)?;
-            backend.wait_fence(Queue::Compute, &copied).map_err(gpu)?;
-        }
-        for p in &batch.pieces {
-            let job = &mut jobs[piped[p.job]];
-            match job.work {
-                Work::Kernel {
-                    spec,
-                    geometry,
-                    dtype,
-                } => {
-                    if job.failed.is_some() {
-                        continue;
+    let result = std::thread::scope(|s| -> Result<(), LoadError> {
+        for r in 0..n_readers {
+            let (free_rx, next, abort, done_tx, source, read_nanos) = (
+                &free_rx,
+                &next,
+                &abort,
+                done_tx.clone(),
+                &source,
+                &read_nanos,
+            );
+            std::thread::Builder::new()
+                .name(format!("qf-reader-{r}"))
+                .spawn_scoped(s, move || loop {
+                    let slot = match free_rx.lock().map(|rx| rx.recv()) {
+                        Ok(Ok(slot)) => slot,
+                        _ => return,
+                    };
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= batches.len() || abort.load(Ordering::SeqCst) {
+                        return;
                     }
-                    let dev = slot.dev.as_ref().expect("allocated for kernel batches");
-                    let out = job.out.as_mut().expect("allocated");
-                    let dst_offset = p.first_block as usize * geometry.block_elems * dtype.size();
-                    match backend.dequantize_at(
-                        spec,
-                        geometry.block_elems,
-                        dev,
-                        p.slot_offset,
-                        p.n_blocks,
-                        out,
-                        dst_offset,
-                        dtype,
-                    ) {
-                        Ok(()) => {}
-                        Err(e) if is_kernel_failure(&e) => job.failed = Some(e),
-                        Err(e) => return Err(loader.gpu_err(job.t, backend, e)),
+                    let mut slot = slot;
+                    let t = Instant::now();
+                    let res = loader
+                        .check_unchanged()
+                        .and_then(|()| fill(loader, source, tensors, &batches[i], &mut slot));
+                    read_nanos.fetch_add(t.elapsed().as_nanos() as usize, Ordering::Relaxed);
+                    if done_tx.send((i, res.map(|()| slot))).is_err() {
+                        return;
                     }
+                })
+                .map_err(|e| loader.read_err(first, &format!("starting a reader thread: {e}")))?;
+        }
+        drop(done_tx);
+
+        // Issue in order, whatever order the readers finish in.
+        let mut issue = || -> Result<(), LoadError> {
+            let mut pending: BTreeMap<usize, HostBuffer> = BTreeMap::new();
+            for (i, batch) in batches.iter().enumerate() {
+                let tw = Instant::now();
+                let mut host = loop {
+                    if let Some(h) = pending.remove(&i) {
+                        break h;
+                    }
+                    let (j, res) = done_rx
+                        .recv()
+                        .map_err(|_| loader.read_err(first, "the reader threads stopped early"))?;
+                    pending.insert(j, res?);
+                };
+                phases.waiting_for_reads += tw.elapsed();
+                let ti = Instant::now();
+                for p in &batch.pieces {
+                    started[piped[p.job]].get_or_insert(tw);
                 }
-                Work::Native => {
-                    let out = job.out.as_mut().expect("allocated");
-                    let dst_offset = (p.first_block * (p.len as u64 / p.n_blocks.max(1))) as usize;
+                let slot = i % n_slots;
+                if kernel_batch[i] {
+                    let (dev, kernels_done) = &mut dev_ring[slot];
+                    if let Some(f) = kernels_done.take() {
+                        backend.wait_fence(Queue::Copy, &f).map_err(gpu)?;
+                    }
                     backend
-                        .upload_async(
-                            Queue::Copy,
-                            &mut slot.host,
-                            p.slot_offset..p.slot_offset + p.len,
-                            out,
-                            dst_offset,
-                        )
-                        .map_err(|e| loader.gpu_err(job.t, backend, e))?;
+                        .upload_async(Queue::Copy, &mut host, 0..batch.used, dev, 0)
+                        .map_err(gpu)?;
+                    let copied = backend.record(Queue::Copy).map_err(gpu)?;
+                    backend.wait_fence(Queue::Compute, &copied).map_err(gpu)?;
                 }
-                _ => unreachable!("only kernel and native jobs are planned"),
+                for p in &batch.pieces {
+                    let j = piped[p.job];
+                    let job = &mut jobs[j];
+                    match job.work {
+                        Work::Kernel {
+                            spec,
+                            geometry,
+                            dtype,
+                        } => {
+                            if job.failed.is_some() {
+                                continue;
+                            }
+                            let dev = &dev_ring[slot].0;
+                            let out = job.out.as_mut().expect("allocated");
+                            let dst_offset =
+                                p.first_block as usize * geometry.block_elems * dtype.size();
+                            match backend.dequantize_at(
+                                spec,
+                                geometry.block_elems,
+                                dev,
+                                p.slot_offset,
+                                p.n_blocks,
+                                out,
+                                dst_offset,
+                                dtype,
+                            ) {
+                                Ok(()) => {}
+                                Err(e) if is_kernel_failure(&e) => job.failed = Some(e),
+                                Err(e) => return Err(loader.gpu_err(job.t, backend, e)),
+                            }
+                        }
+                        Work::Native => {
+                            let out = job.out.as_mut().expect("allocated");
+                            let block_bytes = p.len as u64 / p.n_blocks.max(1);
+                            let dst_offset = (p.first_block * block_bytes) as usize;
+                            backend
+                                .upload_async(
+                                    Queue::Copy,
+                                    &mut host,
+                                    p.slot_offset..p.slot_offset + p.len,
+                                    out,
+                                    dst_offset,
+                                )
+                                .map_err(|e| loader.gpu_err(job.t, backend, e))?;
+                        }
+                        _ => unreachable!("only kernel and native jobs are planned"),
+                    }
+                }
+                if kernel_batch[i] {
+                    dev_ring[slot].1 = Some(backend.record(Queue::Compute).map_err(gpu)?);
+                }
+                let now = Instant::now();
+                for p in &batch.pieces {
+                    finished[piped[p.job]] = Some(now);
+                }
+                // Back to the readers; their next write waits for this slot's copy.
+                let _ = free_tx.send(host);
+                phases.issuing += ti.elapsed();
+                progress(&Progress::Bytes(
+                    batch.pieces.iter().map(|p| p.len as u64).sum(),
+                ));
             }
+            Ok(())
+        };
+        let r = issue();
+        if r.is_err() {
+            abort.store(true, Ordering::SeqCst);
         }
-        if kernel_batch[i] {
-            slot.kernels_done = Some(backend.record(Queue::Compute).map_err(gpu)?);
-        }
-        let now = Instant::now();
-        for p in &batch.pieces {
-            jobs[piped[p.job]].finished = Some(now);
-        }
-        progress(&Progress::Bytes(
-            batch.pieces.iter().map(|p| p.len as u64).sum(),
-        ));
+        // Closing the free list lets idle readers return.
+        drop(free_tx);
+        r
+    });
+    for (j, job) in jobs.iter_mut().enumerate() {
+        job.started = started[j];
+        job.finished = finished[j];
     }
+    result?;
 
     // Drain both queues.
+    let td = Instant::now();
     let copies = backend.record(Queue::Copy).map_err(gpu)?;
     copies.wait().map_err(gpu)?;
     backend.synchronize().map_err(gpu)?;
+    phases.draining = td.elapsed();
+    phases.reading = Duration::from_nanos(read_nanos.load(Ordering::Relaxed) as u64);
+    tracing::info!(
+        device = %crate::device_label(backend),
+        batches = batches.len(),
+        slots = n_slots,
+        readers = n_readers,
+        "pipeline phases: ring alloc {:?}, reading {:?} (summed over readers), waiting for reads {:?}, issuing {:?}, draining {:?}",
+        phases.ring_alloc,
+        phases.reading,
+        phases.waiting_for_reads,
+        phases.issuing,
+        phases.draining
+    );
     Ok(())
 }
 

@@ -433,6 +433,35 @@ fn a_ring_of_two_tiny_slots_loads_every_tensor_bit_exactly() {
 }
 
 #[test]
+fn many_readers_finish_out_of_order_and_batches_still_issue_in_order() {
+    let opts = PipelineOptions {
+        strategy: Strategy::Pipelined,
+        ring_slots: 8,
+        slot_bytes: 2048,
+        readers: 8,
+    };
+    for round in 0..4 {
+        let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
+        let b = PipeBackend::new(0);
+        loader
+            .load_with(&b, OutputDType::F16.into(), &opts, &mut |_| {})
+            .unwrap();
+        let v = b.violations();
+        assert!(v.is_empty(), "round {round}: {:?}", &v[..v.len().min(3)]);
+        assert_eq!(b.host_allocs.lock().unwrap().len(), 8);
+        for t in loader.file().tensors() {
+            let dt = loader.cached(&t.name, OutputDType::F16, &b).unwrap();
+            assert_eq!(
+                dt.download(&b).unwrap(),
+                reference(&loader, &t.name, OutputDType::F16),
+                "round {round}: {}",
+                t.name
+            );
+        }
+    }
+}
+
+#[test]
 fn the_checker_catches_a_copy_over_a_slot_a_kernel_still_reads() {
     // The same calls the pipeline makes, minus the fence before the second copy.
     let b = PipeBackend::new(0);
