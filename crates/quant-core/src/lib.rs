@@ -11,6 +11,7 @@
 //! This crate depends on no other quantforge crate, and every other crate may depend on it.
 #![warn(missing_docs)]
 
+pub mod conformance;
 pub mod cpu;
 mod error;
 mod format;

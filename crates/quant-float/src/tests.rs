@@ -1,10 +1,7 @@
 use super::*;
 use proptest::prelude::*;
-use quant_core::cpu::{self, CpuPath};
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
+use quant_core::conformance::bits;
 
 fn run(format: &dyn QuantFormat, src: &[u8]) -> (Vec<u32>, Vec<u32>) {
     let n = src.len() / format.geometry().block_bytes;
@@ -151,36 +148,9 @@ fn registered() {
 }
 
 #[test]
-fn mismatched_lengths_do_not_panic() {
-    for f in [&F32 as &dyn QuantFormat, &F16, &BF16] {
-        let src = [0x11u8; 1027];
-        let mut small = [0f32; 3];
-        f.dequantize_reference(&src, &mut small);
-        f.dequantize_fast(&src, &mut small);
-        let mut big = vec![0f32; 2000];
-        f.dequantize_reference(&src[..5], &mut big);
-        f.dequantize_fast(&src[..5], &mut big);
-        assert!(cpu::dequantize(f, &src[..5], &mut big, CpuPath::Fast).is_err());
-    }
-}
-
-#[test]
-fn parallel_fast_matches_reference() {
-    // A few thousand "blocks" (elements) of pseudo-random bits, several rayon tasks.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let src: Vec<u8> = (0..4 * 7001)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect();
-    for f in [&F32 as &dyn QuantFormat, &F16, &BF16] {
-        let src = &src[..src.len() / f.geometry().block_bytes * f.geometry().block_bytes];
-        let r = cpu::dequantize_to_vec(f, src, CpuPath::Reference).unwrap();
-        let p = cpu::dequantize_to_vec(f, src, CpuPath::Fast).unwrap();
-        assert_eq!(bits(&r), bits(&p), "{}", f.name());
+fn meets_the_format_contract() {
+    for f in [&F32 as &'static dyn QuantFormat, &F16, &BF16] {
+        quant_core::conformance::check_contract(f);
     }
 }
 

@@ -1,10 +1,7 @@
 use super::*;
 use proptest::prelude::*;
-use quant_core::cpu::{self, CpuPath};
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
+use quant_core::conformance::bits;
 
 /// Reference and fast outputs (as bits) of whole blocks. The fast output is the dispatched one
 /// (AVX2 on most x86 machines); the baseline-SIMD build of the same code must agree with it.
@@ -100,15 +97,9 @@ fn inf_and_nan_scales_as_on_x86() {
 }
 
 #[test]
-fn identity() {
-    assert_eq!(Q4_0.ggml_type(), GgmlType(2));
-    assert_eq!(Some(Q4_0.geometry()), GgmlType::Q4_0.geometry());
-    assert_eq!(GgmlType::Q4_0.name(), Some(Q4_0.name()));
-    let k = Q4_0.kernel().expect("Q4_0 has kernels");
-    assert_eq!(k.format, "q4_0");
-    let reg = quant_core::registry();
-    reg.validate().unwrap();
-    assert_eq!(reg.get(GgmlType::Q4_0).unwrap().name(), "Q4_0");
+fn meets_the_format_contract() {
+    quant_core::conformance::check_contract(&Q4_0);
+    assert_eq!(Q4_0.ggml_type(), GgmlType::Q4_0);
 }
 
 #[test]
@@ -121,42 +112,9 @@ fn docs_page_carries_the_layout() {
     assert!(Q4_0.layout_doc().contains("| 2      | 16   | `qs[16]`"));
 }
 
-#[test]
-fn mismatched_lengths_do_not_panic() {
-    let src = [0x37u8; BLOCK_BYTES * 3 + 5];
-    let mut small = [0f32; 40];
-    Q4_0.dequantize_reference(&src, &mut small);
-    Q4_0.dequantize_fast(&src, &mut small);
-    let mut big = vec![0f32; 320];
-    Q4_0.dequantize_reference(&src, &mut big);
-    Q4_0.dequantize_fast(&src, &mut big);
-    assert!(cpu::dequantize(&Q4_0, &src, &mut big, CpuPath::Fast).is_err());
-}
-
-#[test]
-fn parallel_fast_matches_reference_on_thousands_of_blocks() {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let src: Vec<u8> = (0..BLOCK_BYTES * 5003)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-        .collect();
-    let r = cpu::dequantize_to_vec(&Q4_0, &src, CpuPath::Reference).unwrap();
-    let p = cpu::dequantize_to_vec(&Q4_0, &src, CpuPath::Fast).unwrap();
-    assert_eq!(r.len(), 5003 * 32);
-    assert_eq!(bits(&r), bits(&p));
-}
-
-/// f16 bit patterns that stress the scale: NaNs (signalling, quiet, negative), infinities,
-/// subnormals, signed zeros, extremes.
+/// f16 bit patterns that stress a scale (the shared list).
 fn special_f16() -> impl Strategy<Value = u16> {
-    prop::sample::select(vec![
-        0x7C01u16, 0x7E00, 0x7FFF, 0xFC01, 0xFE00, 0x7D55, 0x7C00, 0xFC00, 0x0001, 0x03FF, 0x8001,
-        0x83FF, 0x0000, 0x8000, 0x7BFF, 0xFBFF, 0x0400,
-    ])
+    prop::sample::select(quant_core::conformance::SPECIAL_F16.to_vec())
 }
 
 proptest! {

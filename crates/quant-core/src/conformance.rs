@@ -1,0 +1,119 @@
+//! A conformance check that every format crate runs in its own tests, so that what holds for
+//! all formats is written once.
+
+use crate::cpu::{self, CpuPath};
+use crate::{random_bytes, registry, QuantFormat};
+
+/// f16 bit patterns that stress a scale: NaNs (signalling, quiet, negative, with payloads),
+/// infinities, subnormals, signed zeros and the extremes of the finite range.
+pub const SPECIAL_F16: [u16; 17] = [
+    0x7C01, 0x7E00, 0x7FFF, 0xFC01, 0xFE00, 0x7D55, 0x7C00, 0xFC00, 0x0001, 0x03FF, 0x8001, 0x83FF,
+    0x0000, 0x8000, 0x7BFF, 0xFBFF, 0x0400,
+];
+
+/// The bits of f32 values, for exact comparisons that see the sign of zero and NaN payloads.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Checks what every format must satisfy, panicking with a message on the first failure:
+///
+/// * its id, name and geometry are ggml's ([`crate::GgmlType`]);
+/// * the global registry holds this very instance for its id, once;
+/// * its kernel spec, if any, names its format and defines every entry point in its source;
+/// * mismatched slice lengths never panic, and the checked entry point rejects them;
+/// * the fast path on every core gives the reference's bits on a few thousand blocks of
+///   pseudo-random bytes (every scale pattern, NaN and Inf included).
+pub fn check_contract(format: &'static dyn QuantFormat) {
+    let name = format.name();
+    let ty = format.ggml_type();
+    let g = format.geometry();
+    assert_eq!(
+        ty.name(),
+        Some(name),
+        "{name}: ggml names id {} differently",
+        ty.0
+    );
+    assert_eq!(
+        ty.geometry(),
+        Some(g),
+        "{name}: geometry differs from ggml's"
+    );
+
+    let reg = registry();
+    reg.validate().expect("no id registered twice");
+    let found = reg
+        .get(ty)
+        .unwrap_or_else(|e| panic!("{name} is not registered: {e}"));
+    assert!(
+        std::ptr::addr_eq(
+            found as *const dyn QuantFormat,
+            format as *const dyn QuantFormat
+        ),
+        "{name}: the registry holds another instance for id {}",
+        ty.0
+    );
+    assert!(
+        !format.layout_doc().trim().is_empty(),
+        "{name}: no layout doc"
+    );
+
+    if let Some(k) = format.kernel() {
+        assert_eq!(
+            k.format,
+            name.to_ascii_lowercase(),
+            "{name}: kernel folder name"
+        );
+        assert!(
+            k.source.contains(crate::PORTABILITY_HEADER_NAME),
+            "{name}: header not included"
+        );
+        for dtype in crate::OutputDType::ALL {
+            assert!(
+                k.source.contains(k.entry(dtype)),
+                "{name}: {} not in source",
+                k.entry(dtype)
+            );
+        }
+        assert!(
+            k.threads_per_group % 64 == 0,
+            "{name}: threads not a multiple of 64"
+        );
+        assert!(k.blocks_per_group > 0, "{name}: blocks_per_group is 0");
+    }
+
+    // Mismatched lengths: a partial trailing block, too few and too many outputs.
+    let src = random_bytes(g.block_bytes * 3 + g.block_bytes / 2 + 1, 7);
+    let mut small = vec![0f32; g.block_elems + g.block_elems / 2 + 1];
+    let mut big = vec![0f32; g.block_elems * 5];
+    format.dequantize_reference(&src, &mut small);
+    format.dequantize_fast(&src, &mut small);
+    format.dequantize_reference(&src, &mut big);
+    format.dequantize_fast(&src, &mut big);
+    assert!(
+        cpu::dequantize(format, &src, &mut big, CpuPath::Fast).is_err(),
+        "{name}"
+    );
+    assert!(
+        cpu::dequantize(format, &src, &mut big, CpuPath::Reference).is_err(),
+        "{name}"
+    );
+
+    // Fast on every core == reference, over more than one rayon task.
+    let n_blocks = (3 << 16) / g.block_elems + 1;
+    let src = random_bytes(n_blocks * g.block_bytes, 0x2545 + ty.0 as u64);
+    let r = cpu::dequantize_to_vec(format, &src, CpuPath::Reference).unwrap();
+    let f = cpu::dequantize_to_vec(format, &src, CpuPath::Fast).unwrap();
+    assert_eq!(r.len(), n_blocks * g.block_elems);
+    if let Some(i) = r
+        .iter()
+        .zip(&f)
+        .position(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        panic!(
+            "{name}: fast differs from reference at {i}: {:#x} vs {:#x}",
+            f[i].to_bits(),
+            r[i].to_bits()
+        );
+    }
+}
