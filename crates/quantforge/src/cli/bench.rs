@@ -1,6 +1,7 @@
 //! `quantforge bench [--device D] [--format NAME] [--json]`: dequantization throughput of each
 //! registered format against a memory copy measured in the same run. A benchmark, not a test.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -75,6 +76,7 @@ fn selected_formats(names: &[String]) -> Result<Vec<&'static dyn QuantFormat>> {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     if a.iters == 0 {
         bail!("--iters must be at least 1");
     }
@@ -85,14 +87,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Some(b) => bench_device(b.as_ref(), &formats, &a)?,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
-        println!(
+        writeln!(
+            out,
             "{:<8} {:<28} {:<5} {:>12} {:>10} {:>10} {:>10} {:>10} {:>7}",
             "format", "device", "dtype", "elements", "ms", "Gelem/s", "GB/s", "copy GB/s", "% copy"
-        );
+        )?;
         for r in &rows {
-            println!(
+            writeln!(
+                out,
                 "{:<8} {:<28} {:<5} {:>12} {:>10.3} {:>10.3} {:>10.1} {:>10.1} {:>6.1}%",
                 r.format,
                 r.device,
@@ -103,7 +107,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 r.gbytes_per_s,
                 r.copy_gbytes_per_s,
                 100.0 * r.gbytes_per_s / r.copy_gbytes_per_s
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! `quantforge inspect FILE [--json]`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let f = GgufFile::open(&a.file)?;
     if a.json {
         let meta: serde_json::Map<String, Value> = f
@@ -43,7 +45,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 })
             })
             .collect();
-        let out = json!({
+        let doc = json!({
             "file": a.file.display().to_string(),
             "version": f.version(),
             "alignment": f.alignment(),
@@ -51,43 +53,46 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "metadata": meta,
             "tensors": tensors,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    writeln!(
+        out,
         "{}: GGUF v{}, alignment {}, {} tensors, {} metadata keys",
         a.file.display(),
         f.version(),
         f.alignment(),
         f.tensors().len(),
         f.metadata().len()
-    );
-    println!("\nmetadata:");
+    )?;
+    writeln!(out, "\nmetadata:")?;
     for (k, v) in f.metadata() {
         let text = if a.full {
             format!("{v:?}")
         } else {
             v.to_string()
         };
-        println!("  {k:<40} {text}");
+        writeln!(out, "  {k:<40} {text}")?;
     }
-    println!("\ntensors:");
-    println!(
+    writeln!(out, "\ntensors:")?;
+    writeln!(
+        out,
         "  {:<32} {:<8} {:<20} {:>12} {:>12}",
         "name", "type", "shape", "bytes", "offset"
-    );
+    )?;
     for t in f.tensors() {
-        println!(
+        writeln!(
+            out,
             "  {:<32} {:<8} {:<20} {:>12} {:>12}",
             t.name,
             t.ty.to_string(),
             super::shape(&t.dims),
             t.n_bytes,
             f.data_offset() + t.offset
-        );
+        )?;
     }
     let total: u64 = f.tensors().iter().map(|t| t.n_bytes).sum();
-    println!("\n  total tensor data: {}", super::human_bytes(total));
+    writeln!(out, "\n  total tensor data: {}", super::human_bytes(total))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,5 +1,6 @@
 //! `quantforge verify FILE [--device D]`: device bits against the CPU reference, per tensor.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,23 +33,26 @@ fn mismatches(reference: &[f32], got: &[u8]) -> usize {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let loader = GgufLoader::open(&a.file)?;
     let backend = super::open_device(a.device)?;
     let mut bad = 0;
     let mut unsupported = 0;
-    println!(
+    writeln!(
+        out,
         "{:<32} {:<8} {:>12} {:>10}  result",
         "tensor", "type", "elements", "differ"
-    );
+    )?;
     for t in loader.file().tensors() {
         if loader.format_of(t).is_err() {
-            println!(
+            writeln!(
+                out,
                 "{:<32} {:<8} {:>12} {:>10}  unsupported type",
                 t.name,
                 t.ty.to_string(),
                 t.n_elements,
                 "-"
-            );
+            )?;
             unsupported += 1;
             continue;
         }
@@ -71,19 +75,23 @@ pub fn run(a: Args) -> Result<ExitCode> {
         };
         let n = mismatches(&reference, &got);
         bad += usize::from(n > 0);
-        println!(
+        writeln!(
+            out,
             "{:<32} {:<8} {:>12} {:>10}  {}",
             t.name,
             t.ty.to_string(),
             t.n_elements,
             n,
             if n == 0 { "bit-exact" } else { "DIFFERS" }
-        );
+        )?;
     }
     if bad > 0 {
         bail!("{bad} tensor(s) differ from the CPU reference");
     }
-    println!("all supported tensors bit-exact ({unsupported} of unsupported type skipped)");
+    writeln!(
+        out,
+        "all supported tensors bit-exact ({unsupported} of unsupported type skipped)"
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
