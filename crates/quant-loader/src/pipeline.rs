@@ -129,12 +129,14 @@ pub struct PipelineOptions {
 }
 
 impl Default for PipelineOptions {
-    /// One reader per core (at most 16), four more slots than readers so that copies are in
-    /// flight while every reader works, 4 MiB per slot (a copy of 4 MiB takes about 75 us at
-    /// 55 GB/s, well above the cost of issuing it).
+    /// Readers on half the cores (at most 8: copying out of the page cache is bound by host
+    /// memory bandwidth, which the copy engine shares, and the issuing thread needs a core),
+    /// four more slots than readers so that copies are in flight while every reader works,
+    /// 4 MiB per slot (a copy of 4 MiB takes about 75 us at 55 GB/s, well above the cost of
+    /// issuing it).
     fn default() -> Self {
         let readers = std::thread::available_parallelism()
-            .map(|n| n.get().min(16))
+            .map(|n| (n.get() / 2).clamp(1, 8))
             .unwrap_or(4);
         PipelineOptions {
             strategy: Strategy::Pipelined,
@@ -372,8 +374,9 @@ pub(crate) fn run(
         });
     }
 
-    // Outputs first: device memory is the outputs plus the ring.
-    let t_alloc = Instant::now();
+    // Plan; the outputs are allocated while the first batches are read (device memory is the
+    // outputs plus the ring).
+    let mut sizes = Vec::new();
     let mut shapes = Vec::new();
     let mut piped = Vec::new(); // index into `jobs` of each planned job
     for (i, job) in jobs.iter_mut().enumerate() {
@@ -402,11 +405,7 @@ pub(crate) fn run(
             tensor: job.t.name.clone(),
             elements: job.t.n_elements,
         })?;
-        job.out = Some(
-            backend
-                .alloc(bytes)
-                .map_err(|e| loader.gpu_err(job.t, backend, e))?,
-        );
+        sizes.push(bytes);
         shapes.push(JobShape {
             blocks,
             block_bytes,
@@ -414,19 +413,29 @@ pub(crate) fn run(
         });
         piped.push(i);
     }
-    tracing::info!(
-        outputs = piped.len(),
-        "pipeline: output allocations {:?}",
-        t_alloc.elapsed()
-    );
     let batches =
         plan_batches(&shapes, opts.slot_bytes.max(1)).map_err(|reason| LoadError::Options {
             file: loader.file().path().to_path_buf(),
             reason,
         })?;
 
-    if !batches.is_empty() {
-        stream_batches(loader, backend, &mut jobs, &piped, &batches, opts, progress)?;
+    if batches.is_empty() {
+        // Nothing to copy (tensors of no blocks): empty outputs.
+        for (k, &j) in piped.iter().enumerate() {
+            let job = &mut jobs[j];
+            job.out = Some(
+                backend
+                    .alloc(sizes[k])
+                    .map_err(|e| loader.gpu_err(job.t, backend, e))?,
+            );
+        }
+    } else {
+        let plan = Plan {
+            piped: &piped,
+            sizes: &sizes,
+            batches: &batches,
+        };
+        stream_batches(loader, backend, &mut jobs, &plan, opts, progress)?;
     }
 
     // Kernels that could not run, and the float tensors: on the host, one by one.
@@ -506,11 +515,19 @@ pub(crate) fn run(
 /// Time spent in each phase of [`stream_batches`], for `-v` logging.
 #[derive(Default, Debug)]
 struct Phases {
-    ring_alloc: Duration,
     reading: Duration,
     waiting_for_reads: Duration,
+    waiting_for_outputs: Duration,
     issuing: Duration,
     draining: Duration,
+}
+
+/// What [`stream_batches`] streams: the planned jobs (indices into the job list), their output
+/// sizes, and the batches.
+struct Plan<'p> {
+    piped: &'p [usize],
+    sizes: &'p [usize],
+    batches: &'p [Batch],
 }
 
 /// Reads one batch into a host slot (waiting first for the copy that last read the slot).
@@ -538,16 +555,19 @@ fn fill(
     Ok(())
 }
 
-/// The loop over batches. Reader threads each take a free host slot and the next batch number,
-/// fill the slot, and hand it to this thread, which issues batches in order: copy (after the
-/// kernels that last read the device slot), fence, kernels (after the copy), fence; then the
-/// host slot goes back to the readers, whose next write waits for its copy.
+/// The loop over batches, on three kinds of threads:
+///
+/// * reader threads each take a free host slot (allocating it on first use, so that pinning
+///   the ring overlaps the first reads) and the next batch number, and fill the slot;
+/// * one allocator thread allocates the outputs, in job order, while the readers start;
+/// * this thread issues batches in order, whatever order the readers finish in: copy (after
+///   the kernels that last read the device slot), fence, kernels (after the copy), fence; then
+///   it hands the host slot back, and the next write to it waits for its copy.
 fn stream_batches(
     loader: &GgufLoader,
     backend: &dyn Backend,
     jobs: &mut [Job],
-    piped: &[usize],
-    batches: &[Batch],
+    plan: &Plan,
     opts: &PipelineOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(), LoadError> {
@@ -555,6 +575,11 @@ fn stream_batches(
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{mpsc, Mutex};
 
+    let Plan {
+        piped,
+        sizes,
+        batches,
+    } = *plan;
     let first = jobs[piped[batches[0].pieces[0].job]].t;
     let gpu = |e: GpuError| loader.gpu_err(first, backend, e);
     let mut phases = Phases::default();
@@ -586,30 +611,22 @@ fn stream_batches(
         .zip(&kernel_batch)
         .filter(|(_, &k)| k)
         .map(|(b, _)| b.used)
-        .max();
+        .max()
+        .unwrap_or(0);
     let n_slots = opts.ring_slots.max(1).min(batches.len());
     let n_readers = opts.readers.max(1).min(n_slots);
+    let mut dev_ring: Vec<(Option<Buffer>, Option<Fence>)> =
+        (0..n_slots).map(|_| (None, None)).collect();
 
-    let t0 = Instant::now();
-    let mut dev_ring: Vec<(Buffer, Option<Fence>)> = Vec::new();
-    if let Some(n) = dev_bytes {
-        for _ in 0..n_slots {
-            dev_ring.push((backend.alloc(n).map_err(gpu)?, None));
-        }
-    }
     let (free_tx, free_rx) = mpsc::channel::<HostBuffer>();
-    for _ in 0..n_slots {
-        free_tx
-            .send(backend.alloc_host(host_bytes).map_err(gpu)?)
-            .expect("the receiver is alive");
-    }
-    phases.ring_alloc = t0.elapsed();
-
     let free_rx = Mutex::new(free_rx);
+    let allocated = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let read_nanos = AtomicUsize::new(0);
-    let (done_tx, done_rx) = mpsc::channel::<(usize, Result<HostBuffer, LoadError>)>();
+    type Filled = Result<(usize, HostBuffer), LoadError>;
+    let (done_tx, done_rx) = mpsc::channel::<Filled>();
+    let (out_tx, out_rx) = mpsc::channel::<(usize, Result<Buffer, GpuError>)>();
 
     // The tensor of each planned job, for the readers (the issuing loop owns `jobs`).
     let tensors: Vec<&TensorInfo> = piped.iter().map(|&j| jobs[j].t).collect();
@@ -619,21 +636,42 @@ fn stream_batches(
     let mut finished = vec![None::<Instant>; jobs.len()];
 
     let result = std::thread::scope(|s| -> Result<(), LoadError> {
+        let spawn_err =
+            |e: std::io::Error| loader.read_err(first, &format!("starting a thread: {e}"));
         for r in 0..n_readers {
-            let (free_rx, next, abort, done_tx, source, read_nanos) = (
+            let (free_rx, next, abort, done_tx, source, read_nanos, allocated) = (
                 &free_rx,
                 &next,
                 &abort,
                 done_tx.clone(),
                 &source,
                 &read_nanos,
+                &allocated,
             );
             std::thread::Builder::new()
                 .name(format!("qf-reader-{r}"))
                 .spawn_scoped(s, move || loop {
-                    let slot = match free_rx.lock().map(|rx| rx.recv()) {
-                        Ok(Ok(slot)) => slot,
-                        _ => return,
+                    let slot = {
+                        let Ok(rx) = free_rx.lock() else { return };
+                        match rx.try_recv() {
+                            Ok(slot) => slot,
+                            Err(mpsc::TryRecvError::Disconnected) => return,
+                            Err(_) if allocated.fetch_add(1, Ordering::SeqCst) < n_slots => {
+                                drop(rx);
+                                match backend.alloc_host(host_bytes) {
+                                    Ok(h) => h,
+                                    Err(e) => {
+                                        let _ =
+                                            done_tx.send(Err(loader.gpu_err(first, backend, e)));
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(_) => match rx.recv() {
+                                Ok(slot) => slot,
+                                Err(_) => return,
+                            },
+                        }
                     };
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     if i >= batches.len() || abort.load(Ordering::SeqCst) {
@@ -645,16 +683,49 @@ fn stream_batches(
                         .check_unchanged()
                         .and_then(|()| fill(loader, source, tensors, &batches[i], &mut slot));
                     read_nanos.fetch_add(t.elapsed().as_nanos() as usize, Ordering::Relaxed);
-                    if done_tx.send((i, res.map(|()| slot))).is_err() {
+                    if done_tx.send(res.map(|()| (i, slot))).is_err() {
                         return;
                     }
                 })
-                .map_err(|e| loader.read_err(first, &format!("starting a reader thread: {e}")))?;
+                .map_err(spawn_err)?;
         }
         drop(done_tx);
+        {
+            let abort = &abort;
+            std::thread::Builder::new()
+                .name("qf-alloc".into())
+                .spawn_scoped(s, move || {
+                    for (k, &bytes) in sizes.iter().enumerate() {
+                        if abort.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let r = backend.alloc(bytes);
+                        let failed = r.is_err();
+                        if out_tx.send((k, r)).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+                .map_err(spawn_err)?;
+        }
 
         // Issue in order, whatever order the readers finish in.
-        let mut issue = || -> Result<(), LoadError> {
+        let (jobs, started, finished) = (&mut *jobs, &mut started, &mut finished);
+        let (phases, dev_ring, progress) = (&mut phases, &mut dev_ring, &mut *progress);
+        let issue = move || -> Result<(), LoadError> {
+            let (done_rx, out_rx) = (done_rx, out_rx);
+            let mut outputs_in = 0usize;
+            let mut take_output = |k: usize, jobs: &mut [Job]| -> Result<(), LoadError> {
+                while outputs_in <= k {
+                    let (kk, r) = out_rx.recv().map_err(|_| {
+                        loader.read_err(first, "the allocator thread stopped early")
+                    })?;
+                    let job = &mut jobs[piped[kk]];
+                    job.out = Some(r.map_err(|e| loader.gpu_err(job.t, backend, e))?);
+                    outputs_in = kk + 1;
+                }
+                Ok(())
+            };
             let mut pending: BTreeMap<usize, HostBuffer> = BTreeMap::new();
             for (i, batch) in batches.iter().enumerate() {
                 let tw = Instant::now();
@@ -662,12 +733,18 @@ fn stream_batches(
                     if let Some(h) = pending.remove(&i) {
                         break h;
                     }
-                    let (j, res) = done_rx
-                        .recv()
-                        .map_err(|_| loader.read_err(first, "the reader threads stopped early"))?;
-                    pending.insert(j, res?);
+                    let (j, h) = done_rx.recv().map_err(|_| {
+                        loader.read_err(first, "the reader threads stopped early")
+                    })??;
+                    pending.insert(j, h);
                 };
                 phases.waiting_for_reads += tw.elapsed();
+                let to = Instant::now();
+                take_output(
+                    batch.pieces.last().expect("batches are not empty").job,
+                    jobs,
+                )?;
+                phases.waiting_for_outputs += to.elapsed();
                 let ti = Instant::now();
                 for p in &batch.pieces {
                     started[piped[p.job]].get_or_insert(tw);
@@ -675,6 +752,10 @@ fn stream_batches(
                 let slot = i % n_slots;
                 if kernel_batch[i] {
                     let (dev, kernels_done) = &mut dev_ring[slot];
+                    if dev.is_none() {
+                        *dev = Some(backend.alloc(dev_bytes).map_err(gpu)?);
+                    }
+                    let dev = dev.as_mut().expect("just allocated");
                     if let Some(f) = kernels_done.take() {
                         backend.wait_fence(Queue::Copy, &f).map_err(gpu)?;
                     }
@@ -696,8 +777,8 @@ fn stream_batches(
                             if job.failed.is_some() {
                                 continue;
                             }
-                            let dev = &dev_ring[slot].0;
-                            let out = job.out.as_mut().expect("allocated");
+                            let dev = dev_ring[slot].0.as_ref().expect("allocated above");
+                            let out = job.out.as_mut().expect("taken above");
                             let dst_offset =
                                 p.first_block as usize * geometry.block_elems * dtype.size();
                             match backend.dequantize_at(
@@ -716,7 +797,7 @@ fn stream_batches(
                             }
                         }
                         Work::Native => {
-                            let out = job.out.as_mut().expect("allocated");
+                            let out = job.out.as_mut().expect("taken above");
                             let block_bytes = p.len as u64 / p.n_blocks.max(1);
                             let dst_offset = (p.first_block * block_bytes) as usize;
                             backend
@@ -746,14 +827,16 @@ fn stream_batches(
                     batch.pieces.iter().map(|p| p.len as u64).sum(),
                 ));
             }
+            // Outputs of trailing jobs without blocks.
+            if !sizes.is_empty() {
+                take_output(sizes.len() - 1, jobs)?;
+            }
             Ok(())
         };
         let r = issue();
         if r.is_err() {
             abort.store(true, Ordering::SeqCst);
         }
-        // Closing the free list lets idle readers return.
-        drop(free_tx);
         r
     });
     for (j, job) in jobs.iter_mut().enumerate() {
@@ -774,10 +857,11 @@ fn stream_batches(
         batches = batches.len(),
         slots = n_slots,
         readers = n_readers,
-        "pipeline phases: ring alloc {:?}, reading {:?} (summed over readers), waiting for reads {:?}, issuing {:?}, draining {:?}",
-        phases.ring_alloc,
+        "pipeline phases: reading {:?} (summed over readers), waiting for reads {:?}, \
+         waiting for outputs {:?}, issuing {:?}, draining {:?}",
         phases.reading,
         phases.waiting_for_reads,
+        phases.waiting_for_outputs,
         phases.issuing,
         phases.draining
     );
