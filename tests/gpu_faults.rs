@@ -43,10 +43,11 @@ fn a_failed_allocation_names_the_tensor_and_frees_what_the_load_took() {
     );
 
     let after_load = b.mem_info().unwrap();
-    // At least as much free as before: the failed load freed its upload buffer. (The driver
-    // may also trim its own reserves after an out-of-memory error, leaving a little more.)
+    // At least as much free as before (to within the driver's 2 MiB page, as below): the failed
+    // load freed its upload buffer. The driver may also trim its own reserves after an
+    // out-of-memory error, leaving a little more.
     assert!(
-        after_load.free >= before_load.free,
+        after_load.free + (2 << 20) >= before_load.free,
         "the failed load freed its upload buffer: {} free before, {} after",
         before_load.free,
         after_load.free
@@ -57,9 +58,13 @@ fn a_failed_allocation_names_the_tensor_and_frees_what_the_load_took() {
         "free: start {} / with hog {} / after failed load {} / end {}",
         start.free, before_load.free, after_load.free, end.free
     );
-    assert_eq!(
-        end.free, start.free,
-        "device memory returned to its starting value"
+    // The driver reports free memory in its own 2 MiB pages and may keep or trim one of them
+    // for itself around an out-of-memory error (seen on an H200, driver 580): allow one page.
+    assert!(
+        end.free.abs_diff(start.free) <= 2 << 20,
+        "device memory returned to its starting value: {} free at the start, {} at the end",
+        start.free,
+        end.free
     );
 }
 

@@ -82,6 +82,33 @@ pub(crate) struct Device {
     ctx: Arc<CudaContext>,
     stream: sys::CUstream,
     copy_stream: sys::CUstream,
+    pool: Arc<EventPool>,
+}
+
+/// Synchronisation events (no timing) kept for reuse: the pipeline records several per batch,
+/// and creating and destroying each costs more than recording it.
+pub(crate) struct EventPool {
+    free: parking_lot::Mutex<Vec<sys::CUevent>>,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: event handles may be used from any thread; the list is behind a mutex.
+unsafe impl Send for EventPool {}
+// SAFETY: as above.
+unsafe impl Sync for EventPool {}
+
+impl Drop for EventPool {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            for e in self.free.get_mut().drain(..) {
+                // SAFETY: each pooled event was created by `Device::event`, is not in use (its
+                // `Event` was dropped), and is destroyed once.
+                unsafe {
+                    let _ = cu::event::destroy(e);
+                }
+            }
+        }
+    }
 }
 
 // SAFETY: the stream handle is only used through the driver, which is thread-safe; the context
@@ -137,10 +164,15 @@ impl Device {
                     return Err(e.into());
                 }
             };
+            let pool = Arc::new(EventPool {
+                free: parking_lot::Mutex::new(Vec::new()),
+                ctx: ctx.clone(),
+            });
             Ok(Device {
                 ctx,
                 stream,
                 copy_stream,
+                pool,
             })
         })
     }
@@ -469,7 +501,17 @@ impl Device {
 
     fn event(&self, flags: sys::CUevent_flags) -> Res<Event> {
         self.bind()?;
-        Ok(Event(cu::event::create(flags)?, self.ctx.clone()))
+        if flags == sys::CUevent_flags::CU_EVENT_DISABLE_TIMING {
+            if let Some(e) = self.pool.free.lock().pop() {
+                return Ok(Event(e, self.ctx.clone(), Some(self.pool.clone())));
+            }
+            return Ok(Event(
+                cu::event::create(flags)?,
+                self.ctx.clone(),
+                Some(self.pool.clone()),
+            ));
+        }
+        Ok(Event(cu::event::create(flags)?, self.ctx.clone(), None))
     }
 
     /// An event that can time work on the stream.
@@ -658,8 +700,8 @@ pub(crate) struct Staging {
 // SAFETY: the raw pointers are owned allocations, accessed only through `&mut Staging`.
 unsafe impl Send for Staging {}
 
-/// A CUDA event; destroyed on drop.
-pub(crate) struct Event(sys::CUevent, Arc<CudaContext>);
+/// A CUDA event; destroyed on drop, or returned to its pool (synchronisation events).
+pub(crate) struct Event(sys::CUevent, Arc<CudaContext>, Option<Arc<EventPool>>);
 
 // SAFETY: event handles may be used from any thread.
 unsafe impl Send for Event {}
@@ -704,6 +746,12 @@ impl std::fmt::Debug for Event {
 
 impl Drop for Event {
     fn drop(&mut self) {
+        if let Some(pool) = &self.2 {
+            // Recording it again later is allowed whatever waits on it now: a wait captures the
+            // event's state when it is queued.
+            pool.free.lock().push(self.0);
+            return;
+        }
         if self.1.bind_to_thread().is_ok() {
             // SAFETY: created by `Device::event`, destroyed once.
             unsafe {

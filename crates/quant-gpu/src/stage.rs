@@ -125,6 +125,13 @@ impl HostBuffer {
         &*self.raw
     }
 
+    /// The fence after the last asynchronous copy out of this buffer, if one is pending: a queue
+    /// may wait for it with [`Backend::wait_fence`](crate::Backend::wait_fence) instead of
+    /// recording a fence of its own.
+    pub fn pending(&self) -> Option<&Fence> {
+        self.pending.as_ref()
+    }
+
     /// Called by a backend right after it queued a copy that reads this buffer: `fence` must
     /// complete only after that copy has. Replaces an earlier fence: queues are in order, and a
     /// backend records the fence on the queue of the latest copy, after every earlier one.

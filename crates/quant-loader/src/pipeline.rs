@@ -131,17 +131,18 @@ pub struct PipelineOptions {
 impl Default for PipelineOptions {
     /// Readers on half the cores (at most 8: copying out of the page cache is bound by host
     /// memory bandwidth, which the copy engine shares, and the issuing thread needs a core),
-    /// four more slots than readers so that copies are in flight while every reader works,
-    /// 4 MiB per slot (a copy of 4 MiB takes about 75 us at 55 GB/s, well above the cost of
-    /// issuing it).
+    /// eight more slots than readers so that copies are in flight while every reader works,
+    /// 2 MiB per slot (a copy of 2 MiB takes about 38 us at 55 GB/s, above the cost of issuing
+    /// it, and a ring this small stays in the last-level cache). On an H200 host these were
+    /// the fastest of the settings tried (docs/performance.md).
     fn default() -> Self {
         let readers = std::thread::available_parallelism()
             .map(|n| (n.get() / 2).clamp(1, 8))
             .unwrap_or(4);
         PipelineOptions {
             strategy: Strategy::Pipelined,
-            ring_slots: readers + 4,
-            slot_bytes: 4 << 20,
+            ring_slots: readers + 8,
+            slot_bytes: 2 << 20,
             readers,
         }
     }
@@ -762,8 +763,11 @@ fn stream_batches(
                     backend
                         .upload_async(Queue::Copy, &mut host, 0..batch.used, dev, 0)
                         .map_err(gpu)?;
-                    let copied = backend.record(Queue::Copy).map_err(gpu)?;
-                    backend.wait_fence(Queue::Compute, &copied).map_err(gpu)?;
+                    // Kernels wait for the copy: for the fence the copy left on the host slot
+                    // (a backend that copied synchronously left none, and none is needed).
+                    if let Some(copied) = host.pending() {
+                        backend.wait_fence(Queue::Compute, copied).map_err(gpu)?;
+                    }
                 }
                 for p in &batch.pieces {
                     let j = piped[p.job];
