@@ -75,7 +75,7 @@ fn bar(total: u64, hidden: bool) -> ProgressBar {
     };
     bar.set_style(
         ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+            "{bar:40} {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta} {msg}",
         )
         .expect("static template"),
     );
