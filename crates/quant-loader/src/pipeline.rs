@@ -11,8 +11,9 @@
 //! Tensors are cut into [`Piece`]s of whole blocks and packed into slot-sized [`Batch`]es (a
 //! large tensor spans several batches, many small ones share one). Reader threads each take a
 //! free host slot and the next batch number and fill the slot from the file; the issuing thread
-//! takes filled slots in batch order, whatever order the readers finish in. Batch `i` uses device
-//! slot `i % slots`. Before a reader overwrites a host slot, [`HostBuffer::as_mut_slice`] waits
+//! issues filled slots in the order the readers finish them (batches are independent: each
+//! writes its own ranges of its tensors' outputs). The `k`-th batch issued uses device slot
+//! `k % slots`. Before a reader overwrites a host slot, [`HostBuffer::as_mut_slice`] waits
 //! for the copy that last read it; before the copy queue overwrites a device slot, it waits (on
 //! the device) for the kernels that last read it; kernels wait (on the device) for the copy of
 //! their batch. So reading, copying and dequantizing overlap, and host memory beyond the page
@@ -521,6 +522,8 @@ struct Phases {
     waiting_for_outputs: Duration,
     issuing: Duration,
     draining: Duration,
+    /// Inside `issuing`: copy-queue waits, copies, compute-queue waits, launches, fences.
+    calls: [Duration; 5],
 }
 
 /// What [`stream_batches`] streams: the planned jobs (indices into the job list), their output
@@ -561,9 +564,9 @@ fn fill(
 /// * reader threads each take a free host slot (allocating it on first use, so that pinning
 ///   the ring overlaps the first reads) and the next batch number, and fill the slot;
 /// * one allocator thread allocates the outputs, in job order, while the readers start;
-/// * this thread issues batches in order, whatever order the readers finish in: copy (after
-///   the kernels that last read the device slot), fence, kernels (after the copy), fence; then
-///   it hands the host slot back, and the next write to it waits for its copy.
+/// * this thread issues batches as the readers finish them: copy (after the kernels that last
+///   read the device slot), fence, kernels (after the copy), fence; then it hands the host slot
+///   back, and the next write to it waits for its copy.
 fn stream_batches(
     loader: &GgufLoader,
     backend: &dyn Backend,
@@ -572,7 +575,6 @@ fn stream_batches(
     opts: &PipelineOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(), LoadError> {
-    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{mpsc, Mutex};
 
@@ -710,7 +712,7 @@ fn stream_batches(
                 .map_err(spawn_err)?;
         }
 
-        // Issue in order, whatever order the readers finish in.
+        // Issue batches as the readers finish them.
         let (jobs, started, finished) = (&mut *jobs, &mut started, &mut finished);
         let (phases, dev_ring, progress) = (&mut phases, &mut dev_ring, &mut *progress);
         let issue = move || -> Result<(), LoadError> {
@@ -727,18 +729,15 @@ fn stream_batches(
                 }
                 Ok(())
             };
-            let mut pending: BTreeMap<usize, HostBuffer> = BTreeMap::new();
-            for (i, batch) in batches.iter().enumerate() {
+            // Batches are independent (each writes its own output ranges), so they are issued
+            // in the order the readers finish them: a slow read holds up nothing but itself.
+            // Device slots follow the issue order.
+            for seq in 0..batches.len() {
                 let tw = Instant::now();
-                let mut host = loop {
-                    if let Some(h) = pending.remove(&i) {
-                        break h;
-                    }
-                    let (j, h) = done_rx.recv().map_err(|_| {
-                        loader.read_err(first, "the reader threads stopped early")
-                    })??;
-                    pending.insert(j, h);
-                };
+                let (i, mut host) = done_rx
+                    .recv()
+                    .map_err(|_| loader.read_err(first, "the reader threads stopped early"))??;
+                let batch = &batches[i];
                 phases.waiting_for_reads += tw.elapsed();
                 let to = Instant::now();
                 take_output(
@@ -750,7 +749,7 @@ fn stream_batches(
                 for p in &batch.pieces {
                     started[piped[p.job]].get_or_insert(tw);
                 }
-                let slot = i % n_slots;
+                let slot = seq % n_slots;
                 if kernel_batch[i] {
                     let (dev, kernels_done) = &mut dev_ring[slot];
                     if dev.is_none() {
@@ -758,15 +757,21 @@ fn stream_batches(
                     }
                     let dev = dev.as_mut().expect("just allocated");
                     if let Some(f) = kernels_done.take() {
+                        let tc = Instant::now();
                         backend.wait_fence(Queue::Copy, &f).map_err(gpu)?;
+                        phases.calls[0] += tc.elapsed();
                     }
+                    let tc = Instant::now();
                     backend
                         .upload_async(Queue::Copy, &mut host, 0..batch.used, dev, 0)
                         .map_err(gpu)?;
+                    phases.calls[1] += tc.elapsed();
                     // Kernels wait for the copy: for the fence the copy left on the host slot
                     // (a backend that copied synchronously left none, and none is needed).
                     if let Some(copied) = host.pending() {
+                        let tc = Instant::now();
                         backend.wait_fence(Queue::Compute, copied).map_err(gpu)?;
+                        phases.calls[2] += tc.elapsed();
                     }
                 }
                 for p in &batch.pieces {
@@ -785,7 +790,8 @@ fn stream_batches(
                             let out = job.out.as_mut().expect("taken above");
                             let dst_offset =
                                 p.first_block as usize * geometry.block_elems * dtype.size();
-                            match backend.dequantize_at(
+                            let tc = Instant::now();
+                            let launched = backend.dequantize_at(
                                 spec,
                                 geometry.block_elems,
                                 dev,
@@ -794,7 +800,9 @@ fn stream_batches(
                                 out,
                                 dst_offset,
                                 dtype,
-                            ) {
+                            );
+                            phases.calls[3] += tc.elapsed();
+                            match launched {
                                 Ok(()) => {}
                                 Err(e) if is_kernel_failure(&e) => job.failed = Some(e),
                                 Err(e) => return Err(loader.gpu_err(job.t, backend, e)),
@@ -818,7 +826,9 @@ fn stream_batches(
                     }
                 }
                 if kernel_batch[i] {
+                    let tc = Instant::now();
                     dev_ring[slot].1 = Some(backend.record(Queue::Compute).map_err(gpu)?);
+                    phases.calls[4] += tc.elapsed();
                 }
                 let now = Instant::now();
                 for p in &batch.pieces {
@@ -862,11 +872,17 @@ fn stream_batches(
         slots = n_slots,
         readers = n_readers,
         "pipeline phases: reading {:?} (summed over readers), waiting for reads {:?}, \
-         waiting for outputs {:?}, issuing {:?}, draining {:?}",
+         waiting for outputs {:?}, issuing {:?} (copy waits {:?}, copies {:?}, compute waits \
+         {:?}, launches {:?}, fences {:?}), draining {:?}",
         phases.reading,
         phases.waiting_for_reads,
         phases.waiting_for_outputs,
         phases.issuing,
+        phases.calls[0],
+        phases.calls[1],
+        phases.calls[2],
+        phases.calls[3],
+        phases.calls[4],
         phases.draining
     );
     Ok(())

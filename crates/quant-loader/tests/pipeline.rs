@@ -444,7 +444,7 @@ fn a_ring_of_two_tiny_slots_loads_every_tensor_bit_exactly() {
 }
 
 #[test]
-fn many_readers_finish_out_of_order_and_batches_still_issue_in_order() {
+fn many_readers_finishing_in_any_order_give_the_same_bits() {
     let opts = PipelineOptions {
         strategy: Strategy::Pipelined,
         ring_slots: 8,
