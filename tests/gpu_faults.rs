@@ -1,7 +1,7 @@
 //! Device faults and concurrency on a real GPU (`QUANTFORGE_GPU_TESTS=1`; skipped visibly
 //! otherwise):
 //! * a load that cannot allocate its output fails with an error naming the tensor and the bytes
-//!   wanted and free, and device memory in use returns to its starting value;
+//!   wanted and free, and leaks nothing: as much device memory is free afterwards as before;
 //! * 16 threads loading different tensors of one file onto one device get the bits of a serial
 //!   load.
 
@@ -67,10 +67,11 @@ fn a_failed_allocation_names_the_tensor_and_frees_what_the_load_took() {
         "free: start {} / with hog {} / after failed load {} / end {}",
         start.free, before_load.free, after_load.free, end.free
     );
-    // The driver reports free memory in its own 2 MiB pages and may keep or trim one of them
-    // for itself around an out-of-memory error (seen on an H200, driver 580): allow one page.
+    // Nothing leaked: at least as much free at the end as at the start, to within the driver's
+    // 2 MiB page. (After an out-of-memory error the driver may trim reserves of its own, so
+    // more can be free than at the start: an H200 with driver 580 showed 8 MiB more.)
     assert!(
-        end.free.abs_diff(start.free) <= 2 << 20,
+        end.free + (2 << 20) >= start.free,
         "device memory returned to its starting value: {} free at the start, {} at the end",
         start.free,
         end.free
