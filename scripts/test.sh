@@ -13,6 +13,7 @@ bash .ci/install-toolchains.sh
 cargo xtask build-kernels
 
 cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --no-fail-fast
 
 # The GPU suites once more with their output shown, so that a skip (no QUANTFORGE_GPU_TESTS=1,

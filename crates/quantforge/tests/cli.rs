@@ -61,7 +61,8 @@ fn inspect_prints_metadata_and_tensors_as_text_and_json() {
         .unwrap();
     assert_eq!(t["type"], "Q4_K");
     assert_eq!(t["shape"], serde_json::json!([256, 256]));
-    assert_eq!(t["bytes"], 256 / 256 * 144 * 256);
+    // 256 rows of one 144-byte super-block each.
+    assert_eq!(t["bytes"], 144 * 256);
     assert_eq!(v["metadata"]["general.architecture"], "llama");
 }
 
