@@ -1,36 +1,24 @@
-//! The loader's logic without a GPU: a host-memory test backend stands in for a device, running
-//! each kernel as its format's CPU fast path (or failing on demand), so that caching, reporting,
-//! the fallback policy and error context are tested in CI. Real devices are tested in
+//! The loader's serial path without a GPU: the shared host-memory test backend (tests/common),
+//! with its pipeline primitives off, stands in for a device, running each kernel as its format's
+//! CPU fast path (or failing on demand), so that caching, reporting, the fallback policy and error
+//! context are tested in CI. Real devices are tested in
 //! `tests/gpu_golden.rs` and `quant-cuda`'s GPU suite.
 
-use std::any::Any;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use quant_core::cpu::{self, CpuPath};
-use quant_core::{registry, KernelSpec, OutputDType};
-use quant_gpu::{Backend, Buffer, DeviceInfo, DeviceKind, GpuError, MemInfo, RawBuffer};
+use quant_core::OutputDType;
 use quant_loader::{FallbackPolicy, GgufLoader, LoadError, LoadPath, LoaderOptions};
+
+mod common;
+use common::TestBackend;
 
 // Link the format crates so that their registrations exist in this test binary.
 use quant_float as _;
 use quant_q4_0 as _;
 use quant_q4k as _;
 use quant_q6k as _;
-
-#[derive(Debug)]
-struct HostMem(Vec<u8>);
-impl RawBuffer for HostMem {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -39,123 +27,16 @@ enum Mode {
     OutOfMemory,
 }
 
-struct TestBackend {
-    info: DeviceInfo,
-    mode: Mode,
-    launches: AtomicUsize,
-}
-
-impl TestBackend {
-    fn new(mode: Mode) -> Self {
-        TestBackend {
-            info: DeviceInfo {
-                kind: DeviceKind::Cuda,
-                ordinal: 7,
-                name: "host test device".into(),
-                arch: "none".into(),
-                total_memory: 1 << 30,
-                warp_size: 32,
-                multiprocessors: 1,
-            },
-            mode,
-            launches: AtomicUsize::new(0),
-        }
+/// The shared host test backend without the pipeline primitives, so that these tests go through
+/// the loader's serial path and the trait's default implementations.
+fn backend(mode: Mode) -> TestBackend {
+    let mut b = TestBackend::new(7);
+    b.asynchronous = false;
+    b.launch_fails = mode == Mode::LaunchFails;
+    if mode == Mode::OutOfMemory {
+        b.alloc_limit = 4096;
     }
-}
-
-fn mem(b: &Buffer) -> &[u8] {
-    &b.raw().as_any().downcast_ref::<HostMem>().unwrap().0
-}
-fn mem_mut(b: &mut Buffer) -> &mut Vec<u8> {
-    &mut b
-        .raw_mut()
-        .as_any_mut()
-        .downcast_mut::<HostMem>()
-        .unwrap()
-        .0
-}
-
-impl Backend for TestBackend {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-    fn mem_info(&self) -> Result<MemInfo, GpuError> {
-        Ok(MemInfo {
-            free: 1 << 30,
-            total: 1 << 30,
-        })
-    }
-    fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError> {
-        if self.mode == Mode::OutOfMemory && bytes > 4096 {
-            return Err(GpuError::OutOfMemory {
-                device: "test".into(),
-                wanted: bytes as u64,
-                free: 4096,
-                total: 1 << 30,
-            });
-        }
-        Ok(Buffer::new(
-            Box::new(HostMem(vec![0xAB; bytes])),
-            DeviceKind::Cuda,
-            7,
-        ))
-    }
-    fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
-        mem_mut(dst)[..src.len()].copy_from_slice(src);
-        Ok(())
-    }
-    fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError> {
-        let n = dst.len();
-        dst.copy_from_slice(&mem(src)[..n]);
-        Ok(())
-    }
-    fn fill(&self, buf: &mut Buffer, value: u8) -> Result<(), GpuError> {
-        mem_mut(buf).fill(value);
-        Ok(())
-    }
-    fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
-        let s = mem(src).to_vec();
-        mem_mut(dst).copy_from_slice(&s);
-        Ok(())
-    }
-    fn dequantize(
-        &self,
-        kernel: &'static KernelSpec,
-        block_elems: usize,
-        src: &Buffer,
-        n_blocks: u64,
-        dst: &mut Buffer,
-        dtype: OutputDType,
-    ) -> Result<(), GpuError> {
-        self.launches.fetch_add(1, Ordering::SeqCst);
-        if self.mode == Mode::LaunchFails {
-            return Err(GpuError::Launch {
-                entry: kernel.entry(dtype),
-                file: kernel.file_name,
-                reason: "test device refuses".into(),
-            });
-        }
-        let format = registry()
-            .iter()
-            .find(|f| f.kernel().is_some_and(|k| std::ptr::eq(k, kernel)))
-            .expect("kernel belongs to a registered format");
-        let n = n_blocks as usize * block_elems;
-        let values = cpu::dequantize_to_vec(format, mem(src), CpuPath::Fast).unwrap();
-        assert_eq!(values.len(), n);
-        let bytes = cpu::encode_as(&values, dtype);
-        mem_mut(dst)[..bytes.len()].copy_from_slice(&bytes);
-        Ok(())
-    }
-    fn synchronize(&self) -> Result<(), GpuError> {
-        Ok(())
-    }
-    fn time_events(
-        &self,
-        iters: usize,
-        op: &mut dyn FnMut() -> Result<(), GpuError>,
-    ) -> Result<Vec<f32>, GpuError> {
-        (0..iters).map(|_| op().map(|_| 0.0)).collect()
-    }
+    b
 }
 
 fn model() -> PathBuf {
@@ -176,7 +57,7 @@ fn open(policy: FallbackPolicy) -> GgufLoader {
 #[test]
 fn load_all_runs_kernels_for_quantized_tensors_and_reports() {
     let loader = open(FallbackPolicy::Deny);
-    let b = TestBackend::new(Mode::Works);
+    let b = backend(Mode::Works);
     let report = loader.load_all(&b, OutputDType::F16).unwrap();
     assert_eq!(report.tensors.len(), loader.file().tensors().len());
     assert_eq!(report.fallbacks(), 0);
@@ -222,7 +103,7 @@ fn load_all_runs_kernels_for_quantized_tensors_and_reports() {
 
 #[test]
 fn a_failing_kernel_falls_back_visibly_or_fails_under_deny() {
-    let b = TestBackend::new(Mode::LaunchFails);
+    let b = backend(Mode::LaunchFails);
     let loader = open(FallbackPolicy::Allow);
     let report = loader.load_all(&b, OutputDType::F32).unwrap();
     let quantized = loader
@@ -260,7 +141,7 @@ fn a_failing_kernel_falls_back_visibly_or_fails_under_deny() {
 
 #[test]
 fn out_of_memory_is_an_error_not_a_fallback() {
-    let b = TestBackend::new(Mode::OutOfMemory);
+    let b = backend(Mode::OutOfMemory);
     let loader = open(FallbackPolicy::Allow);
     let err = loader
         .load_tensor_to_gpu("token_embd.weight", &b, OutputDType::F32)
@@ -323,7 +204,7 @@ fn a_file_that_changes_size_after_open_is_an_error_not_a_crash() {
             .set_len(len / 2)
             .unwrap();
 
-        let b = TestBackend::new(Mode::Works);
+        let b = backend(Mode::Works);
         for t in loader.file().tensors() {
             let err = loader
                 .dequantize_to_host(&t.name, CpuPath::Fast)
@@ -346,7 +227,7 @@ fn a_file_that_changes_size_after_open_is_an_error_not_a_crash() {
 fn sixteen_threads_loading_different_tensors_get_the_bits_of_a_serial_load() {
     let path = model().with_file_name("tiny-llama-q4_0.gguf");
     let serial = GgufLoader::open(&path).unwrap();
-    let b = TestBackend::new(Mode::Works);
+    let b = backend(Mode::Works);
     let names: Vec<String> = serial
         .file()
         .tensors()

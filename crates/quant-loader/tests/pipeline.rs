@@ -1,4 +1,4 @@
-//! The pipelined loader without a GPU. `PipeBackend` keeps "device" memory on the host and runs
+//! The pipelined loader without a GPU. `TestBackend` keeps "device" memory on the host and runs
 //! every operation at once, but it also models the two queues: it numbers the work on each
 //! queue, tracks which queue (or the host) has waited for which fence, and records a
 //! violation whenever a copy overwrites device bytes that a kernel not yet known to be finished
@@ -6,354 +6,25 @@
 //! if the pipeline forgets a fence, besides checking chunking, batching, ring reuse, the bits
 //! of every tensor, the fallback policy, the baseline strategy and the multi-device placement.
 
-use std::any::Any;
-use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use quant_core::cpu::{self, CpuPath};
-use quant_core::{registry, KernelSpec, OutputDType};
-use quant_gpu::{
-    Backend, Buffer, DeviceInfo, DeviceKind, Fence, GpuError, HostBuffer, MemInfo, Queue,
-    RawBuffer, RawFence, RawHostBuffer, TensorDType,
-};
+use quant_core::{registry, OutputDType};
+use quant_gpu::{Backend, DeviceKind, Queue, TensorDType};
 use quant_loader::{
     FallbackPolicy, GgufLoader, LoadAs, LoadError, LoadPath, LoaderOptions, PipelineOptions,
     Placement, Progress, Strategy,
 };
 
+mod common;
+use common::TestBackend;
+
 use quant_float as _;
 use quant_q4_0 as _;
 use quant_q4k as _;
 use quant_q6k as _;
-
-#[derive(Debug)]
-struct DevMem {
-    id: usize,
-    data: Vec<u8>,
-}
-impl RawBuffer for DevMem {
-    fn len(&self) -> usize {
-        self.data.len()
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-}
-
-#[derive(Debug)]
-struct Pinned(Vec<u8>);
-impl RawHostBuffer for Pinned {
-    fn as_slice(&self) -> &[u8] {
-        &self.0
-    }
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.0
-    }
-    fn is_pinned(&self) -> bool {
-        true
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-/// What each party is known to have waited for, and what touched device memory when.
-#[derive(Default, Debug)]
-struct Model {
-    seq: [u64; 2],
-    /// `seen[a][b]`: the latest work of queue `b` that queue `a` has waited for.
-    seen: [[u64; 2]; 2],
-    /// The latest work of each queue the host has waited for.
-    host_seen: [u64; 2],
-    /// (buffer, range, copy-queue number) of each asynchronous copy.
-    writes: Vec<(usize, Range<usize>, u64)>,
-    /// (buffer, range, compute-queue number) of each kernel read.
-    reads: Vec<(usize, Range<usize>, u64)>,
-    violations: Vec<String>,
-}
-
-fn qi(q: Queue) -> usize {
-    match q {
-        Queue::Compute => 0,
-        Queue::Copy => 1,
-    }
-}
-
-fn overlaps(a: &Range<usize>, b: &Range<usize>) -> bool {
-    a.start < b.end && b.start < a.end
-}
-
-#[derive(Debug)]
-struct TestFence {
-    queue: usize,
-    seq: u64,
-    model: Arc<Mutex<Model>>,
-}
-impl RawFence for TestFence {
-    fn wait(&self) -> Result<(), GpuError> {
-        let mut m = self.model.lock().unwrap();
-        m.host_seen[self.queue] = m.host_seen[self.queue].max(self.seq);
-        Ok(())
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-struct PipeBackend {
-    info: DeviceInfo,
-    model: Arc<Mutex<Model>>,
-    next_id: AtomicUsize,
-    launch_fails: bool,
-    /// Device allocations larger than this fail with OutOfMemory.
-    alloc_limit: usize,
-    launches: AtomicUsize,
-    host_allocs: Mutex<Vec<usize>>,
-    pageable_uploads: AtomicUsize,
-    free: u64,
-}
-
-impl PipeBackend {
-    fn new(ordinal: usize) -> Self {
-        PipeBackend {
-            info: DeviceInfo {
-                kind: DeviceKind::Cuda,
-                ordinal,
-                name: "pipeline test device".into(),
-                arch: "none".into(),
-                total_memory: 1 << 30,
-                warp_size: 32,
-                multiprocessors: 1,
-            },
-            model: Arc::default(),
-            next_id: AtomicUsize::new(0),
-            launch_fails: false,
-            alloc_limit: usize::MAX,
-            launches: AtomicUsize::new(0),
-            host_allocs: Mutex::default(),
-            pageable_uploads: AtomicUsize::new(0),
-            free: 1 << 30,
-        }
-    }
-    fn violations(&self) -> Vec<String> {
-        self.model.lock().unwrap().violations.clone()
-    }
-    fn fence(&self, queue: usize, seq: u64) -> Fence {
-        let q = if queue == 0 {
-            Queue::Compute
-        } else {
-            Queue::Copy
-        };
-        Fence::new(
-            q,
-            Box::new(TestFence {
-                queue,
-                seq,
-                model: self.model.clone(),
-            }),
-        )
-    }
-}
-
-fn dev(b: &Buffer) -> &DevMem {
-    b.raw().as_any().downcast_ref::<DevMem>().unwrap()
-}
-fn dev_mut(b: &mut Buffer) -> &mut DevMem {
-    b.raw_mut().as_any_mut().downcast_mut::<DevMem>().unwrap()
-}
-
-impl Backend for PipeBackend {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-    fn mem_info(&self) -> Result<MemInfo, GpuError> {
-        Ok(MemInfo {
-            free: self.free,
-            total: 1 << 30,
-        })
-    }
-    fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError> {
-        if bytes > self.alloc_limit {
-            return Err(GpuError::OutOfMemory {
-                device: "pipeline test device".into(),
-                wanted: bytes as u64,
-                free: self.alloc_limit as u64,
-                total: 1 << 30,
-            });
-        }
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        Ok(Buffer::new(
-            Box::new(DevMem {
-                id,
-                data: vec![0xAB; bytes],
-            }),
-            DeviceKind::Cuda,
-            self.info.ordinal,
-        ))
-    }
-    fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
-        self.upload_at(src, dst, 0)
-    }
-    fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError> {
-        self.synchronize()?;
-        let n = dst.len();
-        dst.copy_from_slice(&dev(src).data[..n]);
-        Ok(())
-    }
-    fn fill(&self, buf: &mut Buffer, value: u8) -> Result<(), GpuError> {
-        dev_mut(buf).data.fill(value);
-        Ok(())
-    }
-    fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
-        let s = dev(src).data.clone();
-        dev_mut(dst).data.copy_from_slice(&s);
-        Ok(())
-    }
-    fn dequantize(
-        &self,
-        kernel: &'static KernelSpec,
-        block_elems: usize,
-        src: &Buffer,
-        n_blocks: u64,
-        dst: &mut Buffer,
-        dtype: OutputDType,
-    ) -> Result<(), GpuError> {
-        self.dequantize_at(kernel, block_elems, src, 0, n_blocks, dst, 0, dtype)
-    }
-    fn synchronize(&self) -> Result<(), GpuError> {
-        let mut m = self.model.lock().unwrap();
-        m.host_seen[0] = m.seq[0];
-        Ok(())
-    }
-    fn time_events(
-        &self,
-        iters: usize,
-        op: &mut dyn FnMut() -> Result<(), GpuError>,
-    ) -> Result<Vec<f32>, GpuError> {
-        (0..iters).map(|_| op().map(|_| 0.0)).collect()
-    }
-
-    fn async_primitives(&self) -> bool {
-        true
-    }
-    fn alloc_host(&self, bytes: usize) -> Result<HostBuffer, GpuError> {
-        self.host_allocs.lock().unwrap().push(bytes);
-        Ok(HostBuffer::new(Box::new(Pinned(vec![0; bytes]))))
-    }
-    fn upload_async(
-        &self,
-        queue: Queue,
-        src: &mut HostBuffer,
-        range: Range<usize>,
-        dst: &mut Buffer,
-        dst_offset: usize,
-    ) -> Result<(), GpuError> {
-        assert!(src.is_pinned(), "the pipeline stages through alloc_host");
-        let q = qi(queue);
-        let d = dev_mut(dst);
-        let target = dst_offset..dst_offset + range.len();
-        let seq = {
-            let mut m = self.model.lock().unwrap();
-            m.seq[q] += 1;
-            let seq = m.seq[q];
-            let known = m.seen[q][0].max(m.host_seen[0]);
-            let bad: Vec<String> = m
-                .reads
-                .iter()
-                .filter(|(id, r, s)| *id == d.id && overlaps(r, &target) && *s > known)
-                .map(|(id, r, s)| {
-                    format!("copy {seq} overwrites buffer {id} {r:?} read by unfinished kernel {s}")
-                })
-                .collect();
-            m.violations.extend(bad);
-            if q == 1 {
-                m.writes.push((d.id, target.clone(), seq));
-            }
-            seq
-        };
-        d.data[target].copy_from_slice(&src.as_slice()[range]);
-        src.set_pending(self.fence(q, seq));
-        Ok(())
-    }
-    fn upload_at(&self, src: &[u8], dst: &mut Buffer, dst_offset: usize) -> Result<(), GpuError> {
-        dev_mut(dst).data[dst_offset..dst_offset + src.len()].copy_from_slice(src);
-        Ok(())
-    }
-    fn upload_pageable(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
-        self.pageable_uploads.fetch_add(1, Ordering::SeqCst);
-        self.upload_at(src, dst, 0)
-    }
-    fn record(&self, queue: Queue) -> Result<Fence, GpuError> {
-        let q = qi(queue);
-        let seq = self.model.lock().unwrap().seq[q];
-        Ok(self.fence(q, seq))
-    }
-    fn wait_fence(&self, queue: Queue, fence: &Fence) -> Result<(), GpuError> {
-        let f = fence
-            .raw()
-            .and_then(|r| r.as_any().downcast_ref::<TestFence>())
-            .expect("a fence of this backend");
-        let mut m = self.model.lock().unwrap();
-        let q = qi(queue);
-        m.seen[q][f.queue] = m.seen[q][f.queue].max(f.seq);
-        Ok(())
-    }
-    fn dequantize_at(
-        &self,
-        kernel: &'static KernelSpec,
-        block_elems: usize,
-        src: &Buffer,
-        src_offset: usize,
-        n_blocks: u64,
-        dst: &mut Buffer,
-        dst_offset: usize,
-        dtype: OutputDType,
-    ) -> Result<(), GpuError> {
-        self.launches.fetch_add(1, Ordering::SeqCst);
-        if self.launch_fails {
-            return Err(GpuError::Launch {
-                entry: kernel.entry(dtype),
-                file: kernel.file_name,
-                reason: "test device refuses".into(),
-            });
-        }
-        assert_eq!(src_offset % 256, 0, "slot offsets are aligned");
-        assert_eq!(dst_offset % 256, 0, "output offsets are aligned");
-        let format = registry()
-            .iter()
-            .find(|f| f.kernel().is_some_and(|k| std::ptr::eq(k, kernel)))
-            .expect("kernel belongs to a registered format");
-        let g = format.geometry();
-        let s = dev(src);
-        let range = src_offset..src_offset + n_blocks as usize * g.block_bytes;
-        {
-            let mut m = self.model.lock().unwrap();
-            m.seq[0] += 1;
-            let seq = m.seq[0];
-            let known = m.seen[0][1].max(m.host_seen[1]);
-            let bad: Vec<String> = m
-                .writes
-                .iter()
-                .filter(|(id, r, w)| *id == s.id && overlaps(r, &range) && *w > known)
-                .map(|(id, r, w)| {
-                    format!("kernel {seq} reads buffer {id} {r:?} before copy {w} is known done")
-                })
-                .collect();
-            m.violations.extend(bad);
-            m.reads.push((s.id, range.clone(), seq));
-        }
-        let values = cpu::dequantize_to_vec(format, &s.data[range], CpuPath::Fast).unwrap();
-        assert_eq!(values.len(), n_blocks as usize * block_elems);
-        let bytes = cpu::encode_as(&values, dtype);
-        dev_mut(dst).data[dst_offset..dst_offset + bytes.len()].copy_from_slice(&bytes);
-        Ok(())
-    }
-}
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -386,7 +57,7 @@ fn a_ring_of_two_tiny_slots_loads_every_tensor_bit_exactly() {
     ] {
         for dtype in OutputDType::ALL {
             let loader = GgufLoader::open(data(file)).unwrap();
-            let b = PipeBackend::new(0);
+            let b = TestBackend::new(0);
             let mut bytes = 0u64;
             let mut rows = 0usize;
             let report = loader
@@ -453,7 +124,7 @@ fn many_readers_finishing_in_any_order_give_the_same_bits() {
     };
     for round in 0..4 {
         let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
-        let b = PipeBackend::new(0);
+        let b = TestBackend::new(0);
         loader
             .load_with(&b, OutputDType::F16.into(), &opts, &mut |_| {})
             .unwrap();
@@ -475,7 +146,7 @@ fn many_readers_finishing_in_any_order_give_the_same_bits() {
 #[test]
 fn the_checker_catches_a_copy_over_a_slot_a_kernel_still_reads() {
     // The same calls the pipeline makes, minus the fence before the second copy.
-    let b = PipeBackend::new(0);
+    let b = TestBackend::new(0);
     let format = registry()
         .iter()
         .find(|f| f.name() == "Q4_K" || f.name() == "q4_k")
@@ -528,7 +199,7 @@ fn the_checker_catches_a_copy_over_a_slot_a_kernel_still_reads() {
 #[test]
 fn native_keeps_the_blocks_and_says_so() {
     let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
-    let b = PipeBackend::new(0);
+    let b = TestBackend::new(0);
     let report = loader
         .load_with(&b, LoadAs::Native, &tiny_ring(), &mut |_| {})
         .unwrap();
@@ -570,7 +241,7 @@ fn ordinary_reads_give_the_same_bits_as_the_mapping() {
     )
     .unwrap();
     assert!(!read.file().is_mapped());
-    let (b1, b2) = (PipeBackend::new(0), PipeBackend::new(0));
+    let (b1, b2) = (TestBackend::new(0), TestBackend::new(0));
     mapped
         .load_with(&b1, OutputDType::F16.into(), &tiny_ring(), &mut |_| {})
         .unwrap();
@@ -585,7 +256,7 @@ fn ordinary_reads_give_the_same_bits_as_the_mapping() {
 
 #[test]
 fn a_failing_kernel_in_the_pipeline_falls_back_or_fails_under_deny() {
-    let mut b = PipeBackend::new(0);
+    let mut b = TestBackend::new(0);
     b.launch_fails = true;
     let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
     let report = loader
@@ -626,7 +297,7 @@ fn a_failing_kernel_in_the_pipeline_falls_back_or_fails_under_deny() {
 #[test]
 fn an_output_that_does_not_fit_stops_the_pipeline_with_an_error_naming_it() {
     let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
-    let mut b = PipeBackend::new(0);
+    let mut b = TestBackend::new(0);
     // Room for the ring and the small outputs, not for the largest f32 output.
     let largest = loader
         .file()
@@ -660,7 +331,7 @@ fn an_output_that_does_not_fit_stops_the_pipeline_with_an_error_naming_it() {
 #[test]
 fn a_slot_smaller_than_a_block_is_a_clear_error() {
     let loader = GgufLoader::open(data("tiny-llama-q6_k.gguf")).unwrap();
-    let b = PipeBackend::new(0);
+    let b = TestBackend::new(0);
     let opts = PipelineOptions {
         slot_bytes: 100,
         ..tiny_ring()
@@ -675,7 +346,7 @@ fn a_slot_smaller_than_a_block_is_a_clear_error() {
 #[test]
 fn the_cpu_dequant_baseline_uploads_pageable_values_with_the_same_bits() {
     let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
-    let b = PipeBackend::new(0);
+    let b = TestBackend::new(0);
     let opts = PipelineOptions {
         strategy: Strategy::CpuDequant,
         ..tiny_ring()
@@ -706,7 +377,7 @@ fn the_cpu_dequant_baseline_uploads_pageable_values_with_the_same_bits() {
 #[test]
 fn a_placement_over_two_devices_loads_each_share_on_its_device() {
     let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
-    let (b0, b1) = (PipeBackend::new(0), PipeBackend::new(1));
+    let (b0, b1) = (TestBackend::new(0), TestBackend::new(1));
     let mem = [b0.mem_info().unwrap(), b1.mem_info().unwrap()];
     let placement = Placement::plan(loader.file(), &mem, OutputDType::F16.into()).unwrap();
     // The tiny model has one layer; with equal devices it goes to the second, beside the
