@@ -62,6 +62,8 @@ impl std::fmt::Display for OutputDType {
 ///
 /// where `OUT` is `float` for the f32 entry and `uint16_t` (raw bits) for f16 and bf16. `src`
 /// holds `n_blocks` whole blocks back to back, `dst` receives `n_blocks * block_elems` values.
+/// Both pointers must be 16-byte aligned (kernels load and store 16-byte vectors); device
+/// allocations are, and backends launch at offsets that keep them so.
 /// A backend launches `ceil(n_blocks / blocks_per_group)` groups of `threads_per_group` threads
 /// (capped by the device's grid limit; kernels loop over groups with a grid stride).
 #[derive(Debug)]
