@@ -128,11 +128,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let wall = wall.elapsed();
     bar.finish_and_clear();
     print_report(&path, &report, a.quiet);
+    // On the CPU there is no upload, so no strategy: say where the values went instead.
+    let how = match &backend {
+        Some(_) => format!("{:?}", a.strategy),
+        None => "the CPU fast path".to_string(),
+    };
     println!(
-        "load: {} as {} with {:?}: {:.3} s wall, {:.2} GB/s of file bytes",
+        "load: {} as {} with {how}: {:.3} s wall, {:.2} GB/s of file bytes",
         super::human_bytes(total),
         a.dtype,
-        a.strategy,
         wall.as_secs_f64(),
         total as f64 / wall.as_secs_f64() / 1e9
     );
