@@ -1,12 +1,12 @@
 //! The golden check: every Q4_0 tensor of every file in `tests/data` dequantizes to the sha256
 //! of llama.cpp's f32 output (reference, fast and multi-core paths).
 
-#[path = "../../quant-float/tests/common/gguf_walk.rs"]
-mod gguf_walk;
+#[path = "../../quant-float/tests/common/golden.rs"]
+mod golden;
 
 #[test]
 fn golden_q4_0() {
-    let checked = gguf_walk::check_golden(&quant_q4_0::Q4_0);
+    let checked = golden::check_golden(&quant_q4_0::Q4_0);
     // all-types.gguf: Q4_0.weights and Q4_0.bytes (random bytes: NaN/inf scales);
     // tiny-llama-q4_0.gguf: seven weight matrices.
     assert!(checked.len() >= 9, "{checked:?}");

@@ -1,12 +1,12 @@
 //! The golden check: every Q4_K tensor of every file in `tests/data` dequantizes to the sha256
 //! of llama.cpp's f32 output (reference, fast and multi-core paths).
 
-#[path = "../../quant-float/tests/common/gguf_walk.rs"]
-mod gguf_walk;
+#[path = "../../quant-float/tests/common/golden.rs"]
+mod golden;
 
 #[test]
 fn golden_q4_k() {
-    let checked = gguf_walk::check_golden(&quant_q4k::Q4_K);
+    let checked = golden::check_golden(&quant_q4k::Q4_K);
     // all-types.gguf: Q4_K.weights and Q4_K.bytes (random bytes: NaN/inf scales);
     // tiny-llama-q4_k_m.gguf and -q5_k_m.gguf: several weight matrices each.
     assert!(

@@ -1,12 +1,12 @@
 //! The golden check: every Q6_K tensor of every file in `tests/data` dequantizes to the sha256
 //! of llama.cpp's f32 output (reference, fast and multi-core paths).
 
-#[path = "../../quant-float/tests/common/gguf_walk.rs"]
-mod gguf_walk;
+#[path = "../../quant-float/tests/common/golden.rs"]
+mod golden;
 
 #[test]
 fn golden_q6_k() {
-    let checked = gguf_walk::check_golden(&quant_q6k::Q6_K);
+    let checked = golden::check_golden(&quant_q6k::Q6_K);
     // all-types.gguf: Q6_K.weights and Q6_K.bytes (random bytes: NaN/inf scales);
     // the q4_k_m, q5_k_m and q6_k tiny llamas hold Q6_K matrices too.
     assert!(

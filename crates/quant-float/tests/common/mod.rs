@@ -1,1 +1,1 @@
-pub mod gguf_walk;
+pub mod golden;
