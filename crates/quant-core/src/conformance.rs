@@ -16,6 +16,37 @@ pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// A dequantizer over whole blocks, as a plain function.
+pub type DequantFn = fn(&[u8], &mut [f32]);
+
+/// Reference and fast outputs (as bits) of the whole blocks in `src`. `baseline` is the format's
+/// fast path built for the baseline instruction set (the second function
+/// [`crate::block_fast_path!`] defines); the dispatched fast path (AVX2 on most x86 machines) must
+/// give its bits, which this asserts. Formats without such a build pass `None`.
+pub fn paths(
+    format: &dyn QuantFormat,
+    baseline: Option<DequantFn>,
+    src: &[u8],
+) -> (Vec<u32>, Vec<u32>) {
+    let g = format.geometry();
+    let n = src.len() / g.block_bytes * g.block_elems;
+    let mut r = vec![0f32; n];
+    let mut f = vec![0f32; n];
+    format.dequantize_reference(src, &mut r);
+    format.dequantize_fast(src, &mut f);
+    if let Some(baseline) = baseline {
+        let mut b = vec![0f32; n];
+        baseline(src, &mut b);
+        assert_eq!(
+            bits(&f),
+            bits(&b),
+            "{}: dispatched and baseline fast paths differ",
+            format.name()
+        );
+    }
+    (bits(&r), bits(&f))
+}
+
 /// Checks what every format must satisfy, panicking with a message on the first failure:
 ///
 /// * its id, name and geometry are ggml's ([`crate::GgmlType`]);

@@ -1,15 +1,8 @@
 use super::*;
 use proptest::prelude::*;
 
-use quant_core::conformance::bits;
-
 fn run(format: &dyn QuantFormat, src: &[u8]) -> (Vec<u32>, Vec<u32>) {
-    let n = src.len() / format.geometry().block_bytes;
-    let mut r = vec![0f32; n];
-    let mut f = vec![0f32; n];
-    format.dequantize_reference(src, &mut r);
-    format.dequantize_fast(src, &mut f);
-    (bits(&r), bits(&f))
+    quant_core::conformance::paths(format, None, src)
 }
 
 /// ggml's portable F16 -> F32 (the magic-number method of `ggml_compute_fp16_to_fp32`),

@@ -3,22 +3,10 @@ use proptest::prelude::*;
 
 use quant_core::conformance::bits;
 
-/// Reference and fast outputs (as bits) of whole blocks. The fast output is the dispatched one
-/// (AVX2 on most x86 machines); the baseline-SIMD build of the same code must agree with it.
+/// Reference and fast outputs (as bits) of whole blocks; the baseline build must agree with the
+/// dispatched one.
 fn run(src: &[u8]) -> (Vec<u32>, Vec<u32>) {
-    let n = src.len() / BLOCK_BYTES * BLOCK_ELEMS;
-    let mut r = vec![0f32; n];
-    let mut f = vec![0f32; n];
-    let mut g = vec![0f32; n];
-    Q4_0.dequantize_reference(src, &mut r);
-    Q4_0.dequantize_fast(src, &mut f);
-    fast_baseline(src, &mut g);
-    assert_eq!(
-        bits(&f),
-        bits(&g),
-        "dispatched and baseline fast paths differ"
-    );
-    (bits(&r), bits(&f))
+    quant_core::conformance::paths(&Q4_0, Some(fast_baseline), src)
 }
 
 fn block(d: u16, qs: [u8; 16]) -> Vec<u8> {
