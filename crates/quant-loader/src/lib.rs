@@ -183,13 +183,63 @@ impl GgufLoader {
 
     /// Dequantizes a tensor into host f32 with the chosen CPU path.
     pub fn dequantize_to_host(&self, name: &str, path: CpuPath) -> Result<Vec<f32>, LoadError> {
-        let t = self.tensor(name)?;
+        self.values(self.tensor(name)?, path)
+    }
+
+    /// A tensor's values in host f32, by the chosen CPU path.
+    fn values(&self, t: &TensorInfo, path: CpuPath) -> Result<Vec<f32>, LoadError> {
         let format = self.format_of(t)?;
-        let n = self.elements(t)?;
-        let mut out = vec![0f32; n];
-        cpu::dequantize(format, self.tensor_bytes(t)?, &mut out, path)
-            .map_err(|e| self.core_err(t, e))?;
-        Ok(out)
+        self.elements(t)?;
+        cpu::dequantize_to_vec(format, self.tensor_bytes(t)?, path).map_err(|e| self.core_err(t, e))
+    }
+
+    /// Allocates device memory for `bytes`, uploads them (through pinned staging, or from
+    /// pageable memory as the old path did) and waits: the tensor as it lands on the device.
+    fn upload_tensor(
+        &self,
+        t: &TensorInfo,
+        backend: &dyn Backend,
+        bytes: &[u8],
+        dtype: TensorDType,
+        pageable: bool,
+    ) -> Result<DeviceTensor, LoadError> {
+        let upload = || -> Result<DeviceTensor, GpuError> {
+            let mut dst = backend.alloc(bytes.len())?;
+            if pageable {
+                backend.upload_pageable(bytes, &mut dst)?;
+            } else {
+                backend.upload(bytes, &mut dst)?;
+            }
+            backend.synchronize()?;
+            Ok(DeviceTensor {
+                buffer: dst,
+                shape: t.dims.clone(),
+                dtype,
+            })
+        };
+        upload().map_err(|e| self.gpu_err(t, backend, e))
+    }
+
+    /// What a kernel failure `e` becomes under the fallback policy: an error under
+    /// [`FallbackPolicy::Deny`], else the CPU reference's values uploaded, with a warning.
+    pub(crate) fn fall_back(
+        &self,
+        t: &TensorInfo,
+        backend: &dyn Backend,
+        dtype: OutputDType,
+        e: GpuError,
+    ) -> Result<(DeviceTensor, LoadPath), LoadError> {
+        if self.options.fallback == FallbackPolicy::Deny {
+            return Err(self.gpu_err(t, backend, e));
+        }
+        tracing::warn!(
+            tensor = %t.name,
+            device = %device_label(backend),
+            "the {} kernel could not run ({e}); falling back to the CPU reference",
+            t.ty
+        );
+        let dt = self.host_convert(t, backend, dtype, CpuPath::Reference, false)?;
+        Ok((dt, LoadPath::Fallback(e.to_string())))
     }
 
     /// Loads one tensor onto `backend` as `dtype` (an [`OutputDType`] or [`LoadAs::Native`]):
@@ -223,17 +273,7 @@ impl GgufLoader {
         let data = self.tensor_bytes(t)?;
         let dtype = match as_ {
             LoadAs::Native => {
-                let run = || -> Result<DeviceTensor, GpuError> {
-                    let mut dst = backend.alloc(data.len())?;
-                    backend.upload(data, &mut dst)?;
-                    backend.synchronize()?;
-                    Ok(DeviceTensor {
-                        buffer: dst,
-                        shape: t.dims.clone(),
-                        dtype: tdt,
-                    })
-                };
-                let dt = run().map_err(|e| self.gpu_err(t, backend, e))?;
+                let dt = self.upload_tensor(t, backend, data, tdt, false)?;
                 let tensor = self.insert_cached(t, as_, backend, dt);
                 let load = self.record(
                     t,
@@ -270,23 +310,14 @@ impl GgufLoader {
                 match run() {
                     Ok(dt) => (dt, data.len() as u64, LoadPath::Kernel),
                     Err(e) if is_kernel_failure(&e) => {
-                        if self.options.fallback == FallbackPolicy::Deny {
-                            return Err(self.gpu_err(t, backend, e));
-                        }
-                        tracing::warn!(
-                            tensor = %t.name,
-                            device = %device_label(backend),
-                            "kernel for {} could not run ({e}); falling back to the CPU reference",
-                            format.name()
-                        );
-                        let dt = self.host_convert(t, backend, dtype, CpuPath::Reference)?;
-                        (dt, out_bytes as u64, LoadPath::Fallback(e.to_string()))
+                        let (dt, path) = self.fall_back(t, backend, dtype, e)?;
+                        (dt, out_bytes as u64, path)
                     }
                     Err(e) => return Err(self.gpu_err(t, backend, e)),
                 }
             }
             None => {
-                let dt = self.host_convert(t, backend, dtype, CpuPath::Fast)?;
+                let dt = self.host_convert(t, backend, dtype, CpuPath::Fast, false)?;
                 (dt, out_bytes as u64, LoadPath::HostConvert)
             }
         };
@@ -312,32 +343,18 @@ impl GgufLoader {
             .clone()
     }
 
-    /// Dequantizes on the host, rounds to `dtype` and uploads the values.
+    /// Dequantizes on the host, rounds to `dtype` and uploads the values (from pageable memory
+    /// if `pageable`, as the old path did).
     pub(crate) fn host_convert(
         &self,
         t: &TensorInfo,
         backend: &dyn Backend,
         dtype: OutputDType,
         path: CpuPath,
+        pageable: bool,
     ) -> Result<DeviceTensor, LoadError> {
-        let format = self.format_of(t)?;
-        let n = self.elements(t)?;
-        let mut values = vec![0f32; n];
-        cpu::dequantize(format, self.tensor_bytes(t)?, &mut values, path)
-            .map_err(|e| self.core_err(t, e))?;
-        let bytes = cpu::encode_as(&values, dtype);
-        drop(values);
-        let upload = || -> Result<DeviceTensor, GpuError> {
-            let mut dst = backend.alloc(bytes.len())?;
-            backend.upload(&bytes, &mut dst)?;
-            backend.synchronize()?;
-            Ok(DeviceTensor {
-                buffer: dst,
-                shape: t.dims.clone(),
-                dtype: dtype.into(),
-            })
-        };
-        upload().map_err(|e| self.gpu_err(t, backend, e))
+        let bytes = cpu::encode_as(&self.values(t, path)?, dtype);
+        self.upload_tensor(t, backend, &bytes, dtype.into(), pageable)
     }
 
     /// The baseline: CPU dequantization (fast path) to f32, conversion to `dtype`, and an
@@ -360,27 +377,10 @@ impl GgufLoader {
                 LoadPath::Cached,
             ));
         }
-        let format = self.format_of(t)?;
-        let n = self.elements(t)?;
-        let mut values = vec![0f32; n];
-        cpu::dequantize(format, self.tensor_bytes(t)?, &mut values, CpuPath::Fast)
-            .map_err(|e| self.core_err(t, e))?;
-        // The values as little-endian bytes (for f32 a plain copy, as the old path made).
-        let bytes = cpu::encode_as(&values, dtype);
-        drop(values);
-        let bytes = &bytes[..];
-        let upload = || -> Result<DeviceTensor, GpuError> {
-            let mut dst = backend.alloc(bytes.len())?;
-            backend.upload_pageable(bytes, &mut dst)?;
-            backend.synchronize()?;
-            Ok(DeviceTensor {
-                buffer: dst,
-                shape: t.dims.clone(),
-                dtype: dtype.into(),
-            })
-        };
-        let dt = upload().map_err(|e| self.gpu_err(t, backend, e))?;
-        let len = bytes.len() as u64;
+        // CPU dequantization (fast path), conversion to `dtype` (for f32 a plain copy, as the
+        // old path made), and a pageable upload.
+        let dt = self.host_convert(t, backend, dtype, CpuPath::Fast, true)?;
+        let len = dt.bytes();
         self.insert_cached(t, as_, backend, dt);
         Ok(self.record(
             t,

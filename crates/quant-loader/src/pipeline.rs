@@ -28,7 +28,7 @@ use quant_core::{BlockGeometry, KernelSpec, OutputDType};
 use quant_gguf::TensorInfo;
 use quant_gpu::{Backend, Buffer, Fence, GpuError, HostBuffer, Queue, TensorDType};
 
-use crate::{is_kernel_failure, FallbackPolicy, GgufLoader, LoadError, LoadPath, TensorLoad};
+use crate::{is_kernel_failure, GgufLoader, LoadError, LoadPath, TensorLoad};
 
 /// Offsets of pieces inside a ring slot, and of kernel outputs, are multiples of this.
 pub const ALIGN: usize = 256;
@@ -300,13 +300,14 @@ struct Job<'a> {
 }
 
 /// Where reader threads get file bytes.
-enum Source<'a> {
-    Mapped(&'a GgufLoader),
+enum Source {
+    /// The loader's own mapping.
+    Mapped,
     #[cfg(unix)]
     Read(std::fs::File),
 }
 
-impl Source<'_> {
+impl Source {
     fn read(
         &self,
         loader: &GgufLoader,
@@ -315,8 +316,8 @@ impl Source<'_> {
         dst: &mut [u8],
     ) -> Result<(), LoadError> {
         match self {
-            Source::Mapped(l) => {
-                let data = l.file().tensor_data(t);
+            Source::Mapped => {
+                let data = loader.file().tensor_data(t);
                 let start = offset as usize;
                 let src = data
                     .get(start..start + dst.len())
@@ -454,28 +455,16 @@ pub(crate) fn run(
             }
             Work::HostConvert(d) => {
                 let t0 = Instant::now();
-                let dt = loader.host_convert(t, backend, d, quant_core::cpu::CpuPath::Fast)?;
+                let dt =
+                    loader.host_convert(t, backend, d, quant_core::cpu::CpuPath::Fast, false)?;
                 (dt, out_bytes, t0.elapsed(), LoadPath::HostConvert)
             }
             Work::Kernel { dtype: d, .. } if job.failed.is_some() => {
                 let e = job.failed.expect("checked");
                 drop(job.out);
-                if loader.options.fallback == FallbackPolicy::Deny {
-                    return Err(loader.gpu_err(t, backend, e));
-                }
-                tracing::warn!(
-                    tensor = %t.name,
-                    device = %crate::device_label(backend),
-                    "kernel could not run ({e}); falling back to the CPU reference"
-                );
                 let t0 = Instant::now();
-                let dt = loader.host_convert(t, backend, d, quant_core::cpu::CpuPath::Reference)?;
-                (
-                    dt,
-                    out_bytes,
-                    t0.elapsed(),
-                    LoadPath::Fallback(e.to_string()),
-                )
+                let (dt, path) = loader.fall_back(t, backend, d, e)?;
+                (dt, out_bytes, t0.elapsed(), path)
             }
             Work::Kernel { .. } | Work::Native => {
                 let time = match (job.started, job.finished) {
@@ -588,7 +577,7 @@ fn stream_batches(
     let mut phases = Phases::default();
 
     let source = if loader.file().is_mapped() {
-        Source::Mapped(loader)
+        Source::Mapped
     } else {
         #[cfg(unix)]
         {
@@ -597,7 +586,7 @@ fn stream_batches(
             Source::Read(f)
         }
         #[cfg(not(unix))]
-        Source::Mapped(loader)
+        Source::Mapped
     };
 
     let kernel_batch: Vec<bool> = batches
@@ -682,8 +671,14 @@ fn stream_batches(
                     }
                     let mut slot = slot;
                     let t = Instant::now();
-                    let res = loader
-                        .check_unchanged()
+                    // A mapped file that shrank would raise SIGBUS on the lost pages; ordinary
+                    // reads report a short file themselves.
+                    let unchanged = match source {
+                        Source::Mapped => loader.check_unchanged(),
+                        #[cfg(unix)]
+                        Source::Read(_) => Ok(()),
+                    };
+                    let res = unchanged
                         .and_then(|()| fill(loader, source, tensors, &batches[i], &mut slot));
                     read_nanos.fetch_add(t.elapsed().as_nanos() as usize, Ordering::Relaxed);
                     if done_tx.send(res.map(|()| (i, slot))).is_err() {
