@@ -54,21 +54,24 @@ impl BenchResult {
     }
 }
 
-fn summarize(label: String, bytes_moved: u64, mut ms: Vec<f32>) -> BenchResult {
-    ms.sort_by(f32::total_cmp);
-    let median = if ms.is_empty() {
-        f64::NAN
-    } else if ms.len() % 2 == 1 {
-        ms[ms.len() / 2] as f64
-    } else {
-        (ms[ms.len() / 2 - 1] as f64 + ms[ms.len() / 2] as f64) / 2.0
-    };
+/// The median of `v` (the mean of the two middle values for an even count; NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn summarize(label: String, bytes_moved: u64, ms: Vec<f32>) -> BenchResult {
+    let ms: Vec<f64> = ms.into_iter().map(f64::from).collect();
     BenchResult {
         label,
         bytes_moved,
-        median_ms: median,
-        min_ms: ms.first().copied().unwrap_or(f32::NAN) as f64,
-        max_ms: ms.last().copied().unwrap_or(f32::NAN) as f64,
+        median_ms: median(ms.clone()),
+        min_ms: ms.iter().copied().reduce(f64::min).unwrap_or(f64::NAN),
+        max_ms: ms.iter().copied().reduce(f64::max).unwrap_or(f64::NAN),
     }
 }
 

@@ -15,14 +15,6 @@ pub enum TensorDType {
 }
 
 impl TensorDType {
-    /// The value type, or `None` for [`TensorDType::Native`].
-    pub fn values(self) -> Option<OutputDType> {
-        match self {
-            TensorDType::Values(d) => Some(d),
-            TensorDType::Native(_) => None,
-        }
-    }
-
     /// Short name: `"f16"`, or `"native"` for kept blocks.
     pub fn name(self) -> &'static str {
         match self {

@@ -429,25 +429,6 @@ impl GgufLoader {
         )
     }
 
-    /// [`GgufLoader::load_all`], calling `progress` after each tensor.
-    pub fn load_all_with_progress(
-        &self,
-        backend: &dyn Backend,
-        dtype: impl Into<LoadAs>,
-        progress: &mut dyn FnMut(&TensorLoad),
-    ) -> Result<LoadReport, LoadError> {
-        self.load_with(
-            backend,
-            dtype.into(),
-            &PipelineOptions::default(),
-            &mut |p| {
-                if let Progress::Tensor(t) = p {
-                    progress(t)
-                }
-            },
-        )
-    }
-
     /// Loads every tensor onto `backend` as `as_` with `opts`, calling `progress` per chunk of
     /// bytes queued and per tensor done. Rows are in file order.
     pub fn load_with(

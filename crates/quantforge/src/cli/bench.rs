@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use quantforge::core::cpu::{self, CpuPath};
 use quantforge::core::{random_bytes, registry, OutputDType, QuantFormat};
-use quantforge::gpu::bench::{bench_copy, bench_dequant, BenchConfig};
+use quantforge::gpu::bench::{bench_copy, bench_dequant, median, BenchConfig};
 use quantforge::gpu::{Backend, DeviceSpec};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -49,11 +49,6 @@ struct Row {
     gelem_per_s: f64,
     gbytes_per_s: f64,
     copy_gbytes_per_s: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn selected_formats(names: &[String]) -> Result<Vec<&'static dyn QuantFormat>> {

@@ -119,7 +119,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
             };
             loader
                 .load_all_to_host(dtype, &mut |l| {
-                    bar.inc(l.bytes_produced.min(total));
+                    // The bar counts file bytes, as on a device.
+                    bar.inc(loader.file().tensor(&l.name).map_or(0, |t| t.n_bytes));
                     bar.set_message(l.name.clone());
                 })?
                 .1
