@@ -46,7 +46,6 @@ typedef long long int64_t;
 // Explicitly rounded float arithmetic: never contracted, never reassociated.
 // HIP provides the same __f*_rn intrinsics as CUDA.
 #define QF_MUL(a, b) __fmul_rn((a), (b))
-#define QF_ADD(a, b) __fadd_rn((a), (b))
 #define QF_SUB(a, b) __fsub_rn((a), (b))
 
 // Bit casts.

@@ -165,11 +165,6 @@ impl CudaBackend {
         self.modules_built.load(Ordering::SeqCst)
     }
 
-    /// The folder cubins are loaded from, if any.
-    pub fn kernel_dir(&self) -> Option<&Path> {
-        self.kernel_dir.as_deref()
-    }
-
     /// Path of a format's cubin for this device under `dir`: `<dir>/<format>/<sm_XX>.cubin`.
     pub fn cubin_path(dir: &Path, format: &str, arch: &str) -> PathBuf {
         dir.join(format).join(format!("{arch}.cubin"))
@@ -558,24 +553,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
-        if dst.len() < src.len() {
-            return Err(GpuError::BufferSize {
-                op: "upload",
-                have: dst.len(),
-                need: src.len(),
-            });
-        }
-        let raw = self.raw_mut(dst, "upload")?;
-        if src.len() <= DIRECT_LIMIT {
-            return self
-                .device
-                .upload_direct(src, &mut raw.mem, 0)
-                .map_err(driver_err("upload"));
-        }
-        self.with_staging(
-            |dev, st| dev.upload_staged(st, src, &mut raw.mem, 0),
-            "upload",
-        )
+        self.upload_at(src, dst, 0)
     }
 
     fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError> {
@@ -802,7 +780,12 @@ mod tests {
     fn no_driver_means_no_device_not_a_panic() {
         // On a machine with a driver this must succeed; without one it must be NoDevice.
         match device_count() {
-            Ok(_) => assert!(ffi::driver_present()),
+            // With a driver, an ordinal past the last device is NoDevice, not a panic.
+            Ok(n) => {
+                assert!(ffi::driver_present());
+                let e = CudaBackend::new(n).unwrap_err();
+                assert!(matches!(e, GpuError::NoDevice { .. }), "{e}");
+            }
             Err(GpuError::NoDevice { kind, .. }) => assert_eq!(kind, DeviceKind::Cuda),
             Err(e) => panic!("unexpected error {e}"),
         }

@@ -1,7 +1,6 @@
 //! [`HipBackend`]: the safe backend over [`crate::ffi`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
@@ -72,7 +71,6 @@ struct LoadedModule {
     f16: Function,
     bf16: Function,
     _module: Module,
-    path: PathBuf,
 }
 
 impl LoadedModule {
@@ -211,15 +209,9 @@ impl HipBackend {
             f16: get(spec.entry_f16)?,
             bf16: get(spec.entry_bf16)?,
             _module: module,
-            path: co.path,
         });
         *guard = Some(loaded.clone());
         Ok(loaded)
-    }
-
-    /// Path of the code object in use for `spec` (loading it if needed).
-    pub fn code_object_path(&self, spec: &'static KernelSpec) -> Result<PathBuf, GpuError> {
-        Ok(self.module(spec)?.path.clone())
     }
 }
 
