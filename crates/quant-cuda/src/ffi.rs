@@ -485,15 +485,68 @@ impl Device {
         })
     }
 
+    /// Page-locked memory: an anonymous mapping (huge pages where the kernel gives them),
+    /// faulted in on the calling thread and then registered with the driver; or, where that
+    /// fails, `cuMemHostAlloc`. Both are zeroed.
+    ///
+    /// Pinning is mostly the cost of faulting fresh pages in (on a virtual machine, the host's
+    /// too). `cuMemHostAlloc` does it under the driver's lock, so slots allocated by several
+    /// reader threads at once were pinned one after another, and every driver call of the
+    /// issuing thread waited meanwhile; faulting the pages in here first leaves only the
+    /// short registration under the lock.
     fn alloc_pinned(&self, bytes: usize) -> Res<Pinned> {
+        let len = bytes.max(1);
+        if let Ok(p) = self.alloc_registered(len, bytes) {
+            return Ok(p);
+        }
         // SAFETY: plain allocation, owned by the returned value; zeroed before any use so that
         // it can be viewed as a byte slice.
         unsafe {
-            let ptr = cu::malloc_host(bytes.max(1), sys::CU_MEMHOSTALLOC_PORTABLE)? as *mut u8;
-            std::ptr::write_bytes(ptr, 0, bytes);
+            let ptr = cu::malloc_host(len, sys::CU_MEMHOSTALLOC_PORTABLE)? as *mut u8;
+            std::ptr::write_bytes(ptr, 0, len);
             Ok(Pinned {
                 ptr,
                 len: bytes,
+                backing: Backing::Driver,
+                ctx: self.ctx.clone(),
+            })
+        }
+    }
+
+    /// `len` bytes (at least 1) registered, of which `bytes` are handed out.
+    fn alloc_registered(&self, len: usize, bytes: usize) -> Res<Pinned> {
+        const HUGE: usize = 2 << 20;
+        const PAGE: usize = 4096;
+        let map_err = |e: std::io::Error| err(format!("mapping {len} bytes: {e}"));
+        // One huge page more than asked for, so that a 2 MiB-aligned run of `len` bytes fits.
+        let mut map = memmap2::MmapOptions::new()
+            .len(len.checked_add(HUGE).ok_or_else(|| err("size overflows"))?)
+            .map_anon()
+            .map_err(map_err)?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage); // a hint: 4 KiB pages do too
+        let base = map.as_mut_ptr();
+        let skip = base.align_offset(HUGE).min(HUGE);
+        // SAFETY: `skip + len <= len + HUGE`, inside the mapping, which the returned value
+        // owns. The mapping is zeroed by the kernel; writing a zero into each page faults it in
+        // without changing it.
+        unsafe {
+            let ptr = base.add(skip);
+            for off in (0..len).step_by(PAGE) {
+                ptr.add(off).write_volatile(0);
+            }
+            let r = sys::cuMemHostRegister_v2(
+                ptr as *mut c_void,
+                len,
+                sys::CU_MEMHOSTREGISTER_PORTABLE,
+            );
+            if r != sys::CUresult::CUDA_SUCCESS {
+                return Err(cu::DriverError(r).into());
+            }
+            Ok(Pinned {
+                ptr,
+                len: bytes,
+                backing: Backing::Registered(map),
                 ctx: self.ctx.clone(),
             })
         }
@@ -636,7 +689,16 @@ impl Drop for DevMem {
 pub(crate) struct Pinned {
     ptr: *mut u8,
     len: usize,
+    backing: Backing,
     ctx: Arc<CudaContext>,
+}
+
+/// Where a [`Pinned`]'s memory comes from.
+enum Backing {
+    /// `cuMemHostAlloc`.
+    Driver,
+    /// An anonymous mapping registered with `cuMemHostRegister`; `ptr` lies inside it.
+    Registered(#[allow(dead_code)] memmap2::MmapMut),
 }
 
 impl Pinned {
@@ -680,10 +742,19 @@ impl RawHostBuffer for Pinned {
 impl Drop for Pinned {
     fn drop(&mut self) {
         if self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: allocated by `alloc_pinned`, freed once, after the last copy (Staging is
-            // only dropped by its owner, and every staged copy waits for its events).
+            // SAFETY: allocated or registered by `alloc_pinned`, released once, after the last
+            // copy (Staging is only dropped by its owner, and every staged copy waits for its
+            // events; a HostBuffer waits for its pending fence before dropping this). The
+            // mapping of a registered buffer is unmapped after this, when `backing` drops.
             unsafe {
-                let _ = cu::free_host(self.ptr as *mut c_void);
+                match self.backing {
+                    Backing::Driver => {
+                        let _ = cu::free_host(self.ptr as *mut c_void);
+                    }
+                    Backing::Registered(_) => {
+                        let _ = sys::cuMemHostUnregister(self.ptr as *mut c_void);
+                    }
+                }
             }
         }
     }
