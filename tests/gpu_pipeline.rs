@@ -26,6 +26,7 @@ fn ring(slot_bytes: usize) -> PipelineOptions {
         ring_slots: 2,
         slot_bytes,
         readers: 4,
+        direct_reads: false,
     }
 }
 

@@ -44,6 +44,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let pinned_ms = median(ms);
 
+    // The same bytes as back-to-back copies of one ring slot's size, as a pipelined load
+    // issues them.
+    let mut chunked = Vec::new();
+    for chunk_mib in [1usize, 2, 4, 8, 32] {
+        let chunk = (chunk_mib << 20).min(bytes);
+        let ms = be.time_events(iters, &mut || {
+            for start in (0..bytes).step_by(chunk) {
+                let end = (start + chunk).min(bytes);
+                be.upload_async(Queue::Compute, &mut pinned, start..end, &mut dev, start)?;
+            }
+            Ok(())
+        })?;
+        chunked.push((chunk_mib, median(ms)));
+    }
+
     let pageable: Vec<u8> = (0..bytes).map(|i| (i * 7) as u8).collect();
     be.upload_pageable(&pageable, &mut dev)?;
     let ms = be.time_events(iters, &mut || be.upload_pageable(&pageable, &mut dev))?;
@@ -55,6 +70,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes >> 20,
         gbs(pinned_ms)
     );
+    for (chunk_mib, ms) in chunked {
+        println!(
+            "h2d pinned in {chunk_mib} MiB copies: {} MiB in {ms:.3} ms = {:.2} GB/s (median of {iters})",
+            bytes >> 20,
+            gbs(ms)
+        );
+    }
     println!(
         "h2d pageable: {} MiB in {pageable_ms:.3} ms = {:.2} GB/s (median of {iters})",
         bytes >> 20,

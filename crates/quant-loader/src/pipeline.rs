@@ -1,28 +1,33 @@
 //! Pipelined whole-model loading, written once on top of the [`Backend`] primitives.
 //!
 //! ```text
-//!  reader threads ──► host ring slot s (pinned) ──► copy queue: H2D into device ring slot s
-//!                                                      │ fence
-//!                                                      ▼
-//!                        compute queue: kernels read device slot s at offsets, write outputs
-//!                                                      │ fence (slot s free again)
+//!  reader thread r, its slot s:  fill host slot (pinned) from the file
+//!                                   │ copy queue: H2D into the slot's device memory
+//!                                   │ fence
+//!                                   ▼
+//!                                compute queue: kernels read the slot at offsets, write outputs
+//!                                   │ fence (the slot's device memory free again)
 //! ```
 //!
 //! Tensors are cut into [`Piece`]s of whole blocks and packed into slot-sized [`Batch`]es (a
-//! large tensor spans several batches, many small ones share one). Reader threads each take a
-//! free host slot and the next batch number and fill the slot from the file; the issuing thread
-//! issues filled slots in the order the readers finish them (batches are independent: each
-//! writes its own ranges of its tensors' outputs). The `k`-th batch issued uses device slot
-//! `k % slots`. Before a reader overwrites a host slot, [`HostBuffer::as_mut_slice`] waits
-//! for the copy that last read it; before the copy queue overwrites a device slot, it waits (on
-//! the device) for the kernels that last read it; kernels wait (on the device) for the copy of
-//! their batch. So reading, copying and dequantizing overlap, and host memory beyond the page
-//! cache is the ring, whatever the model's size.
+//! large tensor spans several batches, many small ones share one). Each reader thread owns a
+//! few ring slots; it takes the next batch number, fills one of its slots from the file and
+//! issues the batch itself. Batches are independent (each writes its own ranges of its
+//! tensors' outputs), so the order in which readers issue them does not matter. Before a reader
+//! overwrites a host slot, [`HostBuffer::as_mut_slice`] waits for the copy that last read it;
+//! before the copy queue overwrites a slot's device memory, it waits (on the device) for the
+//! kernels that last read it; kernels wait (on the device) for the copy of their batch. So
+//! reading, copying and dequantizing overlap, and host memory beyond the page cache is the
+//! ring, whatever the model's size.
 //!
 //! With [`LoadAs::Native`] the blocks are copied straight from the host slot into the output
 //! buffers, and no kernel runs.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use quant_core::{BlockGeometry, KernelSpec, OutputDType};
 use quant_gguf::TensorInfo;
@@ -120,31 +125,35 @@ impl Strategy {
 pub struct PipelineOptions {
     /// Strategy.
     pub strategy: Strategy,
-    /// Ring slots (at least 1; 2 or more to overlap).
+    /// Ring slots in all (at least 1), shared out among the readers; there are at most as many
+    /// readers as slots. Two slots per reader let it fill one while the other's copy is in
+    /// flight.
     pub ring_slots: usize,
     /// Bytes per ring slot, host and device. A slot must hold at least one block.
     pub slot_bytes: usize,
-    /// Reader threads filling host slots from the file, each a whole slot at a time (at most
-    /// one per slot).
+    /// Reader threads, each filling its own slots from the file and issuing them.
     pub readers: usize,
+    /// Fill host slots with positioned reads (`pread`) of the file even when it is mapped,
+    /// instead of copying out of the mapping. A file opened without a mapping is always read
+    /// this way.
+    pub direct_reads: bool,
 }
 
 impl Default for PipelineOptions {
-    /// Readers on half the cores (at most 8: copying out of the page cache is bound by host
-    /// memory bandwidth, which the copy engine shares, and the issuing thread needs a core),
-    /// eight more slots than readers so that copies are in flight while every reader works,
-    /// 2 MiB per slot (a copy of 2 MiB takes about 38 us at 55 GB/s, above the cost of issuing
-    /// it, and a ring this small stays in the last-level cache). On an H200 host these were
-    /// the fastest of the settings tried (docs/performance.md).
+    /// Readers on half the cores (at most 8: the copy engine needs host memory bandwidth too,
+    /// and the allocator and progress threads a core), two slots of 2 MiB each (a copy of
+    /// 2 MiB takes about 38 us at 55 GB/s, well above the cost of issuing it). On an H200
+    /// host these were the fastest of the settings tried (docs/performance.md).
     fn default() -> Self {
         let readers = std::thread::available_parallelism()
             .map(|n| (n.get() / 2).clamp(1, 8))
             .unwrap_or(4);
         PipelineOptions {
             strategy: Strategy::Pipelined,
-            ring_slots: readers + 8,
+            ring_slots: 2 * readers,
             slot_bytes: 2 << 20,
             readers,
+            direct_reads: false,
         }
     }
 }
@@ -275,6 +284,7 @@ pub(crate) fn plan_batches(jobs: &[JobShape], slot_bytes: usize) -> Result<Vec<B
 }
 
 /// What happens to one tensor.
+#[derive(Clone, Copy)]
 enum Work {
     /// Already on the device.
     Cached,
@@ -503,16 +513,41 @@ pub(crate) fn run(
     Ok(rows)
 }
 
-/// Time spent in each phase of [`stream_batches`], for `-v` logging.
+/// Time spent in each phase of [`stream_batches`], summed over readers, for `-v` logging.
 #[derive(Default, Debug)]
 struct Phases {
+    /// Waiting for a slot's last copy before overwriting it.
+    slot_waits: Duration,
+    /// Filling slots from the file.
     reading: Duration,
-    waiting_for_reads: Duration,
-    waiting_for_outputs: Duration,
+    /// Waiting for the allocator thread's outputs.
+    output_waits: Duration,
+    /// Queueing copies, waits, kernels and fences.
     issuing: Duration,
-    draining: Duration,
-    /// Inside `issuing`: copy-queue waits, copies, compute-queue waits, launches, fences.
-    calls: [Duration; 5],
+    /// Since the stream started: the first batch issued, the last, the queues drained.
+    first_issue: Duration,
+    last_issue: Duration,
+    drained: Duration,
+}
+
+/// Counters behind [`Phases`], shared by the reader threads (nanoseconds).
+#[derive(Default)]
+struct PhaseCounters {
+    slot_waits: AtomicU64,
+    reading: AtomicU64,
+    output_waits: AtomicU64,
+    issuing: AtomicU64,
+    first_issue: AtomicU64,
+}
+
+impl PhaseCounters {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+fn nanos(n: &AtomicU64) -> Duration {
+    Duration::from_nanos(n.load(Ordering::Relaxed))
 }
 
 /// What [`stream_batches`] streams: the planned jobs (indices into the job list), their output
@@ -523,18 +558,19 @@ struct Plan<'p> {
     batches: &'p [Batch],
 }
 
-/// Reads one batch into a host slot (waiting first for the copy that last read the slot).
+/// Reads one batch into a host slot whose last copy has finished.
 fn fill(
     loader: &GgufLoader,
     source: &Source,
     tensors: &[&TensorInfo],
     batch: &Batch,
-    host: &mut HostBuffer,
+    host: &mut [u8],
 ) -> Result<(), LoadError> {
-    let first = tensors[batch.pieces[0].job];
-    let host = host
-        .as_mut_slice()
-        .map_err(|e| loader.read_err(first, &format!("waiting for a staging slot: {e}")))?;
+    // A mapped file that shrank would raise SIGBUS on the lost pages; ordinary reads report a
+    // short file themselves.
+    if let Source::Mapped = source {
+        loader.check_unchanged()?;
+    }
     for p in &batch.pieces {
         let t = tensors[p.job];
         let block_bytes = p.len as u64 / p.n_blocks.max(1);
@@ -548,14 +584,92 @@ fn fill(
     Ok(())
 }
 
-/// The loop over batches, on three kinds of threads:
+/// One reader's ring slot: pinned host memory, and for batches with kernels the device memory
+/// they read and the fence after the last kernels that read it.
+struct Slot {
+    host: HostBuffer,
+    dev: Option<Buffer>,
+    kernels_done: Option<Fence>,
+}
+
+/// One planned job's output as the readers share it.
+#[derive(Default)]
+struct Output {
+    buffer: Option<Buffer>,
+    /// A kernel that could not run: the tensor falls back after the stream.
+    failed: Option<GpuError>,
+}
+
+/// State the reader threads and the allocator thread share.
+struct Shared<'a> {
+    outputs: Vec<Mutex<Output>>,
+    /// Outputs allocated so far (in job order), under a lock the readers wait on.
+    allocated: Mutex<usize>,
+    allocated_cv: Condvar,
+    /// Set on the first error; everyone stops at the next batch.
+    abort: AtomicBool,
+    error: Mutex<Option<LoadError>>,
+    /// Per planned job, nanoseconds since the start (plus one; 0: never) when its first batch
+    /// was taken and its last batch issued.
+    started: Vec<AtomicU64>,
+    finished: Vec<AtomicU64>,
+    phases: PhaseCounters,
+    t_start: Instant,
+    _tensors: std::marker::PhantomData<&'a ()>,
+}
+
+impl Shared<'_> {
+    fn fail(&self, e: LoadError) {
+        let mut slot = self.error.lock();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.abort.store(true, Ordering::SeqCst);
+        // Wake readers waiting for outputs.
+        let _guard = self.allocated.lock();
+        self.allocated_cv.notify_all();
+    }
+
+    fn since_start(&self) -> u64 {
+        self.t_start.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// Waits until the outputs of planned jobs `0..=k` exist. `false` if the load aborted.
+    fn wait_for_output(&self, k: usize) -> bool {
+        let mut n = self.allocated.lock();
+        while *n <= k {
+            if self.abort.load(Ordering::SeqCst) {
+                return false;
+            }
+            self.allocated_cv.wait(&mut n);
+        }
+        true
+    }
+}
+
+/// How a planned job's pieces are issued.
+#[derive(Clone, Copy)]
+enum PieceWork {
+    Kernel {
+        spec: &'static KernelSpec,
+        geometry: BlockGeometry,
+        dtype: OutputDType,
+    },
+    Native,
+}
+
+/// Streams the batches through the ring, on two kinds of threads:
 ///
-/// * reader threads each take a free host slot (allocating it on first use, so that pinning
-///   the ring overlaps the first reads) and the next batch number, and fill the slot;
-/// * one allocator thread allocates the outputs, in job order, while the readers start;
-/// * this thread issues batches as the readers finish them: copy (after the kernels that last
-///   read the device slot), fence, kernels (after the copy), fence; then it hands the host slot
-///   back, and the next write to it waits for its copy.
+/// * reader threads each own a few ring slots (pinned on first use, on the reader's thread, so
+///   that pinning overlaps the first reads), take the next batch number, wait for the slot's
+///   last copy, fill it from the file and issue the batch themselves: copy (after the kernels
+///   that last read the slot's device memory), kernels (after the copy), fence. No batch waits
+///   for a hand-off to another thread, and a slot stays with the core that writes it.
+/// * one allocator thread allocates the outputs, in job order, while the readers start.
+///
+/// Batches are independent (each writes its own ranges of its tensors' outputs), so their order
+/// on the queues does not matter; a kernel waits for a fence recorded after its batch's copy,
+/// which covers that copy whatever was queued in between.
 fn stream_batches(
     loader: &GgufLoader,
     backend: &dyn Backend,
@@ -564,9 +678,6 @@ fn stream_batches(
     opts: &PipelineOptions,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(), LoadError> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{mpsc, Mutex};
-
     let Plan {
         piped,
         sizes,
@@ -574,9 +685,8 @@ fn stream_batches(
     } = *plan;
     let first = jobs[piped[batches[0].pieces[0].job]].t;
     let gpu = |e: GpuError| loader.gpu_err(first, backend, e);
-    let mut phases = Phases::default();
 
-    let source = if loader.file().is_mapped() {
+    let source = if loader.file().is_mapped() && !opts.direct_reads {
         Source::Mapped
     } else {
         #[cfg(unix)]
@@ -589,296 +699,288 @@ fn stream_batches(
         Source::Mapped
     };
 
-    let kernel_batch: Vec<bool> = batches
+    // What each planned job's pieces do, and which tensor they read.
+    let work: Vec<PieceWork> = piped
         .iter()
-        .map(|b| {
-            b.pieces
-                .iter()
-                .any(|p| matches!(jobs[piped[p.job]].work, Work::Kernel { .. }))
+        .map(|&j| match jobs[j].work {
+            Work::Kernel {
+                spec,
+                geometry,
+                dtype,
+            } => PieceWork::Kernel {
+                spec,
+                geometry,
+                dtype,
+            },
+            _ => PieceWork::Native,
         })
         .collect();
+    let tensors: Vec<&TensorInfo> = piped.iter().map(|&j| jobs[j].t).collect();
+    let tensors = &tensors[..];
+    let kernel_batch = |b: &Batch| {
+        b.pieces
+            .iter()
+            .any(|p| matches!(work[p.job], PieceWork::Kernel { .. }))
+    };
     let host_bytes = batches.iter().map(|b| b.used).max().unwrap_or(0);
     let dev_bytes = batches
         .iter()
-        .zip(&kernel_batch)
-        .filter(|(_, &k)| k)
-        .map(|(b, _)| b.used)
+        .filter(|b| kernel_batch(b))
+        .map(|b| b.used)
         .max()
         .unwrap_or(0);
-    let n_slots = opts.ring_slots.max(1).min(batches.len());
-    let n_readers = opts.readers.max(1).min(n_slots);
-    let mut dev_ring: Vec<(Option<Buffer>, Option<Fence>)> =
-        (0..n_slots).map(|_| (None, None)).collect();
+    // At most one reader per slot, so that the ring stays within `ring_slots`.
+    let n_slots = opts.ring_slots.max(1);
+    let n_readers = opts.readers.max(1).min(n_slots).min(batches.len());
+    let per_reader = n_slots / n_readers;
 
-    let (free_tx, free_rx) = mpsc::channel::<HostBuffer>();
-    let free_rx = Mutex::new(free_rx);
-    let allocated = AtomicUsize::new(0);
+    let phases = PhaseCounters::default();
+    phases.first_issue.store(u64::MAX, Ordering::Relaxed);
+    let shared = Shared {
+        outputs: (0..sizes.len()).map(|_| Mutex::default()).collect(),
+        allocated: Mutex::new(0),
+        allocated_cv: Condvar::new(),
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+        started: (0..sizes.len()).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        finished: (0..sizes.len()).map(|_| AtomicU64::new(0)).collect(),
+        phases,
+        t_start: Instant::now(),
+        _tensors: std::marker::PhantomData,
+    };
     let next = AtomicUsize::new(0);
-    let abort = AtomicBool::new(false);
-    let read_nanos = AtomicUsize::new(0);
-    type Filled = Result<(usize, HostBuffer), LoadError>;
-    let (done_tx, done_rx) = mpsc::channel::<Filled>();
-    let (out_tx, out_rx) = mpsc::channel::<(usize, Result<Buffer, GpuError>)>();
+    let (bytes_tx, bytes_rx) = mpsc::channel::<u64>();
 
-    // The tensor of each planned job, for the readers (the issuing loop owns `jobs`).
-    let tensors: Vec<&TensorInfo> = piped.iter().map(|&j| jobs[j].t).collect();
-    let tensors = &tensors[..];
-    // Times each job was first read and last issued, filled in by the issuing loop below.
-    let mut started = vec![None::<Instant>; jobs.len()];
-    let mut finished = vec![None::<Instant>; jobs.len()];
+    // Issues batch `i` from `slot` (filled): see `stream_batches`.
+    let issue = |i: usize, slot: &mut Slot| -> Result<(), LoadError> {
+        let batch = &batches[i];
+        let t = Instant::now();
+        let last_job = batch.pieces.last().expect("batches are not empty").job;
+        if !shared.wait_for_output(last_job) {
+            return Ok(()); // aborted; the error is already recorded
+        }
+        PhaseCounters::add(&shared.phases.output_waits, t);
+        let t = Instant::now();
+        shared
+            .phases
+            .first_issue
+            .fetch_min(shared.since_start(), Ordering::Relaxed);
+        if kernel_batch(batch) {
+            if slot.dev.is_none() {
+                slot.dev = Some(backend.alloc(dev_bytes).map_err(gpu)?);
+            }
+            let dev = slot.dev.as_mut().expect("just allocated");
+            if let Some(f) = slot.kernels_done.take() {
+                backend.wait_fence(Queue::Copy, &f).map_err(gpu)?;
+            }
+            backend
+                .upload_async(Queue::Copy, &mut slot.host, 0..batch.used, dev, 0)
+                .map_err(gpu)?;
+            // Kernels wait for the fence the copy left on the host slot (a backend that
+            // copied synchronously left none, and none is needed).
+            if let Some(copied) = slot.host.pending() {
+                backend.wait_fence(Queue::Compute, copied).map_err(gpu)?;
+            }
+        }
+        for p in &batch.pieces {
+            let tensor = tensors[p.job];
+            let mut out = shared.outputs[p.job].lock();
+            let Output { buffer, failed } = &mut *out;
+            let buffer = buffer.as_mut().expect("waited for above");
+            match work[p.job] {
+                PieceWork::Kernel {
+                    spec,
+                    geometry,
+                    dtype,
+                } => {
+                    if failed.is_some() {
+                        continue;
+                    }
+                    let dev = slot.dev.as_ref().expect("allocated above");
+                    let dst_offset = p.first_block as usize * geometry.block_elems * dtype.size();
+                    match backend.dequantize_at(
+                        spec,
+                        geometry.block_elems,
+                        dev,
+                        p.slot_offset,
+                        p.n_blocks,
+                        buffer,
+                        dst_offset,
+                        dtype,
+                    ) {
+                        Ok(()) => {}
+                        Err(e) if is_kernel_failure(&e) => *failed = Some(e),
+                        Err(e) => return Err(loader.gpu_err(tensor, backend, e)),
+                    }
+                }
+                PieceWork::Native => {
+                    let block_bytes = p.len as u64 / p.n_blocks.max(1);
+                    let dst_offset = (p.first_block * block_bytes) as usize;
+                    backend
+                        .upload_async(
+                            Queue::Copy,
+                            &mut slot.host,
+                            p.slot_offset..p.slot_offset + p.len,
+                            buffer,
+                            dst_offset,
+                        )
+                        .map_err(|e| loader.gpu_err(tensor, backend, e))?;
+                }
+            }
+        }
+        if kernel_batch(batch) {
+            slot.kernels_done = Some(backend.record(Queue::Compute).map_err(gpu)?);
+        }
+        let now = shared.since_start();
+        for p in &batch.pieces {
+            shared.finished[p.job].fetch_max(now, Ordering::Relaxed);
+        }
+        PhaseCounters::add(&shared.phases.issuing, t);
+        Ok(())
+    };
 
-    let result = std::thread::scope(|s| -> Result<(), LoadError> {
+    // One reader: returns its slots, to be freed once the queues are drained.
+    let reader = |bytes_tx: mpsc::Sender<u64>| -> Result<Vec<Slot>, LoadError> {
+        let mut ring: Vec<Slot> = Vec::with_capacity(per_reader);
+        let mut k = 0;
+        loop {
+            if shared.abort.load(Ordering::SeqCst) {
+                return Ok(ring);
+            }
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            if i >= batches.len() {
+                return Ok(ring);
+            }
+            let batch = &batches[i];
+            let taken = shared.since_start();
+            for p in &batch.pieces {
+                shared.started[p.job].fetch_min(taken, Ordering::Relaxed);
+            }
+            if ring.len() == k {
+                let host = backend.alloc_host(host_bytes).map_err(gpu)?;
+                ring.push(Slot {
+                    host,
+                    dev: None,
+                    kernels_done: None,
+                });
+            }
+            let slot = &mut ring[k];
+            k = (k + 1) % per_reader;
+            let t = Instant::now();
+            let bytes = slot
+                .host
+                .as_mut_slice()
+                .map_err(|e| loader.read_err(first, &format!("waiting for a staging slot: {e}")))?;
+            PhaseCounters::add(&shared.phases.slot_waits, t);
+            let t = Instant::now();
+            fill(loader, &source, tensors, batch, bytes)?;
+            PhaseCounters::add(&shared.phases.reading, t);
+            issue(i, slot)?;
+            let _ = bytes_tx.send(batch.pieces.iter().map(|p| p.len as u64).sum());
+        }
+    };
+
+    let rings = std::thread::scope(|s| -> Result<Vec<Vec<Slot>>, LoadError> {
         let spawn_err =
             |e: std::io::Error| loader.read_err(first, &format!("starting a thread: {e}"));
+        let shared = &shared;
+        std::thread::Builder::new()
+            .name("qf-alloc".into())
+            .spawn_scoped(s, move || {
+                for (k, &bytes) in sizes.iter().enumerate() {
+                    if shared.abort.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    match backend.alloc(bytes) {
+                        Ok(b) => {
+                            shared.outputs[k].lock().buffer = Some(b);
+                            *shared.allocated.lock() = k + 1;
+                            shared.allocated_cv.notify_all();
+                        }
+                        Err(e) => return shared.fail(loader.gpu_err(tensors[k], backend, e)),
+                    }
+                }
+            })
+            .map_err(spawn_err)?;
+        let mut handles = Vec::with_capacity(n_readers);
         for r in 0..n_readers {
-            let (free_rx, next, abort, done_tx, source, read_nanos, allocated) = (
-                &free_rx,
-                &next,
-                &abort,
-                done_tx.clone(),
-                &source,
-                &read_nanos,
-                &allocated,
-            );
-            std::thread::Builder::new()
+            let (reader, bytes_tx) = (&reader, bytes_tx.clone());
+            let h = std::thread::Builder::new()
                 .name(format!("qf-reader-{r}"))
-                .spawn_scoped(s, move || loop {
-                    let slot = {
-                        let Ok(rx) = free_rx.lock() else { return };
-                        match rx.try_recv() {
-                            Ok(slot) => slot,
-                            Err(mpsc::TryRecvError::Disconnected) => return,
-                            Err(_) if allocated.fetch_add(1, Ordering::SeqCst) < n_slots => {
-                                drop(rx);
-                                match backend.alloc_host(host_bytes) {
-                                    Ok(h) => h,
-                                    Err(e) => {
-                                        let _ =
-                                            done_tx.send(Err(loader.gpu_err(first, backend, e)));
-                                        return;
-                                    }
-                                }
-                            }
-                            Err(_) => match rx.recv() {
-                                Ok(slot) => slot,
-                                Err(_) => return,
-                            },
-                        }
-                    };
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= batches.len() || abort.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let mut slot = slot;
-                    let t = Instant::now();
-                    // A mapped file that shrank would raise SIGBUS on the lost pages; ordinary
-                    // reads report a short file themselves.
-                    let unchanged = match source {
-                        Source::Mapped => loader.check_unchanged(),
-                        #[cfg(unix)]
-                        Source::Read(_) => Ok(()),
-                    };
-                    let res = unchanged
-                        .and_then(|()| fill(loader, source, tensors, &batches[i], &mut slot));
-                    read_nanos.fetch_add(t.elapsed().as_nanos() as usize, Ordering::Relaxed);
-                    if done_tx.send(res.map(|()| (i, slot))).is_err() {
-                        return;
-                    }
-                })
-                .map_err(spawn_err)?;
-        }
-        drop(done_tx);
-        {
-            let abort = &abort;
-            std::thread::Builder::new()
-                .name("qf-alloc".into())
                 .spawn_scoped(s, move || {
-                    for (k, &bytes) in sizes.iter().enumerate() {
-                        if abort.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let r = backend.alloc(bytes);
-                        let failed = r.is_err();
-                        if out_tx.send((k, r)).is_err() || failed {
-                            return;
-                        }
-                    }
-                })
-                .map_err(spawn_err)?;
+                    reader(bytes_tx).map_err(|e| {
+                        shared.fail(e);
+                    })
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    shared.fail(spawn_err(e));
+                    break;
+                }
+            }
         }
+        drop(bytes_tx);
+        // Progress, on this thread, as the readers issue batches.
+        for n in bytes_rx {
+            progress(&Progress::Bytes(n));
+        }
+        let mut rings = Vec::with_capacity(handles.len());
+        for h in handles {
+            match h.join() {
+                Ok(Ok(ring)) => rings.push(ring),
+                Ok(Err(())) => {} // recorded in `shared.error`
+                Err(_) => shared.fail(loader.read_err(first, "a reader thread panicked")),
+            }
+        }
+        Ok(rings)
+    })?;
 
-        // Issue batches as the readers finish them.
-        let (jobs, started, finished) = (&mut *jobs, &mut started, &mut finished);
-        let (phases, dev_ring, progress) = (&mut phases, &mut dev_ring, &mut *progress);
-        let issue = move || -> Result<(), LoadError> {
-            let (done_rx, out_rx) = (done_rx, out_rx);
-            let mut outputs_in = 0usize;
-            let mut take_output = |k: usize, jobs: &mut [Job]| -> Result<(), LoadError> {
-                while outputs_in <= k {
-                    let (kk, r) = out_rx.recv().map_err(|_| {
-                        loader.read_err(first, "the allocator thread stopped early")
-                    })?;
-                    let job = &mut jobs[piped[kk]];
-                    job.out = Some(r.map_err(|e| loader.gpu_err(job.t, backend, e))?);
-                    outputs_in = kk + 1;
-                }
-                Ok(())
-            };
-            // Batches are independent (each writes its own output ranges), so they are issued
-            // in the order the readers finish them: a slow read holds up nothing but itself.
-            // Device slots follow the issue order.
-            for seq in 0..batches.len() {
-                let tw = Instant::now();
-                let (i, mut host) = done_rx
-                    .recv()
-                    .map_err(|_| loader.read_err(first, "the reader threads stopped early"))??;
-                let batch = &batches[i];
-                phases.waiting_for_reads += tw.elapsed();
-                let to = Instant::now();
-                take_output(
-                    batch.pieces.last().expect("batches are not empty").job,
-                    jobs,
-                )?;
-                phases.waiting_for_outputs += to.elapsed();
-                let ti = Instant::now();
-                for p in &batch.pieces {
-                    started[piped[p.job]].get_or_insert(tw);
-                }
-                let slot = seq % n_slots;
-                if kernel_batch[i] {
-                    let (dev, kernels_done) = &mut dev_ring[slot];
-                    if dev.is_none() {
-                        *dev = Some(backend.alloc(dev_bytes).map_err(gpu)?);
-                    }
-                    let dev = dev.as_mut().expect("just allocated");
-                    if let Some(f) = kernels_done.take() {
-                        let tc = Instant::now();
-                        backend.wait_fence(Queue::Copy, &f).map_err(gpu)?;
-                        phases.calls[0] += tc.elapsed();
-                    }
-                    let tc = Instant::now();
-                    backend
-                        .upload_async(Queue::Copy, &mut host, 0..batch.used, dev, 0)
-                        .map_err(gpu)?;
-                    phases.calls[1] += tc.elapsed();
-                    // Kernels wait for the copy: for the fence the copy left on the host slot
-                    // (a backend that copied synchronously left none, and none is needed).
-                    if let Some(copied) = host.pending() {
-                        let tc = Instant::now();
-                        backend.wait_fence(Queue::Compute, copied).map_err(gpu)?;
-                        phases.calls[2] += tc.elapsed();
-                    }
-                }
-                for p in &batch.pieces {
-                    let j = piped[p.job];
-                    let job = &mut jobs[j];
-                    match job.work {
-                        Work::Kernel {
-                            spec,
-                            geometry,
-                            dtype,
-                        } => {
-                            if job.failed.is_some() {
-                                continue;
-                            }
-                            let dev = dev_ring[slot].0.as_ref().expect("allocated above");
-                            let out = job.out.as_mut().expect("taken above");
-                            let dst_offset =
-                                p.first_block as usize * geometry.block_elems * dtype.size();
-                            let tc = Instant::now();
-                            let launched = backend.dequantize_at(
-                                spec,
-                                geometry.block_elems,
-                                dev,
-                                p.slot_offset,
-                                p.n_blocks,
-                                out,
-                                dst_offset,
-                                dtype,
-                            );
-                            phases.calls[3] += tc.elapsed();
-                            match launched {
-                                Ok(()) => {}
-                                Err(e) if is_kernel_failure(&e) => job.failed = Some(e),
-                                Err(e) => return Err(loader.gpu_err(job.t, backend, e)),
-                            }
-                        }
-                        Work::Native => {
-                            let out = job.out.as_mut().expect("taken above");
-                            let block_bytes = p.len as u64 / p.n_blocks.max(1);
-                            let dst_offset = (p.first_block * block_bytes) as usize;
-                            backend
-                                .upload_async(
-                                    Queue::Copy,
-                                    &mut host,
-                                    p.slot_offset..p.slot_offset + p.len,
-                                    out,
-                                    dst_offset,
-                                )
-                                .map_err(|e| loader.gpu_err(job.t, backend, e))?;
-                        }
-                        _ => unreachable!("only kernel and native jobs are planned"),
-                    }
-                }
-                if kernel_batch[i] {
-                    let tc = Instant::now();
-                    dev_ring[slot].1 = Some(backend.record(Queue::Compute).map_err(gpu)?);
-                    phases.calls[4] += tc.elapsed();
-                }
-                let now = Instant::now();
-                for p in &batch.pieces {
-                    finished[piped[p.job]] = Some(now);
-                }
-                // Back to the readers; their next write waits for this slot's copy.
-                let _ = free_tx.send(host);
-                phases.issuing += ti.elapsed();
-                progress(&Progress::Bytes(
-                    batch.pieces.iter().map(|p| p.len as u64).sum(),
-                ));
-            }
-            // Outputs of trailing jobs without blocks.
-            if !sizes.is_empty() {
-                take_output(sizes.len() - 1, jobs)?;
-            }
-            Ok(())
-        };
-        let r = issue();
-        if r.is_err() {
-            abort.store(true, Ordering::SeqCst);
-        }
-        r
-    });
-    for (j, job) in jobs.iter_mut().enumerate() {
-        job.started = started[j];
-        job.finished = finished[j];
+    let mut phases = Phases {
+        slot_waits: nanos(&shared.phases.slot_waits),
+        reading: nanos(&shared.phases.reading),
+        output_waits: nanos(&shared.phases.output_waits),
+        issuing: nanos(&shared.phases.issuing),
+        first_issue: nanos(&shared.phases.first_issue),
+        last_issue: shared.t_start.elapsed(),
+        drained: Duration::ZERO,
+    };
+    if let Some(e) = shared.error.into_inner() {
+        return Err(e);
     }
-    result?;
+    let at =
+        |n: u64| (n != 0 && n != u64::MAX).then(|| shared.t_start + Duration::from_nanos(n - 1));
+    for (k, out) in shared.outputs.into_iter().enumerate() {
+        let job = &mut jobs[piped[k]];
+        let Output { buffer, failed } = out.into_inner();
+        job.out = buffer;
+        job.failed = failed;
+        job.started = at(shared.started[k].load(Ordering::Relaxed));
+        job.finished = at(shared.finished[k].load(Ordering::Relaxed));
+    }
 
-    // Drain both queues.
-    let td = Instant::now();
+    // Drain both queues, then free the rings.
     let copies = backend.record(Queue::Copy).map_err(gpu)?;
     copies.wait().map_err(gpu)?;
     backend.synchronize().map_err(gpu)?;
-    phases.draining = td.elapsed();
-    phases.reading = Duration::from_nanos(read_nanos.load(Ordering::Relaxed) as u64);
+    phases.drained = shared.t_start.elapsed();
+    drop(rings);
     tracing::info!(
         device = %crate::device_label(backend),
         batches = batches.len(),
-        slots = n_slots,
         readers = n_readers,
-        "pipeline phases: reading {:?} (summed over readers), waiting for reads {:?}, \
-         waiting for outputs {:?}, issuing {:?} (copy waits {:?}, copies {:?}, compute waits \
-         {:?}, launches {:?}, fences {:?}), draining {:?}",
+        slots_per_reader = per_reader,
+        "pipeline phases, summed over readers: waiting for a slot's last copy {:?}, reading {:?}, \
+         waiting for outputs {:?}, issuing {:?}; since the start: first batch issued {:?}, \
+         last {:?}, drained {:?}, ring freed {:?}",
+        phases.slot_waits,
         phases.reading,
-        phases.waiting_for_reads,
-        phases.waiting_for_outputs,
+        phases.output_waits,
         phases.issuing,
-        phases.calls[0],
-        phases.calls[1],
-        phases.calls[2],
-        phases.calls[3],
-        phases.calls[4],
-        phases.draining
+        phases.first_issue,
+        phases.last_issue,
+        phases.drained,
+        shared.t_start.elapsed(),
     );
     Ok(())
 }

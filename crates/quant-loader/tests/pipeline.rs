@@ -38,6 +38,7 @@ fn tiny_ring() -> PipelineOptions {
         ring_slots: 2,
         slot_bytes: 4096,
         readers: 3,
+        direct_reads: false,
     }
 }
 
@@ -121,6 +122,7 @@ fn many_readers_finishing_in_any_order_give_the_same_bits() {
         ring_slots: 8,
         slot_bytes: 2048,
         readers: 8,
+        direct_reads: false,
     };
     for round in 0..4 {
         let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
@@ -241,16 +243,32 @@ fn ordinary_reads_give_the_same_bits_as_the_mapping() {
     )
     .unwrap();
     assert!(!read.file().is_mapped());
-    let (b1, b2) = (TestBackend::new(0), TestBackend::new(0));
+    // The same mapped file again, filling the ring with positioned reads.
+    let direct = GgufLoader::open(&path).unwrap();
+    let direct_opts = PipelineOptions {
+        direct_reads: true,
+        ..tiny_ring()
+    };
+    let (b1, b2, b3) = (
+        TestBackend::new(0),
+        TestBackend::new(0),
+        TestBackend::new(0),
+    );
     mapped
         .load_with(&b1, OutputDType::F16.into(), &tiny_ring(), &mut |_| {})
         .unwrap();
     read.load_with(&b2, OutputDType::F16.into(), &tiny_ring(), &mut |_| {})
         .unwrap();
+    direct
+        .load_with(&b3, OutputDType::F16.into(), &direct_opts, &mut |_| {})
+        .unwrap();
     for t in mapped.file().tensors() {
         let a = mapped.cached(&t.name, OutputDType::F16, &b1).unwrap();
+        let want = a.download(&b1).unwrap();
         let c = read.cached(&t.name, OutputDType::F16, &b2).unwrap();
-        assert_eq!(a.download(&b1).unwrap(), c.download(&b2).unwrap());
+        assert_eq!(want, c.download(&b2).unwrap(), "{}", t.name);
+        let d = direct.cached(&t.name, OutputDType::F16, &b3).unwrap();
+        assert_eq!(want, d.download(&b3).unwrap(), "{}", t.name);
     }
 }
 

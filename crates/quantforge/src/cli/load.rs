@@ -31,13 +31,13 @@ pub struct Args {
     /// cpu-dequant (the old path, as a baseline: CPU dequantization, pageable upload).
     #[arg(long, default_value = "pipelined", value_parser = parse_strategy)]
     strategy: Strategy,
-    /// Ring slots of the pipeline.
+    /// Ring slots of the pipeline, in all, shared out among the readers.
     #[arg(long, default_value_t = PipelineOptions::default().ring_slots)]
     ring_slots: usize,
     /// MiB per ring slot.
     #[arg(long, default_value_t = PipelineOptions::default().slot_bytes >> 20)]
     slot_mib: usize,
-    /// Reader threads filling the ring.
+    /// Reader threads, each filling its own ring slots and issuing them.
     #[arg(long, default_value_t = PipelineOptions::default().readers)]
     readers: usize,
     /// Fail instead of falling back to the CPU when a kernel cannot run.
@@ -46,6 +46,10 @@ pub struct Args {
     /// Read the file with ordinary reads instead of mapping it.
     #[arg(long)]
     no_mmap: bool,
+    /// Fill the ring with positioned reads of the file (pread) instead of copying out of the
+    /// mapping.
+    #[arg(long)]
+    direct_reads: bool,
     /// Print the totals only, not the per-tensor table.
     #[arg(long)]
     quiet: bool,
@@ -97,6 +101,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ring_slots: a.ring_slots.max(1),
         slot_bytes: a.slot_mib.max(1) << 20,
         readers: a.readers.max(1),
+        direct_reads: a.direct_reads,
     };
     let specs = quantforge::device::parse_list(&a.device)?;
     let loader = GgufLoader::open_with(&path, options)?;
