@@ -601,7 +601,7 @@ struct Output {
 }
 
 /// State the reader threads and the allocator thread share.
-struct Shared<'a> {
+struct Shared {
     outputs: Vec<Mutex<Output>>,
     /// Outputs allocated so far (in job order), under a lock the readers wait on.
     allocated: Mutex<usize>,
@@ -615,10 +615,9 @@ struct Shared<'a> {
     finished: Vec<AtomicU64>,
     phases: PhaseCounters,
     t_start: Instant,
-    _tensors: std::marker::PhantomData<&'a ()>,
 }
 
-impl Shared<'_> {
+impl Shared {
     fn fail(&self, e: LoadError) {
         let mut slot = self.error.lock();
         if slot.is_none() {
@@ -746,7 +745,6 @@ fn stream_batches(
         finished: (0..sizes.len()).map(|_| AtomicU64::new(0)).collect(),
         phases,
         t_start: Instant::now(),
-        _tensors: std::marker::PhantomData,
     };
     let next = AtomicUsize::new(0);
     let (bytes_tx, bytes_rx) = mpsc::channel::<u64>();
@@ -946,6 +944,8 @@ fn stream_batches(
         drained: Duration::ZERO,
     };
     if let Some(e) = shared.error.into_inner() {
+        // Let queued work finish before the rings' memory goes.
+        let _ = backend.synchronize();
         return Err(e);
     }
     let at =
