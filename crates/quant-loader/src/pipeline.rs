@@ -15,7 +15,8 @@
 //! issues the batch itself. Batches are independent (each writes its own ranges of its
 //! tensors' outputs), so the order in which readers issue them does not matter. Before a reader
 //! overwrites a host slot, [`HostBuffer::as_mut_slice`] waits for the copy that last read it;
-//! before the copy queue overwrites a slot's device memory, it waits (on the device) for the
+//! before it queues a copy into the slot's device memory, it waits (on the host: they are all
+//! but always done, and a wait in the copy queue would hold up every later copy) for the
 //! kernels that last read it; kernels wait (on the device) for the copy of their batch. So
 //! reading, copying and dequantizing overlap, and host memory beyond the page cache is the
 //! ring, whatever the model's size.
@@ -432,29 +433,70 @@ pub(crate) fn run(
             reason,
         })?;
 
-    if batches.is_empty() {
-        // Nothing to copy (tensors of no blocks): empty outputs.
-        for (k, &j) in piped.iter().enumerate() {
-            let job = &mut jobs[j];
-            job.out = Some(
-                backend
-                    .alloc(sizes[k])
-                    .map_err(|e| loader.gpu_err(job.t, backend, e))?,
-            );
-        }
-    } else {
-        let plan = Plan {
-            piped: &piped,
-            sizes: &sizes,
-            batches: &batches,
+    // The float tensors (no kernel by design) are converted on the host and uploaded on a
+    // thread of their own while the rest streams: they are small, but many.
+    let host_jobs: Vec<(usize, &TensorInfo, OutputDType)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, job)| match job.work {
+            Work::HostConvert(d) => Some((i, job.t, d)),
+            _ => None,
+        })
+        .collect();
+    type Converted = Result<(quant_gpu::DeviceTensor, Duration), LoadError>;
+    let convert = || -> Vec<(usize, Converted)> {
+        host_jobs
+            .iter()
+            .map(|&(i, t, d)| {
+                let t0 = Instant::now();
+                let r = loader.host_convert(t, backend, d, quant_core::cpu::CpuPath::Fast, false);
+                (i, r.map(|dt| (dt, t0.elapsed())))
+            })
+            .collect()
+    };
+    let (streamed, converted) = std::thread::scope(|s| {
+        let converter = std::thread::Builder::new()
+            .name("qf-convert".into())
+            .spawn_scoped(s, convert);
+        let streamed = if batches.is_empty() {
+            // Nothing to copy (tensors of no blocks): empty outputs.
+            piped.iter().enumerate().try_for_each(|(k, &j)| {
+                let job = &mut jobs[j];
+                job.out = Some(
+                    backend
+                        .alloc(sizes[k])
+                        .map_err(|e| loader.gpu_err(job.t, backend, e))?,
+                );
+                Ok(())
+            })
+        } else {
+            let plan = Plan {
+                piped: &piped,
+                sizes: &sizes,
+                batches: &batches,
+            };
+            stream_batches(loader, backend, &mut jobs, &plan, opts, progress)
         };
-        stream_batches(loader, backend, &mut jobs, &plan, opts, progress)?;
-    }
+        // A thread that could not start: convert here.
+        let converted = match converter {
+            Ok(h) => h.join().unwrap_or_default(),
+            Err(_) => convert(),
+        };
+        (streamed, converted)
+    });
+    streamed?;
+    let mut converted: Vec<Option<Converted>> = {
+        let mut v: Vec<Option<Converted>> = (0..jobs.len()).map(|_| None).collect();
+        for (i, r) in converted {
+            v[i] = Some(r);
+        }
+        v
+    };
 
-    // Kernels that could not run, and the float tensors: on the host, one by one.
+    // Kernels that could not run: on the host, one by one.
     let mut rows = Vec::with_capacity(jobs.len());
     let mut done = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (i, job) in jobs.into_iter().enumerate() {
         let t = job.t;
         let dtype = as_.tensor_dtype(t);
         let out_bytes = as_.output_bytes(t);
@@ -464,10 +506,16 @@ pub(crate) fn run(
                 continue;
             }
             Work::HostConvert(d) => {
-                let t0 = Instant::now();
-                let dt =
-                    loader.host_convert(t, backend, d, quant_core::cpu::CpuPath::Fast, false)?;
-                (dt, out_bytes, t0.elapsed(), LoadPath::HostConvert)
+                let (dt, time) = match converted[i].take() {
+                    Some(r) => r?,
+                    // The converter thread panicked: once more, here.
+                    None => {
+                        let t0 = Instant::now();
+                        let cpu = quant_core::cpu::CpuPath::Fast;
+                        (loader.host_convert(t, backend, d, cpu, false)?, t0.elapsed())
+                    }
+                };
+                (dt, out_bytes, time, LoadPath::HostConvert)
             }
             Work::Kernel { dtype: d, .. } if job.failed.is_some() => {
                 let e = job.failed.expect("checked");
@@ -662,8 +710,9 @@ enum PieceWork {
 /// * reader threads each own a few ring slots (pinned on first use, on the reader's thread, so
 ///   that pinning overlaps the first reads), take the next batch number, wait for the slot's
 ///   last copy, fill it from the file and issue the batch themselves: copy (after the kernels
-///   that last read the slot's device memory), kernels (after the copy), fence. No batch waits
-///   for a hand-off to another thread, and a slot stays with the core that writes it.
+///   that last read the slot's device memory, waited for on the host), kernels (after the
+///   copy), fence. No batch waits for a hand-off to another thread, and a slot stays with the
+///   core that writes it.
 /// * one allocator thread allocates the outputs, in job order, while the readers start.
 ///
 /// Batches are independent (each writes its own ranges of its tensors' outputs), so their order
@@ -768,8 +817,11 @@ fn stream_batches(
                 slot.dev = Some(backend.alloc(dev_bytes).map_err(gpu)?);
             }
             let dev = slot.dev.as_mut().expect("just allocated");
+            // The kernels that last read this device memory were queued two of this reader's
+            // batches ago and are all but always done: wait for them here, on the host, rather
+            // than with a wait in the copy queue, which would hold up every copy behind it.
             if let Some(f) = slot.kernels_done.take() {
-                backend.wait_fence(Queue::Copy, &f).map_err(gpu)?;
+                f.wait().map_err(gpu)?;
             }
             backend
                 .upload_async(Queue::Copy, &mut slot.host, 0..batch.used, dev, 0)

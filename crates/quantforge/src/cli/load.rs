@@ -139,6 +139,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
         Some(_) => format!("{:?}", a.strategy),
         None => "the CPU fast path".to_string(),
     };
+    finish(&a, total, wall, &how, report.fallbacks())
+}
+
+/// The summary line, the memory figures if asked for, and the exit status: shared by one
+/// device and several.
+fn finish(
+    a: &Args,
+    total: u64,
+    wall: std::time::Duration,
+    how: &str,
+    fallbacks: usize,
+) -> Result<ExitCode> {
     println!(
         "load: {} as {} with {how}: {:.3} s wall, {:.2} GB/s of file bytes",
         super::human_bytes(total),
@@ -149,8 +161,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.mem {
         print_memory();
     }
-    if a.no_fallback && report.fallbacks() > 0 {
-        bail!("{} tensor(s) fell back to the CPU", report.fallbacks());
+    if a.no_fallback && fallbacks > 0 {
+        bail!("{fallbacks} tensor(s) fell back to the CPU");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -200,23 +212,18 @@ fn run_placed(
     for r in &reports {
         print_report(path, r, a.quiet);
     }
-    println!(
-        "load: {} as {} with {:?} over {} devices in parallel: {:.3} s wall, {:.2} GB/s of file bytes",
-        super::human_bytes(total),
-        a.dtype,
+    let how = format!(
+        "{:?} over {} devices in parallel",
         a.strategy,
-        reports.len(),
-        wall.as_secs_f64(),
-        total as f64 / wall.as_secs_f64() / 1e9
+        reports.len()
     );
-    if a.mem {
-        print_memory();
-    }
-    let fallbacks: usize = reports.iter().map(|r| r.fallbacks()).sum();
-    if a.no_fallback && fallbacks > 0 {
-        bail!("{fallbacks} tensor(s) fell back to the CPU");
-    }
-    Ok(ExitCode::SUCCESS)
+    finish(
+        a,
+        total,
+        wall,
+        &how,
+        reports.iter().map(|r| r.fallbacks()).sum(),
+    )
 }
 
 /// Host memory of this process: peak resident set (VmHWM), and now its anonymous, file-backed
