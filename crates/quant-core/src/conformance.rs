@@ -51,7 +51,8 @@ pub fn paths(
 ///
 /// * its id, name and geometry are ggml's ([`crate::GgmlType`]);
 /// * the global registry holds this very instance for its id, once;
-/// * its kernel spec, if any, names its format and defines every entry point in its source;
+/// * its kernel spec, if any, names its format, defines every entry point in its source and
+///   carries the format's block geometry;
 /// * mismatched slice lengths never panic, and the checked entry point rejects them;
 /// * the fast path on every core gives the reference's bits on a few thousand blocks of
 ///   pseudo-random bytes (every scale pattern, NaN and Inf included).
@@ -111,6 +112,10 @@ pub fn check_contract(format: &'static dyn QuantFormat) {
             "{name}: threads not a multiple of 64"
         );
         assert!(k.blocks_per_group > 0, "{name}: blocks_per_group is 0");
+        assert_eq!(
+            k.geometry, g,
+            "{name}: the kernel spec's block geometry differs from the format's"
+        );
     }
 
     // Mismatched lengths: a partial trailing block, too few and too many outputs.

@@ -89,6 +89,10 @@ pub struct KernelSpec {
     pub threads_per_group: u32,
     /// Blocks of the format handled by one group.
     pub blocks_per_group: u32,
+    /// Elements and bytes per block of the format the kernels decode: the same value as the
+    /// format's [`QuantFormat::geometry`] (checked by [`crate::conformance::check_contract`]), so
+    /// that a backend sizes buffers from the spec alone, without searching the registry.
+    pub geometry: BlockGeometry,
 }
 
 impl KernelSpec {

@@ -1,6 +1,6 @@
 //! The Q4_K GPU kernels: `kernel.hip` beside this crate's `Cargo.toml`, one source for HIP and CUDA.
 
-use quant_core::KernelSpec;
+use quant_core::{BlockGeometry, KernelSpec};
 
 /// Entry points and launch geometry of `kernel.hip`.
 pub static KERNEL: KernelSpec = KernelSpec {
@@ -12,5 +12,9 @@ pub static KERNEL: KernelSpec = KernelSpec {
     entry_bf16: "q4_k_to_bf16_kernel",
     hsaco_env: "Q4_K_DEQUANT_HSACO",
     threads_per_group: 256,
+    geometry: BlockGeometry {
+        block_elems: crate::BLOCK_ELEMS,
+        block_bytes: crate::BLOCK_BYTES,
+    },
     blocks_per_group: 32,
 };
