@@ -91,6 +91,24 @@ pub enum GpuError {
         /// Bytes needed.
         need: usize,
     },
+    /// A byte offset does not have the alignment the kernel ABI requires.
+    #[error("{op}: offset {offset} is not a multiple of {align} bytes")]
+    Misaligned {
+        /// Operation.
+        op: &'static str,
+        /// The offset given.
+        offset: usize,
+        /// The alignment required.
+        align: usize,
+    },
+    /// A size or offset computation does not fit in the host's address space.
+    #[error("{op}: size overflows: {what}")]
+    Overflow {
+        /// Operation.
+        op: &'static str,
+        /// The sizes that overflowed.
+        what: String,
+    },
     /// A buffer from another backend or device was passed.
     #[error("{op}: buffer belongs to another device")]
     ForeignBuffer {

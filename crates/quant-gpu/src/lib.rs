@@ -6,10 +6,17 @@
 //!
 //! This crate knows nothing of GGUF and nothing of any format's bytes: a kernel launch takes a
 //! format's [`KernelSpec`] from the registry and runs it.
+//!
+//! What every backend needs once is written here: [`plan_launch`] checks and sizes a kernel
+//! launch from the spec (buffer ranges, offsets, alignment, grid), [`ModuleCache`] holds loaded
+//! modules per key, and [`code_object`] reads cubin and HSACO files with every offset checked.
 #![warn(missing_docs)]
 
 pub mod bench;
+mod cache;
+pub mod code_object;
 mod error;
+mod launch;
 mod spec;
 mod stage;
 mod tensor;
@@ -18,7 +25,11 @@ use std::any::Any;
 use std::fmt;
 use std::ops::Range;
 
+pub use cache::ModuleCache;
 pub use error::GpuError;
+pub use launch::{
+    plan_launch, BufferRegion, DeviceLimits, LaunchPlan, KERNEL_ALIGN, MAX_THREADS_PER_GROUP,
+};
 pub use quant_core::{KernelSpec, OutputDType};
 pub use spec::{DeviceKind, DeviceSpec, DeviceSpecError};
 pub use stage::{Fence, HostBuffer, Queue, RawFence, RawHostBuffer};
