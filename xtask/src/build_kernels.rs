@@ -16,8 +16,12 @@ use crate::elf::{self, Expect};
 use crate::error::XtaskError;
 use crate::toolchain::{self, Nvcc, Search};
 
-/// AMD architectures built: those Debian's ROCm 5.2 has device libraries for.
-pub const HIP_ARCHS: [&str; 5] = ["gfx906", "gfx908", "gfx90a", "gfx940", "gfx1030"];
+/// AMD architectures built: those Debian's ROCm 5.2 has device libraries for, the table
+/// `quant_gpu::code_object::AMDGPU_MACH` that every HSACO is checked against.
+pub const HIP_ARCHS: [&str; 5] = {
+    let m = elf::AMDGPU_MACH;
+    [m[0].0, m[1].0, m[2].0, m[3].0, m[4].0]
+};
 /// NVIDIA SM versions built (A100, H100/H200).
 pub const CUDA_SMS: [u32; 2] = [80, 90];
 

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use quant_core::KernelSpec;
+use quant_core::{BlockGeometry, KernelSpec};
 
 use crate::build_kernels::{self, Options, Target, Tools};
 use crate::elf::{self, Expect};
@@ -25,6 +25,12 @@ QF_EXTERN_C QF_GLOBAL void tst_bf16(const uint8_t* src, uint16_t* dst, uint64_t 
 }
 "#;
 
+/// One f16 value per block, as the test kernels read them.
+const GEOMETRY: BlockGeometry = BlockGeometry {
+    block_elems: 1,
+    block_bytes: 2,
+};
+
 static GOOD_SPEC: KernelSpec = KernelSpec {
     format: "tst",
     file_name: "quant-tst/kernel.hip",
@@ -35,6 +41,7 @@ static GOOD_SPEC: KernelSpec = KernelSpec {
     hsaco_env: "TST_DEQUANT_HSACO",
     threads_per_group: 64,
     blocks_per_group: 1,
+    geometry: GEOMETRY,
 };
 
 static MISSING_ENTRY_SPEC: KernelSpec = KernelSpec {
@@ -47,6 +54,7 @@ static MISSING_ENTRY_SPEC: KernelSpec = KernelSpec {
     hsaco_env: "TST_DEQUANT_HSACO",
     threads_per_group: 64,
     blocks_per_group: 1,
+    geometry: GEOMETRY,
 };
 
 static BROKEN_SPEC: KernelSpec = KernelSpec {
@@ -59,6 +67,7 @@ static BROKEN_SPEC: KernelSpec = KernelSpec {
     hsaco_env: "TST_DEQUANT_HSACO",
     threads_per_group: 64,
     blocks_per_group: 1,
+    geometry: GEOMETRY,
 };
 
 fn opts(hip: bool, cuda: bool, out: &std::path::Path) -> Options {
@@ -183,6 +192,7 @@ fn unsafe_file_names_are_refused() {
         hsaco_env: "X",
         threads_per_group: 64,
         blocks_per_group: 1,
+        geometry: GEOMETRY,
     };
     let tmp = tempfile::tempdir().unwrap();
     let err = build_kernels::stage(&EVIL, tmp.path()).unwrap_err();

@@ -14,7 +14,7 @@ use cudarc::driver::result as cu;
 use cudarc::driver::sys;
 use cudarc::driver::CudaContext;
 use cudarc::nvrtc::sys as nvrtc;
-use quant_gpu::{Fence, GpuError, HostBuffer, Queue, RawFence, RawHostBuffer};
+use quant_gpu::{Fence, GpuError, HostBuffer, LaunchPlan, Queue, RawFence, RawHostBuffer};
 
 /// A driver error, as the text the driver gives for it.
 #[derive(Debug)]
@@ -604,46 +604,56 @@ impl Device {
         Ok(Arc::new(Module(module, self.ctx.clone())))
     }
 
-    /// Queues `function(src + src_offset, dst + dst_offset, n_blocks)` on `grid` groups of
-    /// `block` threads. The caller has checked that `src` and `dst` hold what `n_blocks` blocks
-    /// read and write past those offsets; the offsets themselves are checked here.
-    #[allow(clippy::too_many_arguments)]
+    /// Queues one launch of a dequantization kernel, whose signature is
+    /// `(const uint8_t* src, OUT* dst, uint64_t n_blocks)`, as `plan` says: `plan.groups()`
+    /// groups of `plan.threads_per_group()` threads reading `src[plan.src_range()]` and writing
+    /// `dst[plan.dst_range()]`. Refuses a plan whose ranges do not lie inside these buffers or
+    /// do not match its block count ([`LaunchPlan::fits`]), so that no caller's mistake reaches
+    /// the device as an out-of-bounds pointer.
     pub fn launch(
         &self,
         function: &Function,
-        grid: u32,
-        block: u32,
+        plan: &LaunchPlan,
         src: &DevMem,
-        src_offset: usize,
         dst: &mut DevMem,
-        dst_offset: usize,
-        n_blocks: u64,
     ) -> Res<()> {
         self.check_mem(src)?;
         self.check_mem(dst)?;
-        if src_offset > src.len || dst_offset > dst.len {
-            return Err(err("kernel offset past the end of a buffer"));
+        if !plan.fits(src.len, dst.len) {
+            return Err(err(format!(
+                "kernel ranges {:?} and {:?} for {} blocks do not fit buffers of {} and {} bytes",
+                plan.src_range(),
+                plan.dst_range(),
+                plan.n_blocks(),
+                src.len,
+                dst.len
+            )));
+        }
+        if plan.is_empty() {
+            return Ok(());
         }
         if function.1 .1.cu_ctx() != self.ctx.cu_ctx() {
             return Err(err("kernel belongs to another context"));
         }
         self.bind()?;
-        let mut src_ptr = src.ptr + src_offset as u64;
-        let mut dst_ptr = dst.ptr + dst_offset as u64;
-        let mut n = n_blocks;
+        // In bounds (checked above), so these are addresses inside the allocations.
+        let mut src_ptr = src.ptr + plan.src_range().start as u64;
+        let mut dst_ptr = dst.ptr + plan.dst_range().start as u64;
+        let mut n = plan.n_blocks();
         let mut params = [
             &mut src_ptr as *mut u64 as *mut c_void,
             &mut dst_ptr as *mut u64 as *mut c_void,
             &mut n as *mut u64 as *mut c_void,
         ];
         // SAFETY: the function takes (pointer, pointer, u64), the parameters live across the
-        // call (the driver copies them), and the pointers are device allocations of this context
-        // large enough for `n_blocks` blocks (checked by the caller).
+        // call (the driver copies them), and the pointers point into device allocations of this
+        // context with `n_blocks` blocks of input and their values of output in bounds (checked
+        // above with `LaunchPlan::fits`).
         unsafe {
             cu::launch_kernel(
                 function.0,
-                (grid, 1, 1),
-                (block, 1, 1),
+                (plan.groups(), 1, 1),
+                (plan.threads_per_group(), 1, 1),
                 0,
                 self.stream,
                 &mut params,

@@ -8,7 +8,11 @@
 //! * Kernels are compiled on first use from each format's embedded `kernel.hip` with NVRTC, for
 //!   the device's own architecture (`sm_XX` cubin, `--fmad=false`, the portability header passed
 //!   as a named header), and cached per backend and format; concurrent first uses compile once.
-//!   If `QUANTFORGE_CUDA_KERNEL_DIR` is set, `<dir>/<format>/<sm_XX>.cubin` is loaded instead.
+//!   If `QUANTFORGE_CUDA_KERNEL_DIR` is set, `<dir>/<format>/<sm_XX>.cubin` is loaded instead;
+//!   its ELF is checked with [`quant_gpu::code_object`] and its `sm_XX` against the device's
+//!   compute capability ([`check_cubin_arch`]) before the driver sees it.
+//! * Launches are checked and sized by [`quant_gpu::plan_launch`], from the spec's block
+//!   geometry.
 //! * Uploads and large downloads go through two reused pinned staging buffers, so that the host
 //!   copy of one chunk overlaps the DMA of the other.
 //! * The pipeline primitives of [`Backend`] are real: page-locked [`HostBuffer`]s, a second
@@ -24,16 +28,15 @@
 mod ffi;
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use quant_core::{BlockGeometry, QuantFormat};
+use quant_gpu::code_object::{Elf64, EM_CUDA};
 use quant_gpu::{
-    Backend, Buffer, DeviceInfo, DeviceKind, Fence, GpuError, HostBuffer, KernelSpec, MemInfo,
-    OutputDType, Queue, RawBuffer,
+    plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind, DeviceLimits, Fence,
+    GpuError, HostBuffer, KernelSpec, MemInfo, ModuleCache, OutputDType, Queue, RawBuffer,
 };
 
 /// Environment variable naming a folder of cubins built ahead of time:
@@ -73,9 +76,21 @@ impl KernelModule {
     }
 }
 
-/// One slot per format: filled once, under its own lock, so that racing first uses wait for a
-/// single build.
-type ModuleSlot = Arc<Mutex<Option<Arc<KernelModule>>>>;
+/// Checks that a cubin built for `sm_<cubin_sm>` runs on a device of compute capability
+/// `major.minor`. A cubin runs on devices of its own major version and the same or a higher
+/// minor version (CUDA's binary compatibility rule); anything else is refused with a message
+/// that names both, rather than leaving the driver to fail with "no kernel image".
+pub fn check_cubin_arch(cubin_sm: u32, (major, minor): (u32, u32)) -> Result<(), String> {
+    let (c_major, c_minor) = (cubin_sm / 10, cubin_sm % 10);
+    if c_major == major && c_minor <= minor {
+        return Ok(());
+    }
+    Err(format!(
+        "built for sm_{cubin_sm}, but the device is sm_{major}{minor} (compute capability \
+         {major}.{minor}); a cubin runs only on its own major version, at the same or a higher \
+         minor version: rebuild it for sm_{major}{minor}"
+    ))
+}
 
 /// A device allocation of this backend, behind a [`Buffer`].
 #[derive(Debug)]
@@ -100,7 +115,9 @@ pub struct CudaBackend {
     device: ffi::Device,
     info: DeviceInfo,
     kernel_dir: Option<PathBuf>,
-    modules: Mutex<HashMap<&'static str, ModuleSlot>>,
+    /// Compute capability `(major, minor)`.
+    capability: (u32, u32),
+    modules: ModuleCache<&'static str, KernelModule>,
     staging: Mutex<Option<ffi::Staging>>,
     modules_built: AtomicUsize,
 }
@@ -141,6 +158,10 @@ impl CudaBackend {
         };
         let device = ffi::Device::open(ordinal).map_err(|e| no_device(e.message))?;
         let facts = device.facts().map_err(|e| no_device(e.message))?;
+        let capability = (
+            u32::try_from(facts.major).unwrap_or(0),
+            u32::try_from(facts.minor).unwrap_or(0),
+        );
         let info = DeviceInfo {
             kind: DeviceKind::Cuda,
             ordinal,
@@ -154,7 +175,8 @@ impl CudaBackend {
             device,
             info,
             kernel_dir,
-            modules: Mutex::new(HashMap::new()),
+            capability,
+            modules: ModuleCache::new(),
             staging: Mutex::new(None),
             modules_built: AtomicUsize::new(0),
         })
@@ -206,89 +228,18 @@ impl CudaBackend {
     }
 
     /// Checks that `image` is a complete little-endian ELF64 file for NVIDIA GPUs: every
-    /// header, section and segment it declares lies inside it. The driver trusts these offsets,
-    /// so a truncated or damaged file must be refused before it is handed over.
-    pub fn check_cubin(image: &[u8]) -> Result<(), String> {
-        const EM_CUDA: u16 = 190;
-        const SHT_NOBITS: u32 = 8;
-        let u16_at = |o: usize| {
-            image
-                .get(o..o + 2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        };
-        let u32_at = |o: usize| {
-            image
-                .get(o..o + 4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        let u64_at = |o: usize| {
-            image
-                .get(o..o + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        };
-        let short = || format!("truncated ELF file ({} bytes)", image.len());
-        if image.len() < 64 || !image.starts_with(b"\x7fELF") {
-            return Err("not an ELF file".into());
+    /// header, section and segment it declares lies inside it ([`Elf64::parse`]). The driver
+    /// trusts these offsets, so a truncated or damaged file must be refused before it is handed
+    /// over. Returns the SM version it was built for.
+    pub fn check_cubin(image: &[u8]) -> Result<u32, String> {
+        let elf = Elf64::parse(image).map_err(|e| e.to_string())?;
+        match elf.cuda_sm() {
+            Some(sm) => Ok(sm),
+            None => Err(format!(
+                "ELF machine {}, not NVIDIA CUDA ({EM_CUDA})",
+                elf.machine()
+            )),
         }
-        if image[4] != 2 || image[5] != 1 {
-            return Err("not a little-endian 64-bit ELF file".into());
-        }
-        let machine = u16_at(18).ok_or_else(short)?;
-        if machine != EM_CUDA {
-            return Err(format!(
-                "ELF machine {machine}, not NVIDIA CUDA ({EM_CUDA})"
-            ));
-        }
-        let within = |off: u64, len: u64| {
-            off.checked_add(len)
-                .is_some_and(|e| e <= image.len() as u64)
-        };
-        let table = |off: u64, entsize: u16, num: u16, what: &str| -> Result<(), String> {
-            let len = entsize as u64 * num as u64;
-            if num > 0 && !within(off, len) {
-                return Err(format!(
-                    "{what} table at {off}+{len} lies past the end: {}",
-                    short()
-                ));
-            }
-            Ok(())
-        };
-        let (phoff, shoff) = (u64_at(32).ok_or_else(short)?, u64_at(40).ok_or_else(short)?);
-        let (phentsize, phnum) = (u16_at(54).ok_or_else(short)?, u16_at(56).ok_or_else(short)?);
-        let (shentsize, shnum) = (u16_at(58).ok_or_else(short)?, u16_at(60).ok_or_else(short)?);
-        if (phnum > 0 && phentsize < 56) || (shnum > 0 && shentsize < 64) {
-            return Err("ELF header entry sizes are too small".into());
-        }
-        table(phoff, phentsize, phnum, "program header")?;
-        table(shoff, shentsize, shnum, "section header")?;
-        for i in 0..shnum as u64 {
-            let h = (shoff + i * shentsize as u64) as usize;
-            let kind = u32_at(h + 4).ok_or_else(short)?;
-            let (off, size) = (
-                u64_at(h + 24).ok_or_else(short)?,
-                u64_at(h + 32).ok_or_else(short)?,
-            );
-            if kind != SHT_NOBITS && !within(off, size) {
-                return Err(format!(
-                    "section {i} at {off}+{size} lies past the end: {}",
-                    short()
-                ));
-            }
-        }
-        for i in 0..phnum as u64 {
-            let h = (phoff + i * phentsize as u64) as usize;
-            let (off, size) = (
-                u64_at(h + 8).ok_or_else(short)?,
-                u64_at(h + 32).ok_or_else(short)?,
-            );
-            if !within(off, size) {
-                return Err(format!(
-                    "segment {i} at {off}+{size} lies past the end: {}",
-                    short()
-                ));
-            }
-        }
-        Ok(())
     }
 
     fn build_module(&self, spec: &'static KernelSpec) -> Result<KernelModule, GpuError> {
@@ -313,7 +264,10 @@ impl CudaBackend {
                 reason,
             },
         };
-        Self::check_cubin(&image).map_err(&bad)?;
+        let sm = Self::check_cubin(&image).map_err(&bad)?;
+        if origin.is_some() {
+            check_cubin_arch(sm, self.capability).map_err(&bad)?;
+        }
         let module = self
             .device
             .load_module(&image)
@@ -334,14 +288,8 @@ impl CudaBackend {
 
     /// The module of `spec`, built or loaded on first use.
     fn module(&self, spec: &'static KernelSpec) -> Result<Arc<KernelModule>, GpuError> {
-        let slot = self.modules.lock().entry(spec.format).or_default().clone();
-        let mut guard = slot.lock();
-        if let Some(m) = guard.as_ref() {
-            return Ok(m.clone());
-        }
-        let m = Arc::new(self.build_module(spec)?);
-        *guard = Some(m.clone());
-        Ok(m)
+        self.modules
+            .get_or_try_init(spec.format, || self.build_module(spec))
     }
 
     /// Builds (or loads) `spec`'s module now rather than on first launch.
@@ -371,19 +319,6 @@ impl CudaBackend {
             .as_any_mut()
             .downcast_mut::<CudaBuffer>()
             .ok_or(GpuError::ForeignBuffer { op })
-    }
-
-    /// Block geometry of the registered format whose kernel is `spec`.
-    fn geometry_of(spec: &'static KernelSpec) -> Result<BlockGeometry, GpuError> {
-        quant_core::registry()
-            .iter()
-            .find(|f: &&'static dyn QuantFormat| f.kernel().is_some_and(|k| std::ptr::eq(k, spec)))
-            .map(|f| f.geometry())
-            .ok_or_else(|| GpuError::NoKernel {
-                format: spec.format.to_string(),
-                reason: "no registered format owns this kernel, so its block size is unknown"
-                    .into(),
-            })
     }
 
     /// [`Backend::dequantize`] with at most `max_groups` groups launched (the kernels stride
@@ -422,78 +357,28 @@ impl CudaBackend {
         dtype: OutputDType,
         max_groups: Option<u32>,
     ) -> Result<(), GpuError> {
-        let geometry = Self::geometry_of(kernel)?;
-        if geometry.block_elems != block_elems {
-            return Err(GpuError::NoKernel {
-                format: kernel.format.to_string(),
-                reason: format!(
-                    "called with {block_elems} values per block, the format has {}",
-                    geometry.block_elems
-                ),
-            });
-        }
-        let too_big = |op| GpuError::BufferSize {
-            op,
-            have: 0,
-            need: usize::MAX,
-        };
-        let need_src = usize::try_from(n_blocks)
-            .ok()
-            .and_then(|n| n.checked_mul(geometry.block_bytes))
-            .ok_or_else(|| too_big("dequantize (source)"))?;
-        let need_dst = usize::try_from(n_blocks)
-            .ok()
-            .and_then(|n| n.checked_mul(block_elems))
-            .and_then(|n| n.checked_mul(dtype.size()))
-            .ok_or_else(|| too_big("dequantize (destination)"))?;
-        let need_src = need_src
-            .checked_add(src_offset)
-            .ok_or_else(|| too_big("dequantize (source)"))?;
-        let need_dst = need_dst
-            .checked_add(dst_offset)
-            .ok_or_else(|| too_big("dequantize (destination)"))?;
         let src_raw = self.raw(src, "dequantize")?;
-        if src_raw.len() < need_src {
-            return Err(GpuError::BufferSize {
-                op: "dequantize (source)",
-                have: src_raw.len(),
-                need: need_src,
-            });
-        }
-        if dst.len() < need_dst {
-            return Err(GpuError::BufferSize {
-                op: "dequantize (destination)",
-                have: dst.len(),
-                need: need_dst,
-            });
-        }
-        if kernel.threads_per_group == 0 || kernel.threads_per_group > 1024 {
-            return Err(GpuError::NoKernel {
-                format: kernel.format.to_string(),
-                reason: format!("{} threads per group", kernel.threads_per_group),
-            });
-        }
-        if n_blocks == 0 {
+        let plan = plan_launch(
+            kernel,
+            Some(block_elems),
+            n_blocks,
+            BufferRegion::new(src_raw.len(), src_offset),
+            BufferRegion::new(dst.len(), dst_offset),
+            dtype,
+            DeviceLimits::default(),
+        )?;
+        if plan.is_empty() {
             return Ok(());
         }
+        let plan = match max_groups {
+            Some(cap) => plan.with_max_groups(cap),
+            None => plan,
+        };
         let module = self.module(kernel)?;
-        let mut groups = kernel.groups_for(n_blocks).min(i32::MAX as u64) as u32;
-        if let Some(cap) = max_groups {
-            groups = groups.min(cap.max(1));
-        }
         let entry = kernel.entry(dtype);
         let dst_raw = self.raw_mut(dst, "dequantize")?;
         self.device
-            .launch(
-                module.entry(dtype),
-                groups,
-                kernel.threads_per_group,
-                &src_raw.mem,
-                src_offset,
-                &mut dst_raw.mem,
-                dst_offset,
-                n_blocks,
-            )
+            .launch(module.entry(dtype), &plan, &src_raw.mem, &mut dst_raw.mem)
             .map_err(|e| GpuError::Launch {
                 entry,
                 file: kernel.file_name,
@@ -852,6 +737,40 @@ mod tests {
         huge[128 + 24..128 + 32].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(CudaBackend::check_cubin(&huge).is_err());
         assert!(CudaBackend::check_cubin(b"this is not a cubin at all").is_err());
+    }
+
+    #[test]
+    fn cubin_arch_must_match_the_device() {
+        check_cubin_arch(90, (9, 0)).unwrap();
+        check_cubin_arch(80, (8, 0)).unwrap();
+        // Binary compatible: same major, higher minor on the device.
+        check_cubin_arch(80, (8, 6)).unwrap();
+        check_cubin_arch(86, (8, 9)).unwrap();
+        for (sm, cc) in [
+            (80, (9, 0)),
+            (90, (8, 0)),
+            (86, (8, 0)),
+            (90, (10, 0)),
+            (0, (9, 0)),
+        ] {
+            let e = check_cubin_arch(sm, cc).unwrap_err();
+            assert!(
+                e.contains(&format!("built for sm_{sm}"))
+                    && e.contains(&format!("device is sm_{}{}", cc.0, cc.1)),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn cubin_check_reads_the_sm_version() {
+        let mut e = tiny_elf();
+        e[8] = 8; // EI_ABIVERSION: CUDA 12.8 on
+        e[48..52].copy_from_slice(&0x0600_5a04u32.to_le_bytes());
+        assert_eq!(CudaBackend::check_cubin(&e).unwrap(), 90);
+        e[8] = 7;
+        e[48..52].copy_from_slice(&0x0050_0550u32.to_le_bytes());
+        assert_eq!(CudaBackend::check_cubin(&e).unwrap(), 80);
     }
 
     #[test]

@@ -535,6 +535,28 @@ fn cubins_from_a_kernel_dir() {
     );
     assert_eq!(missing.modules_built(), 0);
 
+    // A whole cubin for another SM version is refused before the driver sees it.
+    let sm = CudaBackend::check_cubin(&cubin).unwrap();
+    assert_eq!(format!("sm_{sm}"), arch);
+    let wrong_sm: u32 = if sm / 10 == 8 { 90 } else { 80 };
+    let mut wrong = cubin.clone();
+    let mut flags = u32::from_le_bytes(wrong[48..52].try_into().unwrap());
+    flags = if wrong[8] >= 8 {
+        (flags & !0xff00) | (wrong_sm << 8)
+    } else {
+        (flags & !0xff) | wrong_sm
+    };
+    wrong[48..52].copy_from_slice(&flags.to_le_bytes());
+    assert_eq!(CudaBackend::check_cubin(&wrong).unwrap(), wrong_sm);
+    std::fs::write(&want, &wrong).unwrap();
+    let e = missing.prepare(spec).unwrap_err();
+    assert!(
+        matches!(&e, GpuError::CodeObject { path, reason } if *path == want
+            && reason.contains(&format!("built for sm_{wrong_sm}"))),
+        "{e}"
+    );
+    assert_eq!(missing.modules_built(), 0);
+
     // A good cubin loads and computes the same bits.
     std::fs::write(&want, &cubin).unwrap();
     let from_dir = CudaBackend::with_kernel_dir(0, Some(dir.path().to_path_buf())).unwrap();
@@ -549,4 +571,76 @@ fn cubins_from_a_kernel_dir() {
         "Q6_K from a cubin file",
     );
     assert_eq!(from_dir.modules_built(), 1);
+}
+
+#[test]
+fn launches_at_offsets_match_whole_buffers_and_need_alignment() {
+    let Some(be) = backend("launches_at_offsets_match_whole_buffers_and_need_alignment") else {
+        return;
+    };
+    let ty = GgmlType::Q4_K;
+    let f = format(ty);
+    let g = f.geometry();
+    let k = f.kernel().unwrap();
+    let n = 37usize;
+    let src = random_blocks(ty, n, 0x0FF5);
+    let expected = cpu::encode_as(
+        &cpu_reference(ty, &src, CpuPath::Reference),
+        OutputDType::F16,
+    );
+    let (src_off, dst_off) = (4096usize, 256usize);
+    let mut dsrc = be.alloc(src_off + src.len()).unwrap();
+    be.upload_at(&src, &mut dsrc, src_off).unwrap();
+    let mut ddst = be.alloc(dst_off + expected.len()).unwrap();
+    be.fill(&mut ddst, POISON).unwrap();
+    be.dequantize_at(
+        k,
+        g.block_elems,
+        &dsrc,
+        src_off,
+        n as u64,
+        &mut ddst,
+        dst_off,
+        OutputDType::F16,
+    )
+    .unwrap();
+    let mut got = vec![0u8; dst_off + expected.len()];
+    be.download(&ddst, &mut got).unwrap();
+    assert!(
+        got[..dst_off].iter().all(|&b| b == POISON),
+        "wrote before the offset"
+    );
+    assert_eq!(
+        compare(OutputDType::F16, &expected, &got[dst_off..], "offsets"),
+        0
+    );
+
+    for (so, d_o) in [(src_off + 8, dst_off), (src_off, dst_off + 2)] {
+        let e = be
+            .dequantize_at(
+                k,
+                g.block_elems,
+                &dsrc,
+                so,
+                1,
+                &mut ddst,
+                d_o,
+                OutputDType::F16,
+            )
+            .unwrap_err();
+        assert!(matches!(e, GpuError::Misaligned { align: 16, .. }), "{e}");
+    }
+    let e = be
+        .dequantize_at(
+            k,
+            g.block_elems,
+            &dsrc,
+            src_off + 16,
+            n as u64,
+            &mut ddst,
+            dst_off,
+            OutputDType::F16,
+        )
+        .unwrap_err();
+    assert!(matches!(e, GpuError::BufferSize { .. }), "{e}");
 }

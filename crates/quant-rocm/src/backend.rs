@@ -1,12 +1,11 @@
 //! [`HipBackend`]: the safe backend over [`crate::ffi`].
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
-use quant_core::BlockGeometry;
 use quant_gpu::{
-    Backend, Buffer, DeviceInfo, DeviceKind, GpuError, KernelSpec, MemInfo, OutputDType, RawBuffer,
+    plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind, DeviceLimits, GpuError,
+    KernelSpec, MemInfo, ModuleCache, OutputDType, RawBuffer,
 };
 
 use crate::code_object;
@@ -83,19 +82,12 @@ impl LoadedModule {
     }
 }
 
-type Slot = Arc<Mutex<Option<Arc<LoadedModule>>>>;
-
 /// Modules of the whole process, one per (device ordinal, format): two backends on one device
 /// share them. Each key has its own slot, so that loading one format does not block another
 /// and concurrent first users of one format load it once.
-fn module_slot(ordinal: usize, format: &'static str) -> Slot {
-    static MODULES: OnceLock<Mutex<HashMap<(usize, &'static str), Slot>>> = OnceLock::new();
-    MODULES
-        .get_or_init(Default::default)
-        .lock()
-        .entry((ordinal, format))
-        .or_default()
-        .clone()
+fn modules() -> &'static ModuleCache<(usize, &'static str), LoadedModule> {
+    static MODULES: OnceLock<ModuleCache<(usize, &'static str), LoadedModule>> = OnceLock::new();
+    MODULES.get_or_init(ModuleCache::new)
 }
 
 /// Staging for uploads: two pinned buffers used in turn, each with the event recorded after
@@ -187,125 +179,78 @@ impl HipBackend {
 
     /// The module of `spec` on this device: loaded on first use, then cached.
     fn module(&self, spec: &'static KernelSpec) -> Result<Arc<LoadedModule>, GpuError> {
-        let slot = module_slot(self.info.ordinal, spec.format);
-        let mut guard = slot.lock();
-        if let Some(m) = guard.as_ref() {
-            return Ok(m.clone());
-        }
-        let co = code_object::resolve(spec, &self.info.arch)?;
-        let module =
-            Module::load(self.info.ordinal, &co.bytes).map_err(|e| GpuError::CodeObject {
-                path: co.path.clone(),
-                reason: format!("the HIP runtime refused it: {e}"),
-            })?;
+        modules().get_or_try_init((self.info.ordinal, spec.format), || {
+            Self::load_module(self.info.ordinal, &self.info.arch, spec)
+        })
+    }
+
+    fn load_module(
+        ordinal: usize,
+        arch: &str,
+        spec: &'static KernelSpec,
+    ) -> Result<LoadedModule, GpuError> {
+        let co = code_object::resolve(spec, arch)?;
+        let module = Module::load(ordinal, &co.bytes).map_err(|e| GpuError::CodeObject {
+            path: co.path.clone(),
+            reason: format!("the HIP runtime refused it: {e}"),
+        })?;
         let get = |entry: &str| {
             module.function(entry).map_err(|e| GpuError::CodeObject {
                 path: co.path.clone(),
                 reason: format!("no entry point {entry} (from {}): {e}", spec.file_name),
             })
         };
-        let loaded = Arc::new(LoadedModule {
+        Ok(LoadedModule {
             f32: get(spec.entry_f32)?,
             f16: get(spec.entry_f16)?,
             bf16: get(spec.entry_bf16)?,
             _module: module,
-        });
-        *guard = Some(loaded.clone());
-        Ok(loaded)
+        })
     }
-}
 
-/// Block geometry of the registered format owning `spec` (the spec carries none of its own).
-fn format_geometry(spec: &'static KernelSpec) -> Option<BlockGeometry> {
-    quant_core::registry()
-        .iter()
-        .find(|f| f.kernel().is_some_and(|k| std::ptr::eq(k, spec)))
-        .map(|f| f.geometry())
-}
-
-/// Grid and group size of one launch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct LaunchPlan {
-    grid: u32,
-    block: u32,
-}
-
-/// Checks one dequantization's buffers and launch limits and plans its grid; `None` for zero
-/// blocks (nothing to launch). `geometry` is the registered format's, when known: then the
-/// input size and `block_elems` are checked against it too.
-#[allow(clippy::too_many_arguments)]
-fn plan_launch(
-    kernel: &'static KernelSpec,
-    geometry: Option<BlockGeometry>,
-    block_elems: usize,
-    src_len: usize,
-    n_blocks: u64,
-    dst_len: usize,
-    dtype: OutputDType,
-    max_threads_per_block: u32,
-    max_grid_x: u32,
-) -> Result<Option<LaunchPlan>, GpuError> {
-    let launch_err = |reason: String| GpuError::Launch {
-        entry: kernel.entry(dtype),
-        file: kernel.file_name,
-        reason,
-    };
-    let bytes = |n: Option<u64>, op: &'static str, have: usize| -> Result<usize, GpuError> {
-        n.and_then(|b| usize::try_from(b).ok())
-            .ok_or(GpuError::BufferSize {
-                op,
-                have,
-                need: usize::MAX,
-            })
-    };
-    let need_dst = bytes(
-        n_blocks
-            .checked_mul(block_elems as u64)
-            .and_then(|e| e.checked_mul(dtype.size() as u64)),
-        "dequantize output",
-        dst_len,
-    )?;
-    if dst_len < need_dst {
-        return Err(GpuError::BufferSize {
-            op: "dequantize output",
-            have: dst_len,
-            need: need_dst,
-        });
-    }
-    if let Some(g) = geometry {
-        if g.block_elems as u64 != block_elems as u64 {
-            return Err(launch_err(format!(
-                "called with {block_elems} elements per block; the format has {}",
-                g.block_elems
-            )));
+    /// This device's launch limits.
+    fn limits(&self) -> DeviceLimits {
+        DeviceLimits {
+            max_threads_per_group: self.max_threads_per_block,
+            max_groups: self.max_grid_x,
         }
-        let need_src = bytes(
-            n_blocks.checked_mul(g.block_bytes as u64),
-            "dequantize input",
-            src_len,
+    }
+
+    /// The one launch path: `n_blocks` blocks at `src[src_offset..]` into `dst[dst_offset..]`,
+    /// checked and sized by [`plan_launch`]. Zero blocks return before any module is loaded.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_range(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        (src, src_offset): (&Buffer, usize),
+        n_blocks: u64,
+        (dst, dst_offset): (&Buffer, usize),
+        dtype: OutputDType,
+    ) -> Result<(), GpuError> {
+        let s = self.mem(src, "dequantize")?;
+        let d = self.mem(dst, "dequantize")?;
+        let plan = plan_launch(
+            kernel,
+            Some(block_elems),
+            n_blocks,
+            BufferRegion::new(s.len(), src_offset),
+            BufferRegion::new(d.len(), dst_offset),
+            dtype,
+            self.limits(),
         )?;
-        if src_len < need_src {
-            return Err(GpuError::BufferSize {
-                op: "dequantize input",
-                have: src_len,
-                need: need_src,
-            });
+        if plan.is_empty() {
+            return Ok(());
         }
+        let module = self.module(kernel)?;
+        self.stream
+            .launch_dequant(module.function(dtype), &plan, s, d)
+            .map_err(|e| GpuError::Launch {
+                entry: kernel.entry(dtype),
+                file: kernel.file_name,
+                reason: e.to_string(),
+            })
     }
-    let block = kernel.threads_per_group;
-    if block == 0 || block > max_threads_per_block {
-        return Err(launch_err(format!(
-            "{block} threads per group; the device allows 1 to {max_threads_per_block}"
-        )));
-    }
-    if n_blocks == 0 {
-        return Ok(None);
-    }
-    // Kernels loop over groups with a grid stride, so capping the grid is safe.
-    let grid = kernel
-        .groups_for(n_blocks)
-        .min(u64::from(max_grid_x.max(1))) as u32;
-    Ok(Some(LaunchPlan { grid, block }))
 }
 
 impl Backend for HipBackend {
@@ -412,37 +357,28 @@ impl Backend for HipBackend {
         dst: &mut Buffer,
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
-        let s = self.mem(src, "dequantize")?;
-        let d = self.mem(dst, "dequantize")?;
-        let plan = plan_launch(
+        self.launch_range(kernel, block_elems, (src, 0), n_blocks, (dst, 0), dtype)
+    }
+
+    fn dequantize_at(
+        &self,
+        kernel: &'static KernelSpec,
+        block_elems: usize,
+        src: &Buffer,
+        src_offset: usize,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dst_offset: usize,
+        dtype: OutputDType,
+    ) -> Result<(), GpuError> {
+        self.launch_range(
             kernel,
-            format_geometry(kernel),
             block_elems,
-            s.len(),
+            (src, src_offset),
             n_blocks,
-            d.len(),
+            (dst, dst_offset),
             dtype,
-            self.max_threads_per_block,
-            self.max_grid_x,
-        )?;
-        let module = self.module(kernel)?;
-        let Some(plan) = plan else {
-            return Ok(());
-        };
-        self.stream
-            .launch_dequant(
-                module.function(dtype),
-                plan.grid,
-                plan.block,
-                s,
-                d,
-                n_blocks,
-            )
-            .map_err(|e| GpuError::Launch {
-                entry: kernel.entry(dtype),
-                file: kernel.file_name,
-                reason: e.to_string(),
-            })
+        )
     }
 
     fn synchronize(&self) -> Result<(), GpuError> {
@@ -521,99 +457,10 @@ mod tests {
         assert!(v >= 50_000_000, "hipRuntimeGetVersion = {v}");
     }
 
-    static SPEC: KernelSpec = KernelSpec {
-        format: "t",
-        file_name: "quant-t/kernel.hip",
-        source: "",
-        entry_f32: "t_f32",
-        entry_f16: "t_f16",
-        entry_bf16: "t_bf16",
-        hsaco_env: "T_DEQUANT_HSACO",
-        threads_per_group: 256,
-        blocks_per_group: 8,
-    };
-
-    const GEOM: BlockGeometry = BlockGeometry {
-        block_elems: 256,
-        block_bytes: 144,
-    };
-
     #[test]
-    fn launches_are_planned_and_checked() {
-        let f32 = OutputDType::F32;
-        let plan = |src, n, dst, dtype, grid_max| {
-            plan_launch(&SPEC, Some(GEOM), 256, src, n, dst, dtype, 1024, grid_max)
-        };
-        // 100 blocks, 8 per group: 13 groups of 256 threads.
-        let p = plan(14_400, 100, 102_400, f32, u32::MAX).unwrap().unwrap();
-        assert_eq!(
-            p,
-            LaunchPlan {
-                grid: 13,
-                block: 256
-            }
-        );
-        // The grid is capped by the device limit (kernels loop with a grid stride).
-        let p = plan(14_400, 100, 102_400, f32, 4).unwrap().unwrap();
-        assert_eq!(p.grid, 4);
-        // f16 output needs half the bytes.
-        assert!(plan(14_400, 100, 51_200, OutputDType::F16, 100)
-            .unwrap()
-            .is_some());
-        // Zero blocks launch nothing.
-        assert_eq!(plan(0, 0, 0, f32, 100).unwrap(), None);
-
-        let err = plan(14_400, 100, 102_399, f32, 100).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                GpuError::BufferSize {
-                    op: "dequantize output",
-                    have: 102_399,
-                    need: 102_400
-                }
-            ),
-            "{err}"
-        );
-        let err = plan(14_399, 100, 102_400, f32, 100).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                GpuError::BufferSize {
-                    op: "dequantize input",
-                    need: 14_400,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        let err = plan(usize::MAX, u64::MAX, usize::MAX, f32, 100).unwrap_err();
-        assert!(matches!(err, GpuError::BufferSize { .. }), "{err}");
-        let err =
-            plan_launch(&SPEC, Some(GEOM), 32, 14_400, 100, 102_400, f32, 1024, 9).unwrap_err();
-        assert!(err.to_string().contains("the format has 256"), "{err}");
-        // Without a registered geometry the input cannot be sized, the output still is.
-        assert!(plan_launch(&SPEC, None, 256, 0, 100, 102_400, f32, 1024, 9)
-            .unwrap()
-            .is_some());
-        let err =
-            plan_launch(&SPEC, Some(GEOM), 256, 14_400, 100, 102_400, f32, 128, 9).unwrap_err();
-        assert!(
-            matches!(err, GpuError::Launch { entry: "t_f32", .. }),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn module_slots_are_shared_per_device_and_format() {
-        let slots: Vec<Slot> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| module_slot(7, "fmt"))).collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for s in &slots {
-            assert!(Arc::ptr_eq(s, &slots[0]));
-        }
-        assert!(!Arc::ptr_eq(&module_slot(8, "fmt"), &slots[0]));
-        assert!(!Arc::ptr_eq(&module_slot(7, "other"), &slots[0]));
+    fn module_cache_is_shared_per_device_and_format() {
+        // The process-wide cache is one object; its per-key behaviour is tested in quant-gpu.
+        assert!(std::ptr::eq(modules(), modules()));
+        assert!(modules().get(&(usize::MAX, "no such format")).is_none());
     }
 }

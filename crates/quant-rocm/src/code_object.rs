@@ -8,7 +8,9 @@
 //!
 //! Either way the bytes are checked before the runtime sees them: an AMDGPU ELF
 //! (`e_machine` 224), or a clang offload bundle holding one, built for the device's
-//! architecture. Anything else is a [`GpuError::CodeObject`] naming the file.
+//! architecture, whose headers, sections, segments and symbol tables all lie inside it (read
+//! with [`quant_gpu::code_object::Elf64`]). Anything else is a [`GpuError::CodeObject`] naming
+//! the file.
 
 use std::borrow::Cow;
 use std::ffi::OsString;
@@ -41,17 +43,8 @@ pub fn kernels_dir() -> &'static Path {
     Path::new(generated::KERNELS_DIR)
 }
 
-/// `e_machine` of AMD GPU code objects.
-pub const EM_AMDGPU: u16 = 224;
-
-/// `EF_AMDGPU_MACH` values (low byte of `e_flags`) of the architectures quantforge builds for.
-pub const AMDGPU_MACH: [(&str, u32); 5] = [
-    ("gfx906", 0x2f),
-    ("gfx908", 0x30),
-    ("gfx90a", 0x3f),
-    ("gfx940", 0x40),
-    ("gfx1030", 0x36),
-];
+use quant_gpu::code_object::{Elf64, ElfError};
+pub use quant_gpu::code_object::{AMDGPU_MACH, EM_AMDGPU};
 
 /// The base architecture of a `gcnArchName`: `gfx90a:sramecc+:xnack-` → `gfx90a`.
 pub fn base_arch(gcn_arch_name: &str) -> &str {
@@ -148,46 +141,29 @@ pub fn resolve_with(
 
 const BUNDLE_MAGIC: &[u8] = b"__CLANG_OFFLOAD_BUNDLE__";
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(
         b.get(at..at.checked_add(8)?)?.try_into().ok()?,
     ))
 }
 
-/// The AMDGPU architecture of an HSACO ELF, from `e_machine` and `EF_AMDGPU_MACH`.
+/// The AMDGPU architecture of an HSACO ELF, from `e_machine` and `EF_AMDGPU_MACH`, after
+/// checking that every header, section, segment and symbol table it declares lies inside it.
 pub fn elf_arch(b: &[u8]) -> Result<&'static str, String> {
-    if b.len() < 64 || &b[..4] != b"\x7fELF" {
-        return Err(format!(
-            "not an ELF file ({} bytes, starts with {:02x?})",
-            b.len(),
-            &b[..b.len().min(8)]
-        ));
-    }
-    if b[4] != 2 || b[5] != 1 {
-        return Err("not a 64-bit little-endian ELF".into());
-    }
-    let machine = u16_at(b, 18).unwrap_or(0);
+    let elf = Elf64::parse(b).map_err(|e| match e {
+        ElfError::NotElf64Le { .. } => "not a 64-bit little-endian ELF".to_string(),
+        other => other.to_string(),
+    })?;
+    let machine = elf.machine();
     if machine != EM_AMDGPU {
         return Err(format!(
             "ELF e_machine is {machine}, not {EM_AMDGPU} (AMDGPU): not an HSACO code object"
         ));
     }
-    let mach = u32_at(b, 48).unwrap_or(0) & 0xff;
-    AMDGPU_MACH
-        .iter()
-        .find(|(_, m)| *m == mach)
-        .map(|(a, _)| *a)
-        .ok_or_else(|| format!("AMDGPU ELF for EF_AMDGPU_MACH {mach:#x}, an architecture quantforge does not build for"))
+    let mach = elf.flags() & 0xff;
+    elf.amdgpu_arch().ok_or_else(|| {
+        format!("AMDGPU ELF for EF_AMDGPU_MACH {mach:#x}, an architecture quantforge does not build for")
+    })
 }
 
 /// Checks that `bytes` hold an AMDGPU code object for `arch`: an HSACO ELF, or a clang
@@ -262,6 +238,10 @@ mod tests {
         hsaco_env: "Q4_K_DEQUANT_HSACO",
         threads_per_group: 256,
         blocks_per_group: 8,
+        geometry: quant_core::BlockGeometry {
+            block_elems: 256,
+            block_bytes: 144,
+        },
     };
 
     /// A minimal AMDGPU ELF header for `mach`.
@@ -454,6 +434,24 @@ mod tests {
         let mut huge = BUNDLE_MAGIC.to_vec();
         huge.extend(u64::MAX.to_le_bytes());
         assert!(inspect(&huge, "gfx90a").unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn damaged_elves_are_refused_with_the_reason() {
+        let mut b = fake_hsaco(0x3f);
+        assert_eq!(elf_arch(&b).unwrap(), "gfx90a");
+        // A section header table past the end: only the 64-byte header was checked before.
+        b[40..48].copy_from_slice(&64u64.to_le_bytes());
+        b[58..60].copy_from_slice(&64u16.to_le_bytes());
+        b[60..62].copy_from_slice(&3u16.to_le_bytes());
+        let err = elf_arch(&b).unwrap_err();
+        assert!(err.contains("section header table"), "{err}");
+        assert!(inspect(&b, "gfx90a").is_err());
+        let mut be = fake_hsaco(0x3f);
+        be[5] = 2;
+        assert!(elf_arch(&be).unwrap_err().contains("64-bit little-endian"));
+        let unknown = fake_hsaco(0x01);
+        assert!(elf_arch(&unknown).unwrap_err().contains("0x1"));
     }
 
     #[test]

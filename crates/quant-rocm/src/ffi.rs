@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 use std::ptr;
 
 use hip_runtime_sys as sys;
+use quant_gpu::LaunchPlan;
 use sys::hipError_t;
 
 /// A failed HIP runtime call.
@@ -379,21 +380,51 @@ impl Stream {
     }
 
     /// Queues one launch of a dequantization kernel, whose signature is
-    /// `(const uint8_t* src, OUT* dst, uint64_t n_blocks)`, with `grid` groups of `block`
-    /// threads. The caller has checked that `src` and `dst` are large enough for `n_blocks`.
+    /// `(const uint8_t* src, OUT* dst, uint64_t n_blocks)`, as `plan` says: `plan.groups()`
+    /// groups of `plan.threads_per_group()` threads reading `src[plan.src_range()]` and writing
+    /// `dst[plan.dst_range()]`. Refuses a plan whose ranges do not lie inside these buffers or
+    /// do not match its block count ([`LaunchPlan::fits`]); launches nothing for zero blocks.
     pub fn launch_dequant(
         &self,
         f: &Function,
-        grid: u32,
-        block: u32,
+        plan: &LaunchPlan,
         src: &DeviceMem,
         dst: &DeviceMem,
-        n_blocks: u64,
     ) -> Result<(), HipError> {
+        if !plan.fits(src.len, dst.len) {
+            return Err(HipError {
+                op: "hipModuleLaunchKernel".into(),
+                code: hipError_t::hipErrorInvalidValue as u32,
+                name: "hipErrorInvalidValue".into(),
+                message: format!(
+                    "kernel ranges {:?} and {:?} for {} blocks do not fit buffers of {} and {} \
+                     bytes",
+                    plan.src_range(),
+                    plan.dst_range(),
+                    plan.n_blocks(),
+                    src.len,
+                    dst.len
+                ),
+            });
+        }
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let (grid, block) = (plan.groups(), plan.threads_per_group());
         set_device(self.ordinal)?;
-        let mut a_src = src.ptr;
-        let mut a_dst = dst.ptr;
-        let mut a_n = n_blocks;
+        // In bounds (checked above): addresses inside the allocations, which are non-null since
+        // a non-empty plan has non-empty ranges.
+        let mut a_src: *mut c_void = src
+            .ptr
+            .cast::<u8>()
+            .wrapping_add(plan.src_range().start)
+            .cast();
+        let mut a_dst: *mut c_void = dst
+            .ptr
+            .cast::<u8>()
+            .wrapping_add(plan.dst_range().start)
+            .cast();
+        let mut a_n = plan.n_blocks();
         let mut params: [*mut c_void; 3] = [
             ptr::addr_of_mut!(a_src).cast(),
             ptr::addr_of_mut!(a_dst).cast(),
@@ -401,7 +432,8 @@ impl Stream {
         ];
         // SAFETY: the function comes from a loaded module that outlives it; the parameter array
         // points at three live locals matching the kernel's three parameters, and the runtime
-        // copies them before returning.
+        // copies them before returning; the two pointers address `n_blocks` blocks of input and
+        // their values of output inside live allocations (checked above with `fits`).
         check(
             unsafe {
                 sys::hipModuleLaunchKernel(

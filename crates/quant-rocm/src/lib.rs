@@ -78,6 +78,7 @@ mod tests {
                     mach
                 );
                 assert_eq!(code_object::elf_arch(b).unwrap(), arch);
+                let elf = quant_gpu::code_object::Elf64::parse(b).unwrap();
                 for dtype in quant_core::OutputDType::ALL {
                     let kd = format!("{}.kd\0", spec.entry(dtype));
                     assert!(
@@ -85,6 +86,12 @@ mod tests {
                         "{} {arch}: no {kd}",
                         spec.format
                     );
+                    assert!(
+                        elf.has_function(spec.entry(dtype)),
+                        "{} {arch}",
+                        spec.format
+                    );
+                    assert!(elf.defines(kd.trim_end_matches('\0')));
                 }
                 let on_disk = dir.join(spec.format).join(format!("{arch}.hsaco"));
                 let disk = std::fs::read(&on_disk)
