@@ -433,70 +433,29 @@ pub(crate) fn run(
             reason,
         })?;
 
-    // The float tensors (no kernel by design) are converted on the host and uploaded on a
-    // thread of their own while the rest streams: they are small, but many.
-    let host_jobs: Vec<(usize, &TensorInfo, OutputDType)> = jobs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, job)| match job.work {
-            Work::HostConvert(d) => Some((i, job.t, d)),
-            _ => None,
-        })
-        .collect();
-    type Converted = Result<(quant_gpu::DeviceTensor, Duration), LoadError>;
-    let convert = || -> Vec<(usize, Converted)> {
-        host_jobs
-            .iter()
-            .map(|&(i, t, d)| {
-                let t0 = Instant::now();
-                let r = loader.host_convert(t, backend, d, quant_core::cpu::CpuPath::Fast, false);
-                (i, r.map(|dt| (dt, t0.elapsed())))
-            })
-            .collect()
-    };
-    let (streamed, converted) = std::thread::scope(|s| {
-        let converter = std::thread::Builder::new()
-            .name("qf-convert".into())
-            .spawn_scoped(s, convert);
-        let streamed = if batches.is_empty() {
-            // Nothing to copy (tensors of no blocks): empty outputs.
-            piped.iter().enumerate().try_for_each(|(k, &j)| {
-                let job = &mut jobs[j];
-                job.out = Some(
-                    backend
-                        .alloc(sizes[k])
-                        .map_err(|e| loader.gpu_err(job.t, backend, e))?,
-                );
-                Ok(())
-            })
-        } else {
-            let plan = Plan {
-                piped: &piped,
-                sizes: &sizes,
-                batches: &batches,
-            };
-            stream_batches(loader, backend, &mut jobs, &plan, opts, progress)
-        };
-        // A thread that could not start: convert here.
-        let converted = match converter {
-            Ok(h) => h.join().unwrap_or_default(),
-            Err(_) => convert(),
-        };
-        (streamed, converted)
-    });
-    streamed?;
-    let mut converted: Vec<Option<Converted>> = {
-        let mut v: Vec<Option<Converted>> = (0..jobs.len()).map(|_| None).collect();
-        for (i, r) in converted {
-            v[i] = Some(r);
+    if batches.is_empty() {
+        // Nothing to copy (tensors of no blocks): empty outputs.
+        for (k, &j) in piped.iter().enumerate() {
+            let job = &mut jobs[j];
+            job.out = Some(
+                backend
+                    .alloc(sizes[k])
+                    .map_err(|e| loader.gpu_err(job.t, backend, e))?,
+            );
         }
-        v
-    };
+    } else {
+        let plan = Plan {
+            piped: &piped,
+            sizes: &sizes,
+            batches: &batches,
+        };
+        stream_batches(loader, backend, &mut jobs, &plan, opts, progress)?;
+    }
 
-    // Kernels that could not run: on the host, one by one.
+    // Kernels that could not run, and the float tensors: on the host, one by one.
     let mut rows = Vec::with_capacity(jobs.len());
     let mut done = Vec::with_capacity(jobs.len());
-    for (i, job) in jobs.into_iter().enumerate() {
+    for job in jobs {
         let t = job.t;
         let dtype = as_.tensor_dtype(t);
         let out_bytes = as_.output_bytes(t);
@@ -506,16 +465,13 @@ pub(crate) fn run(
                 continue;
             }
             Work::HostConvert(d) => {
-                let (dt, time) = match converted[i].take() {
-                    Some(r) => r?,
-                    // The converter thread panicked: once more, here.
-                    None => {
-                        let t0 = Instant::now();
-                        let cpu = quant_core::cpu::CpuPath::Fast;
-                        (loader.host_convert(t, backend, d, cpu, false)?, t0.elapsed())
-                    }
-                };
-                (dt, out_bytes, time, LoadPath::HostConvert)
+                // The float tensors (no kernel by design): small but many. Converting them on
+                // a thread beside the stream was tried: its uploads' driver calls and stream
+                // synchronizations held the readers up more than it saved.
+                let t0 = Instant::now();
+                let dt =
+                    loader.host_convert(t, backend, d, quant_core::cpu::CpuPath::Fast, false)?;
+                (dt, out_bytes, t0.elapsed(), LoadPath::HostConvert)
             }
             Work::Kernel { dtype: d, .. } if job.failed.is_some() => {
                 let e = job.failed.expect("checked");
