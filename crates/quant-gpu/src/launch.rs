@@ -151,7 +151,12 @@ impl LaunchPlan {
     }
 }
 
-/// Checks one dequantization launch and plans its grid (see the [module docs](self)).
+/// Checks one dequantization launch and plans its grid: `n_blocks` blocks of `spec`'s format
+/// read at `src.offset` in the source buffer, their values of type `dtype` written at
+/// `dst.offset` in the destination buffer, `spec.blocks_per_group` blocks per group of
+/// `spec.threads_per_group` threads, at most `limits.max_groups` groups (the kernels stride over
+/// the rest). Zero blocks give an empty plan (after the same checks). Never panics: every size
+/// is computed with checked arithmetic.
 ///
 /// `block_elems` is what the caller believes a block holds (the [`crate::Backend`] methods take
 /// it); pass `None` to use the spec's without a check. Errors:

@@ -10,7 +10,11 @@
 //!   embedded copy ([`code_object`]). A missing or broken object is a
 //!   [`GpuError::CodeObject`](quant_gpu::GpuError::CodeObject) naming the file: there is no
 //!   silent fallback.
-//! * Modules and their functions are loaded once per device and format and shared.
+//! * Modules and their functions are loaded once per device and format and shared
+//!   ([`quant_gpu::ModuleCache`]); a launch of zero blocks loads nothing.
+//! * Every launch, whole-buffer or at byte offsets (`dequantize_at`), is checked and sized by
+//!   [`quant_gpu::plan_launch`] from the spec's block geometry and the device's limits; the FFI
+//!   wrapper checks the plan's ranges against the buffers once more.
 //! * Uploads go through two pinned staging buffers used in turn; work runs in order on one
 //!   non-blocking stream per backend; [`Backend::time_events`](quant_gpu::Backend) uses HIP
 //!   events.
