@@ -25,9 +25,12 @@ fn a_failed_allocation_names_the_tensor_and_frees_what_the_load_took() {
     // Warm up what a backend sets up once and keeps (pinned staging and the driver's mappings
     // of it, the streams' first work), so that the figures below measure only the load.
     {
-        let data = loader.file().tensor_data(&loader.file().tensors()[0]);
+        let data = loader
+            .file()
+            .tensor_data(&loader.file().tensors()[0])
+            .unwrap();
         let mut warm = b.alloc(data.len()).unwrap();
-        b.upload(data, &mut warm).unwrap();
+        b.upload(&data, &mut warm).unwrap();
         b.synchronize().unwrap();
     }
 

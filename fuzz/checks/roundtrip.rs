@@ -184,6 +184,9 @@ pub fn check_roundtrip(data: &[u8]) {
         assert_eq!(&t.dims, dims);
         assert_eq!(t.ty, *ty);
         assert_eq!(t.offset % u64::from(alignment), 0);
-        assert_eq!(f.tensor_data(t), &bytes[..], "tensor `{name}` data");
+        let data = f
+            .tensor_data(t)
+            .unwrap_or_else(|e| panic!("tensor `{name}`: {e}"));
+        assert_eq!(&*data, &bytes[..], "tensor `{name}` data");
     }
 }

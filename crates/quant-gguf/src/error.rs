@@ -348,6 +348,28 @@ pub enum GgufError {
         file_len: u64,
     },
 
+    /// Reading a tensor's bytes failed: an I/O error from an unmapped file (including a file
+    /// that is now shorter than when it was opened), or a range asked of
+    /// [`GgufFile::read_tensor_at`](crate::GgufFile::read_tensor_at) that lies outside the
+    /// tensor, or a tensor too large to hold in memory on this machine.
+    #[error(
+        "{}: tensor `{tensor}`: reading {len} bytes at offset {offset}: {source}",
+        path.display()
+    )]
+    TensorRead {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Absolute offset in the file of the first byte asked for.
+        offset: u64,
+        /// Number of bytes asked for.
+        len: u64,
+        /// Why it failed (`UnexpectedEof` when the file ended early).
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Writer: a metadata key added twice.
     #[error("writer: metadata key `{key}` added twice")]
     WriterDuplicateKey {
@@ -426,7 +448,8 @@ impl GgufError {
             | RowNotBlockMultiple { path, .. }
             | MisalignedOffset { path, .. }
             | TensorBeyondFile { path, .. }
-            | TensorDataTruncated { path, .. } => Some(path),
+            | TensorDataTruncated { path, .. }
+            | TensorRead { path, .. } => Some(path),
             WriterDuplicateKey { .. }
             | WriterDuplicateTensor { .. }
             | WriterBadValue { .. }

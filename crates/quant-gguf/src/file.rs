@@ -1,22 +1,33 @@
 //! [`GgufFile`]: an opened, fully checked GGUF file, and its [`TensorInfo`]s.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use quant_core::GgmlType;
 
-use crate::parse::parse_header;
+use crate::parse::{needs_more_bytes, parse_header, parse_header_in_memory, tensor_span, Header};
 use crate::{GgufError, MetaValue};
+
+/// Bytes an unmapped open reads first to parse the header; it doubles the prefix while the
+/// header runs past it.
+pub(crate) const FIRST_PREFIX: u64 = 1 << 20;
 
 /// How [`GgufFile::open_with`] gets the file's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenOptions {
-    /// Map the file (`true`, the default: zero-copy, pages loaded on demand) or read it whole
-    /// into memory with ordinary reads (`false`: for files that may change while open; see the
-    /// crate docs on `SIGBUS`).
+    /// Map the file (`true`, the default: zero-copy, pages loaded on demand) or read it with
+    /// ordinary positioned reads (`false`: for files that may change while open; see the crate
+    /// docs on `SIGBUS`).
+    ///
+    /// Unmapped, the open reads only the header: a prefix of 1 MiB (or the whole file if
+    /// smaller), doubled until the header fits in it. The prefix is freed once parsed; the
+    /// [`GgufFile`] keeps the file open and reads tensor bytes on demand
+    /// ([`GgufFile::tensor_data`], [`GgufFile::read_tensor_at`]), so it holds none of the
+    /// file in memory ([`GgufFile::resident_bytes`] is 0).
     pub mmap: bool,
 }
 
@@ -54,27 +65,24 @@ pub struct TensorInfo {
 }
 
 enum Storage {
+    /// The file, mapped.
     Mapped(Mmap),
+    /// The whole file in memory ([`GgufFile::from_bytes`]).
     Owned(Vec<u8>),
-}
-
-impl Storage {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Storage::Mapped(m) => m,
-            Storage::Owned(v) => v,
-        }
-    }
+    /// The file, open, read on demand with positioned reads.
+    Unmapped(File),
 }
 
 /// An opened GGUF v2/v3 file whose header has been read and fully checked.
 ///
 /// Once a `GgufFile` exists, every [`TensorInfo`] it lists has a known type, whole blocks per
-/// row, an aligned offset and data that lies wholly inside the file, so
-/// [`tensor_data`](Self::tensor_data) never fails for them.
+/// row, an aligned offset and data that lies wholly inside the file (as long as it was when
+/// opened), so [`tensor_data`](Self::tensor_data) fails for them only if reading an unmapped
+/// file fails.
 pub struct GgufFile {
     path: PathBuf,
     storage: Storage,
+    file_len: u64,
     version: u32,
     alignment: u32,
     metadata: Vec<(String, MetaValue)>,
@@ -86,14 +94,20 @@ pub struct GgufFile {
 
 impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let storage = match self.storage {
+            Storage::Mapped(_) => "mapped",
+            Storage::Owned(_) => "in memory",
+            Storage::Unmapped(_) => "unmapped",
+        };
         f.debug_struct("GgufFile")
             .field("path", &self.path)
+            .field("storage", &storage)
             .field("version", &self.version)
             .field("alignment", &self.alignment)
             .field("metadata", &self.metadata.len())
             .field("tensors", &self.tensors.len())
             .field("data_offset", &self.data_offset)
-            .field("file_len", &self.file_len())
+            .field("file_len", &self.file_len)
             .finish()
     }
 }
@@ -104,7 +118,7 @@ impl GgufFile {
         Self::open_with(path, OpenOptions::new())
     }
 
-    /// Opens and checks a file, mapped or read as `opts` says.
+    /// Opens and checks a file, mapped or read as `opts` says (see [`OpenOptions::mmap`]).
     pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
         let io = |op: &'static str| {
@@ -114,33 +128,80 @@ impl GgufFile {
                 source,
             }
         };
-        let mut file = File::open(path).map_err(io("open"))?;
+        let file = File::open(path).map_err(io("open"))?;
         let len = file.metadata().map_err(io("stat"))?.len();
-        let storage = if opts.mmap && len > 0 {
+        if opts.mmap && len > 0 {
             // SAFETY: the mapping is read-only and lives as long as `self`. If another process
             // truncates the file while it is mapped, reading the lost pages raises SIGBUS; the
             // crate docs say so and offer `mmap: false` for such files.
             let map = unsafe { Mmap::map(&file) }.map_err(io("mmap"))?;
-            Storage::Mapped(map)
+            let h = parse_header_in_memory(&map, path)?;
+            let file_len = map.len() as u64;
+            Ok(Self::from_header(h, Storage::Mapped(map), file_len, path))
         } else {
-            // The length is only a hint: read_to_end grows the buffer with what is really there.
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(io("read"))?;
-            Storage::Owned(bytes)
+            Self::open_unmapped(file, len, path, FIRST_PREFIX)
+        }
+    }
+
+    /// The unmapped open: parses the header from a prefix of `first_prefix` bytes (or the whole
+    /// file if smaller), doubling it while the parse runs into its end, up to the whole file.
+    /// The last attempt sees the whole file, so it gives exactly the error an in-memory parse
+    /// gives; nothing is read or allocated beyond the file's length.
+    pub(crate) fn open_unmapped(
+        file: File,
+        file_len: u64,
+        path: &Path,
+        first_prefix: u64,
+    ) -> Result<GgufFile, GgufError> {
+        let io = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            op: "read",
+            source,
         };
-        Self::from_storage(storage, path.to_path_buf())
+        // usize::MAX bounds the prefix on 32-bit targets; a header that does not fit there
+        // fails with the parse error of the largest prefix that does.
+        let cap = file_len.min(usize::MAX as u64);
+        // At least the magic, so that a bad one is reported as it is in the whole file.
+        let mut want = first_prefix.max(crate::MAGIC.len() as u64).min(cap);
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            // want <= cap <= usize::MAX: the casts are exact.
+            let have = buf.len();
+            let grow = want as usize - have;
+            buf.try_reserve_exact(grow)
+                .map_err(|_| io(io::Error::from(io::ErrorKind::OutOfMemory)))?;
+            buf.resize(want as usize, 0);
+            read_exact_at(&file, &mut buf[have..], have as u64).map_err(|e| io(eof_hint(e)))?;
+            match parse_header(&buf, file_len, path) {
+                Ok(h) => {
+                    return Ok(Self::from_header(
+                        h,
+                        Storage::Unmapped(file),
+                        file_len,
+                        path,
+                    ))
+                }
+                Err(e) if want < cap && needs_more_bytes(&e) => {
+                    want = want.saturating_mul(2).min(cap);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Checks a file held in memory. `name` stands for its path in errors and [`path`](Self::path).
     pub fn from_bytes(bytes: Vec<u8>, name: impl Into<PathBuf>) -> Result<GgufFile, GgufError> {
-        Self::from_storage(Storage::Owned(bytes), name.into())
+        let path = name.into();
+        let h = parse_header_in_memory(&bytes, &path)?;
+        let file_len = bytes.len() as u64;
+        Ok(Self::from_header(h, Storage::Owned(bytes), file_len, &path))
     }
 
-    fn from_storage(storage: Storage, path: PathBuf) -> Result<GgufFile, GgufError> {
-        let h = parse_header(storage.bytes(), &path)?;
-        Ok(GgufFile {
-            path,
+    fn from_header(h: Header, storage: Storage, file_len: u64, path: &Path) -> GgufFile {
+        GgufFile {
+            path: path.to_path_buf(),
             storage,
+            file_len,
             version: h.version,
             alignment: h.alignment,
             metadata: h.metadata,
@@ -148,7 +209,7 @@ impl GgufFile {
             tensors: h.tensors,
             tensor_index: h.tensor_index,
             data_offset: h.data_offset,
-        })
+        }
     }
 
     /// The file's path (or the name given to [`from_bytes`](Self::from_bytes)).
@@ -186,20 +247,120 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// A tensor's data: exactly `t.n_bytes` bytes of the mapping (or buffer), no copy.
+    /// A tensor's data: exactly `t.n_bytes` bytes.
     ///
-    /// `t` should come from this file's [`tensors`](Self::tensors); for those the slice is
-    /// always whole. For a `TensorInfo` made up elsewhere whose bytes do not lie inside this
-    /// file, the result is an empty slice (never a panic).
-    pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        let range = self
-            .data_offset
-            .checked_add(t.offset)
-            .and_then(|start| Some((start, start.checked_add(t.n_bytes)?)))
-            .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?));
-        range
-            .and_then(|r| self.storage.bytes().get(r))
-            .unwrap_or(&[])
+    /// Borrowed from the mapping (or the [`from_bytes`](Self::from_bytes) buffer), no copy; for
+    /// an unmapped file, owned: one positioned read of the tensor's bytes into a new buffer of
+    /// `t.n_bytes` (at most the file's size, which the header check bounds it by).
+    ///
+    /// `t` should come from this file's [`tensors`](Self::tensors). A `TensorInfo` made up
+    /// elsewhere whose bytes do not lie inside this file gives
+    /// [`GgufError::TensorBeyondFile`] or [`GgufError::TensorDataTruncated`]; a failed read
+    /// (an unmapped file that shrank after it was opened, an I/O error) gives
+    /// [`GgufError::TensorRead`], naming the file and the tensor. Never a panic.
+    pub fn tensor_data(&self, t: &TensorInfo) -> Result<Cow<'_, [u8]>, GgufError> {
+        let start = self.span(t)?;
+        match &self.storage {
+            Storage::Mapped(m) => Ok(Cow::Borrowed(self.slice(m, t, start, t.n_bytes)?)),
+            Storage::Owned(v) => Ok(Cow::Borrowed(self.slice(v, t, start, t.n_bytes)?)),
+            Storage::Unmapped(f) => {
+                let err = |source| self.read_err(t, start, t.n_bytes, source);
+                let n = usize::try_from(t.n_bytes).map_err(|_| {
+                    err(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        "the tensor does not fit this machine's address space",
+                    ))
+                })?;
+                let mut v = Vec::new();
+                v.try_reserve_exact(n)
+                    .map_err(|_| err(io::Error::from(io::ErrorKind::OutOfMemory)))?;
+                v.resize(n, 0);
+                read_exact_at(f, &mut v, start).map_err(|e| err(eof_hint(e)))?;
+                Ok(Cow::Owned(v))
+            }
+        }
+    }
+
+    /// Fills `dst` with the tensor's bytes from `offset` (relative to the tensor's first byte)
+    /// to `offset + dst.len()`, for callers that fill their own buffers (the loader's staging
+    /// slots): a copy out of the mapping or buffer, or one positioned read of an unmapped file
+    /// (no allocation either way).
+    ///
+    /// A range that does not lie inside the tensor, or a failed read (an unmapped file that
+    /// shrank after it was opened, an I/O error), gives [`GgufError::TensorRead`]; a
+    /// `TensorInfo` whose bytes do not lie inside this file gives the errors of
+    /// [`tensor_data`](Self::tensor_data). Never a panic.
+    pub fn read_tensor_at(
+        &self,
+        t: &TensorInfo,
+        offset: u64,
+        dst: &mut [u8],
+    ) -> Result<(), GgufError> {
+        let start = self.span(t)?;
+        let len = dst.len() as u64;
+        let at = start.saturating_add(offset);
+        if !matches!(offset.checked_add(len), Some(end) if end <= t.n_bytes) {
+            return Err(self.read_err(
+                t,
+                at,
+                len,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "bytes {offset}..{} lie outside the tensor's {} bytes",
+                        offset.saturating_add(len),
+                        t.n_bytes
+                    ),
+                ),
+            ));
+        }
+        match &self.storage {
+            Storage::Mapped(m) => dst.copy_from_slice(self.slice(m, t, at, len)?),
+            Storage::Owned(v) => dst.copy_from_slice(self.slice(v, t, at, len)?),
+            Storage::Unmapped(f) => {
+                read_exact_at(f, dst, at).map_err(|e| self.read_err(t, at, len, eof_hint(e)))?
+            }
+        }
+        Ok(())
+    }
+
+    /// The absolute start of `t`'s data, after checking that it lies inside the file.
+    fn span(&self, t: &TensorInfo) -> Result<u64, GgufError> {
+        tensor_span(&self.path, t, self.data_offset, self.file_len)
+    }
+
+    /// `len` bytes of `bytes` (the whole file) from `start`, or an error for `t`.
+    fn slice<'b>(
+        &self,
+        bytes: &'b [u8],
+        t: &TensorInfo,
+        start: u64,
+        len: u64,
+    ) -> Result<&'b [u8], GgufError> {
+        let range = usize::try_from(start)
+            .ok()
+            .and_then(|s| Some(s..s.checked_add(usize::try_from(len).ok()?)?));
+        range.and_then(|r| bytes.get(r)).ok_or_else(|| {
+            self.read_err(
+                t,
+                start,
+                len,
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the range lies outside the file",
+                ),
+            )
+        })
+    }
+
+    fn read_err(&self, t: &TensorInfo, offset: u64, len: u64, source: io::Error) -> GgufError {
+        GgufError::TensorRead {
+            path: self.path.clone(),
+            tensor: t.name.clone(),
+            offset,
+            len,
+            source,
+        }
     }
 
     /// Absolute offset of the data section: the header's end rounded up to the alignment.
@@ -207,21 +368,80 @@ impl GgufFile {
         self.data_offset
     }
 
-    /// Length of the file in bytes.
+    /// Length of the file in bytes, as it was when opened.
     pub fn file_len(&self) -> u64 {
-        self.storage.bytes().len() as u64
+        self.file_len
     }
 
-    /// Whether the file is memory-mapped (as opposed to read into memory).
+    /// Whether the file is memory-mapped (as opposed to read into memory by
+    /// [`from_bytes`](Self::from_bytes) or read on demand, unmapped).
     pub fn is_mapped(&self) -> bool {
         matches!(self.storage, Storage::Mapped(_))
     }
+
+    /// Bytes of the file's contents that this `GgufFile` holds in its own memory: the whole
+    /// buffer for [`from_bytes`](Self::from_bytes); 0 for a mapped file (its pages belong to
+    /// the page cache) and 0 for an unmapped one (the header prefix is freed once parsed and
+    /// tensor bytes are read on demand). The parsed metadata and tensor infos are not counted.
+    pub fn resident_bytes(&self) -> u64 {
+        match &self.storage {
+            Storage::Owned(v) => v.len() as u64,
+            Storage::Mapped(_) | Storage::Unmapped(_) => 0,
+        }
+    }
+}
+
+/// Gives "failed to fill whole buffer" a cause a reader can act on.
+fn eof_hint(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file ended early: it is shorter than when it was opened",
+        )
+    } else {
+        e
+    }
+}
+
+/// Fills `buf` from `file` at absolute offset `at`, without moving a shared cursor (safe from
+/// several threads at once).
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+}
+
+/// Fills `buf` from `file` at absolute offset `at` (`seek_read` takes the offset with each
+/// call, so threads do not disturb each other's reads).
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut at: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, at) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(n) => {
+                buf = &mut std::mem::take(&mut buf)[n..];
+                at += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Positioned reads are not implemented here: unmapped opens fail with an I/O error.
+#[cfg(not(any(unix, windows)))]
+fn read_exact_at(_file: &File, _buf: &mut [u8], _at: u64) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "positioned reads are not supported on this platform; open the file mapped",
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{GgufWriter, MetaValue};
+    use crate::{GgufWriter, MetaArray, MetaType, MetaValue};
     use std::borrow::Cow;
 
     fn small_file() -> Vec<u8> {
@@ -236,6 +456,23 @@ mod tests {
         out
     }
 
+    fn unmapped(path: &Path) -> GgufFile {
+        GgufFile::open_with(path, OpenOptions { mmap: false }).unwrap()
+    }
+
+    /// Opens `path` unmapped, starting from a prefix of `first` bytes.
+    fn open_prefix(path: &Path, first: u64) -> Result<GgufFile, GgufError> {
+        let file = File::open(path).unwrap();
+        let len = file.metadata().unwrap().len();
+        GgufFile::open_unmapped(file, len, path, first)
+    }
+
+    fn golden(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data")
+            .join(name)
+    }
+
     #[test]
     fn gguf_file_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
@@ -248,20 +485,178 @@ mod tests {
         let path = dir.path().join("small.gguf");
         std::fs::write(&path, small_file()).unwrap();
         let mapped = GgufFile::open(&path).unwrap();
-        let read = GgufFile::open_with(&path, OpenOptions { mmap: false }).unwrap();
+        let read = unmapped(&path);
         assert!(mapped.is_mapped());
         assert!(!read.is_mapped());
         assert_eq!(mapped.path(), path);
         for f in [&mapped, &read] {
             let t = f.tensor("a").unwrap();
-            assert_eq!(f.tensor_data(t), (0..64u8).collect::<Vec<_>>());
+            assert_eq!(*f.tensor_data(t).unwrap(), (0..64u8).collect::<Vec<_>>());
             assert_eq!(f.get("general.name").unwrap().as_str(), Some("unit"));
             assert_eq!(f.version(), 3);
             assert_eq!(f.alignment(), 32);
             assert_eq!(f.data_offset() % 32, 0);
         }
+        assert!(matches!(
+            mapped.tensor_data(mapped.tensor("a").unwrap()).unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            read.tensor_data(read.tensor("a").unwrap()).unwrap(),
+            Cow::Owned(_)
+        ));
         assert_eq!(mapped.metadata(), read.metadata());
         assert_eq!(mapped.tensors(), read.tensors());
+        assert_eq!(mapped.file_len(), read.file_len());
+    }
+
+    /// Every golden file reads the same mapped, unmapped and from memory: metadata, tensor
+    /// infos, whole tensors and pieces of them.
+    #[test]
+    fn golden_files_agree_in_every_mode() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.extension().is_some_and(|x| x == "gguf") {
+                continue;
+            }
+            n += 1;
+            let mapped = GgufFile::open(&path).unwrap();
+            let read = unmapped(&path);
+            let mem = GgufFile::from_bytes(std::fs::read(&path).unwrap(), &path).unwrap();
+            assert_eq!(read.resident_bytes(), 0);
+            assert_eq!(mapped.resident_bytes(), 0);
+            assert_eq!(mem.resident_bytes(), mem.file_len());
+            for f in [&read, &mem] {
+                assert_eq!(f.version(), mapped.version());
+                assert_eq!(f.alignment(), mapped.alignment());
+                assert_eq!(f.data_offset(), mapped.data_offset());
+                assert_eq!(f.file_len(), mapped.file_len());
+                assert_eq!(f.metadata(), mapped.metadata());
+                assert_eq!(f.tensors(), mapped.tensors());
+                for t in mapped.tensors() {
+                    let want = mapped.tensor_data(t).unwrap();
+                    assert_eq!(want.len() as u64, t.n_bytes);
+                    assert_eq!(f.tensor_data(t).unwrap(), want, "{}", t.name);
+                    // The middle third, through read_tensor_at.
+                    let (a, b) = (t.n_bytes / 3, 2 * t.n_bytes / 3);
+                    let mut piece = vec![0u8; (b - a) as usize];
+                    f.read_tensor_at(t, a, &mut piece).unwrap();
+                    assert_eq!(piece, want[a as usize..b as usize], "{}", t.name);
+                }
+            }
+        }
+        assert!(n >= 6, "golden files missing");
+    }
+
+    #[test]
+    fn unmapped_open_holds_no_file_bytes() {
+        // 8 MiB of tensor data behind a header of a few hundred bytes.
+        let mut w = GgufWriter::new();
+        w.add_tensor(
+            "big",
+            &[2 << 20],
+            GgmlType::F32,
+            Cow::Owned(vec![7; 8 << 20]),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.gguf");
+        w.write_file(&path).unwrap();
+        let f = unmapped(&path);
+        assert_eq!(f.resident_bytes(), 0);
+        assert!(f.file_len() > 8 << 20);
+        let t = f.tensor("big").unwrap();
+        let mut tail = [0u8; 16];
+        f.read_tensor_at(t, t.n_bytes - 16, &mut tail).unwrap();
+        assert_eq!(tail, [7; 16]);
+        assert_eq!(f.resident_bytes(), 0);
+        let from_memory = GgufFile::from_bytes(std::fs::read(&path).unwrap(), "m").unwrap();
+        assert_eq!(from_memory.resident_bytes(), f.file_len());
+    }
+
+    #[test]
+    fn header_larger_than_the_first_prefix_parses() {
+        // A 3 MiB metadata array: the header needs the 1, 2 and 4 MiB (whole file) prefixes.
+        let values = (0..3u32 << 20).map(|i| MetaValue::U8(i as u8)).collect();
+        let big = MetaValue::Array(MetaArray {
+            elem_type: MetaType::U8,
+            values,
+        });
+        // And a string longer than the first prefix, after it.
+        let long = MetaValue::String("x".repeat(3 << 19));
+        let mut w = GgufWriter::new();
+        w.add_metadata("big", big.clone()).unwrap();
+        w.add_metadata("long", long.clone()).unwrap();
+        w.add_tensor("t", &[8], GgmlType::F32, Cow::Owned(vec![9; 32]))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big-header.gguf");
+        w.write_file(&path).unwrap();
+        let f = unmapped(&path);
+        assert!(f.data_offset() > 2 * FIRST_PREFIX);
+        assert_eq!(f.get("big"), Some(&big));
+        assert_eq!(f.get("long"), Some(&long));
+        let t = f.tensor("t").unwrap();
+        assert_eq!(*f.tensor_data(t).unwrap(), [9; 32]);
+        assert_eq!(f.tensors(), GgufFile::open(&path).unwrap().tensors());
+        // From tiny prefixes too.
+        for first in [1, 4, 5, 100, 4096] {
+            let g = open_prefix(&path, first).unwrap();
+            assert_eq!(g.metadata(), f.metadata());
+            assert_eq!(g.tensors(), f.tensors());
+        }
+    }
+
+    #[test]
+    fn truncated_after_opening_is_an_error_naming_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shrinks.gguf");
+        std::fs::write(&path, small_file()).unwrap();
+        let f = unmapped(&path);
+        let t = f.tensor("a").unwrap().clone();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(f.data_offset() + 10)
+            .unwrap();
+        let e = f.tensor_data(&t).unwrap_err();
+        assert!(matches!(e, GgufError::TensorRead { .. }), "{e}");
+        assert_eq!(e.path(), Some(path.as_path()));
+        let msg = e.to_string();
+        assert!(msg.contains("shrinks.gguf") && msg.contains("`a`"), "{msg}");
+        assert!(msg.contains("shorter than when it was opened"), "{msg}");
+        let mut dst = [0u8; 16];
+        let e = f.read_tensor_at(&t, 8, &mut dst).unwrap_err();
+        assert!(
+            matches!(&e, GgufError::TensorRead { offset, len: 16, .. } if *offset == f.data_offset() + 8),
+            "{e}"
+        );
+        // What is still there still reads.
+        f.read_tensor_at(&t, 0, &mut dst[..10]).unwrap();
+        assert_eq!(dst[..10], (0..10u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn read_tensor_at_checks_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.gguf");
+        std::fs::write(&path, small_file()).unwrap();
+        let mem = GgufFile::from_bytes(small_file(), "mem.gguf").unwrap();
+        for f in [&mem, &GgufFile::open(&path).unwrap(), &unmapped(&path)] {
+            let t = f.tensor("a").unwrap();
+            let mut dst = [0u8; 8];
+            f.read_tensor_at(t, 56, &mut dst).unwrap();
+            assert_eq!(dst, [56, 57, 58, 59, 60, 61, 62, 63]);
+            f.read_tensor_at(t, 64, &mut []).unwrap();
+            for offset in [57, 64, u64::MAX - 3] {
+                let e = f.read_tensor_at(t, offset, &mut dst).unwrap_err();
+                assert!(matches!(e, GgufError::TensorRead { .. }), "{e}");
+                assert!(e.to_string().contains("outside the tensor"), "{e}");
+            }
+        }
     }
 
     #[test]
@@ -274,23 +669,86 @@ mod tests {
     fn missing_and_empty_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.gguf");
-        let e = GgufFile::open(&missing).unwrap_err();
-        assert!(matches!(e, GgufError::Io { op: "open", .. }), "{e}");
-        assert!(e.to_string().contains("missing.gguf"));
+        for mmap in [true, false] {
+            let e = GgufFile::open_with(&missing, OpenOptions { mmap }).unwrap_err();
+            assert!(matches!(e, GgufError::Io { op: "open", .. }), "{e}");
+            assert!(e.to_string().contains("missing.gguf"));
+        }
         let empty = dir.path().join("empty.gguf");
         std::fs::write(&empty, b"").unwrap();
-        let e = GgufFile::open(&empty).unwrap_err();
-        assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
+        for mmap in [true, false] {
+            let e = GgufFile::open_with(&empty, OpenOptions { mmap }).unwrap_err();
+            assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
+        }
     }
 
     #[test]
-    fn foreign_tensor_info_gives_empty_slice() {
-        let f = GgufFile::from_bytes(small_file(), "mem.gguf").unwrap();
-        let mut t = f.tensor("a").unwrap().clone();
-        t.offset = u64::MAX - 3;
-        assert!(f.tensor_data(&t).is_empty());
-        t.offset = 0;
-        t.n_bytes = 1 << 40;
-        assert!(f.tensor_data(&t).is_empty());
+    fn foreign_tensor_info_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("foreign.gguf");
+        std::fs::write(&path, small_file()).unwrap();
+        let mem = GgufFile::from_bytes(small_file(), "mem.gguf").unwrap();
+        for f in [&mem, &GgufFile::open(&path).unwrap(), &unmapped(&path)] {
+            let mut t = f.tensor("a").unwrap().clone();
+            t.offset = u64::MAX - 3;
+            let e = f.tensor_data(&t).unwrap_err();
+            assert!(matches!(e, GgufError::TensorBeyondFile { .. }), "{e}");
+            assert!(f.read_tensor_at(&t, 0, &mut [0; 4]).is_err());
+            t.offset = 0;
+            t.n_bytes = 1 << 40;
+            let e = f.tensor_data(&t).unwrap_err();
+            assert!(matches!(e, GgufError::TensorDataTruncated { .. }), "{e}");
+            assert!(e.to_string().contains("`a`"), "{e}");
+            assert!(f.read_tensor_at(&t, 0, &mut [0; 4]).is_err());
+        }
+    }
+
+    mod prefixes {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn all_types() -> &'static [u8] {
+            static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            BYTES.get_or_init(|| std::fs::read(golden("all-types.gguf")).unwrap())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Corrupted headers opened unmapped from prefixes of any size give exactly what
+            /// the in-memory parse of the whole file gives: the same header, or the same error
+            /// (same message, whatever prefix it was first met in).
+            #[test]
+            fn any_prefix_gives_the_whole_file_result(
+                edits in prop::collection::vec((0usize..2496, any::<u8>()), 0..8),
+                first in 1u64..3000,
+                cut in prop::option::of(0usize..44032),
+            ) {
+                let mut bytes = all_types().to_vec();
+                for (at, b) in edits {
+                    bytes[at] = b;
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut);
+                }
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("p.gguf");
+                std::fs::write(&path, &bytes).unwrap();
+                let whole = GgufFile::from_bytes(bytes, &path);
+                let streamed = open_prefix(&path, first);
+                match (whole, streamed) {
+                    (Ok(w), Ok(s)) => {
+                        prop_assert_eq!(w.metadata(), s.metadata());
+                        prop_assert_eq!(w.tensors(), s.tensors());
+                        prop_assert_eq!(w.data_offset(), s.data_offset());
+                        for t in w.tensors() {
+                            prop_assert_eq!(w.tensor_data(t).unwrap(), s.tensor_data(t).unwrap());
+                        }
+                    }
+                    (Err(w), Err(s)) => prop_assert_eq!(w.to_string(), s.to_string()),
+                    (w, s) => prop_assert!(false, "whole: {w:?}, streamed: {s:?}"),
+                }
+            }
+        }
     }
 }

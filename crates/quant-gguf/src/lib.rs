@@ -3,9 +3,10 @@
 //! GGUF v2/v3 reader and v3 writer. The crate knows bytes, not formats: the only thing it asks of
 //! a tensor type is its block geometry ([`quant_core::GgmlType::geometry`]), to size tensors.
 //!
-//! * [`GgufFile`] opens a file (memory-mapped, zero-copy, or read into memory), checks the whole
-//!   header and every tensor's placement, and hands out metadata, [`TensorInfo`]s and tensor
-//!   bytes ([`GgufFile::tensor_data`]).
+//! * [`GgufFile`] opens a file (memory-mapped, zero-copy, or unmapped, reading only the header),
+//!   checks the whole header and every tensor's placement, and hands out metadata,
+//!   [`TensorInfo`]s and tensor bytes ([`GgufFile::tensor_data`], borrowed from the mapping or
+//!   read on demand; [`GgufFile::read_tensor_at`] into the caller's buffer).
 //! * [`GgufWriter`] writes GGUF v3 files (used by tests, fixtures and tools);
 //!   [`GgufStreamWriter`] writes the same bytes with tensor data streamed tensor by tensor, for
 //!   files larger than memory (`quant-synth`).
@@ -26,7 +27,14 @@
 //! is mapped, touching a page that no longer exists raises `SIGBUS` and kills the process: the
 //! header was checked against the file *as it was when opened*. For files that may change
 //! underneath (a download still in progress, a file being re-quantized in place), open with
-//! `OpenOptions { mmap: false }`, which reads the whole file into memory with ordinary reads.
+//! `OpenOptions { mmap: false }`. That reads only the header, with ordinary reads of a growing
+//! prefix (1 MiB, doubled until the header fits; the last try is the whole file, so a bad file
+//! gives the same error either way), and keeps the file open: tensor bytes are read on demand
+//! with positioned reads ([`GgufFile::tensor_data`] returns them owned,
+//! [`GgufFile::read_tensor_at`] fills a buffer of the caller's). Host memory stays bounded by
+//! the header and the tensor being read, whatever the file's size. A file that shrinks after
+//! opening then gives [`GgufError::TensorRead`], naming the tensor, instead of `SIGBUS`; a file
+//! rewritten in place at the same size is read as it now is.
 //! [`GgufWriter::write_file`] writes to a temporary file and renames it, so readers of files it
 //! writes never see them change.
 #![warn(missing_docs)]

@@ -232,8 +232,24 @@ pub(crate) struct Header {
     pub data_offset: u64,
 }
 
-/// Parses and checks the header of a GGUF file held in `buf` (the whole file).
-pub(crate) fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
+/// Parses and checks the header of a GGUF file held whole in `buf`.
+pub(crate) fn parse_header_in_memory(buf: &[u8], path: &Path) -> Result<Header> {
+    parse_header(buf, buf.len() as u64, path)
+}
+
+/// Parses and checks the header of a GGUF file of `file_len` bytes whose first bytes are `buf`
+/// (a prefix of the file, or all of it).
+///
+/// The header must lie inside `buf`: every count and length is checked against the bytes of
+/// `buf`, so a prefix too short for the header fails with [`GgufError::Truncated`],
+/// [`GgufError::CountTooLarge`] or [`GgufError::StringTooLong`] (see
+/// [`needs_more_bytes`]). Tensor placement is checked against `file_len`, the real length of
+/// the file. With the whole file (`buf.len() == file_len`) every error is final.
+pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Header> {
+    debug_assert!(
+        buf.len() as u64 <= file_len,
+        "the prefix is longer than the file"
+    );
     let mut c = Cursor::new(buf, path);
     let p = || path.to_path_buf();
 
@@ -348,7 +364,6 @@ pub(crate) fn parse_header(buf: &[u8], path: &Path) -> Result<Header> {
     let header_end = c.pos();
     let align = u64::from(alignment);
     let data_offset = header_end.div_ceil(align) * align;
-    let file_len = buf.len() as u64;
     for t in &tensors {
         check_placement(path, t, data_offset, align, file_len)?;
     }
@@ -441,6 +456,19 @@ pub(crate) fn tensor_size(
     Ok((n_elements, n_bytes))
 }
 
+/// Whether a header parse of a *prefix* of a file that failed with `e` may succeed, or fail
+/// differently, with more of the file: the errors that come from running into the end of the
+/// bytes given. Every other error depends only on bytes already read, and a check that passes
+/// on a prefix passes on any longer one, so it is the error the whole file gives.
+pub(crate) fn needs_more_bytes(e: &GgufError) -> bool {
+    matches!(
+        e,
+        GgufError::Truncated { .. }
+            | GgufError::CountTooLarge { .. }
+            | GgufError::StringTooLong { .. }
+    )
+}
+
 /// Checks that a tensor's offset is aligned and its data lies inside the file.
 fn check_placement(
     path: &Path,
@@ -449,15 +477,26 @@ fn check_placement(
     align: u64,
     file_len: u64,
 ) -> Result<()> {
-    let p = || path.to_path_buf();
     if t.offset % align != 0 {
         return Err(GgufError::MisalignedOffset {
-            path: p(),
+            path: path.to_path_buf(),
             tensor: t.name.clone(),
             offset: t.offset,
             alignment: align,
         });
     }
+    tensor_span(path, t, data_offset, file_len).map(|_| ())
+}
+
+/// The absolute start of a tensor's data, after checking that its `n_bytes` bytes lie inside a
+/// file of `file_len` bytes whose data section starts at `data_offset`.
+pub(crate) fn tensor_span(
+    path: &Path,
+    t: &TensorInfo,
+    data_offset: u64,
+    file_len: u64,
+) -> Result<u64> {
+    let p = || path.to_path_buf();
     let start = match data_offset.checked_add(t.offset) {
         Some(s) if s < file_len => s,
         _ => {
@@ -470,7 +509,7 @@ fn check_placement(
         }
     };
     match start.checked_add(t.n_bytes) {
-        Some(end) if end <= file_len => Ok(()),
+        Some(end) if end <= file_len => Ok(start),
         end => Err(GgufError::TensorDataTruncated {
             path: p(),
             tensor: t.name.clone(),

@@ -39,7 +39,7 @@ struct PendingTensor<'a> {
 /// let mut out = Vec::new();
 /// w.write_to(&mut out)?;
 /// let f = GgufFile::from_bytes(out, "doc.gguf")?;
-/// assert_eq!(f.tensor_data(f.tensor("t").unwrap()), &bytes[..]);
+/// assert_eq!(&*f.tensor_data(f.tensor("t").unwrap())?, &bytes[..]);
 /// # Ok::<(), quant_gguf::GgufError>(())
 /// ```
 pub struct GgufWriter<'a> {
@@ -291,7 +291,7 @@ impl<'a> GgufWriter<'a> {
 /// let mut s = GgufStreamWriter::new(Vec::new(), &spec, "doc.gguf")?;
 /// s.write_tensor(|w| w.write_all(&[0u8; 32]))?;
 /// let f = GgufFile::from_bytes(s.finish()?, "doc.gguf")?;
-/// assert_eq!(f.tensor_data(f.tensor("t").unwrap()), &[0u8; 32][..]);
+/// assert_eq!(&*f.tensor_data(f.tensor("t").unwrap())?, &[0u8; 32][..]);
 /// # Ok::<(), quant_gguf::GgufError>(())
 /// ```
 pub struct GgufStreamWriter<W: Write> {
@@ -563,7 +563,7 @@ mod tests {
         assert_eq!(f.get(ALIGNMENT_KEY), Some(&MetaValue::U32(64)));
         assert_eq!(f.tensor("a").unwrap().offset, 0);
         assert_eq!(f.tensor("b").unwrap().offset, 64);
-        assert_eq!(f.tensor_data(f.tensor("b").unwrap()), &[2; 10]);
+        assert_eq!(*f.tensor_data(f.tensor("b").unwrap()).unwrap(), [2; 10]);
         assert_eq!(f.file_len(), f.data_offset() + 128);
     }
 

@@ -408,6 +408,53 @@ fn golden_files_stay_within_the_bound() {
     }
 }
 
+/// Unmapped, the open reads the header only: a 16 MiB tensor behind a header of a few hundred
+/// bytes costs a small prefix (the whole header fits in the first, 1 MiB at most), not the
+/// file; and reading the tensor allocates the tensor, once.
+#[test]
+fn unmapped_open_does_not_read_the_tensor_data() {
+    let n_bytes = 16usize << 20;
+    let mut w = quant_gguf::GgufWriter::new();
+    w.add_tensor(
+        "big",
+        &[(n_bytes / 4) as u64],
+        quant_core::GgmlType::F32,
+        vec![3u8; n_bytes].into(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big-data.gguf");
+    w.write_file(&path).unwrap();
+    drop(w);
+    let len = std::fs::metadata(&path).unwrap().len();
+
+    let (r, peak) = peak_of(|| GgufFile::open_with(&path, OpenOptions { mmap: false }));
+    let f = r.unwrap();
+    eprintln!("unmapped open of {len} bytes: peak {peak} bytes");
+    assert!(
+        peak <= FIXED + (64 << 10),
+        "unmapped open of a {len}-byte file with a small header: peak {peak} bytes"
+    );
+    assert_eq!(f.resident_bytes(), 0);
+
+    let t = f.tensor("big").unwrap();
+    let (sum, peak) = peak_of(|| {
+        let d = f.tensor_data(t).unwrap();
+        d.iter().map(|&b| u64::from(b)).sum::<u64>()
+    });
+    assert_eq!(sum, 3 * n_bytes as u64);
+    assert!(
+        (n_bytes as u64..n_bytes as u64 + (64 << 10)).contains(&peak),
+        "reading a {n_bytes}-byte tensor: peak {peak} bytes"
+    );
+    // Reading into the caller's buffer allocates nothing.
+    let mut buf = vec![0u8; 4096];
+    let (r, peak) = peak_of(|| f.read_tensor_at(t, 12345, &mut buf));
+    r.unwrap();
+    assert!(buf.iter().all(|&b| b == 3));
+    assert!(peak < 1024, "read_tensor_at: peak {peak} bytes");
+}
+
 /// The counting allocator itself must see allocations, or every bound above passes vacuously.
 #[test]
 fn the_counter_counts() {

@@ -1,8 +1,12 @@
 //! Malformed files: each is built by hand (or by the writer and then patched), and must give its
 //! own error variant, with a message that names the file and the field or tensor.
+//!
+//! Every case is opened three ways, which must agree: from memory, and from a file both mapped
+//! and unmapped (the unmapped open parses the header from a prefix of the file; see
+//! [`open_all_ways`]).
 
 use quant_core::GgmlType;
-use quant_gguf::{GgufError, GgufFile, MetaType, MetaValue, MAX_ARRAY_DEPTH};
+use quant_gguf::{GgufError, GgufFile, MetaType, MetaValue, OpenOptions, MAX_ARRAY_DEPTH};
 
 const NAME: &str = "bad-file.gguf";
 
@@ -56,7 +60,7 @@ impl B {
         self
     }
     fn open(&self) -> Result<GgufFile, GgufError> {
-        GgufFile::from_bytes(self.0.clone(), NAME)
+        open_all_ways(self.0.clone())
     }
     fn err(&self) -> GgufError {
         match self.open() {
@@ -64,6 +68,41 @@ impl B {
             Err(e) => e,
         }
     }
+}
+
+/// Opens `bytes` from memory and returns the result, after checking that the same bytes in a
+/// file, opened mapped and unmapped, give the same header and tensor bytes, or the same error
+/// (same variant, same message but for the path).
+fn open_all_ways(bytes: Vec<u8>) -> Result<GgufFile, GgufError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(NAME);
+    std::fs::write(&path, &bytes).unwrap();
+    let mem = GgufFile::from_bytes(bytes, NAME);
+    for mmap in [true, false] {
+        let file = GgufFile::open_with(&path, OpenOptions { mmap });
+        match (&mem, &file) {
+            (Ok(m), Ok(f)) => {
+                assert_eq!(f.is_mapped(), mmap);
+                assert_eq!(m.metadata(), f.metadata());
+                assert_eq!(m.tensors(), f.tensors());
+                assert_eq!(m.data_offset(), f.data_offset());
+                for t in m.tensors() {
+                    assert_eq!(m.tensor_data(t).unwrap(), f.tensor_data(t).unwrap());
+                }
+            }
+            (Err(m), Err(f)) => {
+                assert_eq!(
+                    std::mem::discriminant(m),
+                    std::mem::discriminant(f),
+                    "mmap {mmap}: {m} / {f}"
+                );
+                let shown = f.to_string().replace(&path.display().to_string(), NAME);
+                assert_eq!(m.to_string(), shown, "mmap {mmap}");
+            }
+            (m, f) => panic!("mmap {mmap}: from memory {m:?}, from the file {f:?}"),
+        }
+    }
+    mem
 }
 
 /// A valid file: one kv, one F32 tensor of 8 elements.
@@ -113,7 +152,7 @@ fn bad_magic() {
     );
     names(&e, &["magic"]);
     // Too short to hold a magic, and not starting like one.
-    let e = GgufFile::from_bytes(b"PK".to_vec(), NAME).unwrap_err();
+    let e = open_all_ways(b"PK".to_vec()).unwrap_err();
     assert!(matches!(e, GgufError::BadMagic { .. }), "{e}");
 }
 
@@ -542,7 +581,7 @@ fn tensor_placement() {
 fn header_cut_short() {
     let b = valid();
     // Header 24, kv 34, tensor info 33 (its offset field at 83..91): cut inside that field.
-    let e = GgufFile::from_bytes(b.0[..85].to_vec(), NAME).unwrap_err();
+    let e = open_all_ways(b.0[..85].to_vec()).unwrap_err();
     assert!(
         matches!(
             e,
@@ -556,7 +595,7 @@ fn header_cut_short() {
         "{e}"
     );
     names(&e, &["cut short", "tensor `t` offset"]);
-    let e = GgufFile::from_bytes(b.0[..6].to_vec(), NAME).unwrap_err();
+    let e = open_all_ways(b.0[..6].to_vec()).unwrap_err();
     assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
     names(&e, &["version"]);
 }
@@ -569,12 +608,12 @@ fn writer_output_patched() {
         .unwrap();
     let mut bytes = Vec::new();
     w.write_to(&mut bytes).unwrap();
-    GgufFile::from_bytes(bytes.clone(), NAME).unwrap();
+    open_all_ways(bytes.clone()).unwrap();
     // Header 24 bytes, then name (8 + 1), n_dims (4), one dim (8), type (4).
     let type_at = 24 + 9 + 4 + 8;
     assert_eq!(bytes[type_at..type_at + 4], 8u32.to_le_bytes());
     bytes[type_at..type_at + 4].copy_from_slice(&5u32.to_le_bytes());
-    let e = GgufFile::from_bytes(bytes, NAME).unwrap_err();
+    let e = open_all_ways(bytes).unwrap_err();
     assert!(matches!(e, GgufError::RemovedTensorType { .. }), "{e}");
     names(&e, &["`x`", "Q4_3"]);
 }
@@ -605,10 +644,10 @@ mod corruption {
             for (at, b) in edits {
                 bytes[at] = b;
             }
-            match GgufFile::from_bytes(bytes, NAME) {
+            match open_all_ways(bytes) {
                 Ok(f) => {
                     for t in f.tensors() {
-                        prop_assert_eq!(f.tensor_data(t).len() as u64, t.n_bytes);
+                        prop_assert_eq!(f.tensor_data(t).unwrap().len() as u64, t.n_bytes);
                     }
                 }
                 Err(e) => prop_assert!(e.to_string().contains(NAME)),

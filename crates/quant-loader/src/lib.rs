@@ -22,6 +22,7 @@ mod pipeline;
 mod placement;
 mod report;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -51,8 +52,11 @@ pub enum FallbackPolicy {
 /// Options of [`GgufLoader::open_with`].
 #[derive(Clone, Copy, Debug)]
 pub struct LoaderOptions {
-    /// Map the file (`true`, zero-copy) or read it into memory (`false`; safe against files
-    /// truncated by another process while mapped).
+    /// Map the file (`true`, zero-copy) or read it with ordinary positioned reads (`false`;
+    /// safe against files truncated by another process: a short read is an error, where a
+    /// mapping would raise SIGBUS). Unmapped, only the header is read on open; tensor bytes are
+    /// read on demand, into the pipeline's staging slots or, on the CPU paths, one tensor at a
+    /// time.
     pub mmap: bool,
     /// Kernel fallback policy.
     pub fallback: FallbackPolicy,
@@ -113,10 +117,14 @@ impl GgufLoader {
     /// A tensor's bytes, after checking that the file on disk still has the size it had when
     /// opened. A mapped file truncated by another process would otherwise kill this process with
     /// SIGBUS on first touch of the lost pages. (A truncation racing with this very check can
-    /// still do that: `--no-mmap` is the safe choice for files that may change.)
-    fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8], LoadError> {
+    /// still do that: `--no-mmap` is the safe choice for files that may change; there a short
+    /// read is an error naming the tensor.)
+    ///
+    /// Borrowed from the mapping, or (unmapped) read into a buffer of exactly the tensor's
+    /// size, which the caller drops before it reads the next tensor.
+    fn tensor_bytes(&self, t: &TensorInfo) -> Result<Cow<'_, [u8]>, LoadError> {
         self.check_unchanged()?;
-        Ok(self.file.tensor_data(t))
+        Ok(self.file.tensor_data(t)?)
     }
 
     /// [`LoadError::FileChanged`] if the file on disk no longer has the size it had when opened.
@@ -190,7 +198,8 @@ impl GgufLoader {
     fn values(&self, t: &TensorInfo, path: CpuPath) -> Result<Vec<f32>, LoadError> {
         let format = self.format_of(t)?;
         self.elements(t)?;
-        cpu::dequantize_to_vec(format, self.tensor_bytes(t)?, path).map_err(|e| self.core_err(t, e))
+        cpu::dequantize_to_vec(format, &self.tensor_bytes(t)?, path)
+            .map_err(|e| self.core_err(t, e))
     }
 
     /// Allocates device memory for `bytes`, uploads them (through pinned staging, or from
@@ -273,7 +282,7 @@ impl GgufLoader {
         let data = self.tensor_bytes(t)?;
         let dtype = match as_ {
             LoadAs::Native => {
-                let dt = self.upload_tensor(t, backend, data, tdt, false)?;
+                let dt = self.upload_tensor(t, backend, &data, tdt, false)?;
                 let tensor = self.insert_cached(t, as_, backend, dt);
                 let load = self.record(
                     t,
@@ -297,7 +306,7 @@ impl GgufLoader {
                 let n_blocks = (n / g.block_elems) as u64;
                 let run = || -> Result<DeviceTensor, GpuError> {
                     let mut src = backend.alloc(data.len())?;
-                    backend.upload(data, &mut src)?;
+                    backend.upload(&data, &mut src)?;
                     let mut dst = backend.alloc(out_bytes)?;
                     backend.dequantize(spec, g.block_elems, &src, n_blocks, &mut dst, dtype)?;
                     backend.synchronize()?;

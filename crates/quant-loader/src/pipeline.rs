@@ -312,8 +312,12 @@ struct Job<'a> {
 
 /// Where reader threads get file bytes.
 enum Source {
-    /// The loader's own mapping.
+    /// The loader's own mapping (a copy out of it).
     Mapped,
+    /// The loader's unmapped file: positioned reads through the `GgufFile`, which keeps the
+    /// file open ([`quant_gguf::GgufFile::read_tensor_at`]).
+    Unmapped,
+    /// `direct_reads` on a mapped file: positioned reads of a separately opened `File`.
     #[cfg(unix)]
     Read(std::fs::File),
 }
@@ -327,14 +331,8 @@ impl Source {
         dst: &mut [u8],
     ) -> Result<(), LoadError> {
         match self {
-            Source::Mapped => {
-                let data = loader.file().tensor_data(t);
-                let start = offset as usize;
-                let src = data
-                    .get(start..start + dst.len())
-                    .ok_or_else(|| loader.read_err(t, "tensor bytes lie outside the file"))?;
-                dst.copy_from_slice(src);
-                Ok(())
+            Source::Mapped | Source::Unmapped => {
+                Ok(loader.file().read_tensor_at(t, offset, dst)?)
             }
             #[cfg(unix)]
             Source::Read(f) => {
@@ -690,7 +688,9 @@ fn stream_batches(
     let first = jobs[piped[batches[0].pieces[0].job]].t;
     let gpu = |e: GpuError| loader.gpu_err(first, backend, e);
 
-    let source = if loader.file().is_mapped() && !opts.direct_reads {
+    let source = if !loader.file().is_mapped() {
+        Source::Unmapped
+    } else if !opts.direct_reads {
         Source::Mapped
     } else {
         #[cfg(unix)]

@@ -216,7 +216,7 @@ fn native_keeps_the_blocks_and_says_so() {
         assert_eq!(dt.bytes(), t.n_bytes);
         assert_eq!(
             dt.download(&b).unwrap(),
-            loader.file().tensor_data(t),
+            *loader.file().tensor_data(t).unwrap(),
             "{}",
             t.name
         );
@@ -227,7 +227,10 @@ fn native_keeps_the_blocks_and_says_so() {
     let dt = serial
         .load_tensor_to_gpu(&t.name, &b, LoadAs::Native)
         .unwrap();
-    assert_eq!(dt.download(&b).unwrap(), serial.file().tensor_data(t));
+    assert_eq!(
+        dt.download(&b).unwrap(),
+        *serial.file().tensor_data(t).unwrap()
+    );
 }
 
 #[test]
@@ -270,6 +273,59 @@ fn ordinary_reads_give_the_same_bits_as_the_mapping() {
         let d = direct.cached(&t.name, OutputDType::F16, &b3).unwrap();
         assert_eq!(want, d.download(&b3).unwrap(), "{}", t.name);
     }
+}
+
+/// Unmapped, the loader holds none of the file, and readers fill the ring through
+/// `GgufFile::read_tensor_at`; a file truncated after opening gives an error naming the file and
+/// a tensor, not a crash, with and without `direct_reads`.
+#[test]
+fn an_unmapped_file_truncated_after_opening_is_an_error_in_the_pipeline() {
+    let dir = std::env::temp_dir().join(format!("qf-pipeline-unmapped-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shrinks.gguf");
+    for direct_reads in [false, true] {
+        std::fs::copy(data("tiny-llama-q4_0.gguf"), &path).unwrap();
+        let loader = GgufLoader::open_with(
+            &path,
+            LoaderOptions {
+                mmap: false,
+                fallback: FallbackPolicy::Deny,
+            },
+        )
+        .unwrap();
+        assert_eq!(loader.file().resident_bytes(), 0);
+        let opts = PipelineOptions {
+            direct_reads,
+            ..tiny_ring()
+        };
+        let b = TestBackend::new(0);
+        // Whole, it loads.
+        loader
+            .load_with(&b, OutputDType::F16.into(), &opts, &mut |_| {})
+            .unwrap();
+        loader.clear_cache();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(loader.file().data_offset() + 64)
+            .unwrap();
+        let err = loader
+            .load_with(&b, OutputDType::F16.into(), &opts, &mut |_| {})
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("shrinks.gguf"), "{msg}");
+        assert!(
+            loader
+                .file()
+                .tensors()
+                .iter()
+                .any(|t| msg.contains(&format!("`{}`", t.name))),
+            "{msg}"
+        );
+        assert!(msg.contains("shorter than when it was opened"), "{msg}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -198,7 +198,7 @@ mod tests {
             for t in &p.tensors {
                 let info = f.tensor(&t.name).unwrap();
                 assert_eq!((info.ty, &info.dims), (t.ty, &t.dims), "{}", t.name);
-                let data = f.tensor_data(info);
+                let data = &*f.tensor_data(info).unwrap();
                 let fmt = quant_core::registry().lookup(t.ty).unwrap();
                 let mut out = vec![0f32; t.n_elements as usize];
                 fmt.dequantize_reference(data, &mut out);
@@ -222,7 +222,9 @@ mod tests {
         p.tensors[0].n_bytes = 256 * 8192 * 2; // 4 MiB: 8 chunks, 2 batches.
         let bytes = write_to(&p, Vec::new(), 1, &mut |_| {}, "big").unwrap();
         let f = GgufFile::from_bytes(bytes, "big.gguf").unwrap();
-        let d = f.tensor_data(f.tensor("token_embd.weight").unwrap());
+        let d = f
+            .tensor_data(f.tensor("token_embd.weight").unwrap())
+            .unwrap();
         let c = CHUNK_TARGET;
         assert_ne!(d[..64], d[c..c + 64]);
         assert_ne!(d[..64], d[4 * c..4 * c + 64]);

@@ -88,7 +88,7 @@ fn dequant_writes_f32_gguf_with_ggml_bits() {
         let t = f.tensor(&name).unwrap();
         assert_eq!(t.ty.to_string(), "F32");
         assert_eq!(t.dims, orig.tensor(&name).unwrap().dims);
-        let got: String = Sha256::digest(f.tensor_data(t))
+        let got: String = Sha256::digest(f.tensor_data(t).unwrap())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();

@@ -98,7 +98,9 @@ pub fn check_golden(format: &dyn QuantFormat) -> Vec<String> {
                 failures.push(format!("{file}:{}: element count", line.name));
                 continue;
             }
-            let src = gguf.tensor_data(t);
+            let src = &*gguf
+                .tensor_data(t)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
             let n = line.elements as usize;
 
             let mut reference = vec![0f32; n];
