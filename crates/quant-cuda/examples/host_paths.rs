@@ -227,7 +227,12 @@ fn register(path: &str) -> Res<()> {
 fn readers(path: &str) -> Res<()> {
     let map = map_file(path)?;
     let be = CudaBackend::new(0)?;
-    for (threads, slot_mib) in [(8usize, 2usize), (8, 4), (12, 2)] {
+    for (threads, slot_mib, two_queues) in [
+        (8usize, 2usize, false),
+        (8, 2, true),
+        (8, 4, false),
+        (8, 4, true),
+    ] {
         let slot = slot_mib << 20;
         let n = map.len().div_ceil(slot);
         let next = AtomicUsize::new(0);
@@ -249,7 +254,13 @@ fn readers(path: &str) -> Res<()> {
                             let len = slot.min(map.len() - a);
                             let host = &mut ring[k];
                             host.as_mut_slice()?[..len].copy_from_slice(&map[a..a + len]);
-                            be.upload_async(Queue::Copy, host, 0..len, &mut dev, k * slot)?;
+                            // Alternate batches on the second queue: a second copy engine.
+                            let q = if two_queues && i % 2 == 1 {
+                                Queue::Compute
+                            } else {
+                                Queue::Copy
+                            };
+                            be.upload_async(q, host, 0..len, &mut dev, k * slot)?;
                             k ^= 1;
                         }
                         Ok(())
@@ -264,7 +275,7 @@ fn readers(path: &str) -> Res<()> {
         be.synchronize()?;
         let wall = t0.elapsed();
         println!(
-            "readers {threads:>2} x 2 slots of {slot_mib} MiB: {:.1} ms = {:.1} GB/s (pinning included)",
+            "readers {threads:>2} x 2 slots of {slot_mib} MiB, two queues {two_queues}: {:.1} ms = {:.1} GB/s (pinning included)",
             ms(wall),
             gbs(map.len(), wall)
         );
