@@ -5,12 +5,20 @@
 //! * 16 threads loading different tensors of one file onto one device get the bits of a serial
 //!   load.
 
+use std::sync::Mutex;
+
 use quantforge::core::{GgmlType, OutputDType};
 use quantforge::loader::{GgufLoader, LoadError};
 use quantforge_tests::{test_gpu, write_random_model};
 
+/// The tests of this file share one device, and the first measures its free memory: each holds
+/// this lock, so that the other's allocations cannot move the figures (the test harness runs
+/// tests on parallel threads; an H200 run once failed the leak check that way).
+static DEVICE: Mutex<()> = Mutex::new(());
+
 #[test]
 fn a_failed_allocation_names_the_tensor_and_frees_what_the_load_took() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     let Some(b) = test_gpu("failed_allocation") else {
         return;
     };
@@ -83,6 +91,7 @@ fn a_failed_allocation_names_the_tensor_and_frees_what_the_load_took() {
 
 #[test]
 fn sixteen_threads_get_the_bits_of_a_serial_load() {
+    let _device = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     let Some(b) = test_gpu("sixteen_threads") else {
         return;
     };
