@@ -54,6 +54,13 @@ pub struct DeviceInfo {
     pub multiprocessors: u32,
 }
 
+impl DeviceInfo {
+    /// The short label reports and errors use: `cuda:0 (NVIDIA H200)`.
+    pub fn label(&self) -> String {
+        format!("{}:{} ({})", self.kind, self.ordinal, self.name)
+    }
+}
+
 impl fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -278,5 +285,25 @@ pub trait Backend: Send + Sync {
                 reason: "this backend launches kernels on whole buffers only".into(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod device_info_tests {
+    use super::*;
+
+    #[test]
+    fn label_and_display_name_the_device() {
+        let i = DeviceInfo {
+            kind: DeviceKind::Cuda,
+            ordinal: 1,
+            name: "NVIDIA H200".into(),
+            arch: "sm_90".into(),
+            total_memory: 3 << 30,
+            warp_size: 32,
+            multiprocessors: 132,
+        };
+        assert_eq!(i.label(), "cuda:1 (NVIDIA H200)");
+        assert_eq!(i.to_string(), "cuda:1 NVIDIA H200 (sm_90, 3.0 GiB)");
     }
 }

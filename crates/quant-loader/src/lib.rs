@@ -620,6 +620,5 @@ pub(crate) fn is_kernel_failure(e: &GpuError) -> bool {
 }
 
 pub(crate) fn device_label(backend: &dyn Backend) -> String {
-    let i = backend.info();
-    format!("{}:{} ({})", i.kind, i.ordinal, i.name)
+    backend.info().label()
 }

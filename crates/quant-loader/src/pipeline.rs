@@ -184,6 +184,8 @@ pub(crate) struct Piece {
     pub first_block: u64,
     /// Blocks in the run.
     pub n_blocks: u64,
+    /// Byte offset of the run inside the tensor's data (`first_block` times the block size).
+    pub tensor_offset: u64,
     /// Byte offset of the run inside the slot (a multiple of [`ALIGN`]).
     pub slot_offset: usize,
     /// Bytes of the run.
@@ -271,6 +273,7 @@ pub(crate) fn plan_batches(jobs: &[JobShape], slot_bytes: usize) -> Result<Vec<B
                 job: j,
                 first_block: done,
                 n_blocks: take,
+                tensor_offset: done * bb,
                 slot_offset: start,
                 len,
             });
@@ -575,11 +578,10 @@ fn fill(
     }
     for p in &batch.pieces {
         let t = tensors[p.job];
-        let block_bytes = p.len as u64 / p.n_blocks.max(1);
         source.read(
             loader,
             t,
-            p.first_block * block_bytes,
+            p.tensor_offset,
             &mut host[p.slot_offset..p.slot_offset + p.len],
         )?;
     }
@@ -820,8 +822,7 @@ fn stream_batches(
                     }
                 }
                 PieceWork::Native => {
-                    let block_bytes = p.len as u64 / p.n_blocks.max(1);
-                    let dst_offset = (p.first_block * block_bytes) as usize;
+                    let dst_offset = p.tensor_offset as usize;
                     backend
                         .upload_async(
                             Queue::Copy,
@@ -1018,6 +1019,10 @@ mod tests {
                 assert_eq!(p.slot_offset % ALIGN, 0);
                 assert!(p.slot_offset >= end, "pieces do not overlap");
                 assert_eq!(p.first_block, next[p.job], "blocks in order");
+                assert_eq!(
+                    p.tensor_offset,
+                    p.first_block * jobs[p.job].block_bytes as u64
+                );
                 assert_eq!(p.len, p.n_blocks as usize * jobs[p.job].block_bytes);
                 next[p.job] += p.n_blocks;
                 if next[p.job] < jobs[p.job].blocks {

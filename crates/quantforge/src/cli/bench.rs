@@ -201,7 +201,7 @@ fn bench_device(
     } else {
         a.dtypes.clone()
     };
-    let device = format!("{}:{} {}", b.info().kind, b.info().ordinal, b.info().name);
+    let device = b.info().label();
     // Size launches by bytes moved so that every format and dtype streams well past L2; inputs
     // rotate over several buffers (see quant_gpu::bench).
     let cfg = BenchConfig {
