@@ -207,7 +207,8 @@ pub fn compile_one(
             let mut c = Command::new(&nvcc.program);
             c.arg("-cubin")
                 .arg(format!("-arch=sm_{sm}"))
-                .args(["--fmad=false", "-O3", "-x", "cu"]);
+                .args(quant_core::NVIDIA_EXACT_FLAGS)
+                .args(["-O3", "-x", "cu"]);
             if let Some(root) = &nvcc.root {
                 c.arg(format!("-L{}", root.join("lib").display()));
             }

@@ -88,3 +88,13 @@ pub const PORTABILITY_HEADER: &str = include_str!("../../../kernels/qf_portabili
 
 /// File name under which kernel sources include [`PORTABILITY_HEADER`].
 pub const PORTABILITY_HEADER_NAME: &str = "qf_portability.h";
+
+/// The NVIDIA compiler flags that keep every kernel bit-exact: no contraction into FMA, no flush
+/// of subnormals to zero, IEEE division and square root. NVRTC (quant-cuda, at run time) and
+/// nvcc (`cargo xtask build-kernels`, ahead of time) both take exactly these; never fast-math.
+pub const NVIDIA_EXACT_FLAGS: [&str; 4] = [
+    "--fmad=false",
+    "--ftz=false",
+    "--prec-div=true",
+    "--prec-sqrt=true",
+];

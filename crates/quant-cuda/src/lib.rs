@@ -195,14 +195,10 @@ impl CudaBackend {
     /// NVRTC options used for every kernel: the device's real architecture (so that NVRTC emits
     /// a cubin), no contraction into FMA, IEEE division and square root, no flush to zero.
     pub fn nvrtc_options(arch: &str) -> Vec<String> {
-        vec![
-            format!("--gpu-architecture={arch}"),
-            "--fmad=false".into(),
-            "--ftz=false".into(),
-            "--prec-div=true".into(),
-            "--prec-sqrt=true".into(),
-            "--std=c++17".into(),
-        ]
+        let mut o = vec![format!("--gpu-architecture={arch}")];
+        o.extend(quant_core::NVIDIA_EXACT_FLAGS.iter().map(|f| f.to_string()));
+        o.push("--std=c++17".into());
+        o
     }
 
     /// Compiles `spec`'s source with NVRTC for this device and returns the cubin (what
@@ -783,6 +779,7 @@ mod tests {
     fn nvrtc_options_forbid_contraction_and_name_a_real_arch() {
         let o = CudaBackend::nvrtc_options("sm_90");
         assert!(o.contains(&"--fmad=false".to_string()));
+        assert!(o.contains(&"--ftz=false".to_string()));
         assert!(o.contains(&"--gpu-architecture=sm_90".to_string()));
         assert!(!o
             .iter()
