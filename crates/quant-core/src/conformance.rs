@@ -112,6 +112,15 @@ pub fn check_contract(format: &'static dyn QuantFormat) {
             "{name}: threads not a multiple of 64"
         );
         assert!(k.blocks_per_group > 0, "{name}: blocks_per_group is 0");
+        // A source that sizes its groups with a `#define <NAME>_BPG <N>u` default must agree
+        // with the spec the backends launch by.
+        for (macro_name, value) in bpg_defaults(k.source) {
+            assert_eq!(
+                value, k.blocks_per_group,
+                "{name}: the source's {macro_name} is {value}, the spec's blocks_per_group {}",
+                k.blocks_per_group
+            );
+        }
         assert_eq!(
             k.geometry, g,
             "{name}: the kernel spec's block geometry differs from the format's"
@@ -151,5 +160,31 @@ pub fn check_contract(format: &'static dyn QuantFormat) {
             f[i].to_bits(),
             r[i].to_bits()
         );
+    }
+}
+
+/// The `#define <NAME>_BPG <N>[u]` lines of a kernel source, as (name, N).
+fn bpg_defaults(source: &str) -> Vec<(&str, u32)> {
+    source
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.trim_start().strip_prefix("#define")?.split_whitespace();
+            let name = w.next().filter(|n| n.ends_with("_BPG"))?;
+            let value = w.next()?.trim_end_matches(['u', 'U']).parse().ok()?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bpg_defaults;
+
+    #[test]
+    fn bpg_defaults_are_read_from_define_lines_only() {
+        let src = "#ifndef Q9_BPG  // tuning\n#define Q9_BPG 32u  // keep in sync\n\
+                   #define Q9_BB 144u\n  #define OTHER_BPG 7\nconst int x = Q9_BPG;\n";
+        assert_eq!(bpg_defaults(src), vec![("Q9_BPG", 32), ("OTHER_BPG", 7)]);
+        assert!(bpg_defaults("#define Q9_BPG many\n").is_empty());
     }
 }
