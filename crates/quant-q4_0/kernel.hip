@@ -13,7 +13,7 @@
 #define Q4_0_BB 18u    // bytes per block
 #define Q4_0_QK 32u    // values per block
 #ifndef Q4_0_BPG  // overridable for tuning experiments (-DQ4_0_BPG=...)
-#define Q4_0_BPG 128u  // blocks staged per group iteration (keep in sync with src/kernel.rs)
+#define Q4_0_BPG 128u  // blocks staged per group iteration (check_contract holds src/kernel.rs to it)
 #endif
 
 template <int OUT>

@@ -18,7 +18,7 @@
 #define Q4_K_BB 144u  // bytes per super-block
 #define Q4_K_QK 256u  // values per super-block
 #ifndef Q4_K_BPG  // overridable for tuning experiments (-DQ4_K_BPG=...)
-#define Q4_K_BPG 32u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
+#define Q4_K_BPG 32u  // super-blocks staged per group iteration (check_contract holds src/kernel.rs to it)
 #endif
 
 // ggml's get_scale_min_k4 on the 12 scale bytes held in three little-endian words.

@@ -20,7 +20,7 @@
 #define Q6_K_BB 210u  // bytes per super-block
 #define Q6_K_QK 256u  // values per super-block
 #ifndef Q6_K_BPG  // overridable for tuning experiments (-DQ6_K_BPG=...)
-#define Q6_K_BPG 32u  // super-blocks staged per group iteration (keep in sync with src/kernel.rs)
+#define Q6_K_BPG 32u  // super-blocks staged per group iteration (check_contract holds src/kernel.rs to it)
 #endif
 
 template <int OUT>
