@@ -17,6 +17,8 @@
 //!   window at a time (`cuMemHostRegister`, read-only), on one thread and several.
 //! * `readers`: the loader's reader loop alone (each reader fills its own pinned slots from the
 //!   mapping and queues their copies), without kernels, outputs or bookkeeping.
+//! * `readers-wc`: the same loop on raw driver calls with `cuMemHostAlloc` slots, plain and
+//!   write-combined.
 //!
 //! Driver calls the backend does not expose are made through `cudarc::driver::sys` directly:
 //! this is a measuring tool, not an API.
@@ -283,6 +285,97 @@ fn readers(path: &str) -> Res<()> {
     Ok(())
 }
 
+/// The reader loop on raw driver calls, with its slots from `cuMemHostAlloc`, plain or
+/// write-combined (the CPU's writes bypass its caches, so the copy engine reads memory no core
+/// holds dirty). Pinning is timed apart from streaming.
+fn readers_wc(path: &str) -> Res<()> {
+    let map = map_file(path)?;
+    let ctx = CudaContext::new(0)?;
+    let slot = 2usize << 20;
+    for write_combined in [false, true, false, true] {
+        let n = map.len().div_ceil(slot);
+        let next = AtomicUsize::new(0);
+        let mut stream: sys::CUstream = std::ptr::null_mut();
+        // SAFETY: plain driver calls on this thread's bound context.
+        unsafe { ok(sys::cuStreamCreate(&mut stream, 1), "stream")? };
+        let stream = stream as usize;
+        let pinning = AtomicUsize::new(0);
+        let t0 = Instant::now();
+        std::thread::scope(|s| -> Res<()> {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let (ctx, map, next, pinning) = (&ctx, &map, &next, &pinning);
+                    s.spawn(move || -> Result<(), String> {
+                        let e = |e: Box<dyn std::error::Error>| e.to_string();
+                        ctx.bind_to_thread().map_err(|e| e.to_string())?;
+                        let stream = stream as sys::CUstream;
+                        let mut flags = sys::CU_MEMHOSTALLOC_PORTABLE;
+                        if write_combined {
+                            flags |= sys::CU_MEMHOSTALLOC_WRITECOMBINED;
+                        }
+                        // SAFETY: each slot is written only after the event recorded after its
+                        // last copy has completed, and freed after the stream is synchronized;
+                        // source ranges lie inside the mapping.
+                        unsafe {
+                            let t = Instant::now();
+                            let mut dev: sys::CUdeviceptr = 0;
+                            ok(sys::cuMemAlloc_v2(&mut dev, 2 * slot), "alloc").map_err(e)?;
+                            let mut ptrs = [std::ptr::null_mut::<std::ffi::c_void>(); 2];
+                            let mut evs = [std::ptr::null_mut(); 2];
+                            for k in 0..2 {
+                                ok(sys::cuMemHostAlloc(&mut ptrs[k], slot, flags), "host alloc")
+                                    .map_err(e)?;
+                                ok(sys::cuEventCreate(&mut evs[k], 2), "event").map_err(e)?;
+                                ok(sys::cuEventRecord(evs[k], stream), "record").map_err(e)?;
+                            }
+                            pinning.fetch_add(t.elapsed().as_nanos() as usize, Ordering::SeqCst);
+                            let mut k = 0;
+                            loop {
+                                let i = next.fetch_add(1, Ordering::SeqCst);
+                                if i >= n {
+                                    break;
+                                }
+                                let a = i * slot;
+                                let len = slot.min(map.len() - a);
+                                ok(sys::cuEventSynchronize(evs[k]), "sync").map_err(e)?;
+                                std::ptr::copy_nonoverlapping(
+                                    map[a..].as_ptr(),
+                                    ptrs[k] as *mut u8,
+                                    len,
+                                );
+                                let d = dev + (k * slot) as u64;
+                                ok(sys::cuMemcpyHtoDAsync_v2(d, ptrs[k], len, stream), "copy")
+                                    .map_err(e)?;
+                                ok(sys::cuEventRecord(evs[k], stream), "record").map_err(e)?;
+                                k ^= 1;
+                            }
+                            ok(sys::cuStreamSynchronize(stream), "sync").map_err(e)?;
+                            for k in 0..2 {
+                                sys::cuMemFreeHost(ptrs[k]);
+                                sys::cuEventDestroy_v2(evs[k]);
+                            }
+                            sys::cuMemFree_v2(dev);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().map_err(|_| "thread panicked")??;
+            }
+            Ok(())
+        })?;
+        let wall = t0.elapsed();
+        println!(
+            "raw readers 8 x 2 slots of 2 MiB, write-combined {write_combined}: {:.1} ms = {:.1} GB/s; pinning {:.1} ms summed over readers",
+            ms(wall),
+            gbs(map.len(), wall),
+            pinning.load(Ordering::SeqCst) as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let file = || args.get(2).map(String::as_str).ok_or("give a file");
@@ -291,6 +384,10 @@ fn main() -> Res<()> {
         Some("memcpy") => memcpy(file()?),
         Some("register") => register(file()?),
         Some("readers") => readers(file()?),
-        _ => Err("usage: host_paths pin | memcpy FILE | register FILE | readers FILE".into()),
+        Some("readers-wc") => readers_wc(file()?),
+        _ => Err(
+            "usage: host_paths pin | memcpy FILE | register FILE | readers FILE | readers-wc FILE"
+                .into(),
+        ),
     }
 }
