@@ -1,15 +1,18 @@
 //! [`HipBackend`]: the safe backend over [`crate::ffi`].
 
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use quant_gpu::{
-    plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind, DeviceLimits, GpuError,
-    KernelSpec, MemInfo, ModuleCache, OutputDType, RawBuffer,
+    plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind, DeviceLimits, Fence,
+    GpuError, HostBuffer, KernelSpec, MemInfo, ModuleCache, OutputDType, Queue, RawBuffer,
 };
 
 use crate::code_object;
-use crate::ffi::{self, DeviceMem, Event, Function, HipError, Module, PinnedMem, Stream};
+use crate::ffi::{
+    self, DeviceMem, Event, EventPool, Function, HipError, Module, PinnedMem, Stream,
+};
 
 /// Bytes per pinned staging buffer (there are two, used in turn).
 const STAGING_CHUNK: usize = 16 << 20;
@@ -90,6 +93,76 @@ fn modules() -> &'static ModuleCache<(usize, &'static str), LoadedModule> {
     MODULES.get_or_init(ModuleCache::new)
 }
 
+/// The number of bytes of an asynchronous upload of `range` out of a host buffer of
+/// `host_len` bytes to `dst_offset` in a device buffer of `dst_len` bytes: an error, never a
+/// panic, when the range is reversed, lies outside the host buffer, or does not fit the device
+/// buffer at that offset (overflow included).
+fn upload_len(
+    range: &Range<usize>,
+    host_len: usize,
+    dst_offset: usize,
+    dst_len: usize,
+) -> Result<usize, GpuError> {
+    if range.start > range.end {
+        return Err(GpuError::Overflow {
+            op: "upload_async (source range)",
+            what: format!("range {}..{} ends before it starts", range.start, range.end),
+        });
+    }
+    if range.end > host_len {
+        return Err(GpuError::BufferSize {
+            op: "upload_async (source range)",
+            have: host_len,
+            need: range.end,
+        });
+    }
+    let len = range.end - range.start;
+    match dst_offset.checked_add(len) {
+        Some(end) if end <= dst_len => Ok(len),
+        Some(end) => Err(GpuError::BufferSize {
+            op: "upload_async",
+            have: dst_len,
+            need: end,
+        }),
+        None => Err(GpuError::Overflow {
+            op: "upload_async",
+            what: format!("{len} bytes at offset {dst_offset}"),
+        }),
+    }
+}
+
+/// The page-locked memory behind `src` if it is this backend's: HIP pinned memory of device
+/// `ordinal`. Anything else (another backend's page-locked memory, another device's) is a
+/// [`GpuError::ForeignBuffer`]: it cannot be copied from asynchronously here.
+fn own_pinned(src: &HostBuffer, ordinal: usize) -> Result<&PinnedMem, GpuError> {
+    const OP: &str = "upload_async (host buffer)";
+    match src.raw().as_any().downcast_ref::<PinnedMem>() {
+        Some(p) if p.ordinal() == ordinal => Ok(p),
+        _ => Err(GpuError::ForeignBuffer { op: OP }),
+    }
+}
+
+/// What a [`Fence`] handed to [`Backend::wait_fence`] holds.
+#[derive(Debug)]
+enum FenceKind<'a> {
+    /// Complete already ([`Fence::done`]): nothing to wait for.
+    Done,
+    /// A HIP event: the queue waits for it on the device.
+    Hip(&'a Event),
+    /// Another backend's marker: waited for on the host.
+    Foreign,
+}
+
+fn fence_kind(fence: &Fence) -> FenceKind<'_> {
+    match fence.raw() {
+        None => FenceKind::Done,
+        Some(raw) => match raw.as_any().downcast_ref::<Event>() {
+            Some(e) => FenceKind::Hip(e),
+            None => FenceKind::Foreign,
+        },
+    }
+}
+
 /// Staging for uploads: two pinned buffers used in turn, each with the event recorded after
 /// its last copy.
 struct Staging {
@@ -100,18 +173,26 @@ struct Staging {
 
 /// An AMD GPU through the HIP runtime (`libamdhip64`), running HSACO code objects built ahead
 /// of time.
+///
+/// Work runs on two non-blocking streams: the compute stream ([`Queue::Compute`]: kernels,
+/// fills, device copies, `upload`, `download`) and the copy stream ([`Queue::Copy`]: the
+/// pipeline's asynchronous uploads). [`Backend::synchronize`] drains both.
 pub struct HipBackend {
     info: DeviceInfo,
     max_threads_per_block: u32,
     max_grid_x: u32,
     staging: Mutex<Staging>,
-    // Dropped last: it synchronizes before it is destroyed.
+    /// Synchronisation events for fences, reused.
+    events: Arc<EventPool>,
+    // The streams are dropped last: each synchronizes before it is destroyed.
+    copy_stream: Stream,
     stream: Stream,
 }
 
 impl Drop for HipBackend {
     fn drop(&mut self) {
         // Let queued copies out of the staging buffers finish before those are freed.
+        let _ = self.copy_stream.synchronize();
         let _ = self.stream.synchronize();
     }
 }
@@ -149,6 +230,7 @@ impl HipBackend {
             multiprocessors: props.multiprocessors,
         };
         let stream = Stream::new(ordinal).map_err(driver)?;
+        let copy_stream = Stream::new(ordinal).map_err(driver)?;
         let staging = Staging {
             bufs: [None, None],
             done: [
@@ -162,8 +244,48 @@ impl HipBackend {
             max_threads_per_block: props.max_threads_per_block,
             max_grid_x: props.max_grid_x.max(1),
             staging: Mutex::new(staging),
+            events: EventPool::new(ordinal),
+            copy_stream,
             stream,
         })
+    }
+
+    /// The stream that serves `queue`.
+    fn stream_of(&self, queue: Queue) -> &Stream {
+        match queue {
+            Queue::Compute => &self.stream,
+            Queue::Copy => &self.copy_stream,
+        }
+    }
+
+    /// Queues copies of `src` to `mem[offset..]` on the compute stream through the two pinned
+    /// staging buffers, used in turn. `offset + src.len()` must fit (checked by the callers and
+    /// again by the wrapper). Returns once `src` may be reused; the copies may still be in
+    /// flight.
+    fn staged_upload(&self, src: &[u8], mem: &DeviceMem, offset: usize) -> Result<(), GpuError> {
+        let mut st = self.staging.lock();
+        let st = &mut *st;
+        for (i, chunk) in src.chunks(STAGING_CHUNK).enumerate() {
+            let k = i % 2;
+            // Wait until the copy that last used this staging buffer has finished.
+            if st.pending[k] {
+                st.done[k].synchronize().map_err(driver)?;
+                st.pending[k] = false;
+            }
+            let buf = match &mut st.bufs[k] {
+                Some(b) => b,
+                slot => {
+                    slot.insert(PinnedMem::alloc(self.info.ordinal, STAGING_CHUNK).map_err(driver)?)
+                }
+            };
+            buf.as_mut_slice()[..chunk.len()].copy_from_slice(chunk);
+            self.stream
+                .copy_htod(mem, offset + i * STAGING_CHUNK, buf, chunk.len())
+                .map_err(driver)?;
+            st.done[k].record(&self.stream).map_err(driver)?;
+            st.pending[k] = true;
+        }
+        Ok(())
     }
 
     fn mem<'a>(&self, buf: &'a Buffer, op: &'static str) -> Result<&'a DeviceMem, GpuError> {
@@ -293,29 +415,7 @@ impl Backend for HipBackend {
                 need: src.len(),
             });
         }
-        let mut st = self.staging.lock();
-        let st = &mut *st;
-        for (i, chunk) in src.chunks(STAGING_CHUNK).enumerate() {
-            let k = i % 2;
-            // Wait until the copy that last used this staging buffer has finished.
-            if st.pending[k] {
-                st.done[k].synchronize().map_err(driver)?;
-                st.pending[k] = false;
-            }
-            let buf = match &mut st.bufs[k] {
-                Some(b) => b,
-                slot => {
-                    slot.insert(PinnedMem::alloc(self.info.ordinal, STAGING_CHUNK).map_err(driver)?)
-                }
-            };
-            buf.as_mut_slice()[..chunk.len()].copy_from_slice(chunk);
-            self.stream
-                .copy_htod(mem, i * STAGING_CHUNK, buf, chunk.len())
-                .map_err(driver)?;
-            st.done[k].record(&self.stream).map_err(driver)?;
-            st.pending[k] = true;
-        }
-        Ok(())
+        self.staged_upload(src, mem, 0)
     }
 
     fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError> {
@@ -381,7 +481,9 @@ impl Backend for HipBackend {
         )
     }
 
+    /// Waits for all work queued on both streams.
     fn synchronize(&self) -> Result<(), GpuError> {
+        self.copy_stream.synchronize().map_err(driver)?;
         self.stream.synchronize().map_err(driver)
     }
 
@@ -401,6 +503,87 @@ impl Backend for HipBackend {
             times.push(stop.elapsed_since(&start).map_err(driver)?);
         }
         Ok(times)
+    }
+
+    fn async_primitives(&self) -> bool {
+        // Everything below is implemented: `new` does not return without the copy stream.
+        true
+    }
+
+    /// `bytes` zeroed bytes of page-locked memory (`hipHostMalloc`) of this device.
+    fn alloc_host(&self, bytes: usize) -> Result<HostBuffer, GpuError> {
+        let p = PinnedMem::alloc(self.info.ordinal, bytes).map_err(driver)?;
+        Ok(HostBuffer::new(Box::new(p)))
+    }
+
+    /// From this backend's pinned memory: `hipMemcpyHtoDAsync` on `queue`'s stream, then an
+    /// event after it as `src`'s pending fence. From ordinary memory (as the trait's default
+    /// `alloc_host` gives): a synchronous [`Backend::upload_at`]. From another backend's or
+    /// device's pinned memory: [`GpuError::ForeignBuffer`].
+    fn upload_async(
+        &self,
+        queue: Queue,
+        src: &mut HostBuffer,
+        range: Range<usize>,
+        dst: &mut Buffer,
+        dst_offset: usize,
+    ) -> Result<(), GpuError> {
+        if !src.is_pinned() {
+            let have = src.len();
+            let bytes = src
+                .as_slice()
+                .get(range.clone())
+                .ok_or(GpuError::BufferSize {
+                    op: "upload_async (source range)",
+                    have,
+                    need: range.end,
+                })?;
+            return self.upload_at(bytes, dst, dst_offset);
+        }
+        let mem = self.mem(dst, "upload_async")?;
+        upload_len(&range, src.len(), dst_offset, mem.len())?;
+        own_pinned(src, self.info.ordinal)?;
+        let event = self.events.get().map_err(driver)?;
+        self.stream_of(queue)
+            .upload_async(queue, src, range, mem, dst_offset, event)
+            .map_err(driver)
+    }
+
+    /// Through the staging buffers on the compute stream; returns once the bytes have landed.
+    fn upload_at(&self, src: &[u8], dst: &mut Buffer, dst_offset: usize) -> Result<(), GpuError> {
+        let mem = self.mem(dst, "upload_at")?;
+        let need = dst_offset
+            .checked_add(src.len())
+            .ok_or(GpuError::Overflow {
+                op: "upload_at",
+                what: format!("{} bytes at offset {dst_offset}", src.len()),
+            })?;
+        if need > mem.len() {
+            return Err(GpuError::BufferSize {
+                op: "upload_at",
+                have: mem.len(),
+                need,
+            });
+        }
+        self.staged_upload(src, mem, dst_offset)?;
+        self.stream.synchronize().map_err(driver)
+    }
+
+    /// An event recorded on `queue`'s stream.
+    fn record(&self, queue: Queue) -> Result<Fence, GpuError> {
+        let event = self.events.get().map_err(driver)?;
+        event.record(self.stream_of(queue)).map_err(driver)?;
+        Ok(Fence::new(queue, Box::new(event)))
+    }
+
+    /// `hipStreamWaitEvent` for a HIP event (an error for another device's); a fence of another
+    /// backend is waited for on the host, which is always correct.
+    fn wait_fence(&self, queue: Queue, fence: &Fence) -> Result<(), GpuError> {
+        match fence_kind(fence) {
+            FenceKind::Done => Ok(()),
+            FenceKind::Hip(e) => self.stream_of(queue).wait_event(e).map_err(driver),
+            FenceKind::Foreign => fence.wait(),
+        }
     }
 }
 
@@ -448,6 +631,104 @@ mod tests {
         assert!(ffi::device_props(0).is_err());
         assert!(ffi::mem_info(0).is_err());
         assert!(DeviceMem::alloc(0, 16).is_err());
+    }
+
+    #[test]
+    fn upload_ranges_are_checked_without_panics() {
+        // In bounds, including empty ranges at either end and an exact fit.
+        assert_eq!(upload_len(&(0..8), 8, 0, 8).unwrap(), 8);
+        assert_eq!(upload_len(&(2..6), 8, 12, 16).unwrap(), 4);
+        assert_eq!(upload_len(&(8..8), 8, 16, 16).unwrap(), 0);
+        assert_eq!(upload_len(&(0..0), 0, 0, 0).unwrap(), 0);
+        // Outside the host buffer.
+        match upload_len(&(4..9), 8, 0, 64) {
+            Err(GpuError::BufferSize { op, have, need }) => {
+                assert_eq!((op, have, need), ("upload_async (source range)", 8, 9));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Reversed.
+        assert!(matches!(
+            upload_len(&Range { start: 6, end: 2 }, 8, 0, 64),
+            Err(GpuError::Overflow { .. })
+        ));
+        // Past the end of the device buffer, and an offset that overflows.
+        match upload_len(&(0..8), 8, 9, 16) {
+            Err(GpuError::BufferSize { op, have, need }) => {
+                assert_eq!((op, have, need), ("upload_async", 16, 17));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            upload_len(&(0..8), 8, usize::MAX - 3, usize::MAX),
+            Err(GpuError::Overflow { .. })
+        ));
+    }
+
+    /// Page-locked memory that is not HIP's: what another backend's `alloc_host` returns.
+    #[derive(Debug)]
+    struct OtherPinned(Vec<u8>);
+    impl quant_gpu::RawHostBuffer for OtherPinned {
+        fn as_slice(&self) -> &[u8] {
+            &self.0
+        }
+        fn as_mut_slice(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+        fn is_pinned(&self) -> bool {
+            true
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn only_this_devices_pinned_memory_is_copied_from_asynchronously() {
+        let own = HostBuffer::new(Box::new(PinnedMem::empty_for_test(2)));
+        assert!(own_pinned(&own, 2).is_ok());
+        let refused = [
+            // Another device's.
+            (own, 3),
+            // Another backend's page-locked memory.
+            (HostBuffer::new(Box::new(OtherPinned(vec![0; 16]))), 0),
+            // Ordinary memory (upload_async copies it synchronously instead).
+            (HostBuffer::pageable(16), 0),
+        ];
+        for (h, ordinal) in &refused {
+            assert!(
+                matches!(
+                    own_pinned(h, *ordinal),
+                    Err(GpuError::ForeignBuffer {
+                        op: "upload_async (host buffer)"
+                    })
+                ),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[derive(Debug)]
+    struct OtherFence;
+    impl quant_gpu::RawFence for OtherFence {
+        fn wait(&self) -> Result<(), GpuError> {
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn fences_are_told_apart() {
+        assert!(matches!(
+            fence_kind(&Fence::done(Queue::Copy)),
+            FenceKind::Done
+        ));
+        let hip = Fence::new(Queue::Copy, Box::new(Event::null_for_test(0)));
+        assert!(matches!(fence_kind(&hip), FenceKind::Hip(_)));
+        let other = Fence::new(Queue::Compute, Box::new(OtherFence));
+        assert!(matches!(fence_kind(&other), FenceKind::Foreign));
     }
 
     #[test]

@@ -7,12 +7,16 @@
 //! HIP keeps the current device per host thread, so every wrapper that acts on a device takes
 //! its ordinal and selects it first.
 
+use std::any::Any;
 use std::ffi::{c_void, CStr, CString};
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::ptr;
+use std::sync::Arc;
 
 use hip_runtime_sys as sys;
-use quant_gpu::LaunchPlan;
+use parking_lot::Mutex;
+use quant_gpu::{Fence, GpuError, HostBuffer, LaunchPlan, Queue, RawFence, RawHostBuffer};
 use sys::hipError_t;
 
 /// A failed HIP runtime call.
@@ -56,6 +60,16 @@ fn check(rc: hipError_t, op: impl FnOnce() -> String) -> Result<(), HipError> {
         name: cstr_or(name, "hipError"),
         message: cstr_or(message, "unknown error"),
     })
+}
+
+/// A call refused before it reached the runtime (`hipErrorInvalidValue`).
+fn invalid(op: impl Into<String>, message: impl Into<String>) -> HipError {
+    HipError {
+        op: op.into(),
+        code: hipError_t::hipErrorInvalidValue as u32,
+        name: "hipErrorInvalidValue".into(),
+        message: message.into(),
+    }
 }
 
 fn c_ordinal(ordinal: usize) -> Result<i32, HipError> {
@@ -224,20 +238,26 @@ impl Drop for DeviceMem {
     }
 }
 
-/// Page-locked host memory from `hipHostMalloc`, freed on drop.
+/// Page-locked host memory from `hipHostMalloc` on one device, zeroed, freed on drop.
+///
+/// Behind a [`HostBuffer`] (what `alloc_host` returns) it is the source of asynchronous
+/// uploads: the `HostBuffer` holds the fence of the last copy out of it and waits for it before
+/// handing the bytes out for writing and before this is dropped.
 #[derive(Debug)]
 pub(crate) struct PinnedMem {
     ptr: *mut u8,
     len: usize,
+    ordinal: usize,
 }
 
-// SAFETY: plain host memory owned by this value.
+// SAFETY: plain host memory owned by this value; the pointer is only dereferenced through
+// `&self` (reads) and `&mut self` (writes).
 unsafe impl Send for PinnedMem {}
 // SAFETY: shared access only reads.
 unsafe impl Sync for PinnedMem {}
 
 impl PinnedMem {
-    /// `hipHostMalloc(len)` (len > 0).
+    /// `hipHostMalloc(len)` on `ordinal` (at least one byte is allocated), zeroed.
     pub fn alloc(ordinal: usize, len: usize) -> Result<Self, HipError> {
         set_device(ordinal)?;
         let mut p = ptr::null_mut();
@@ -246,11 +266,48 @@ impl PinnedMem {
             unsafe { sys::hipHostMalloc(&mut p, len.max(1), sys::hipHostMallocDefault) },
             || format!("hipHostMalloc({len} bytes)"),
         )?;
-        Ok(PinnedMem { ptr: p.cast(), len })
+        if p.is_null() {
+            return Err(invalid(
+                format!("hipHostMalloc({len} bytes)"),
+                "the runtime returned a null pointer",
+            ));
+        }
+        // SAFETY: p points at len.max(1) bytes just allocated, owned by nobody else yet.
+        unsafe { ptr::write_bytes(p.cast::<u8>(), 0, len) };
+        Ok(PinnedMem {
+            ptr: p.cast(),
+            len,
+            ordinal,
+        })
     }
 
-    /// The memory, for filling.
+    /// A value that owns nothing, for unit tests of the checks around it (never allocated,
+    /// never freed).
+    #[cfg(test)]
+    pub fn empty_for_test(ordinal: usize) -> Self {
+        PinnedMem {
+            ptr: ptr::null_mut(),
+            len: 0,
+            ordinal,
+        }
+    }
+
+    /// The memory.
+    pub fn as_slice(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: len initialised (zeroed at allocation) bytes owned by self. The device only
+        // reads them (uploads), never writes them.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The memory, for filling. Callers first wait for the copies that read it: the staging
+    /// of `upload` waits for its events, a `HostBuffer` for its pending fence.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        if self.ptr.is_null() {
+            return &mut [];
+        }
         // SAFETY: len bytes owned by self, exclusively borrowed.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
@@ -259,15 +316,72 @@ impl PinnedMem {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// The device it was allocated on.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+}
+
+impl RawHostBuffer for PinnedMem {
+    fn as_slice(&self) -> &[u8] {
+        PinnedMem::as_slice(self)
+    }
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        PinnedMem::as_mut_slice(self)
+    }
+    fn is_pinned(&self) -> bool {
+        true
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 impl Drop for PinnedMem {
     fn drop(&mut self) {
-        // SAFETY: allocated by hipHostMalloc and freed once.
+        if self.ptr.is_null() {
+            return;
+        }
+        // SAFETY: allocated by hipHostMalloc and freed once, after the last copy out of it (the
+        // staging waits for its events before it is dropped; a HostBuffer waits for its pending
+        // fence before dropping this).
         unsafe {
+            let _ = sys::hipSetDevice(self.ordinal as i32);
             let _ = sys::hipHostFree(self.ptr.cast());
         }
     }
+}
+
+/// The page-locked memory behind `src` and the length of `range` in it, if `src` is
+/// [`PinnedMem`] of device `ordinal` and `range` lies inside it; else `hipErrorInvalidValue`.
+fn pinned_range<'a>(
+    src: &'a HostBuffer,
+    ordinal: usize,
+    range: &Range<usize>,
+) -> Result<(&'a PinnedMem, usize), HipError> {
+    const OP: &str = "hipMemcpyHtoDAsync";
+    let pinned = src
+        .raw()
+        .as_any()
+        .downcast_ref::<PinnedMem>()
+        .ok_or_else(|| invalid(OP, "the host buffer is not HIP page-locked memory"))?;
+    if pinned.ordinal != ordinal {
+        return Err(invalid(
+            OP,
+            format!(
+                "the host buffer is page-locked memory of device {}, the stream is on device {}",
+                pinned.ordinal, ordinal
+            ),
+        ));
+    }
+    if range.start > range.end || range.end > pinned.len {
+        return Err(invalid(
+            format!("{OP}: source range {}..{}", range.start, range.end),
+            format!("outside the host buffer of {} bytes", pinned.len),
+        ));
+    }
+    Ok((pinned, range.end - range.start))
 }
 
 /// A non-blocking stream, destroyed on drop.
@@ -332,6 +446,78 @@ impl Stream {
         check(
             unsafe { sys::hipMemcpyHtoDAsync(d, src.ptr.cast(), len, self.raw) },
             || format!("hipMemcpyHtoDAsync({len} bytes)"),
+        )
+    }
+
+    /// Queues a copy of `src[range]` to `dst[offset..]` (`hipMemcpyHtoDAsync`), records
+    /// `event` after it on this stream and hands `src` the fence (on `queue`, the queue this
+    /// stream serves), so that safe code can neither write nor free the bytes before the copy
+    /// has read them.
+    ///
+    /// `src` must be [`PinnedMem`] of this stream's device, `range` must lie inside it and
+    /// `offset + range.len()` inside `dst`: anything else is refused before the runtime is
+    /// called. An empty range queues nothing and leaves `src` as it was.
+    pub fn upload_async(
+        &self,
+        queue: Queue,
+        src: &mut HostBuffer,
+        range: Range<usize>,
+        dst: &DeviceMem,
+        offset: usize,
+        event: Event,
+    ) -> Result<(), HipError> {
+        const OP: &str = "hipMemcpyHtoDAsync";
+        let (pinned, len) = pinned_range(src, self.ordinal, &range)?;
+        let d = dst.at(offset, len, OP)?;
+        if event.ordinal != self.ordinal {
+            return Err(invalid(
+                "hipEventRecord",
+                "the event belongs to another device",
+            ));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        set_device(self.ordinal)?;
+        // In bounds of the allocation (checked above; non-null since len > 0 and alloc never
+        // returns a null pointer).
+        let s: *mut c_void = pinned.ptr.wrapping_add(range.start).cast();
+        // SAFETY: the device range lies inside a live allocation and the host range inside the
+        // page-locked allocation (both checked above). The host bytes stay alive and unwritten
+        // until the copy has read them: the event recorded right after the copy goes into the
+        // HostBuffer that owns them, which waits for it before it hands them out mutably or
+        // frees them; if recording fails, we wait for the stream here instead.
+        check(
+            unsafe { sys::hipMemcpyHtoDAsync(d, s, len, self.raw) },
+            || format!("{OP}({len} bytes)"),
+        )?;
+        if let Err(e) = event.record(self) {
+            // The copy is queued but cannot be fenced: let it finish before `src` can be reused.
+            let _ = self.synchronize();
+            return Err(e);
+        }
+        src.set_pending(Fence::new(queue, Box::new(event)));
+        Ok(())
+    }
+
+    /// Makes work queued on this stream after this call wait for `event` (`hipStreamWaitEvent`),
+    /// without blocking the host. The event must belong to this stream's device.
+    pub fn wait_event(&self, event: &Event) -> Result<(), HipError> {
+        if event.ordinal != self.ordinal {
+            return Err(invalid(
+                "hipStreamWaitEvent",
+                format!(
+                    "the event belongs to device {}, the stream to device {}",
+                    event.ordinal, self.ordinal
+                ),
+            ));
+        }
+        set_device(self.ordinal)?;
+        // SAFETY: both handles are alive (the event is borrowed, the stream is self); the
+        // runtime captures the event's last recorded state when the wait is queued.
+        check(
+            unsafe { sys::hipStreamWaitEvent(self.raw, event.raw, 0) },
+            || "hipStreamWaitEvent".into(),
         )
     }
 
@@ -466,19 +652,96 @@ impl Drop for Stream {
     }
 }
 
-/// An event with timing, destroyed on drop.
+/// Synchronisation events (`hipEventDisableTiming`) of one device kept for reuse: the pipeline
+/// records several per batch, and creating and destroying each costs more than recording it.
+/// An [`Event`] from [`EventPool::get`] comes back here when it is dropped; the pool destroys
+/// what it holds when the last of its events and its backend are gone.
+#[derive(Debug)]
+pub(crate) struct EventPool {
+    ordinal: usize,
+    free: Mutex<Vec<RawEvent>>,
+}
+
+/// An event handle not in use, kept by an [`EventPool`].
+#[derive(Debug)]
+struct RawEvent(sys::hipEvent_t);
+
+// SAFETY: HIP event handles may be used from any host thread; a pooled one is used by nobody.
+unsafe impl Send for RawEvent {}
+
+impl EventPool {
+    /// An empty pool for device `ordinal`.
+    pub fn new(ordinal: usize) -> Arc<Self> {
+        Arc::new(EventPool {
+            ordinal,
+            free: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A synchronisation event: a pooled one, else a new one
+    /// (`hipEventCreateWithFlags(hipEventDisableTiming)`). It returns to the pool on drop.
+    pub fn get(self: &Arc<Self>) -> Result<Event, HipError> {
+        let pooled = self.free.lock().pop();
+        let raw = match pooled {
+            Some(RawEvent(raw)) => raw,
+            None => {
+                set_device(self.ordinal)?;
+                let mut raw = ptr::null_mut();
+                // SAFETY: writes one handle.
+                check(
+                    unsafe { sys::hipEventCreateWithFlags(&mut raw, sys::hipEventDisableTiming) },
+                    || {
+                        format!(
+                            "hipEventCreateWithFlags(hipEventDisableTiming, device {})",
+                            self.ordinal
+                        )
+                    },
+                )?;
+                raw
+            }
+        };
+        Ok(Event {
+            raw,
+            ordinal: self.ordinal,
+            pool: Some(self.clone()),
+        })
+    }
+}
+
+impl Drop for EventPool {
+    fn drop(&mut self) {
+        let free = std::mem::take(self.free.get_mut());
+        if free.is_empty() {
+            return;
+        }
+        // SAFETY: each pooled event was created by `get`, is not in use (its `Event` was
+        // dropped) and is destroyed once; waits queued on it earlier keep what they need.
+        unsafe {
+            let _ = sys::hipSetDevice(self.ordinal as i32);
+            for RawEvent(raw) in free {
+                let _ = sys::hipEventDestroy(raw);
+            }
+        }
+    }
+}
+
+/// A HIP event: one with timing ([`Event::new`]), destroyed on drop, or a synchronisation
+/// event from an [`EventPool`], returned to it on drop. As a [`RawFence`] it is what
+/// `record` and `upload_async` put in a [`Fence`].
 #[derive(Debug)]
 pub(crate) struct Event {
     raw: sys::hipEvent_t,
+    ordinal: usize,
+    pool: Option<Arc<EventPool>>,
 }
 
 // SAFETY: HIP events may be used from any host thread.
 unsafe impl Send for Event {}
-// SAFETY: as above.
+// SAFETY: as above; every call through `&Event` is thread-safe in the runtime.
 unsafe impl Sync for Event {}
 
 impl Event {
-    /// `hipEventCreate` on `ordinal`.
+    /// `hipEventCreate` on `ordinal`: an event that can time work.
     pub fn new(ordinal: usize) -> Result<Self, HipError> {
         set_device(ordinal)?;
         let mut raw = ptr::null_mut();
@@ -486,19 +749,46 @@ impl Event {
         check(unsafe { sys::hipEventCreate(&mut raw) }, || {
             "hipEventCreate".into()
         })?;
-        Ok(Event { raw })
+        Ok(Event {
+            raw,
+            ordinal,
+            pool: None,
+        })
     }
 
-    /// `hipEventRecord` on `stream`.
+    /// A value that owns no handle, for unit tests of the checks around it (never passed to
+    /// the runtime: its drop does nothing).
+    #[cfg(test)]
+    pub fn null_for_test(ordinal: usize) -> Self {
+        Event {
+            raw: ptr::null_mut(),
+            ordinal,
+            pool: None,
+        }
+    }
+
+    /// `hipEventRecord` on `stream`, which must be on this event's device.
     pub fn record(&self, stream: &Stream) -> Result<(), HipError> {
-        // SAFETY: valid event and stream.
+        if stream.ordinal != self.ordinal {
+            return Err(invalid(
+                "hipEventRecord",
+                format!(
+                    "the event belongs to device {}, the stream to device {}",
+                    self.ordinal, stream.ordinal
+                ),
+            ));
+        }
+        set_device(self.ordinal)?;
+        // SAFETY: valid event and stream, of the same device.
         check(unsafe { sys::hipEventRecord(self.raw, stream.raw) }, || {
             "hipEventRecord".into()
         })
     }
 
-    /// `hipEventSynchronize`.
+    /// `hipEventSynchronize`: blocks the calling thread until the work queued before the
+    /// event's last record has finished (at once if it was never recorded).
     pub fn synchronize(&self) -> Result<(), HipError> {
+        set_device(self.ordinal)?;
         // SAFETY: valid event.
         check(unsafe { sys::hipEventSynchronize(self.raw) }, || {
             "hipEventSynchronize".into()
@@ -517,10 +807,32 @@ impl Event {
     }
 }
 
+impl RawFence for Event {
+    fn wait(&self) -> Result<(), GpuError> {
+        self.synchronize().map_err(|e| GpuError::Driver {
+            op: e.op.clone(),
+            reason: format!("{} ({}): {}", e.name, e.code, e.message),
+        })
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 impl Drop for Event {
     fn drop(&mut self) {
+        if self.raw.is_null() {
+            return;
+        }
+        if let Some(pool) = &self.pool {
+            // Recording it again later is allowed whatever waits on it now: a queued wait
+            // captures the event's state when it is queued.
+            pool.free.lock().push(RawEvent(self.raw));
+            return;
+        }
         // SAFETY: created by hipEventCreate and destroyed once.
         unsafe {
+            let _ = sys::hipSetDevice(self.ordinal as i32);
             let _ = sys::hipEventDestroy(self.raw);
         }
     }
@@ -626,6 +938,83 @@ mod tests {
         );
         let e = check(hipError_t::hipErrorOutOfMemory, || "x".into()).unwrap_err();
         assert!(e.is_out_of_memory());
+    }
+
+    /// A host buffer that claims to be page-locked but is not HIP's (another backend's).
+    #[derive(Debug)]
+    struct OtherPinned(Vec<u8>);
+    impl RawHostBuffer for OtherPinned {
+        fn as_slice(&self) -> &[u8] {
+            &self.0
+        }
+        fn as_mut_slice(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+        fn is_pinned(&self) -> bool {
+            true
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    #[test]
+    fn async_upload_sources_are_checked() {
+        let own = HostBuffer::new(Box::new(PinnedMem::empty_for_test(1)));
+        assert!(own.is_pinned());
+        assert!(own.is_empty());
+        let (p, len) = pinned_range(&own, 1, &(0..0)).unwrap();
+        assert_eq!((p.ordinal, len), (1, 0));
+        // Past the end, reversed, another device.
+        for (ordinal, range) in [
+            (1, 0..1),
+            (1, Range { start: 1, end: 0 }),
+            (1, usize::MAX..usize::MAX),
+            (0, 0..0),
+        ] {
+            let e = pinned_range(&own, ordinal, &range).unwrap_err();
+            assert_eq!(e.code, hipError_t::hipErrorInvalidValue as u32, "{e}");
+        }
+        // Not HIP page-locked memory at all.
+        for other in [
+            HostBuffer::pageable(64),
+            HostBuffer::new(Box::new(OtherPinned(vec![0; 64]))),
+        ] {
+            let e = pinned_range(&other, 0, &(0..8)).unwrap_err();
+            assert!(e.message.contains("not HIP page-locked"), "{e}");
+        }
+    }
+
+    #[test]
+    fn pinned_memory_is_a_raw_host_buffer() {
+        let mut p = PinnedMem::empty_for_test(0);
+        assert!(RawHostBuffer::is_pinned(&p));
+        assert!(RawHostBuffer::as_slice(&p).is_empty());
+        assert!(RawHostBuffer::as_mut_slice(&mut p).is_empty());
+        assert!(RawHostBuffer::as_any(&p).is::<PinnedMem>());
+    }
+
+    /// Without an AMD GPU, creating pinned memory or events fails with an error (no panic), and
+    /// waiting on a fence reports the runtime's error as a `GpuError`.
+    #[test]
+    fn async_primitives_fail_cleanly_without_a_device() {
+        if std::path::Path::new("/dev/kfd").exists() {
+            return;
+        }
+        assert!(PinnedMem::alloc(0, 64).is_err());
+        let pool = EventPool::new(0);
+        assert!(pool.get().is_err());
+        assert!(pool.free.lock().is_empty());
+        drop(pool);
+        let e = Event::null_for_test(0);
+        match RawFence::wait(&e) {
+            Err(GpuError::Driver { op, reason }) => {
+                assert!(op.contains("hipSetDevice"), "{op}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("expected a driver error, got {other:?}"),
+        }
+        assert!(RawFence::as_any(&e).is::<Event>());
     }
 
     #[test]

@@ -15,9 +15,21 @@
 //! * Every launch, whole-buffer or at byte offsets (`dequantize_at`), is checked and sized by
 //!   [`quant_gpu::plan_launch`] from the spec's block geometry and the device's limits; the FFI
 //!   wrapper checks the plan's ranges against the buffers once more.
-//! * Uploads go through two pinned staging buffers used in turn; work runs in order on one
-//!   non-blocking stream per backend; [`Backend::time_events`](quant_gpu::Backend) uses HIP
-//!   events.
+//! * Uploads go through two pinned staging buffers used in turn; work runs in order on the
+//!   backend's non-blocking compute stream; [`Backend::time_events`](quant_gpu::Backend) uses
+//!   HIP events.
+//! * The pipeline primitives of [`quant_gpu::Backend`] are implemented, so the pipelined loader
+//!   overlaps reads, copies and kernels on AMD GPUs as well (`async_primitives()` is true):
+//!   page-locked [`HostBuffer`](quant_gpu::HostBuffer)s (`hipHostMalloc`, zeroed); a second
+//!   non-blocking stream for [`Queue::Copy`](quant_gpu::Queue) (`synchronize` drains both);
+//!   `upload_async` (`hipMemcpyHtoDAsync` at byte offsets, both ranges checked first, an event
+//!   after it as the host buffer's pending fence; ordinary memory is copied synchronously,
+//!   another backend's or device's page-locked memory refused); `record` and `wait_fence` with
+//!   `hipEventDisableTiming` events from a per-backend pool (`hipStreamWaitEvent`; another
+//!   backend's fence is waited for on the host); `upload_at` and `dequantize_at` at offsets.
+//!   Like the rest of this crate this has only been compiled and unit-tested, never run on an
+//!   AMD GPU; `tests/gpu.rs` exercises it when one is present
+//!   (`QUANTFORGE_GPU_TESTS=1 QUANTFORGE_GPU_KIND=hip`).
 //! * The warp (wavefront) size comes from the device: 64 on CDNA (gfx9), 32 on RDNA.
 //!
 //! All `unsafe` code is in one private module of thin checked wrappers; everything public is
