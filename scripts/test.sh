@@ -21,3 +21,4 @@ cargo test --workspace --no-fail-fast
 cargo test -p quant-cuda --test gpu -p quantforge-tests --test gpu_golden --test gpu_faults \
     --test gpu_fallback --test gpu_pipeline --test gpu_multi -- --nocapture 2>&1 \
     | grep -E 'SKIPPED|^test |test result'
+cargo test -p quant-rocm --test gpu -- --nocapture 2>&1 | grep -E 'SKIPPED|^test |test result'

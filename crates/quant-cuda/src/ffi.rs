@@ -580,11 +580,14 @@ impl Device {
         Ok(())
     }
 
-    /// Waits for all queued work.
+    /// Waits for all queued work, on both streams (compute and copy).
     pub fn synchronize(&self) -> Res<()> {
         self.bind()?;
-        // SAFETY: the stream is alive.
-        unsafe { cu::stream::synchronize(self.stream)? };
+        // SAFETY: both streams are alive.
+        unsafe {
+            cu::stream::synchronize(self.copy_stream)?;
+            cu::stream::synchronize(self.stream)?;
+        }
         Ok(())
     }
 
