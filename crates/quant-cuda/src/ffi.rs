@@ -622,16 +622,7 @@ impl Device {
     ) -> Res<()> {
         self.check_mem(src)?;
         self.check_mem(dst)?;
-        if !plan.fits(src.len, dst.len) {
-            return Err(err(format!(
-                "kernel ranges {:?} and {:?} for {} blocks do not fit buffers of {} and {} bytes",
-                plan.src_range(),
-                plan.dst_range(),
-                plan.n_blocks(),
-                src.len,
-                dst.len
-            )));
-        }
+        plan.check_fits(src.len, dst.len).map_err(err)?;
         if plan.is_empty() {
             return Ok(());
         }

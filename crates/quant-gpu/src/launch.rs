@@ -134,6 +134,18 @@ impl LaunchPlan {
         }
         self
     }
+    /// [`fits`](Self::fits), or the reason it does not, naming the ranges and the buffers.
+    pub fn check_fits(&self, src_len: usize, dst_len: usize) -> Result<(), String> {
+        if self.fits(src_len, dst_len) {
+            return Ok(());
+        }
+        Err(format!(
+            "kernel ranges {:?} and {:?} for {} blocks do not fit buffers of {src_len} and \
+             {dst_len} bytes",
+            self.src, self.dst, self.n_blocks
+        ))
+    }
+
     /// Whether the ranges are consistent with the block count and lie inside buffers of
     /// `src_len` and `dst_len` bytes: what an FFI layer checks before it hands out pointers.
     pub fn fits(&self, src_len: usize, dst_len: usize) -> bool {
@@ -330,6 +342,9 @@ mod tests {
         assert!(p.fits(14_400, 102_400));
         assert!(!p.fits(14_399, 102_400));
         assert!(!p.fits(14_400, 102_399));
+        assert!(p.check_fits(14_400, 102_400).is_ok());
+        let why = p.check_fits(14_399, 102_400).unwrap_err();
+        assert!(why.contains("14399") && why.contains("do not fit"), "{why}");
         // f16 and bf16 need half the bytes.
         for dtype in [OutputDType::F16, OutputDType::Bf16] {
             let p = plan(100, (14_400, 0), (51_200, 0), dtype).unwrap();

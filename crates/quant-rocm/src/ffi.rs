@@ -577,22 +577,13 @@ impl Stream {
         src: &DeviceMem,
         dst: &DeviceMem,
     ) -> Result<(), HipError> {
-        if !plan.fits(src.len, dst.len) {
-            return Err(HipError {
+        plan.check_fits(src.len, dst.len)
+            .map_err(|message| HipError {
                 op: "hipModuleLaunchKernel".into(),
                 code: hipError_t::hipErrorInvalidValue as u32,
                 name: "hipErrorInvalidValue".into(),
-                message: format!(
-                    "kernel ranges {:?} and {:?} for {} blocks do not fit buffers of {} and {} \
-                     bytes",
-                    plan.src_range(),
-                    plan.dst_range(),
-                    plan.n_blocks(),
-                    src.len,
-                    dst.len
-                ),
-            });
-        }
+                message,
+            })?;
         if plan.is_empty() {
             return Ok(());
         }
