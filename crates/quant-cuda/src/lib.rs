@@ -35,8 +35,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use quant_gpu::code_object::{Elf64, EM_CUDA};
 use quant_gpu::{
-    plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind, DeviceLimits, Fence,
-    GpuError, HostBuffer, KernelSpec, MemInfo, ModuleCache, OutputDType, Queue, RawBuffer,
+    check_region, check_upload, plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind,
+    DeviceLimits, Fence, GpuError, HostBuffer, KernelSpec, MemInfo, ModuleCache, OutputDType,
+    Queue, RawBuffer,
 };
 
 /// Environment variable naming a folder of cubins built ahead of time:
@@ -546,25 +547,9 @@ impl Backend for CudaBackend {
         dst: &mut Buffer,
         dst_offset: usize,
     ) -> Result<(), GpuError> {
+        check_upload(&range, src.len(), dst_offset, dst.len())?;
         if !src.is_pinned() {
-            let have = src.len();
-            let bytes = src
-                .as_slice()
-                .get(range.clone())
-                .ok_or(GpuError::BufferSize {
-                    op: "upload_async (source range)",
-                    have,
-                    need: range.end,
-                })?;
-            return self.upload_at(bytes, dst, dst_offset);
-        }
-        let need = dst_offset.saturating_add(range.end.saturating_sub(range.start));
-        if dst.len() < need {
-            return Err(GpuError::BufferSize {
-                op: "upload_async",
-                have: dst.len(),
-                need,
-            });
+            return self.upload_at(&src.as_slice()[range], dst, dst_offset);
         }
         let raw = self.raw_mut(dst, "upload_async")?;
         self.device
@@ -573,14 +558,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload_at(&self, src: &[u8], dst: &mut Buffer, dst_offset: usize) -> Result<(), GpuError> {
-        let need = dst_offset.saturating_add(src.len());
-        if dst.len() < need {
-            return Err(GpuError::BufferSize {
-                op: "upload_at",
-                have: dst.len(),
-                need,
-            });
-        }
+        check_region("upload_at", dst_offset, src.len(), dst.len())?;
         let raw = self.raw_mut(dst, "upload_at")?;
         if src.len() <= DIRECT_LIMIT {
             return self

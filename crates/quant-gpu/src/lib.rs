@@ -32,7 +32,7 @@ pub use launch::{
 };
 pub use quant_core::{KernelSpec, OutputDType};
 pub use spec::{DeviceKind, DeviceSpec, DeviceSpecError};
-pub use stage::{Fence, HostBuffer, Queue, RawFence, RawHostBuffer};
+pub use stage::{check_region, check_upload, Fence, HostBuffer, Queue, RawFence, RawHostBuffer};
 pub use tensor::{DeviceTensor, TensorDType};
 
 /// What a backend knows about its device.
@@ -216,16 +216,8 @@ pub trait Backend: Send + Sync {
         dst_offset: usize,
     ) -> Result<(), GpuError> {
         let _ = queue;
-        let have = src.len();
-        let bytes = src
-            .as_slice()
-            .get(range.clone())
-            .ok_or(GpuError::BufferSize {
-                op: "upload_async (source range)",
-                have,
-                need: range.end,
-            })?;
-        self.upload_at(bytes, dst, dst_offset)
+        check_upload(&range, src.len(), dst_offset, dst.len())?;
+        self.upload_at(&src.as_slice()[range], dst, dst_offset)
     }
 
     /// Copies `src` to `dst[dst_offset..]` and returns when it has landed. Default:

@@ -13,6 +13,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::ops::Range;
 
 use crate::GpuError;
 
@@ -197,11 +198,110 @@ impl Fence {
     }
 }
 
+/// Checks that `len` bytes at `offset` lie inside a device buffer of `buffer_len` bytes, for
+/// `op`: [`GpuError::BufferSize`] past its end, [`GpuError::Overflow`] where the sum overflows.
+pub fn check_region(
+    op: &'static str,
+    offset: usize,
+    len: usize,
+    buffer_len: usize,
+) -> Result<(), GpuError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= buffer_len => Ok(()),
+        Some(end) => Err(GpuError::BufferSize {
+            op,
+            have: buffer_len,
+            need: end,
+        }),
+        None => Err(GpuError::Overflow {
+            op,
+            what: format!("{len} bytes at offset {offset}"),
+        }),
+    }
+}
+
+/// Checks an upload of `range` of a host buffer of `host_len` bytes to `dst_offset..` of a
+/// device buffer of `dst_len` bytes (what [`Backend::upload_async`](crate::Backend::upload_async)
+/// is given) and returns its length. Errors, never panics: a reversed range is
+/// [`GpuError::Overflow`], a range past either buffer's end [`GpuError::BufferSize`].
+pub fn check_upload(
+    range: &Range<usize>,
+    host_len: usize,
+    dst_offset: usize,
+    dst_len: usize,
+) -> Result<usize, GpuError> {
+    if range.start > range.end {
+        return Err(GpuError::Overflow {
+            op: "upload_async (source range)",
+            what: format!("range {}..{} ends before it starts", range.start, range.end),
+        });
+    }
+    if range.end > host_len {
+        return Err(GpuError::BufferSize {
+            op: "upload_async (source range)",
+            have: host_len,
+            need: range.end,
+        });
+    }
+    let len = range.end - range.start;
+    check_region("upload_async", dst_offset, len, dst_len)?;
+    Ok(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn upload_ranges_are_checked_without_panics() {
+        // In bounds, including empty ranges at either end and an exact fit.
+        assert_eq!(check_upload(&(0..8), 8, 0, 8).unwrap(), 8);
+        assert_eq!(check_upload(&(2..6), 8, 12, 16).unwrap(), 4);
+        assert_eq!(check_upload(&(8..8), 8, 16, 16).unwrap(), 0);
+        assert_eq!(check_upload(&(0..0), 0, 0, 0).unwrap(), 0);
+        // Outside the host buffer.
+        match check_upload(&(4..9), 8, 0, 64) {
+            Err(GpuError::BufferSize { op, have, need }) => {
+                assert_eq!((op, have, need), ("upload_async (source range)", 8, 9));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Reversed.
+        assert!(matches!(
+            check_upload(&Range { start: 6, end: 2 }, 8, 0, 64),
+            Err(GpuError::Overflow { .. })
+        ));
+        // Past the end of the device buffer, and an offset that overflows.
+        match check_upload(&(0..8), 8, 9, 16) {
+            Err(GpuError::BufferSize { op, have, need }) => {
+                assert_eq!((op, have, need), ("upload_async", 16, 17));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            check_upload(&(0..8), 8, usize::MAX - 3, usize::MAX),
+            Err(GpuError::Overflow { .. })
+        ));
+    }
+
+    #[test]
+    fn regions_are_checked_without_panics() {
+        assert!(check_region("upload_at", 8, 8, 16).is_ok());
+        assert!(matches!(
+            check_region("upload_at", 9, 8, 16),
+            Err(GpuError::BufferSize {
+                op: "upload_at",
+                have: 16,
+                need: 17
+            })
+        ));
+        assert!(matches!(
+            check_region("upload_at", usize::MAX, 1, 16),
+            Err(GpuError::Overflow { .. })
+        ));
+    }
 
     #[derive(Debug)]
     struct Counting(Arc<AtomicUsize>);

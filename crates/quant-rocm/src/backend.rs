@@ -5,8 +5,9 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use quant_gpu::{
-    plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind, DeviceLimits, Fence,
-    GpuError, HostBuffer, KernelSpec, MemInfo, ModuleCache, OutputDType, Queue, RawBuffer,
+    check_region, check_upload, plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind,
+    DeviceLimits, Fence, GpuError, HostBuffer, KernelSpec, MemInfo, ModuleCache, OutputDType,
+    Queue, RawBuffer,
 };
 
 use crate::code_object;
@@ -91,44 +92,6 @@ impl LoadedModule {
 fn modules() -> &'static ModuleCache<(usize, &'static str), LoadedModule> {
     static MODULES: OnceLock<ModuleCache<(usize, &'static str), LoadedModule>> = OnceLock::new();
     MODULES.get_or_init(ModuleCache::new)
-}
-
-/// The number of bytes of an asynchronous upload of `range` out of a host buffer of
-/// `host_len` bytes to `dst_offset` in a device buffer of `dst_len` bytes: an error, never a
-/// panic, when the range is reversed, lies outside the host buffer, or does not fit the device
-/// buffer at that offset (overflow included).
-fn upload_len(
-    range: &Range<usize>,
-    host_len: usize,
-    dst_offset: usize,
-    dst_len: usize,
-) -> Result<usize, GpuError> {
-    if range.start > range.end {
-        return Err(GpuError::Overflow {
-            op: "upload_async (source range)",
-            what: format!("range {}..{} ends before it starts", range.start, range.end),
-        });
-    }
-    if range.end > host_len {
-        return Err(GpuError::BufferSize {
-            op: "upload_async (source range)",
-            have: host_len,
-            need: range.end,
-        });
-    }
-    let len = range.end - range.start;
-    match dst_offset.checked_add(len) {
-        Some(end) if end <= dst_len => Ok(len),
-        Some(end) => Err(GpuError::BufferSize {
-            op: "upload_async",
-            have: dst_len,
-            need: end,
-        }),
-        None => Err(GpuError::Overflow {
-            op: "upload_async",
-            what: format!("{len} bytes at offset {dst_offset}"),
-        }),
-    }
 }
 
 /// The page-locked memory behind `src` if it is this backend's: HIP pinned memory of device
@@ -528,20 +491,11 @@ impl Backend for HipBackend {
         dst: &mut Buffer,
         dst_offset: usize,
     ) -> Result<(), GpuError> {
-        if !src.is_pinned() {
-            let have = src.len();
-            let bytes = src
-                .as_slice()
-                .get(range.clone())
-                .ok_or(GpuError::BufferSize {
-                    op: "upload_async (source range)",
-                    have,
-                    need: range.end,
-                })?;
-            return self.upload_at(bytes, dst, dst_offset);
-        }
         let mem = self.mem(dst, "upload_async")?;
-        upload_len(&range, src.len(), dst_offset, mem.len())?;
+        check_upload(&range, src.len(), dst_offset, mem.len())?;
+        if !src.is_pinned() {
+            return self.upload_at(&src.as_slice()[range], dst, dst_offset);
+        }
         own_pinned(src, self.info.ordinal)?;
         let event = self.events.get().map_err(driver)?;
         self.stream_of(queue)
@@ -552,19 +506,7 @@ impl Backend for HipBackend {
     /// Through the staging buffers on the compute stream; returns once the bytes have landed.
     fn upload_at(&self, src: &[u8], dst: &mut Buffer, dst_offset: usize) -> Result<(), GpuError> {
         let mem = self.mem(dst, "upload_at")?;
-        let need = dst_offset
-            .checked_add(src.len())
-            .ok_or(GpuError::Overflow {
-                op: "upload_at",
-                what: format!("{} bytes at offset {dst_offset}", src.len()),
-            })?;
-        if need > mem.len() {
-            return Err(GpuError::BufferSize {
-                op: "upload_at",
-                have: mem.len(),
-                need,
-            });
-        }
+        check_region("upload_at", dst_offset, src.len(), mem.len())?;
         self.staged_upload(src, mem, dst_offset)?;
         self.stream.synchronize().map_err(driver)
     }
@@ -631,38 +573,6 @@ mod tests {
         assert!(ffi::device_props(0).is_err());
         assert!(ffi::mem_info(0).is_err());
         assert!(DeviceMem::alloc(0, 16).is_err());
-    }
-
-    #[test]
-    fn upload_ranges_are_checked_without_panics() {
-        // In bounds, including empty ranges at either end and an exact fit.
-        assert_eq!(upload_len(&(0..8), 8, 0, 8).unwrap(), 8);
-        assert_eq!(upload_len(&(2..6), 8, 12, 16).unwrap(), 4);
-        assert_eq!(upload_len(&(8..8), 8, 16, 16).unwrap(), 0);
-        assert_eq!(upload_len(&(0..0), 0, 0, 0).unwrap(), 0);
-        // Outside the host buffer.
-        match upload_len(&(4..9), 8, 0, 64) {
-            Err(GpuError::BufferSize { op, have, need }) => {
-                assert_eq!((op, have, need), ("upload_async (source range)", 8, 9));
-            }
-            other => panic!("{other:?}"),
-        }
-        // Reversed.
-        assert!(matches!(
-            upload_len(&Range { start: 6, end: 2 }, 8, 0, 64),
-            Err(GpuError::Overflow { .. })
-        ));
-        // Past the end of the device buffer, and an offset that overflows.
-        match upload_len(&(0..8), 8, 9, 16) {
-            Err(GpuError::BufferSize { op, have, need }) => {
-                assert_eq!((op, have, need), ("upload_async", 16, 17));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            upload_len(&(0..8), 8, usize::MAX - 3, usize::MAX),
-            Err(GpuError::Overflow { .. })
-        ));
     }
 
     /// Page-locked memory that is not HIP's: what another backend's `alloc_host` returns.
