@@ -324,22 +324,13 @@ impl CudaBackend {
     pub fn dequantize_with_grid(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         n_blocks: u64,
         dst: &mut Buffer,
         dtype: OutputDType,
         max_groups: Option<u32>,
     ) -> Result<(), GpuError> {
-        self.launch_range(
-            kernel,
-            block_elems,
-            (src, 0),
-            n_blocks,
-            (dst, 0),
-            dtype,
-            max_groups,
-        )
+        self.launch_range(kernel, (src, 0), n_blocks, (dst, 0), dtype, max_groups)
     }
 
     /// The one launch path: `n_blocks` blocks at `src.0[src.1..]` into `dst.0[dst.1..]`.
@@ -347,7 +338,6 @@ impl CudaBackend {
     fn launch_range(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         (src, src_offset): (&Buffer, usize),
         n_blocks: u64,
         (dst, dst_offset): (&mut Buffer, usize),
@@ -357,7 +347,6 @@ impl CudaBackend {
         let src_raw = self.raw(src, "dequantize")?;
         let plan = plan_launch(
             kernel,
-            Some(block_elems),
             n_blocks,
             BufferRegion::new(src_raw.len(), src_offset),
             BufferRegion::new(dst.len(), dst_offset),
@@ -484,13 +473,12 @@ impl Backend for CudaBackend {
     fn dequantize(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         n_blocks: u64,
         dst: &mut Buffer,
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
-        self.dequantize_with_grid(kernel, block_elems, src, n_blocks, dst, dtype, None)
+        self.dequantize_with_grid(kernel, src, n_blocks, dst, dtype, None)
     }
 
     fn synchronize(&self) -> Result<(), GpuError> {
@@ -611,7 +599,6 @@ impl Backend for CudaBackend {
     fn dequantize_at(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         src_offset: usize,
         n_blocks: u64,
@@ -621,7 +608,6 @@ impl Backend for CudaBackend {
     ) -> Result<(), GpuError> {
         self.launch_range(
             kernel,
-            block_elems,
             (src, src_offset),
             n_blocks,
             (dst, dst_offset),

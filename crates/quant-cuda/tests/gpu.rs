@@ -163,16 +163,8 @@ fn check_all_dtypes(
         let expected = cpu::encode_as(cpu_f32, dtype);
         let mut ddst = be.alloc(expected.len()).unwrap();
         be.fill(&mut ddst, POISON).unwrap();
-        be.dequantize_with_grid(
-            kernel,
-            g.block_elems,
-            &dsrc,
-            n_blocks as u64,
-            &mut ddst,
-            dtype,
-            grid,
-        )
-        .unwrap();
+        be.dequantize_with_grid(kernel, &dsrc, n_blocks as u64, &mut ddst, dtype, grid)
+            .unwrap();
         let mut got = vec![0u8; expected.len()];
         be.download(&ddst, &mut got).unwrap();
         let bad = compare(dtype, &expected, &got, &format!("{what} {dtype}"));
@@ -338,15 +330,8 @@ fn zero_blocks_write_nothing() {
     let src = be.alloc(0).unwrap();
     let mut dst = be.alloc(64).unwrap();
     be.fill(&mut dst, POISON).unwrap();
-    be.dequantize(
-        f.kernel().unwrap(),
-        256,
-        &src,
-        0,
-        &mut dst,
-        OutputDType::F32,
-    )
-    .unwrap();
+    be.dequantize(f.kernel().unwrap(), &src, 0, &mut dst, OutputDType::F32)
+        .unwrap();
     let mut got = vec![0u8; 64];
     be.download(&dst, &mut got).unwrap();
     assert!(got.iter().all(|&b| b == POISON));
@@ -362,28 +347,24 @@ fn launch_checks_buffer_sizes() {
     let src = be.alloc(210 * 4 - 1).unwrap();
     let mut dst = be.alloc(256 * 4 * 4).unwrap();
     let e = be
-        .dequantize(k, 256, &src, 4, &mut dst, OutputDType::F32)
+        .dequantize(k, &src, 4, &mut dst, OutputDType::F32)
         .unwrap_err();
     assert!(matches!(e, GpuError::BufferSize { need: 840, .. }), "{e}");
     let src = be.alloc(210 * 4).unwrap();
-    be.dequantize(k, 256, &src, 4, &mut dst, OutputDType::F32)
+    be.dequantize(k, &src, 4, &mut dst, OutputDType::F32)
         .unwrap();
     let e = be
-        .dequantize(k, 256, &src, 5, &mut dst, OutputDType::F16)
+        .dequantize(k, &src, 5, &mut dst, OutputDType::F16)
         .unwrap_err();
     assert!(matches!(e, GpuError::BufferSize { need: 1050, .. }), "{e}");
     let e = be
-        .dequantize(k, 256, &src, 4, &mut dst, OutputDType::F32)
+        .dequantize(k, &src, 4, &mut dst, OutputDType::F32)
         .and_then(|()| {
             let mut small = be.alloc(256 * 4 * 4 - 1)?;
-            be.dequantize(k, 256, &src, 4, &mut small, OutputDType::F32)
+            be.dequantize(k, &src, 4, &mut small, OutputDType::F32)
         })
         .unwrap_err();
     assert!(matches!(e, GpuError::BufferSize { need: 4096, .. }), "{e}");
-    let e = be
-        .dequantize(k, 32, &src, 4, &mut dst, OutputDType::F32)
-        .unwrap_err();
-    assert!(matches!(e, GpuError::NoKernel { .. }), "{e}");
 }
 
 /// A tensor of more than 2^31 elements, checked in full against the CPU, chunk by chunk.
@@ -410,7 +391,6 @@ fn huge_tensor(ty: GgmlType, dtype: OutputDType, n_blocks: usize) {
     be.fill(&mut ddst, POISON).unwrap();
     be.dequantize(
         f.kernel().unwrap(),
-        g.block_elems,
         &dsrc,
         n_blocks as u64,
         &mut ddst,
@@ -474,7 +454,6 @@ fn concurrent_first_use_compiles_once() {
                 barrier.wait();
                 be.dequantize(
                     f.kernel().unwrap(),
-                    256,
                     &dsrc,
                     1000,
                     &mut ddst,
@@ -580,7 +559,6 @@ fn launches_at_offsets_match_whole_buffers_and_need_alignment() {
     };
     let ty = GgmlType::Q4_K;
     let f = format(ty);
-    let g = f.geometry();
     let k = f.kernel().unwrap();
     let n = 37usize;
     let src = random_blocks(ty, n, 0x0FF5);
@@ -595,7 +573,6 @@ fn launches_at_offsets_match_whole_buffers_and_need_alignment() {
     be.fill(&mut ddst, POISON).unwrap();
     be.dequantize_at(
         k,
-        g.block_elems,
         &dsrc,
         src_off,
         n as u64,
@@ -617,23 +594,13 @@ fn launches_at_offsets_match_whole_buffers_and_need_alignment() {
 
     for (so, d_o) in [(src_off + 8, dst_off), (src_off, dst_off + 2)] {
         let e = be
-            .dequantize_at(
-                k,
-                g.block_elems,
-                &dsrc,
-                so,
-                1,
-                &mut ddst,
-                d_o,
-                OutputDType::F16,
-            )
+            .dequantize_at(k, &dsrc, so, 1, &mut ddst, d_o, OutputDType::F16)
             .unwrap_err();
         assert!(matches!(e, GpuError::Misaligned { align: 16, .. }), "{e}");
     }
     let e = be
         .dequantize_at(
             k,
-            g.block_elems,
             &dsrc,
             src_off + 16,
             n as u64,

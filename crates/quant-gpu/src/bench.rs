@@ -138,7 +138,6 @@ pub fn bench_dequant(
     let ms = run(backend, cfg, &mut |i| {
         backend.dequantize(
             kernel,
-            g.block_elems,
             &srcs[i % n_src],
             n_blocks as u64,
             &mut dsts[i % 2],

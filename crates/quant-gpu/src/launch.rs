@@ -7,7 +7,6 @@
 //!
 //! * the spec is launchable: `threads_per_group` in `1..=max_threads_per_group`,
 //!   `blocks_per_group > 0`, and a non-empty block geometry;
-//! * `block_elems`, where the caller passes one, equals the spec's;
 //! * both offsets are multiples of [`KERNEL_ALIGN`] (the kernels load and store 16-byte vectors,
 //!   see `kernels/qf_portability.h` and [`KernelSpec`]);
 //! * `n_blocks` blocks at the source offset lie inside the source buffer and their values at
@@ -170,18 +169,16 @@ impl LaunchPlan {
 /// the rest). Zero blocks give an empty plan (after the same checks). Never panics: every size
 /// is computed with checked arithmetic.
 ///
-/// `block_elems` is what the caller believes a block holds (the [`crate::Backend`] methods take
-/// it); pass `None` to use the spec's without a check. Errors:
+/// The block geometry is the spec's own (`spec.geometry`). Errors:
 ///
 /// * [`GpuError::NoKernel`] when the spec cannot run (thread count outside the device's limit,
-///   zero blocks per group or an empty geometry) or `block_elems` differs from the spec's;
+///   zero blocks per group or an empty geometry);
 /// * [`GpuError::Misaligned`] when an offset is not a multiple of [`KERNEL_ALIGN`];
 /// * [`GpuError::Overflow`] when a size does not fit in `usize`;
 /// * [`GpuError::BufferSize`] when a range lies past the end of its buffer (`need` counts the
 ///   offset).
 pub fn plan_launch(
     spec: &KernelSpec,
-    block_elems: Option<usize>,
     n_blocks: u64,
     src: BufferRegion,
     dst: BufferRegion,
@@ -198,14 +195,6 @@ pub fn plan_launch(
             "the kernel spec has an empty block geometry ({} values in {} bytes)",
             g.block_elems, g.block_bytes
         )));
-    }
-    if let Some(asked) = block_elems {
-        if asked != g.block_elems {
-            return Err(no_kernel(format!(
-                "called with {asked} values per block, the format has {}",
-                g.block_elems
-            )));
-        }
     }
     let max_threads = limits.max_threads_per_group;
     if spec.threads_per_group == 0 || spec.threads_per_group > max_threads {
@@ -320,7 +309,6 @@ mod tests {
     ) -> Result<LaunchPlan, GpuError> {
         plan_launch(
             &SPEC,
-            Some(256),
             n,
             BufferRegion::new(src.0, src.1),
             BufferRegion::new(dst.0, dst.1),
@@ -439,7 +427,6 @@ mod tests {
         let huge = spec(256, 8, usize::MAX, 1);
         let e = plan_launch(
             &huge,
-            None,
             1,
             BufferRegion::whole(1),
             BufferRegion::whole(usize::MAX),
@@ -452,22 +439,9 @@ mod tests {
 
     #[test]
     fn spec_and_device_mismatches_are_no_kernel() {
-        let e = plan_launch(
-            &SPEC,
-            Some(32),
-            1,
-            BufferRegion::whole(144),
-            BufferRegion::whole(1024),
-            OutputDType::F32,
-            DeviceLimits::default(),
-        )
-        .unwrap_err();
-        assert!(matches!(e, GpuError::NoKernel { .. }), "{e}");
-        assert!(e.to_string().contains("the format has 256"), "{e}");
         let ok = |s: &KernelSpec, limits| {
             plan_launch(
                 s,
-                None,
                 1,
                 BufferRegion::whole(1 << 20),
                 BufferRegion::whole(1 << 20),
@@ -502,7 +476,6 @@ mod tests {
         };
         let p = plan_launch(
             &SPEC,
-            None,
             100,
             BufferRegion::whole(14_400),
             BufferRegion::whole(102_400),
@@ -518,7 +491,6 @@ mod tests {
         // A zero device limit is read as 1.
         let p = plan_launch(
             &SPEC,
-            None,
             100,
             BufferRegion::whole(14_400),
             BufferRegion::whole(102_400),
@@ -562,7 +534,6 @@ mod tests {
             let limits = DeviceLimits { max_threads_per_group: 1024, max_groups };
             let r = plan_launch(
                 &s,
-                Some(elems),
                 n,
                 BufferRegion::new(src_len, src_off),
                 BufferRegion::new(dst_len, dst_off),

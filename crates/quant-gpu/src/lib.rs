@@ -169,12 +169,11 @@ pub trait Backend: Send + Sync {
     fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError>;
 
     /// Runs a format's dequantization kernel: `src` holds `n_blocks` blocks, `dst` receives
-    /// `n_blocks * block_elems` values of `dtype`. The module is built or loaded on first use and
+    /// `n_blocks * kernel.geometry.block_elems` values of `dtype`. The module is built or loaded on first use and
     /// cached per device and format.
     fn dequantize(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         n_blocks: u64,
         dst: &mut Buffer,
@@ -261,7 +260,6 @@ pub trait Backend: Send + Sync {
     fn dequantize_at(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         src_offset: usize,
         n_blocks: u64,
@@ -270,7 +268,7 @@ pub trait Backend: Send + Sync {
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
         if src_offset == 0 && dst_offset == 0 {
-            self.dequantize(kernel, block_elems, src, n_blocks, dst, dtype)
+            self.dequantize(kernel, src, n_blocks, dst, dtype)
         } else {
             Err(GpuError::Unsupported {
                 op: "dequantize_at",

@@ -308,7 +308,7 @@ impl GgufLoader {
                     let mut src = backend.alloc(data.len())?;
                     backend.upload(&data, &mut src)?;
                     let mut dst = backend.alloc(out_bytes)?;
-                    backend.dequantize(spec, g.block_elems, &src, n_blocks, &mut dst, dtype)?;
+                    backend.dequantize(spec, &src, n_blocks, &mut dst, dtype)?;
                     backend.synchronize()?;
                     Ok(DeviceTensor {
                         buffer: dst,

@@ -808,7 +808,6 @@ fn stream_batches(
                     let dst_offset = p.first_block as usize * geometry.block_elems * dtype.size();
                     match backend.dequantize_at(
                         spec,
-                        geometry.block_elems,
                         dev,
                         p.slot_offset,
                         p.n_blocks,

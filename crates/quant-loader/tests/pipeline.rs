@@ -163,7 +163,6 @@ fn the_checker_catches_a_copy_over_a_slot_a_kernel_still_reads() {
     // Kernel without waiting for the copy: caught.
     b.dequantize_at(
         format.kernel().unwrap(),
-        g.block_elems,
         &slot,
         0,
         1,
@@ -186,7 +185,6 @@ fn the_checker_catches_a_copy_over_a_slot_a_kernel_still_reads() {
     b.wait_fence(Queue::Compute, &c).unwrap();
     b.dequantize_at(
         format.kernel().unwrap(),
-        g.block_elems,
         &slot,
         0,
         1,

@@ -307,7 +307,6 @@ impl HipBackend {
     fn launch_range(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         (src, src_offset): (&Buffer, usize),
         n_blocks: u64,
         (dst, dst_offset): (&Buffer, usize),
@@ -317,7 +316,6 @@ impl HipBackend {
         let d = self.mem(dst, "dequantize")?;
         let plan = plan_launch(
             kernel,
-            Some(block_elems),
             n_blocks,
             BufferRegion::new(s.len(), src_offset),
             BufferRegion::new(d.len(), dst_offset),
@@ -414,19 +412,17 @@ impl Backend for HipBackend {
     fn dequantize(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         n_blocks: u64,
         dst: &mut Buffer,
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
-        self.launch_range(kernel, block_elems, (src, 0), n_blocks, (dst, 0), dtype)
+        self.launch_range(kernel, (src, 0), n_blocks, (dst, 0), dtype)
     }
 
     fn dequantize_at(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         src_offset: usize,
         n_blocks: u64,
@@ -436,7 +432,6 @@ impl Backend for HipBackend {
     ) -> Result<(), GpuError> {
         self.launch_range(
             kernel,
-            block_elems,
             (src, src_offset),
             n_blocks,
             (dst, dst_offset),

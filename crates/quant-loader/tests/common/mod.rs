@@ -215,13 +215,12 @@ impl Backend for TestBackend {
     fn dequantize(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         n_blocks: u64,
         dst: &mut Buffer,
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
-        self.dequantize_at(kernel, block_elems, src, 0, n_blocks, dst, 0, dtype)
+        self.dequantize_at(kernel, src, 0, n_blocks, dst, 0, dtype)
     }
     fn synchronize(&self) -> Result<(), GpuError> {
         let mut m = self.model.lock().unwrap();
@@ -304,7 +303,6 @@ impl Backend for TestBackend {
     fn dequantize_at(
         &self,
         kernel: &'static KernelSpec,
-        block_elems: usize,
         src: &Buffer,
         src_offset: usize,
         n_blocks: u64,
@@ -327,6 +325,7 @@ impl Backend for TestBackend {
             .find(|f| f.kernel().is_some_and(|k| std::ptr::eq(k, kernel)))
             .expect("kernel belongs to a registered format");
         let g = format.geometry();
+        assert_eq!(kernel.geometry, g, "the spec carries its format's geometry");
         let s = dev(src);
         let range = src_offset..src_offset + n_blocks as usize * g.block_bytes;
         {
@@ -346,7 +345,7 @@ impl Backend for TestBackend {
             m.reads.push((s.id, range.clone(), seq));
         }
         let values = cpu::dequantize_to_vec(format, &s.data[range], CpuPath::Fast).unwrap();
-        assert_eq!(values.len(), n_blocks as usize * block_elems);
+        assert_eq!(values.len(), n_blocks as usize * g.block_elems);
         let bytes = cpu::encode_as(&values, dtype);
         dev_mut(dst).data[dst_offset..dst_offset + bytes.len()].copy_from_slice(&bytes);
         Ok(())
