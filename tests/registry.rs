@@ -33,7 +33,7 @@ fn registry_holds_every_expected_format_once() {
             "{} documents its layout",
             f.name()
         );
-        if g.block_elems > 1 {
+        if g.is_quantized() {
             let k = f
                 .kernel()
                 .unwrap_or_else(|| panic!("{} has a kernel", f.name()));

@@ -19,6 +19,13 @@ pub struct BlockGeometry {
     pub block_bytes: usize,
 }
 
+impl BlockGeometry {
+    /// Whether values come in blocks of several (a quantized type), not one by one.
+    pub fn is_quantized(&self) -> bool {
+        self.block_elems > 1
+    }
+}
+
 struct TypeInfo {
     id: u32,
     name: &'static str,
@@ -185,6 +192,13 @@ impl fmt::Debug for GgmlType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantized_types_are_those_with_blocks_of_several() {
+        let q = |n: &str| GgmlType::from_name(n).unwrap().geometry().unwrap().is_quantized();
+        assert!(q("Q4_0") && q("Q4_K") && q("Q6_K"));
+        assert!(!q("F32") && !q("F16") && !q("BF16"));
+    }
 
     #[test]
     fn table_is_indexed_by_id() {

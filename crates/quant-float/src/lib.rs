@@ -53,6 +53,13 @@ pub fn bf16_bits_to_f32(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
 }
 
+/// The elements after the last whole chunk of a fast path, through `format`'s reference loop.
+fn tail(format: &dyn QuantFormat, src: &[u8], dst: &mut [f32], elem_bytes: usize) {
+    let done = dst.len() / CHUNK * CHUNK;
+    let rest = src.get(done * elem_bytes..).unwrap_or(&[]);
+    format.dequantize_reference(rest, dst.get_mut(done..).unwrap_or(&mut []));
+}
+
 impl QuantFormat for F32Format {
     fn ggml_type(&self) -> GgmlType {
         GgmlType::F32
@@ -81,9 +88,7 @@ impl QuantFormat for F32Format {
                 *y = f32::from_bits(u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
             }
         }
-        let done = dst.len() / CHUNK * CHUNK;
-        let rest = src.get(done * 4..).unwrap_or(&[]);
-        self.dequantize_reference(rest, dst.get_mut(done..).unwrap_or(&mut []));
+        tail(self, src, dst, 4);
     }
 }
 
@@ -120,9 +125,7 @@ impl QuantFormat for F16Format {
             }
             buf.convert_to_f32_slice(y);
         }
-        let done = dst.len() / CHUNK * CHUNK;
-        let rest = src.get(done * 2..).unwrap_or(&[]);
-        self.dequantize_reference(rest, dst.get_mut(done..).unwrap_or(&mut []));
+        tail(self, src, dst, 2);
     }
 }
 
@@ -155,9 +158,7 @@ impl QuantFormat for Bf16Format {
                 *y = bf16_bits_to_f32(u16::from_le_bytes([x[0], x[1]]));
             }
         }
-        let done = dst.len() / CHUNK * CHUNK;
-        let rest = src.get(done * 2..).unwrap_or(&[]);
-        self.dequantize_reference(rest, dst.get_mut(done..).unwrap_or(&mut []));
+        tail(self, src, dst, 2);
     }
 }
 

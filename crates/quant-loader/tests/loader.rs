@@ -62,7 +62,7 @@ fn load_all_runs_kernels_for_quantized_tensors_and_reports() {
     assert_eq!(report.tensors.len(), loader.file().tensors().len());
     assert_eq!(report.fallbacks(), 0);
     for (t, info) in report.tensors.iter().zip(loader.file().tensors()) {
-        let quantized = info.ty.geometry().unwrap().block_elems > 1;
+        let quantized = info.ty.geometry().is_some_and(|g| g.is_quantized());
         assert_eq!(
             t.path,
             if quantized {
@@ -110,7 +110,7 @@ fn a_failing_kernel_falls_back_visibly_or_fails_under_deny() {
         .file()
         .tensors()
         .iter()
-        .filter(|t| t.ty.geometry().unwrap().block_elems > 1)
+        .filter(|t| t.ty.geometry().is_some_and(|g| g.is_quantized()))
         .count();
     assert_eq!(report.fallbacks(), quantized);
     for t in &report.tensors {

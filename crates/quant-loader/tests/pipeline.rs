@@ -76,7 +76,7 @@ fn a_ring_of_two_tiny_slots_loads_every_tensor_bit_exactly() {
             let mut largest = 0;
             for (row, t) in report.tensors.iter().zip(loader.file().tensors()) {
                 assert_eq!(row.name, t.name, "rows in file order");
-                let want_path = if t.ty.geometry().unwrap().block_elems > 1 {
+                let want_path = if t.ty.geometry().is_some_and(|g| g.is_quantized()) {
                     quantized_bytes += t.n_bytes;
                     largest = largest.max(t.n_bytes);
                     LoadPath::Kernel
@@ -338,7 +338,7 @@ fn a_failing_kernel_in_the_pipeline_falls_back_or_fails_under_deny() {
         .file()
         .tensors()
         .iter()
-        .filter(|t| t.ty.geometry().unwrap().block_elems > 1)
+        .filter(|t| t.ty.geometry().is_some_and(|g| g.is_quantized()))
         .count();
     assert_eq!(report.fallbacks(), quantized);
     for t in &report.tensors {
@@ -478,7 +478,7 @@ fn a_placement_over_two_devices_loads_each_share_on_its_device() {
         .file()
         .tensors()
         .iter()
-        .filter(|t| t.ty.geometry().unwrap().block_elems > 1)
+        .filter(|t| t.ty.geometry().is_some_and(|g| g.is_quantized()))
         .map(|t| t.n_bytes)
         .sum();
     assert_eq!(*seen.lock().unwrap(), quantized);

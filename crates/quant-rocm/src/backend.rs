@@ -570,26 +570,9 @@ mod tests {
         assert!(DeviceMem::alloc(0, 16).is_err());
     }
 
-    /// Page-locked memory that is not HIP's: what another backend's `alloc_host` returns.
-    #[derive(Debug)]
-    struct OtherPinned(Vec<u8>);
-    impl quant_gpu::RawHostBuffer for OtherPinned {
-        fn as_slice(&self) -> &[u8] {
-            &self.0
-        }
-        fn as_mut_slice(&mut self) -> &mut [u8] {
-            &mut self.0
-        }
-        fn is_pinned(&self) -> bool {
-            true
-        }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
-    }
-
     #[test]
     fn only_this_devices_pinned_memory_is_copied_from_asynchronously() {
+        use crate::ffi::tests::OtherPinned;
         let own = HostBuffer::new(Box::new(PinnedMem::empty_for_test(2)));
         assert!(own_pinned(&own, 2).is_ok());
         let refused = [

@@ -902,7 +902,7 @@ unsafe impl Send for Function {}
 unsafe impl Sync for Function {}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The bindings (HIP 5.4) must lay hipDeviceProp_t out as Debian's ROCm 5.2 header does:
@@ -931,9 +931,10 @@ mod tests {
         assert!(e.is_out_of_memory());
     }
 
-    /// A host buffer that claims to be page-locked but is not HIP's (another backend's).
+    /// A host buffer that claims to be page-locked but is not HIP's (another backend's); the
+    /// backend's tests use it too.
     #[derive(Debug)]
-    struct OtherPinned(Vec<u8>);
+    pub(crate) struct OtherPinned(pub(crate) Vec<u8>);
     impl RawHostBuffer for OtherPinned {
         fn as_slice(&self) -> &[u8] {
             &self.0

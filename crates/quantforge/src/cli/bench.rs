@@ -56,7 +56,7 @@ fn selected_formats(names: &[String]) -> Result<Vec<&'static dyn QuantFormat>> {
     if names.is_empty() {
         return Ok(all
             .into_iter()
-            .filter(|f| f.geometry().block_elems > 1)
+            .filter(|f| f.geometry().is_quantized())
             .collect());
     }
     names
