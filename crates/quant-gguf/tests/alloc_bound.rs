@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use quant_gguf::{GgufError, GgufFile, MetaType, OpenOptions, MAX_ARRAY_DEPTH};
 
+mod common;
+use common::B;
+
 /// Bytes allowed per byte of input file.
 const PER_FILE_BYTE: u64 = 64;
 /// Bytes allowed regardless of the file's size.
@@ -99,39 +102,6 @@ fn peak_of<T>(f: impl FnOnce() -> T) -> (T, u64) {
     (r, PEAK.with(|p| p.get()).max(0) as u64)
 }
 
-/// A raw GGUF byte builder.
-#[derive(Clone)]
-struct B(Vec<u8>);
-
-impl B {
-    fn header(n_tensors: u64, n_kv: u64) -> B {
-        let mut b = B(b"GGUF".to_vec());
-        b.u32(3).u64(n_tensors).u64(n_kv);
-        b
-    }
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn str(&mut self, s: &[u8]) -> &mut Self {
-        self.u64(s.len() as u64);
-        self.0.extend_from_slice(s);
-        self
-    }
-    /// Array header: element type and claimed count.
-    fn arr(&mut self, elem: MetaType, count: u64) -> &mut Self {
-        self.u32(elem.id()).u64(count)
-    }
-    fn zeros(&mut self, n: usize) -> &mut Self {
-        self.0.resize(self.0.len() + n, 0);
-        self
-    }
-}
-
 /// Opens `bytes` from memory, and from a temporary file both mapped and read, measuring each.
 /// Returns the results (all three must agree on success or failure) and the worst peak.
 fn open_all_ways(bytes: &[u8], what: &str) -> (Vec<Result<GgufFile, GgufError>>, u64) {
@@ -179,7 +149,7 @@ fn hostile(what: &str, bytes: &[u8], expect: fn(&GgufError) -> bool) -> u64 {
 
 #[test]
 fn tensor_count_2_pow_63() {
-    let mut b = B::header(1 << 63, 0);
+    let mut b = B::header(3, 1 << 63, 0);
     b.zeros(64);
     hostile(
         "tensors-2^63",
@@ -190,7 +160,7 @@ fn tensor_count_2_pow_63() {
 
 #[test]
 fn metadata_count_2_pow_40() {
-    let mut b = B::header(0, 1 << 40);
+    let mut b = B::header(3, 0, 1 << 40);
     b.zeros(64);
     hostile(
         "kv-2^40",
@@ -202,7 +172,7 @@ fn metadata_count_2_pow_40() {
 #[test]
 fn array_of_2_pow_60() {
     for elem in MetaType::ALL {
-        let mut b = B::header(0, 1);
+        let mut b = B::header(3, 0, 1);
         b.str(b"big").u32(MetaType::Array.id()).arr(elem, 1 << 60);
         b.zeros(4096);
         hostile(
@@ -215,7 +185,7 @@ fn array_of_2_pow_60() {
 
 #[test]
 fn arrays_nested_5000_deep() {
-    let mut b = B::header(0, 1);
+    let mut b = B::header(3, 0, 1);
     b.str(b"deep").u32(MetaType::Array.id());
     for _ in 0..5000 {
         b.arr(MetaType::Array, 1);
@@ -233,7 +203,7 @@ fn arrays_nested_5000_deep() {
 #[test]
 fn nested_arrays_each_claiming_everything() {
     for size in [4 << 10, 64 << 10, 1 << 20, 4 << 20] {
-        let mut b = B::header(0, 1);
+        let mut b = B::header(3, 0, 1);
         b.str(b"greedy").u32(MetaType::Array.id());
         for _ in 0..MAX_ARRAY_DEPTH {
             b.arr(MetaType::Array, (size / 12) as u64);
@@ -254,25 +224,25 @@ fn nested_arrays_each_claiming_everything() {
 fn huge_string_lengths() {
     for len in [1u64 << 62, u64::MAX, 1 << 33] {
         // Key length.
-        let mut b = B::header(0, 1);
+        let mut b = B::header(3, 0, 1);
         b.u64(len).zeros(64);
         hostile(&format!("key-len-{len}"), &b.0, |e| {
             matches!(e, GgufError::StringTooLong { .. })
         });
         // String value length.
-        let mut b = B::header(0, 1);
+        let mut b = B::header(3, 0, 1);
         b.str(b"s").u32(MetaType::String.id()).u64(len).zeros(64);
         hostile(&format!("value-len-{len}"), &b.0, |e| {
             matches!(e, GgufError::StringTooLong { .. })
         });
         // Tensor name length.
-        let mut b = B::header(1, 0);
+        let mut b = B::header(3, 1, 0);
         b.u64(len).zeros(64);
         hostile(&format!("tensor-name-len-{len}"), &b.0, |e| {
             matches!(e, GgufError::StringTooLong { .. })
         });
         // String inside an array of strings.
-        let mut b = B::header(0, 1);
+        let mut b = B::header(3, 0, 1);
         b.str(b"a")
             .u32(MetaType::Array.id())
             .arr(MetaType::String, 2);
@@ -294,7 +264,7 @@ fn big_arrays_then_error() {
         MetaType::Array,
     ] {
         let n: u64 = (1 << 20) + 1;
-        let mut b = B::header(0, 2);
+        let mut b = B::header(3, 0, 2);
         b.str(b"a").u32(MetaType::Array.id()).arr(elem, n);
         // All zeros: u8 0, bool false, empty strings, empty u8 arrays (type 0, count 0).
         b.zeros((n * elem.min_encoded_len()) as usize);
@@ -311,7 +281,7 @@ fn big_arrays_then_error() {
 fn big_valid_arrays() {
     for elem in [MetaType::U8, MetaType::String, MetaType::Array] {
         let n: u64 = (1 << 20) + 1;
-        let mut b = B::header(0, 1);
+        let mut b = B::header(3, 0, 1);
         b.str(b"a").u32(MetaType::Array.id()).arr(elem, n);
         b.zeros((n * elem.min_encoded_len()) as usize);
         let len = b.0.len() as u64;
@@ -336,7 +306,7 @@ fn big_valid_arrays() {
 #[test]
 fn many_small_entries() {
     let n = 50_000u64;
-    let mut b = B::header(0, n);
+    let mut b = B::header(3, 0, n);
     for i in 0..n {
         b.str(format!("{i:x}").as_bytes()).u32(MetaType::U8.id());
         b.0.push(0);
@@ -352,7 +322,7 @@ fn many_small_entries() {
     );
     assert!(peak <= bound(len));
 
-    let mut b = B::header(n, 0);
+    let mut b = B::header(3, n, 0);
     for i in 0..n {
         b.str(format!("{i:x}").as_bytes())
             .u32(1)

@@ -10,55 +10,11 @@ use quant_gguf::{GgufError, GgufFile, MetaType, MetaValue, OpenOptions, MAX_ARRA
 
 const NAME: &str = "bad-file.gguf";
 
-/// A raw GGUF byte builder, so that tests can write what the writer refuses to.
-struct B(Vec<u8>);
+mod common;
+use common::B;
 
+/// Opening what was built, the three ways of [`open_all_ways`].
 impl B {
-    fn header(version: u32, n_tensors: u64, n_kv: u64) -> B {
-        let mut b = B(b"GGUF".to_vec());
-        b.u32(version).u64(n_tensors).u64(n_kv);
-        b
-    }
-    fn u8(&mut self, v: u8) -> &mut Self {
-        self.0.push(v);
-        self
-    }
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn str(&mut self, s: &[u8]) -> &mut Self {
-        self.u64(s.len() as u64);
-        self.0.extend_from_slice(s);
-        self
-    }
-    fn kv_u32(&mut self, key: &str, v: u32) -> &mut Self {
-        self.str(key.as_bytes()).u32(MetaType::U32.id()).u32(v)
-    }
-    fn kv_str(&mut self, key: &str, v: &[u8]) -> &mut Self {
-        self.str(key.as_bytes()).u32(MetaType::String.id()).str(v)
-    }
-    fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> &mut Self {
-        self.str(name.as_bytes()).u32(dims.len() as u32);
-        for &d in dims {
-            self.u64(d);
-        }
-        self.u32(ty).u64(offset)
-    }
-    fn pad(&mut self, align: usize) -> &mut Self {
-        while self.0.len() % align != 0 {
-            self.0.push(0);
-        }
-        self
-    }
-    fn zeros(&mut self, n: usize) -> &mut Self {
-        self.0.resize(self.0.len() + n, 0);
-        self
-    }
     fn open(&self) -> Result<GgufFile, GgufError> {
         open_all_ways(self.0.clone())
     }
