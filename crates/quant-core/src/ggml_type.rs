@@ -195,7 +195,13 @@ mod tests {
 
     #[test]
     fn quantized_types_are_those_with_blocks_of_several() {
-        let q = |n: &str| GgmlType::from_name(n).unwrap().geometry().unwrap().is_quantized();
+        let q = |n: &str| {
+            GgmlType::from_name(n)
+                .unwrap()
+                .geometry()
+                .unwrap()
+                .is_quantized()
+        };
         assert!(q("Q4_0") && q("Q4_K") && q("Q6_K"));
         assert!(!q("F32") && !q("F16") && !q("BF16"));
     }
