@@ -47,6 +47,7 @@ typedef long long int64_t;
 // HIP provides the same __f*_rn intrinsics as CUDA.
 #define QF_MUL(a, b) __fmul_rn((a), (b))
 #define QF_SUB(a, b) __fsub_rn((a), (b))
+#define QF_ADD(a, b) __fadd_rn((a), (b))
 
 // Bit casts.
 QF_DEVICE float qf_u32_as_f32(uint32_t u) { return __uint_as_float(u); }
@@ -212,3 +213,99 @@ QF_DEVICE uint32_t qf_ld_u32_even(const uint16_t* s16, uint32_t byte_off) {
 }
 
 QF_DEVICE uint64_t qf_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+// Little-endian u32 / u16 at any byte offset of 16-byte aligned shared memory: two aligned
+// 32-bit loads and a funnel shift (no byte loads, no misaligned access on either vendor).
+QF_DEVICE uint32_t qf_ld_u32(const uint8_t* s8, uint32_t off) {
+    const uint32_t* s32 = (const uint32_t*)s8;
+    const uint32_t i = off >> 2, sh = (off & 3u) * 8u;
+    const uint32_t lo = s32[i];
+    if (sh == 0u) return lo;
+    return (lo >> sh) | (s32[i + 1u] << (32u - sh));
+}
+QF_DEVICE uint32_t qf_ld_u16(const uint8_t* s8, uint32_t off) {
+    return qf_ld_u32(s8, off & ~1u) >> ((off & 1u) * 8u) & 0xFFFFu;
+}
+// The f16 at any even byte offset, as f32 (exact).
+QF_DEVICE float qf_ld_f16(const uint8_t* s8, uint32_t off) {
+    return qf_f16_to_f32((uint16_t)qf_ld_u16(s8, off));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dequantization skeleton, written once for every format.
+//
+// A format describes its block with a struct (see any crates/quant-*/kernel.hip):
+//
+//   struct q8_0_block {
+//       static constexpr uint32_t BB = 34;    // bytes per block
+//       static constexpr uint32_t QK = 32;    // values per block
+//       static constexpr uint32_t BPG = ...;  // blocks staged per group ((BPG * BB) % 16 == 0)
+//       static constexpr uint32_t NP = 1;     // f32 values the pre-pass computes per block
+//       // Pre-pass value k (0 <= k < NP) of the block at byte `base` of the staged bytes:
+//       // scales (d * sc, dmin * m, ...), computed once per block, in ggml's order.
+//       QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k);
+//       // The four values j .. j+3 (j a multiple of 4) of that block, in ggml's order,
+//       // given its pre-pass values `p`.
+//       QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p,
+//                                     uint32_t j, float* v);
+//   };
+//
+// and gets its three entry points from QF_DEQUANT_ENTRIES(prefix, struct). The skeleton stages
+// BPG blocks into shared memory with 16-byte loads, runs the pre-pass (one thread per value),
+// then has each thread produce one 16-byte output vector at a time (4 f32 or 8 f16/bf16 values:
+// one or two decode4 calls) and store it; consecutive threads write consecutive vectors, so
+// every store instruction fills whole 32-byte sectors. Groups stride over the tensor, so any
+// grid size works; nothing depends on the warp size.
+template <class F, int OUT>
+QF_DEVICE void qf_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,
+                          uint64_t n_blocks) {
+    static_assert((F::BPG * F::BB) % 16u == 0u, "a group's bytes must be whole 16-byte vectors");
+    static_assert(F::QK % 8u == 0u, "a block must fill whole output vectors");
+    __shared__ qf_v16 stage[F::BPG * F::BB / 16u];
+    __shared__ float pre[F::BPG * (F::NP > 0u ? F::NP : 1u)];
+    const uint8_t* s8 = (const uint8_t*)stage;
+    const uint32_t E = QF_PER_VEC(OUT);   // values per 16-byte vector
+    const uint32_t VPB = F::QK / E;       // vectors per block
+    const uint64_t n_groups = (n_blocks + F::BPG - 1u) / F::BPG;
+
+    for (uint64_t g = blockIdx.x; g < n_groups; g += gridDim.x) {
+        const uint64_t first = g * F::BPG;
+        const uint32_t nb = (uint32_t)qf_min_u64(n_blocks - first, F::BPG);
+        qf_stage(stage, src + first * F::BB, nb * F::BB);
+        __syncthreads();
+        if (F::NP > 0u) {
+            for (uint32_t i = threadIdx.x; i < nb * F::NP; i += blockDim.x) {
+                pre[i] = F::pre(s8, (i / F::NP) * F::BB, i % F::NP);
+            }
+            __syncthreads();
+        }
+        qf_v16* __restrict__ out = dst + first * VPB;
+        const uint32_t units = nb * VPB;
+        for (uint32_t u = threadIdx.x; u < units; u += blockDim.x) {
+            const uint32_t blk = u / VPB;
+            const uint32_t j = (u % VPB) * E;
+            const float* p = pre + blk * (F::NP > 0u ? F::NP : 1u);
+            float v[8];
+            F::decode4(s8, blk * F::BB, p, j, v);
+            if (E == 8u) F::decode4(s8, blk * F::BB, p, j + 4u, v + 4);
+            out[u] = qf_pack<OUT>(v);
+        }
+        __syncthreads();
+    }
+}
+
+// The three entry points of a format (see quant_core::KernelSpec and quant_core::kernel_spec!):
+// PREFIX_to_fp32_kernel, PREFIX_to_fp16_kernel, PREFIX_to_bf16_kernel.
+#define QF_DEQUANT_ENTRIES(PREFIX, F)                                                          \
+    QF_EXTERN_C QF_GLOBAL void PREFIX##_to_fp32_kernel(const uint8_t* src, float* dst,         \
+                                                        uint64_t n_blocks) {                   \
+        qf_dequant<F, QF_OUT_F32>(src, (qf_v16*)dst, n_blocks);                                \
+    }                                                                                          \
+    QF_EXTERN_C QF_GLOBAL void PREFIX##_to_fp16_kernel(const uint8_t* src, uint16_t* dst,      \
+                                                        uint64_t n_blocks) {                   \
+        qf_dequant<F, QF_OUT_F16>(src, (qf_v16*)dst, n_blocks);                                \
+    }                                                                                          \
+    QF_EXTERN_C QF_GLOBAL void PREFIX##_to_bf16_kernel(const uint8_t* src, uint16_t* dst,      \
+                                                        uint64_t n_blocks) {                   \
+        qf_dequant<F, QF_OUT_BF16>(src, (qf_v16*)dst, n_blocks);                               \
+    }

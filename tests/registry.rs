@@ -44,7 +44,7 @@ fn registry_holds_every_expected_format_once() {
             );
             for dtype in quantforge::core::OutputDType::ALL {
                 assert!(
-                    k.source.contains(k.entry(dtype)),
+                    k.source_defines(k.entry(dtype)),
                     "{} defines {}",
                     f.name(),
                     k.entry(dtype)

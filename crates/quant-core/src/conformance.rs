@@ -102,7 +102,7 @@ pub fn check_contract(format: &'static dyn QuantFormat) {
         );
         for dtype in crate::OutputDType::ALL {
             assert!(
-                k.source.contains(k.entry(dtype)),
+                k.source_defines(k.entry(dtype)),
                 "{name}: {} not in source",
                 k.entry(dtype)
             );

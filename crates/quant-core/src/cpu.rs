@@ -5,6 +5,13 @@ use rayon::prelude::*;
 
 use crate::{CoreError, OutputDType, QuantFormat};
 
+/// ggml's f16 → f32 of a little-endian scale field: exact for every input (subnormals, Inf);
+/// a signalling NaN is quieted, keeping its payload, as x86's F16C `vcvtph2ps` does.
+#[inline(always)]
+pub fn f16_le(lo: u8, hi: u8) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
+}
+
 /// Which CPU implementation to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuPath {

@@ -95,7 +95,62 @@ pub struct KernelSpec {
     pub geometry: BlockGeometry,
 }
 
+/// Builds a format's [`KernelSpec`] whose entry points come from one `QF_DEQUANT_ENTRIES(PREFIX,
+/// ...)` line of its `kernel.hip` (`PREFIX_to_fp32_kernel`, `_to_fp16_kernel`, `_to_bf16_kernel`),
+/// with the HSACO variable `<FORMAT>_DEQUANT_HSACO`:
+///
+/// ```ignore
+/// pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
+///     prefix: "q8_0", file: "quant-q8_0/kernel.hip", source: include_str!("../kernel.hip"),
+///     hsaco_env: "Q8_0_DEQUANT_HSACO", threads: 256, blocks_per_group: 128,
+///     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
+/// };
+/// ```
+#[macro_export]
+macro_rules! kernel_spec {
+    (
+        prefix: $prefix:literal, file: $file:literal, source: $source:expr,
+        hsaco_env: $env:literal, threads: $threads:expr, blocks_per_group: $bpg:expr,
+        geometry: ($elems:expr, $bytes:expr) $(,)?
+    ) => {
+        $crate::KernelSpec {
+            format: $prefix,
+            file_name: $file,
+            source: $source,
+            entry_f32: concat!($prefix, "_to_fp32_kernel"),
+            entry_f16: concat!($prefix, "_to_fp16_kernel"),
+            entry_bf16: concat!($prefix, "_to_bf16_kernel"),
+            hsaco_env: $env,
+            threads_per_group: $threads,
+            blocks_per_group: $bpg,
+            geometry: $crate::BlockGeometry {
+                block_elems: $elems,
+                block_bytes: $bytes,
+            },
+        }
+    };
+}
+
 impl KernelSpec {
+    /// Whether the source defines `entry`: literally, or through the shared skeleton's
+    /// `QF_DEQUANT_ENTRIES(prefix, ...)` with `entry` = `prefix` + `_to_{fp32,fp16,bf16}_kernel`.
+    pub fn source_defines(&self, entry: &str) -> bool {
+        if self.source.contains(entry) {
+            return true;
+        }
+        ["_to_fp32_kernel", "_to_fp16_kernel", "_to_bf16_kernel"]
+            .iter()
+            .filter_map(|suffix| entry.strip_suffix(suffix))
+            .any(|prefix| {
+                self.source.lines().any(|l| {
+                    l.trim_start()
+                        .strip_prefix("QF_DEQUANT_ENTRIES(")
+                        .and_then(|rest| rest.split(',').next())
+                        .is_some_and(|p| p.trim() == prefix)
+                })
+            })
+    }
+
     /// Entry point for an output type.
     pub fn entry(&self, dtype: OutputDType) -> &'static str {
         match dtype {
@@ -147,10 +202,99 @@ pub trait QuantFormat: Send + Sync + 'static {
     fn kernel(&self) -> Option<&'static KernelSpec> {
         None
     }
+
+    /// Byte offsets, within one block, of the block's f16 scale fields (ggml's `d`, `dmin`,
+    /// `m`, ...), in the order of the block struct. Integer sub-scales are not listed: any bits
+    /// are finite there. Tests force special values (NaN, Inf, subnormal) into these fields, and
+    /// [`QuantFormat::make_scales_finite`] makes them realistic.
+    fn f16_scale_offsets(&self) -> &'static [usize] {
+        &[]
+    }
+
+    /// Turns whole blocks of random bytes into blocks whose every value is finite, with scales
+    /// of a realistic magnitude (for synthetic models and benchmarks). The default rewrites each
+    /// f16 scale field of [`QuantFormat::f16_scale_offsets`] with [`crate::finite_f16`]; a format
+    /// whose scales are not f16 overrides it. A trailing partial block is left alone.
+    fn make_scales_finite(&self, blocks: &mut [u8]) {
+        let offsets = self.f16_scale_offsets();
+        for block in blocks.chunks_exact_mut(self.geometry().block_bytes) {
+            for &off in offsets {
+                if let Some(field) = block.get_mut(off..off + 2) {
+                    let h = crate::finite_f16(u16::from_le_bytes([field[0], field[1]]));
+                    field.copy_from_slice(&h.to_le_bytes());
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn QuantFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "QuantFormat({})", self.name())
     }
+}
+
+/// Defines a format crate's plugin in one place: the unit struct, its registered `static`
+/// instance and its [`QuantFormat`] implementation, from the functions the crate writes itself
+/// (the reference, the fast path) and its constants.
+///
+/// ```ignore
+/// quant_core::define_format! {
+///     /// ggml's Q8_0 format (type 8): blocks of 32 int8 quants sharing one f16 scale.
+///     pub struct Q8_0Format;
+///     /// The registered [`Q8_0Format`] instance.
+///     pub static Q8_0;
+///     ty: GgmlType::Q8_0, name: "Q8_0", geometry: (BLOCK_ELEMS, BLOCK_BYTES),
+///     layout: LAYOUT_DOC, reference: reference, fast: fast,
+///     kernel: Some(&kernel::KERNEL), f16_scales: &[0],
+/// }
+/// ```
+#[macro_export]
+macro_rules! define_format {
+    (
+        $(#[$smeta:meta])* $svis:vis struct $S:ident;
+        $(#[$imeta:meta])* $ivis:vis static $I:ident;
+        ty: $ty:expr, name: $name:literal, geometry: ($elems:expr, $bytes:expr),
+        layout: $layout:expr, reference: $reference:expr, fast: $fast:expr,
+        kernel: $kernel:expr, f16_scales: $scales:expr $(,)?
+    ) => {
+        $(#[$smeta])*
+        #[derive(Debug, Clone, Copy, Default)]
+        $svis struct $S;
+
+        $(#[$imeta])*
+        $ivis static $I: $S = $S;
+
+        $crate::register_format!($I);
+
+        impl $crate::QuantFormat for $S {
+            fn ggml_type(&self) -> $crate::GgmlType {
+                $ty
+            }
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn geometry(&self) -> $crate::BlockGeometry {
+                $crate::BlockGeometry {
+                    block_elems: $elems,
+                    block_bytes: $bytes,
+                }
+            }
+            fn layout_doc(&self) -> &'static str {
+                $layout
+            }
+            fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
+                $reference(src, dst)
+            }
+            fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
+                $fast(src, dst)
+            }
+            fn kernel(&self) -> Option<&'static $crate::KernelSpec> {
+                $kernel
+            }
+            fn f16_scale_offsets(&self) -> &'static [usize] {
+                $scales
+            }
+        }
+    };
 }

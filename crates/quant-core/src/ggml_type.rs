@@ -54,16 +54,7 @@ const fn removed(id: u32, name: &'static str) -> TypeInfo {
     }
 }
 
-const fn no_geometry(id: u32, name: &'static str) -> TypeInfo {
-    TypeInfo {
-        id,
-        name,
-        removed: false,
-        geometry: None,
-    }
-}
-
-/// Every id ggml has defined, 0 to 42, with its block geometry where quantforge knows it.
+/// Every id ggml has defined, 0 to 42, with its block geometry (every live id has one).
 /// Geometries are ggml's `blck_size` and `type_size`.
 const TYPES: [TypeInfo; 43] = [
     live(0, "F32", 1, 4),
@@ -106,9 +97,9 @@ const TYPES: [TypeInfo; 43] = [
     removed(37, "IQ4_NL_4_8"),
     removed(38, "IQ4_NL_8_8"),
     live(39, "MXFP4", 32, 17),
-    no_geometry(40, "NVFP4"),
-    no_geometry(41, "Q1_0"),
-    no_geometry(42, "Q2_0"),
+    live(40, "NVFP4", 64, 36),
+    live(41, "Q1_0", 128, 18),
+    live(42, "Q2_0", 64, 18),
 ];
 
 macro_rules! type_consts {
@@ -150,8 +141,8 @@ impl GgmlType {
         self.info().is_some_and(|t| t.removed)
     }
 
-    /// Block geometry of the type, where known. `None` for unknown and removed ids, and for
-    /// recent ids whose layout quantforge has not been taught yet.
+    /// Block geometry of the type: `Some` for every live id ggml defines (0–42), `None` for
+    /// unknown and removed ids.
     pub fn geometry(self) -> Option<BlockGeometry> {
         self.info().and_then(|t| t.geometry)
     }
@@ -226,6 +217,20 @@ mod tests {
         assert_eq!(GgmlType::Q6_K.geometry().unwrap().block_bytes, 210);
         assert_eq!(GgmlType::Q4_0.geometry().unwrap().block_bytes, 18);
         assert_eq!(GgmlType::from_name("q6_k"), Some(GgmlType::Q6_K));
+        let g = |t: GgmlType| {
+            let g = t.geometry().unwrap();
+            (g.block_elems, g.block_bytes)
+        };
+        assert_eq!(g(GgmlType::NVFP4), (64, 36));
+        assert_eq!(g(GgmlType::Q1_0), (128, 18));
+        assert_eq!(g(GgmlType::Q2_0), (64, 18));
+    }
+
+    #[test]
+    fn every_live_id_has_a_geometry() {
+        for t in GgmlType::all_known() {
+            assert_eq!(t.geometry().is_some(), !t.is_removed(), "{t}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use error::CoreError;
 pub use format::{KernelSpec, OutputDType, QuantFormat};
 pub use ggml_type::{BlockGeometry, GgmlType};
 pub use registry::{lookup, registry, FormatRegistration, Registry};
-pub use synth::random_bytes;
+pub use synth::{finite_f16, random_bytes};
 
 #[doc(hidden)]
 pub use inventory;

@@ -16,9 +16,28 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Makes a finite, normal f16 of a realistic magnitude from random bits: sign and mantissa
+/// kept, exponent forced into 4..=11, so |x| lies in [2^-11, 2^-3) (about 4.9e-4 to 0.125), the
+/// range of real block scales. What [`crate::QuantFormat::make_scales_finite`] writes.
+pub const fn finite_f16(bits: u16) -> u16 {
+    (bits & 0x83FF) | ((bits & 0x1C00) + 0x1000)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::random_bytes;
+    use super::{finite_f16, random_bytes};
+
+    #[test]
+    fn finite_f16_is_finite_normal_and_keeps_sign_and_mantissa() {
+        for bits in 0..=u16::MAX {
+            let f = half::f16::from_bits(finite_f16(bits)).to_f32();
+            assert!(
+                f.is_normal() && (4.8e-4..0.126).contains(&f.abs()),
+                "{bits:#x}: {f}"
+            );
+            assert_eq!(finite_f16(bits) & 0x83FF, bits & 0x83FF);
+        }
+    }
 
     #[test]
     fn deterministic_and_not_constant() {

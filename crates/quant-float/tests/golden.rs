@@ -1,9 +1,7 @@
 //! The golden check: every F32, F16 and BF16 tensor of every file in `tests/data` dequantizes to
 //! the sha256 llama.cpp's f32 output has (reference, fast and multi-core paths).
 
-mod common;
-
-use common::golden::check_golden;
+use quant_testkit::golden::check_golden;
 
 #[test]
 fn golden_f32() {

@@ -1,8 +1,7 @@
 //! The golden check: every Q4_K tensor of every file in `tests/data` dequantizes to the sha256
 //! of llama.cpp's f32 output (reference, fast and multi-core paths).
 
-#[path = "../../quant-float/tests/common/golden.rs"]
-mod golden;
+use quant_testkit::golden;
 
 #[test]
 fn golden_q4_k() {

@@ -11,12 +11,30 @@ pub use quant_gguf as gguf;
 // `inventory` registration with it.
 #[cfg(feature = "float")]
 pub extern crate quant_float;
+#[cfg(feature = "q1_0")]
+pub extern crate quant_q1_0;
+#[cfg(feature = "q2_0")]
+pub extern crate quant_q2_0;
+#[cfg(feature = "q2k")]
+pub extern crate quant_q2k;
+#[cfg(feature = "q3k")]
+pub extern crate quant_q3k;
 #[cfg(feature = "q4_0")]
 pub extern crate quant_q4_0;
+#[cfg(feature = "q4_1")]
+pub extern crate quant_q4_1;
 #[cfg(feature = "q4k")]
 pub extern crate quant_q4k;
+#[cfg(feature = "q5_0")]
+pub extern crate quant_q5_0;
+#[cfg(feature = "q5_1")]
+pub extern crate quant_q5_1;
+#[cfg(feature = "q5k")]
+pub extern crate quant_q5k;
 #[cfg(feature = "q6k")]
 pub extern crate quant_q6k;
+#[cfg(feature = "q8_0")]
+pub extern crate quant_q8_0;
 
 pub use quant_gpu as gpu;
 pub use quant_loader as loader;

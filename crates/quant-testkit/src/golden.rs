@@ -1,6 +1,5 @@
-//! Test support shared by the four format crates (included with `#[path]`): the golden-data
-//! checker. Tensors are found with the project's own GGUF reader (`quant-gguf`, a
-//! dev-dependency: it knows nothing of formats, so no cycle).
+//! The golden-data checker. Tensors are found with the project's own GGUF reader
+//! (`quant-gguf`: it knows nothing of formats, so no cycle).
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +11,13 @@ use sha2::{Digest, Sha256};
 /// One manifest line: `sha256-of-LE-f32-bits  name  TYPE  element-count`.
 #[derive(Debug, Clone)]
 pub struct ManifestLine {
+    /// sha256 of the tensor's little-endian f32 bits, lower-case hex.
     pub sha256: String,
+    /// Tensor name.
     pub name: String,
+    /// ggml type name of the source tensor.
     pub type_name: String,
+    /// Element count.
     pub elements: u64,
 }
 

@@ -1,0 +1,1 @@
+//! ggml's Q1_0 format (being written).

@@ -1,0 +1,1 @@
+//! ggml's Q2_0 format (being written).

@@ -1,0 +1,1 @@
+//! ggml's Q2_K format (being written).

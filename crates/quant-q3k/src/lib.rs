@@ -1,0 +1,1 @@
+//! ggml's Q3_K format (being written).

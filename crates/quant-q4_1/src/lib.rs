@@ -1,0 +1,1 @@
+//! ggml's Q4_1 format (being written).

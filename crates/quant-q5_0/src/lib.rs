@@ -1,0 +1,1 @@
+//! ggml's Q5_0 format (being written).

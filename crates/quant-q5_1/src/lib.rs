@@ -1,0 +1,1 @@
+//! ggml's Q5_1 format (being written).

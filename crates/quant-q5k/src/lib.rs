@@ -1,0 +1,1 @@
+//! ggml's Q5_K format (being written).
