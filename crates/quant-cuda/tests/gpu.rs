@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use quant_q4_0 as _;
 use quant_q4k as _;
 use quant_q6k as _;
+use quant_q8_0 as _;
 
 /// Byte written over every output before a launch: as f32 (0x7B7B7B7B), f16 and bf16 (0x7B7B)
 /// it is a finite number, so an element left unwritten never passes for a NaN.
@@ -63,17 +64,15 @@ fn format(ty: GgmlType) -> &'static dyn QuantFormat {
     quant_core::lookup(ty).unwrap_or_else(|| panic!("{ty} is not registered"))
 }
 
-const FORMATS: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K];
-
-/// Byte offsets of the f16 scales inside one block of each format.
-fn scale_offsets(ty: GgmlType) -> &'static [usize] {
-    match ty {
-        GgmlType::Q4_0 => &[0],
-        GgmlType::Q4_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        _ => unreachable!(),
-    }
-}
+/// The formats this backend suite launches: the three hand-written kernels and one on the shared
+/// skeleton of `qf_portability.h` (every format's kernels are held to the CPU by
+/// `tests/gpu_formats.rs`, through the `Backend` trait; this file tests the CUDA backend).
+const FORMATS: [GgmlType; 4] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_0,
+];
 
 /// f16 scales worth forcing: infinities, NaNs (quiet and signalling), subnormals, zeros, max.
 const SPECIAL_F16: [u16; 12] = [
@@ -86,7 +85,7 @@ fn random_blocks(ty: GgmlType, n_blocks: usize, seed: u64) -> Vec<u8> {
     let mut src = random_bytes(n_blocks * bb, seed);
     let picks = random_bytes(n_blocks * 2, seed ^ 0xABCD);
     for (i, block) in src.chunks_exact_mut(bb).enumerate() {
-        for (k, &off) in scale_offsets(ty).iter().enumerate() {
+        for (k, &off) in format(ty).f16_scale_offsets().iter().enumerate() {
             let p = picks[2 * i + k % 2];
             if p % 8 == 0 {
                 let h = SPECIAL_F16[(p as usize / 8) % SPECIAL_F16.len()];
@@ -254,47 +253,6 @@ fn allocation_failure_is_out_of_memory() {
     }
 }
 
-/// At least 10^7 random blocks per format, in chunks of 2^20, every output type, every element.
-fn random_blocks_match_cpu(ty: GgmlType) {
-    let Some(be) = backend(&format!("random_blocks_match_cpu {ty}")) else {
-        return;
-    };
-    const CHUNK: usize = 1 << 20;
-    const CHUNKS: usize = 10; // 10 * 2^20 > 10^7
-    for c in 0..CHUNKS {
-        let src = random_blocks(ty, CHUNK, 0x1000 + c as u64 + 97 * ty.0 as u64);
-        let path = if c == 0 {
-            CpuPath::Reference
-        } else {
-            CpuPath::Fast
-        };
-        let cpu_f32 = cpu_reference(ty, &src, path);
-        check_all_dtypes(
-            be,
-            ty,
-            &src,
-            &cpu_f32,
-            None,
-            &format!("{ty} chunk {c} ({path:?})"),
-        );
-    }
-}
-
-#[test]
-fn random_blocks_match_cpu_q4_0() {
-    random_blocks_match_cpu(GgmlType::Q4_0);
-}
-
-#[test]
-fn random_blocks_match_cpu_q4_k() {
-    random_blocks_match_cpu(GgmlType::Q4_K);
-}
-
-#[test]
-fn random_blocks_match_cpu_q6_k() {
-    random_blocks_match_cpu(GgmlType::Q6_K);
-}
-
 #[test]
 fn odd_sizes_and_small_grids() {
     let Some(be) = backend("odd_sizes_and_small_grids") else {
@@ -365,68 +323,6 @@ fn launch_checks_buffer_sizes() {
         })
         .unwrap_err();
     assert!(matches!(e, GpuError::BufferSize { need: 4096, .. }), "{e}");
-}
-
-/// A tensor of more than 2^31 elements, checked in full against the CPU, chunk by chunk.
-fn huge_tensor(ty: GgmlType, dtype: OutputDType, n_blocks: usize) {
-    let Some(be) = backend(&format!("huge_tensor {ty} {dtype}")) else {
-        return;
-    };
-    let f = format(ty);
-    let g = f.geometry();
-    let elems = n_blocks * g.block_elems;
-    assert!(elems > 1usize << 31);
-    let out_bytes = elems * dtype.size();
-    let need = (n_blocks * g.block_bytes + out_bytes) as u64;
-    let mem = be.mem_info().unwrap();
-    assert!(
-        mem.free > need + (1 << 30),
-        "{ty}->{dtype}: needs {need} bytes of device memory, {} free",
-        mem.free
-    );
-    let src = random_blocks(ty, n_blocks, 0x3000 + ty.0 as u64);
-    let mut dsrc = be.alloc(src.len()).unwrap();
-    be.upload(&src, &mut dsrc).unwrap();
-    let mut ddst = be.alloc(out_bytes).unwrap();
-    be.fill(&mut ddst, POISON).unwrap();
-    be.dequantize(
-        f.kernel().unwrap(),
-        &dsrc,
-        n_blocks as u64,
-        &mut ddst,
-        dtype,
-    )
-    .unwrap();
-    drop(dsrc);
-    let mut got = vec![0u8; out_bytes];
-    be.download(&ddst, &mut got).unwrap();
-    drop(ddst);
-    const CHUNK_BLOCKS: usize = 1 << 21;
-    let mut bad = 0;
-    for (c, blocks) in src.chunks(CHUNK_BLOCKS * g.block_bytes).enumerate() {
-        let cpu_f32 = cpu_reference(ty, blocks, CpuPath::Fast);
-        let expected = cpu::encode_as(&cpu_f32, dtype);
-        let at = c * CHUNK_BLOCKS * g.block_elems * dtype.size();
-        bad += compare(
-            dtype,
-            &expected,
-            &got[at..at + expected.len()],
-            &format!("{ty}->{dtype} huge, chunk {c}"),
-        );
-    }
-    assert_eq!(bad, 0, "{ty}->{dtype}: {bad} of {elems} elements differ");
-}
-
-#[test]
-fn huge_tensor_q4_0_f16() {
-    // 2^26 + 3 blocks of 32: 2^31 + 96 elements (4 GiB of f16 output).
-    huge_tensor(GgmlType::Q4_0, OutputDType::F16, (1 << 26) + 3);
-}
-
-#[test]
-fn huge_tensor_q6_k_bf16() {
-    // 2^23 + 1 blocks of 256: 2^31 + 256 elements.
-    huge_tensor(GgmlType::Q6_K, OutputDType::Bf16, (1 << 23) + 1);
 }
 
 #[test]

@@ -114,7 +114,8 @@ pub fn bench_copy(backend: &dyn Backend, cfg: &BenchConfig) -> Result<BenchResul
     Ok(summarize("copy".into(), 2 * bytes as u64, ms))
 }
 
-/// Times `format`'s kernel producing `dtype` on random blocks (arbitrary bytes), about
+/// Times `format`'s kernel producing `dtype` on random blocks with finite scales of a realistic
+/// magnitude (the format's [`QuantFormat::make_scales_finite`]), about
 /// `cfg.bytes_per_launch` bytes read plus written per launch.
 pub fn bench_dequant(
     backend: &dyn Backend,
@@ -131,8 +132,14 @@ pub fn bench_dequant(
     let n_blocks = (cfg.bytes_per_launch / per_block).max(1);
     let n_src = cfg.input_sets.max(1);
     let srcs = (0..n_src)
-        .map(|k| upload_random(backend, n_blocks * g.block_bytes, 0xb10c + k as u64))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|k| {
+            let mut blocks = random_bytes(n_blocks * g.block_bytes, 0xb10c + k as u64);
+            format.make_scales_finite(&mut blocks);
+            let mut buf = backend.alloc(blocks.len())?;
+            backend.upload(&blocks, &mut buf)?;
+            Ok(buf)
+        })
+        .collect::<Result<Vec<_>, GpuError>>()?;
     let out_bytes = n_blocks * g.block_elems * dtype.size();
     let mut dsts = [backend.alloc(out_bytes)?, backend.alloc(out_bytes)?];
     let ms = run(backend, cfg, &mut |i| {

@@ -120,10 +120,13 @@ fn bench_cpu(formats: &[&'static dyn QuantFormat], a: &Args) -> Result<Vec<Row>>
     let mut rows = Vec::new();
     for &f in formats {
         let (blocks, n) = round_to_blocks(f, elements);
-        let src = random_bytes(
+        // Blocks with finite scales of a realistic magnitude, as real weights have: no NaN or
+        // subnormal arithmetic on the timed path.
+        let mut src = random_bytes(
             blocks * f.geometry().block_bytes,
             0x5eed ^ f.ggml_type().0 as u64,
         );
+        f.make_scales_finite(&mut src);
         let mut dst = vec![0f32; n];
         // Copy baseline of the same output size, in the same run, on the same threads.
         let copy_src = vec![1u8; n * 4];

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Stages what a GPU machine without Rust needs into DIR (default .device, ignored by git through
+# .git/info/exclude), for the device tool's `carry`:
+#   DIR/quantforge, DIR/h2d_bench      release builds (CLI and the copy-bandwidth example)
+#   DIR/tests/<name>                   the GPU test binaries (quant-cuda's gpu, quantforge-tests'
+#                                      gpu_*), run from the repository root so that they find
+#                                      tests/data
+#   DIR/kernels/<format>/sm_XX.cubin   every kernel built ahead of time (cargo xtask build-kernels)
+# On the GPU machine: `bash scripts/device-run.sh` (or the commands in it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${1:-.device}
+grep -qxF "/$DIR/" .git/info/exclude 2>/dev/null || echo "/$DIR/" >>.git/info/exclude
+rm -rf "$DIR" && mkdir -p "$DIR/tests" "$DIR/kernels"
+
+cargo build --release -p quantforge -p quant-cuda --example h2d_bench --bin quantforge
+cp target/release/quantforge target/release/examples/h2d_bench "$DIR/"
+
+tests=(gpu_formats gpu_golden gpu_faults gpu_fallback gpu_pipeline gpu_multi)
+args=(-p quant-cuda --test gpu -p quantforge-tests)
+for t in "${tests[@]}"; do args+=(--test "$t"); done
+cargo test --no-run --message-format=json "${args[@]}" 2>/dev/null \
+    | python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        shutil.copy(m["executable"], sys.argv[1] + "/tests/" + m["target"]["name"])
+        print("staged", m["target"]["name"])
+' "$DIR"
+cargo xtask build-kernels --cuda-only --out "$DIR/kernels" >/dev/null
+du -sh "$DIR"
