@@ -10,7 +10,8 @@
 
 mod kernel;
 
-use quant_core::{BlockGeometry, GgmlType, KernelSpec, QuantFormat};
+use quant_core::cpu::f16_le;
+use quant_core::GgmlType;
 
 /// Elements per block (ggml's `QK4_0`).
 pub const BLOCK_ELEMS: usize = 32;
@@ -19,21 +20,6 @@ pub const BLOCK_BYTES: usize = 18;
 
 /// The layout page (the text of this crate's documentation).
 pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
-
-/// ggml's Q4_0 format (type 2): blocks of 32 four-bit quants sharing one f16 scale.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Q4_0Format;
-
-/// The registered [`Q4_0Format`] instance.
-pub static Q4_0: Q4_0Format = Q4_0Format;
-
-quant_core::register_format!(Q4_0);
-
-/// ggml's f16 -> f32 (exact; signalling NaNs quieted like F16C's `vcvtph2ps`).
-#[inline]
-fn f16_le(lo: u8, hi: u8) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
-}
 
 /// The reference: ggml's `dequantize_row_q4_0`, statement for statement.
 fn reference(src: &[u8], dst: &mut [f32]) {
@@ -68,31 +54,14 @@ fn block_fast(x: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]) {
 
 quant_core::block_fast_path!(fast, fast_baseline, block_fast, BLOCK_BYTES, BLOCK_ELEMS);
 
-impl QuantFormat for Q4_0Format {
-    fn ggml_type(&self) -> GgmlType {
-        GgmlType::Q4_0
-    }
-    fn name(&self) -> &'static str {
-        "Q4_0"
-    }
-    fn geometry(&self) -> BlockGeometry {
-        BlockGeometry {
-            block_elems: BLOCK_ELEMS,
-            block_bytes: BLOCK_BYTES,
-        }
-    }
-    fn layout_doc(&self) -> &'static str {
-        LAYOUT_DOC
-    }
-    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
-        reference(src, dst)
-    }
-    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
-        fast(src, dst)
-    }
-    fn kernel(&self) -> Option<&'static KernelSpec> {
-        Some(&kernel::KERNEL)
-    }
+quant_core::define_format! {
+    /// ggml's Q4_0 format (type 2): blocks of 32 four-bit quants sharing one f16 scale.
+    pub struct Q4_0Format;
+    /// The registered [`Q4_0Format`] instance.
+    pub static Q4_0;
+    ty: GgmlType::Q4_0, name: "Q4_0", geometry: (BLOCK_ELEMS, BLOCK_BYTES),
+    layout: LAYOUT_DOC, reference: reference, fast: fast,
+    kernel: Some(&kernel::KERNEL), f16_scales: &[0],
 }
 
 #[cfg(test)]

@@ -1,7 +1,14 @@
 use super::*;
-use proptest::prelude::*;
 
 use quant_core::conformance::bits;
+
+quant_testkit::format_suite! {
+    format: Q4_0,
+    baseline: Some(fast_baseline),
+    layout: LAYOUT_DOC,
+    docs_page: include_str!("../../../docs/formats/q4_0.md"),
+    golden: ["all-types.gguf:Q4_0.weights", "all-types.gguf:Q4_0.bytes", "tiny-llama-q4_0.gguf:"],
+}
 
 /// Reference and fast outputs (as bits) of whole blocks; the baseline build must agree with the
 /// dispatched one.
@@ -82,49 +89,4 @@ fn inf_and_nan_scales_as_on_x86() {
                                               // d = signalling NaN 0x7C01: quieted to 0x7FC02000, and the product carries that payload.
     let y = both(&block(0x7C01, [0x5A; 16]));
     assert!(bits(&y).iter().all(|&b| b == 0x7FC0_2000), "{y:?}");
-}
-
-#[test]
-fn meets_the_format_contract() {
-    quant_core::conformance::check_contract(&Q4_0);
-    assert_eq!(Q4_0.ggml_type(), GgmlType::Q4_0);
-}
-
-#[test]
-fn docs_page_carries_the_layout() {
-    let page = include_str!("../../../docs/formats/q4_0.md");
-    assert!(
-        page.contains(LAYOUT_DOC.trim()),
-        "docs/formats/q4_0.md is out of date"
-    );
-    assert!(Q4_0.layout_doc().contains("| 2      | 16   | `qs[16]`"));
-}
-
-/// f16 bit patterns that stress a scale (the shared list).
-fn special_f16() -> impl Strategy<Value = u16> {
-    prop::sample::select(quant_core::conformance::SPECIAL_F16.to_vec())
-}
-
-proptest! {
-    #[test]
-    fn fast_equals_reference_on_arbitrary_blocks(
-        src in (1usize..=48).prop_flat_map(|n| prop::collection::vec(any::<u8>(), n * BLOCK_BYTES))
-    ) {
-        let (r, f) = run(&src);
-        prop_assert_eq!(r, f);
-    }
-
-    #[test]
-    fn fast_equals_reference_with_special_scales(
-        (mut src, scales) in (1usize..=16).prop_flat_map(|n| (
-            prop::collection::vec(any::<u8>(), n * BLOCK_BYTES),
-            prop::collection::vec(special_f16(), n),
-        ))
-    ) {
-        for (b, s) in src.chunks_exact_mut(BLOCK_BYTES).zip(&scales) {
-            b[..2].copy_from_slice(&s.to_le_bytes());
-        }
-        let (r, f) = run(&src);
-        prop_assert_eq!(r, f);
-    }
 }

@@ -11,7 +11,8 @@
 
 mod kernel;
 
-use quant_core::{BlockGeometry, GgmlType, KernelSpec, QuantFormat};
+use quant_core::cpu::f16_le;
+use quant_core::GgmlType;
 
 /// Elements per super-block (ggml's `QK_K`).
 pub const BLOCK_ELEMS: usize = 256;
@@ -20,22 +21,6 @@ pub const BLOCK_BYTES: usize = 144;
 
 /// The layout page (the text of this crate's documentation).
 pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
-
-/// ggml's Q4_K format (type 12): 256-element super-blocks of eight 32-element sub-blocks, each
-/// with a 6-bit scale and a 6-bit min.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Q4KFormat;
-
-/// The registered [`Q4KFormat`] instance.
-pub static Q4_K: Q4KFormat = Q4KFormat;
-
-quant_core::register_format!(Q4_K);
-
-/// ggml's f16 -> f32 (exact; signalling NaNs quieted like F16C's `vcvtph2ps`).
-#[inline]
-fn f16_le(lo: u8, hi: u8) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
-}
 
 /// Scale and min of sub-block `j` (0..8) from the 12 packed scale bytes: ggml's
 /// `get_scale_min_k4`. Returns `(sc, m)`, both in `0..64`. `j` outside `0..8` gives `(0, 0)`.
@@ -118,31 +103,15 @@ fn block_fast(x: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]) {
 
 quant_core::block_fast_path!(fast, fast_baseline, block_fast, BLOCK_BYTES, BLOCK_ELEMS);
 
-impl QuantFormat for Q4KFormat {
-    fn ggml_type(&self) -> GgmlType {
-        GgmlType::Q4_K
-    }
-    fn name(&self) -> &'static str {
-        "Q4_K"
-    }
-    fn geometry(&self) -> BlockGeometry {
-        BlockGeometry {
-            block_elems: BLOCK_ELEMS,
-            block_bytes: BLOCK_BYTES,
-        }
-    }
-    fn layout_doc(&self) -> &'static str {
-        LAYOUT_DOC
-    }
-    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
-        reference(src, dst)
-    }
-    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
-        fast(src, dst)
-    }
-    fn kernel(&self) -> Option<&'static KernelSpec> {
-        Some(&kernel::KERNEL)
-    }
+quant_core::define_format! {
+    /// ggml's Q4_K format (type 12): 256-element super-blocks of eight 32-element sub-blocks, each
+    /// with a 6-bit scale and a 6-bit min.
+    pub struct Q4KFormat;
+    /// The registered [`Q4KFormat`] instance.
+    pub static Q4_K;
+    ty: GgmlType::Q4_K, name: "Q4_K", geometry: (BLOCK_ELEMS, BLOCK_BYTES),
+    layout: LAYOUT_DOC, reference: reference, fast: fast,
+    kernel: Some(&kernel::KERNEL), f16_scales: &[0, 2],
 }
 
 #[cfg(test)]

@@ -3,6 +3,14 @@ use proptest::prelude::*;
 
 use quant_core::conformance::bits;
 
+quant_testkit::format_suite! {
+    format: Q4_K,
+    baseline: Some(fast_baseline),
+    layout: LAYOUT_DOC,
+    docs_page: include_str!("../../../docs/formats/q4_k.md"),
+    golden: ["all-types.gguf:Q4_K.weights", "all-types.gguf:Q4_K.bytes", "tiny-llama-q4_k_m.gguf:"],
+}
+
 /// Reference and fast outputs (as bits) of whole blocks; the baseline build must agree with the
 /// dispatched one.
 fn run(src: &[u8]) -> (Vec<u32>, Vec<u32>) {
@@ -129,26 +137,6 @@ fn nan_and_inf_scales_as_on_x86() {
     assert_eq!(y[32].to_bits(), 0xFFC0_0000);
 }
 
-#[test]
-fn meets_the_format_contract() {
-    quant_core::conformance::check_contract(&Q4_K);
-    assert_eq!(Q4_K.ggml_type(), GgmlType::Q4_K);
-}
-
-#[test]
-fn docs_page_carries_the_layout() {
-    let page = include_str!("../../../docs/formats/q4_k.md");
-    assert!(
-        page.contains(LAYOUT_DOC.trim()),
-        "docs/formats/q4_k.md is out of date"
-    );
-}
-
-/// f16 bit patterns that stress a scale (the shared list).
-fn special_f16() -> impl Strategy<Value = u16> {
-    prop::sample::select(quant_core::conformance::SPECIAL_F16.to_vec())
-}
-
 proptest! {
     #[test]
     fn scale_packing_round_trips(sc in prop::array::uniform8(0u8..64), m in prop::array::uniform8(0u8..64)) {
@@ -158,28 +146,5 @@ proptest! {
         }
     }
 
-    #[test]
-    fn fast_equals_reference_on_arbitrary_blocks(
-        src in (1usize..=12).prop_flat_map(|n| prop::collection::vec(any::<u8>(), n * BLOCK_BYTES))
-    ) {
-        let (r, f) = run(&src);
-        prop_assert_eq!(r, f);
-    }
 
-    #[test]
-    fn fast_equals_reference_with_special_scales(
-        (mut src, scales) in (1usize..=6).prop_flat_map(|n| (
-            prop::collection::vec(any::<u8>(), n * BLOCK_BYTES),
-            prop::collection::vec((special_f16(), special_f16(), any::<bool>()), n),
-        ))
-    ) {
-        for (b, &(d, dmin, keep_dmin)) in src.chunks_exact_mut(BLOCK_BYTES).zip(&scales) {
-            b[..2].copy_from_slice(&d.to_le_bytes());
-            if !keep_dmin {
-                b[2..4].copy_from_slice(&dmin.to_le_bytes());
-            }
-        }
-        let (r, f) = run(&src);
-        prop_assert_eq!(r, f);
-    }
 }

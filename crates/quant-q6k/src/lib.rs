@@ -11,7 +11,8 @@
 
 mod kernel;
 
-use quant_core::{BlockGeometry, GgmlType, KernelSpec, QuantFormat};
+use quant_core::cpu::f16_le;
+use quant_core::GgmlType;
 
 /// Elements per super-block (ggml's `QK_K`).
 pub const BLOCK_ELEMS: usize = 256;
@@ -21,26 +22,10 @@ pub const BLOCK_BYTES: usize = 210;
 /// The layout page (the text of this crate's documentation).
 pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 
-/// ggml's Q6_K format (type 14): 256-element super-blocks of 6-bit quants with sixteen signed
-/// 8-bit sub-block scales and an f16 super-scale.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Q6KFormat;
-
-/// The registered [`Q6KFormat`] instance.
-pub static Q6_K: Q6KFormat = Q6KFormat;
-
-quant_core::register_format!(Q6_K);
-
 const QL: usize = 0;
 const QH: usize = 128;
 const SC: usize = 192;
 const D: usize = 208;
-
-/// ggml's f16 -> f32 (exact; signalling NaNs quieted like F16C's `vcvtph2ps`).
-#[inline]
-fn f16_le(lo: u8, hi: u8) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
-}
 
 /// The reference: ggml's `dequantize_row_q6_K`, statement for statement.
 fn reference(src: &[u8], dst: &mut [f32]) {
@@ -120,31 +105,15 @@ fn block_fast(x: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]) {
 
 quant_core::block_fast_path!(fast, fast_baseline, block_fast, BLOCK_BYTES, BLOCK_ELEMS);
 
-impl QuantFormat for Q6KFormat {
-    fn ggml_type(&self) -> GgmlType {
-        GgmlType::Q6_K
-    }
-    fn name(&self) -> &'static str {
-        "Q6_K"
-    }
-    fn geometry(&self) -> BlockGeometry {
-        BlockGeometry {
-            block_elems: BLOCK_ELEMS,
-            block_bytes: BLOCK_BYTES,
-        }
-    }
-    fn layout_doc(&self) -> &'static str {
-        LAYOUT_DOC
-    }
-    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
-        reference(src, dst)
-    }
-    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
-        fast(src, dst)
-    }
-    fn kernel(&self) -> Option<&'static KernelSpec> {
-        Some(&kernel::KERNEL)
-    }
+quant_core::define_format! {
+    /// ggml's Q6_K format (type 14): 256-element super-blocks of 6-bit quants with sixteen signed
+    /// 8-bit sub-block scales and an f16 super-scale.
+    pub struct Q6KFormat;
+    /// The registered [`Q6KFormat`] instance.
+    pub static Q6_K;
+    ty: GgmlType::Q6_K, name: "Q6_K", geometry: (BLOCK_ELEMS, BLOCK_BYTES),
+    layout: LAYOUT_DOC, reference: reference, fast: fast,
+    kernel: Some(&kernel::KERNEL), f16_scales: &[208],
 }
 
 #[cfg(test)]

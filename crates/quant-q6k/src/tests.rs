@@ -1,7 +1,14 @@
 use super::*;
-use proptest::prelude::*;
 
 use quant_core::conformance::bits;
+
+quant_testkit::format_suite! {
+    format: Q6_K,
+    baseline: Some(fast_baseline),
+    layout: LAYOUT_DOC,
+    docs_page: include_str!("../../../docs/formats/q6_k.md"),
+    golden: ["all-types.gguf:Q6_K.weights", "all-types.gguf:Q6_K.bytes", "tiny-llama-q6_k.gguf:", "tiny-llama-q4_k_m.gguf:"],
+}
 
 /// Reference and fast outputs (as bits) of whole blocks; the baseline build must agree with the
 /// dispatched one.
@@ -104,48 +111,4 @@ fn nan_and_inf_scales_as_on_x86() {
     assert_eq!(y[16].to_bits(), 0xFFC0_0000); // inf * 0 = x86's default NaN
     let y = both(&block(0x7C01, sc, 45)); // signalling NaN, quieted, payload kept
     assert!(bits(&y).iter().all(|&b| b == 0x7FC0_2000));
-}
-
-#[test]
-fn meets_the_format_contract() {
-    quant_core::conformance::check_contract(&Q6_K);
-    assert_eq!(Q6_K.ggml_type(), GgmlType::Q6_K);
-}
-
-#[test]
-fn docs_page_carries_the_layout() {
-    let page = include_str!("../../../docs/formats/q6_k.md");
-    assert!(
-        page.contains(LAYOUT_DOC.trim()),
-        "docs/formats/q6_k.md is out of date"
-    );
-}
-
-/// f16 bit patterns that stress a scale (the shared list).
-fn special_f16() -> impl Strategy<Value = u16> {
-    prop::sample::select(quant_core::conformance::SPECIAL_F16.to_vec())
-}
-
-proptest! {
-    #[test]
-    fn fast_equals_reference_on_arbitrary_blocks(
-        src in (1usize..=12).prop_flat_map(|n| prop::collection::vec(any::<u8>(), n * BLOCK_BYTES))
-    ) {
-        let (r, f) = run(&src);
-        prop_assert_eq!(r, f);
-    }
-
-    #[test]
-    fn fast_equals_reference_with_special_scales(
-        (mut src, scales) in (1usize..=6).prop_flat_map(|n| (
-            prop::collection::vec(any::<u8>(), n * BLOCK_BYTES),
-            prop::collection::vec(special_f16(), n),
-        ))
-    ) {
-        for (b, d) in src.chunks_exact_mut(BLOCK_BYTES).zip(&scales) {
-            b[208..210].copy_from_slice(&d.to_le_bytes());
-        }
-        let (r, f) = run(&src);
-        prop_assert_eq!(r, f);
-    }
 }
