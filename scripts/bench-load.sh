@@ -5,24 +5,26 @@
 #
 # DIR holds release builds of `quantforge` and quant-cuda's `h2d_bench` example, and the
 # cubins of `cargo xtask build-kernels` under DIR/kernels (so that no NVRTC compilation is
-# timed). It writes a synthetic 7B Q4_K_M model (MODEL, default /tmp/qf-7b-q4_k_m.gguf) if
+# timed). It writes a synthetic 7B model of the mix MIX (default q4_k_m; MODEL, default
+# /tmp/qf-7b-$MIX.gguf) if
 # missing, brings it into the page cache, measures the pinned and pageable host-to-device
 # bandwidth, then times each configuration of CONFIGS (one per line, options of `load`),
 # REPS times each, each a new process. Extra arguments are added to every configuration.
 set -euo pipefail
 BIN=${BIN:-.device}
-MODEL=${MODEL:-/tmp/qf-7b-q4_k_m.gguf}
+MIX=${MIX:-q4_k_m}
+MODEL=${MODEL:-/tmp/qf-7b-$MIX.gguf}
 REPS=${REPS:-3}
 CONFIGS=${CONFIGS:-"--dtype f16
 --dtype native
 --dtype f16 --strategy cpu-dequant"}
 export QUANTFORGE_CUDA_KERNEL_DIR=$BIN/kernels
 
-[ -f "$MODEL" ] || "$BIN/quantforge" synth --arch llama --params 7b --mix q4_k_m --quiet -o "$MODEL"
+[ -f "$MODEL" ] || "$BIN/quantforge" synth --arch llama --params 7b --mix "$MIX" --quiet -o "$MODEL"
 cat "$MODEL" >/dev/null
 nvidia-smi --query-gpu=name,driver_version,pcie.link.gen.max,pcie.link.width.max --format=csv,noheader
 nproc
-"$BIN/h2d_bench" --mib 512 --iters 10
+[ -n "${SKIP_H2D:-}" ] || "$BIN/h2d_bench" --mib 512 --iters 10
 
 while IFS= read -r config; do
     [ -n "$config" ] || continue

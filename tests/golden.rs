@@ -7,7 +7,10 @@ use quantforge::core::cpu::CpuPath;
 use quantforge::loader::{GgufLoader, LoadError};
 use quantforge_tests::{golden_files, sha256_f32};
 
-const SUPPORTED: [&str; 6] = ["F32", "F16", "BF16", "Q4_0", "Q4_K", "Q6_K"];
+const SUPPORTED: [&str; 15] = [
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
+    "Q5_K", "Q6_K", "Q1_0", "Q2_0",
+];
 
 #[test]
 fn every_supported_tensor_matches_ggml_bit_for_bit() {

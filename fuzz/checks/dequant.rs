@@ -4,13 +4,23 @@
 
 /// Formats the `dequant` target expects in the registry; the check refuses to run without them,
 /// so a linking mistake cannot make the fuzzer test nothing.
-pub const DEQUANT_EXPECTED: [quant_core::GgmlType; 6] = [
+pub const DEQUANT_EXPECTED: [quant_core::GgmlType; 16] = [
     quant_core::GgmlType::F32,
     quant_core::GgmlType::F16,
     quant_core::GgmlType::BF16,
+    quant_core::GgmlType::F64,
     quant_core::GgmlType::Q4_0,
+    quant_core::GgmlType::Q4_1,
+    quant_core::GgmlType::Q5_0,
+    quant_core::GgmlType::Q5_1,
+    quant_core::GgmlType::Q8_0,
+    quant_core::GgmlType::Q2_K,
+    quant_core::GgmlType::Q3_K,
     quant_core::GgmlType::Q4_K,
+    quant_core::GgmlType::Q5_K,
     quant_core::GgmlType::Q6_K,
+    quant_core::GgmlType::Q1_0,
+    quant_core::GgmlType::Q2_0,
 ];
 
 /// Input layout: `[format, mode, tile, extra, payload...]`.
