@@ -5,6 +5,13 @@
 use std::time::Instant;
 
 use quant_synth::{plan, write_to, Arch, Mix, Size};
+// quant-synth links no format: name them all (dev-dependencies) so that the registry, which
+// makes each type's random blocks finite, holds them.
+use {
+    quant_float as _, quant_q1_0 as _, quant_q2_0 as _, quant_q2k as _, quant_q3k as _,
+    quant_q4_0 as _, quant_q4_1 as _, quant_q4k as _, quant_q5_0 as _, quant_q5_1 as _,
+    quant_q5k as _, quant_q6k as _, quant_q8_0 as _,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

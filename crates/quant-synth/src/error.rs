@@ -29,9 +29,13 @@ pub enum SynthError {
         source: quant_gguf::GgufError,
     },
 
-    /// A tensor of a type whose scale fields this crate does not know (see
-    /// [`SCALE_FIELDS`](crate::SCALE_FIELDS)): random bytes could hold NaN or infinite scales.
-    #[error("tensor `{tensor}`: cannot synthesize {ty} data (scale layout unknown)")]
+    /// A tensor of a type [`supported_type`](crate::supported_type) rejects: a quantized type
+    /// with no format linked into the registry (only the format knows where its scales are, and
+    /// random bytes could hold NaN or infinite ones), or a plain type other than F32 and F16.
+    #[error(
+        "tensor `{tensor}`: cannot synthesize {ty} data (only F32, F16 and quantized types \
+         whose format is linked into the registry)"
+    )]
     UnsupportedType {
         /// The tensor.
         tensor: String,

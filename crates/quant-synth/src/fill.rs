@@ -1,45 +1,30 @@
 //! Random tensor bytes with finite scales.
 //!
-//! ## Why a table of scale offsets lives here
-//!
 //! Random bytes make random f16 scales, and about one in 32 f16 bit patterns is an infinity or
 //! a NaN, which would make the synthetic weights useless for anything but a pure copy test. So
-//! each block's f16 scale fields are overwritten with finite values of a realistic magnitude.
-//! That needs to know where a format keeps its scales, which is format knowledge outside the
-//! format crates. `quant_core::QuantFormat` has no such entry (and it is a contract this crate
-//! does not own), and linking the format crates into a generator would tie it to the formats
-//! linked. Hence [`SCALE_FIELDS`], a small table keyed by [`GgmlType`] and checked by tests
-//! against the format crates' own CPU dequantization (all values finite).
+//! a quantized tensor's random blocks go through its format's
+//! [`QuantFormat::make_scales_finite`](quant_core::QuantFormat::make_scales_finite), found in
+//! the [registry](quant_core::registry()): where a format keeps its scales is known to its own
+//! crate only. This crate links no format crate; whoever links them (the `quantforge` facade,
+//! the CLI) fills the registry, and a quantized type that no linked format handles is refused.
+//! F16 and F32 tensors are not blocks with scales: every element is made finite here.
 
-use quant_core::GgmlType;
+use quant_core::{GgmlType, QuantFormat};
 
-/// The byte offsets, within one block, of each block type's f16 scale fields (ggml's block
-/// structs): Q4_0 `d`; Q5_0 `d`; Q8_0 `d`; Q4_K `d`, `dmin`; Q6_K `d` (after `ql[128]`,
-/// `qh[64]`, `scales[16]`). Q4_K's packed 6-bit scales and Q6_K's int8 scales are integers,
-/// finite whatever their bits, and stay random. F16 and F32 tensors are all scale, so to speak:
-/// every element is made finite (see [`fill_tensor_chunk`]).
-pub const SCALE_FIELDS: &[(GgmlType, &[usize])] = &[
-    (GgmlType::Q4_0, &[0]),
-    (GgmlType::Q5_0, &[0]),
-    (GgmlType::Q8_0, &[0]),
-    (GgmlType::Q4_K, &[0, 2]),
-    (GgmlType::Q6_K, &[208]),
-];
+/// The registered format that makes blocks of `ty` finite: a linked quantized format.
+fn block_format(ty: GgmlType) -> Option<&'static dyn QuantFormat> {
+    quant_core::lookup(ty).filter(|f| f.geometry().is_quantized())
+}
 
-/// Whether [`fill_tensor_chunk`] can make data of this type: F32, F16 and the types of
-/// [`SCALE_FIELDS`].
+/// Whether [`fill_tensor_chunk`] can make data of this type: F32, F16, and every quantized
+/// type whose format is linked into the registry (it knows where its scales are).
 pub fn supported_type(ty: GgmlType) -> bool {
-    ty == GgmlType::F32 || ty == GgmlType::F16 || scale_fields(ty).is_some()
+    ty == GgmlType::F32 || ty == GgmlType::F16 || block_format(ty).is_some()
 }
 
-fn scale_fields(ty: GgmlType) -> Option<&'static [usize]> {
-    SCALE_FIELDS.iter().find(|(t, _)| *t == ty).map(|(_, f)| *f)
-}
-
-/// Makes a finite, normal f16 from random bits: sign and mantissa kept, exponent forced into
-/// 4..=11, so |x| lies in [2^-11, 2^-3) (about 4.9e-4 to 0.125), the range of real weights
-/// and block scales. Applied to the four 16-bit lanes of a `u64` at once (no carry crosses a
-/// lane: the largest exponent field, 11 << 10, stays below the sign bit).
+/// Makes a finite, normal f16 from random bits in each of the four 16-bit lanes of a `u64`:
+/// [`quant_core::finite_f16`] lane by lane, in one go (no carry crosses a lane: the largest
+/// exponent field, 11 << 10, stays below the sign bit). |x| lies in [2^-11, 2^-3).
 #[inline(always)]
 fn finite_f16x4(x: u64) -> u64 {
     const KEEP: u64 = 0x83FF_83FF_83FF_83FF;
@@ -96,12 +81,13 @@ fn fill_words(buf: &mut [u8], seed: u64, map: impl Fn(u64) -> u64) {
     }
 }
 
-/// Fills `buf`, a whole number of blocks of `ty`, with random data whose scales are finite:
-/// random bytes, then each block's f16 scale fields ([`SCALE_FIELDS`]) made finite; for F16,
-/// every element finite (|x| in about [4.9e-4, 0.125)); for F32, every element in [1, 2).
-/// The bytes depend on `seed` and `buf.len()` only. Returns `false`, leaving `buf` unspecified,
-/// for a type [`supported_type`] rejects; `buf` is assumed to hold whole blocks (a trailing
-/// partial block gets random bytes only).
+/// Fills `buf`, a whole number of blocks of `ty`, with random data whose values are all
+/// finite: for a quantized type, random bytes, then the registered format's
+/// [`make_scales_finite`](quant_core::QuantFormat::make_scales_finite) (its f16 scales get
+/// |d| in about [4.9e-4, 0.125)); for F16, every element finite (the same magnitudes); for F32,
+/// every element in [1, 2). The bytes depend on `seed`, `buf.len()` and the format's fix-up
+/// only. Returns `false`, leaving `buf` unspecified, for a type [`supported_type`] rejects;
+/// `buf` is assumed to hold whole blocks (a trailing partial block gets random bytes only).
 pub fn fill_tensor_chunk(ty: GgmlType, buf: &mut [u8], seed: u64) -> bool {
     if ty == GgmlType::F16 {
         fill_words(buf, seed, finite_f16x4);
@@ -112,17 +98,11 @@ pub fn fill_tensor_chunk(ty: GgmlType, buf: &mut [u8], seed: u64) -> bool {
         fill_words(buf, seed, norm_f32x2);
         return true;
     }
-    let (Some(fields), Some(g)) = (scale_fields(ty), ty.geometry()) else {
+    let Some(format) = block_format(ty) else {
         return false;
     };
     fill_words(buf, seed, |x| x);
-    for block in buf.chunks_exact_mut(g.block_bytes) {
-        for &off in fields {
-            let r = u16::from_le_bytes([block[off], block[off + 1]]);
-            let f = finite_f16x4(u64::from(r)) as u16;
-            block[off..off + 2].copy_from_slice(&f.to_le_bytes());
-        }
-    }
+    format.make_scales_finite(buf);
     true
 }
 
@@ -130,58 +110,66 @@ pub fn fill_tensor_chunk(ty: GgmlType, buf: &mut [u8], seed: u64) -> bool {
 mod tests {
     use super::*;
     use half::f16;
-    // Link the formats so that the registry holds them.
-    use quant_float as _;
-    use quant_q4_0 as _;
-    use quant_q4k as _;
-    use quant_q6k as _;
+
+    use crate::linked_formats::{require, unlinked_quantized_type, REQUIRED};
+
+    /// Every linked quantized format (the dev-dependencies link every format crate; some may
+    /// still be stubs that register nothing), after checking that [`REQUIRED`] are there.
+    fn quantized_formats() -> Vec<&'static dyn QuantFormat> {
+        require();
+        quant_core::registry()
+            .iter()
+            .filter(|f| f.geometry().is_quantized())
+            .collect()
+    }
 
     fn chunk(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
         let mut v = vec![0u8; blocks * ty.geometry().unwrap().block_bytes];
-        assert!(fill_tensor_chunk(ty, &mut v, seed));
+        assert!(fill_tensor_chunk(ty, &mut v, seed), "{ty}");
         v
     }
 
     #[test]
-    fn table_matches_block_geometry() {
-        for (ty, fields) in SCALE_FIELDS {
-            let b = ty.geometry().unwrap().block_bytes;
-            for &f in *fields {
-                assert!(f + 2 <= b, "{ty}: field at {f} beyond a {b}-byte block");
+    fn f16_lanes_are_made_finite_as_quant_core_does() {
+        let mut x = 0x0123_4567_89AB_CDEFu64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let y = finite_f16x4(x);
+            for lane in 0..4 {
+                let h = (x >> (16 * lane)) as u16;
+                assert_eq!(
+                    (y >> (16 * lane)) as u16,
+                    quant_core::finite_f16(h),
+                    "{x:#x}"
+                );
             }
         }
     }
 
     #[test]
-    fn scale_fields_are_finite_and_realistic() {
-        for (ty, fields) in SCALE_FIELDS {
-            let b = ty.geometry().unwrap().block_bytes;
-            let data = chunk(*ty, 4096, 11);
-            let mut signs = [0usize; 2];
-            for block in data.chunks_exact(b) {
-                for &off in *fields {
-                    let d = f16::from_le_bytes([block[off], block[off + 1]]).to_f32();
-                    assert!(d.is_finite() && d.is_normal(), "{ty}: {d}");
-                    assert!((4.8e-4..0.126).contains(&d.abs()), "{ty}: {d}");
-                    signs[usize::from(d < 0.0)] += 1;
-                }
-            }
-            // Random, not constant: both signs occur.
-            assert!(signs[0] > 1000 && signs[1] > 1000, "{ty}: {signs:?}");
+    fn supported_types_are_the_registered_formats() {
+        let formats = quantized_formats();
+        assert!(supported_type(GgmlType::F32) && supported_type(GgmlType::F16));
+        for f in &formats {
+            assert!(supported_type(f.ggml_type()), "{}", f.name());
         }
+        // Linked but not blocks: BF16 (quant-float) has no synthesis here.
+        assert!(quant_core::lookup(GgmlType::BF16).is_some());
+        assert!(!supported_type(GgmlType::BF16));
+        // A quantized type that no linked format handles is refused, and not filled.
+        let unlinked = unlinked_quantized_type();
+        assert!(!supported_type(unlinked), "{unlinked}");
+        assert!(!fill_tensor_chunk(unlinked, &mut [0u8; 1024], 1));
     }
 
     #[test]
-    fn registry_dequantizes_every_type_to_finite_values() {
+    fn every_registered_format_dequantizes_to_finite_values() {
         let reg = quant_core::registry();
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_K,
-            GgmlType::Q6_K,
-            GgmlType::F16,
-            GgmlType::F32,
-        ] {
-            assert!(supported_type(ty));
+        let mut types: Vec<GgmlType> = quantized_formats().iter().map(|f| f.ggml_type()).collect();
+        types.extend([GgmlType::F16, GgmlType::F32]);
+        for ty in types {
             let format = reg.lookup(ty).unwrap_or_else(|| panic!("{ty} not linked"));
             let g = format.geometry();
             let n_blocks = (1 << 16) / g.block_elems;
@@ -203,12 +191,39 @@ mod tests {
             }
         }
         // Without the fix-up, random bytes do give non-finite values (so the test can fail).
-        let raw = quant_core::random_bytes(1 << 17, 3);
-        let mut out = vec![0f32; 1 << 16];
-        reg.lookup(GgmlType::F16)
-            .unwrap()
-            .dequantize_reference(&raw, &mut out);
-        assert!(out.iter().any(|x| !x.is_finite()));
+        for ty in REQUIRED.into_iter().chain([GgmlType::F16]) {
+            let format = reg.lookup(ty).unwrap();
+            let g = format.geometry();
+            let n_blocks = (1 << 16) / g.block_elems;
+            let raw = quant_core::random_bytes(n_blocks * g.block_bytes, 3);
+            let mut out = vec![0f32; n_blocks * g.block_elems];
+            format.dequantize_reference(&raw, &mut out);
+            assert!(out.iter().any(|x| !x.is_finite()), "{ty}");
+        }
+    }
+
+    #[test]
+    fn f16_scales_are_realistic_and_random() {
+        for format in quantized_formats() {
+            let g = format.geometry();
+            let data = chunk(format.ggml_type(), 4096, 11);
+            let mut signs = [0usize; 2];
+            for block in data.chunks_exact(g.block_bytes) {
+                for &off in format.f16_scale_offsets() {
+                    let d = f16::from_le_bytes([block[off], block[off + 1]]).to_f32();
+                    assert!(d.is_normal(), "{}: {d}", format.name());
+                    assert!((4.8e-4..0.126).contains(&d.abs()), "{}: {d}", format.name());
+                    signs[usize::from(d < 0.0)] += 1;
+                }
+            }
+            // Random, not constant: both signs occur (where the format has f16 scales).
+            let n = format.f16_scale_offsets().len() * 4096;
+            assert!(
+                n == 0 || (signs[0] > n / 4 && signs[1] > n / 4),
+                "{}: {signs:?}",
+                format.name()
+            );
+        }
     }
 
     #[test]
@@ -217,10 +232,9 @@ mod tests {
         assert_eq!(a, chunk(GgmlType::Q4_K, 100, 5));
         assert_ne!(a, chunk(GgmlType::Q4_K, 100, 6));
         // Uneven lengths (tail handling) are filled too.
-        let mut v = vec![0u8; 45];
+        let mut v = [0u8; 45];
         assert!(fill_tensor_chunk(GgmlType::F32, &mut v[..44], 1));
         assert!(v[40..44].iter().any(|&b| b != 0) && v[44] == 0);
-        assert!(!fill_tensor_chunk(GgmlType::Q2_K, &mut v, 1));
         assert_ne!(chunk_seed(1, 2, 3), chunk_seed(1, 3, 2));
     }
 }

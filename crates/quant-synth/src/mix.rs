@@ -1,22 +1,41 @@
 //! Quantization mixes: which ggml type each tensor gets, following llama.cpp's
-//! `llama_tensor_get_type` for the mixes offered.
+//! `llama_tensor_get_type` (`src/llama-quant.cpp`) for the llama architecture and the mixes
+//! offered. docs/synth.md has the rules as a table, with the source they were read from.
 
 use std::fmt;
 use std::str::FromStr;
 
 use quant_core::GgmlType;
 
-/// A file-level quantization mix, as `llama-quantize` names them.
+use crate::arch::Shape;
+
+/// A file-level quantization mix, as `llama-quantize` names them (llama.cpp's `llama_ftype`).
+/// Norms are F32 in every mix (llama.cpp quantizes 2-D weights only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mix {
-    /// `Q4_0`: Q4_0 everywhere, Q6_K for the output projection, F32 norms.
+    /// `Q2_K`: Q2_K, with Q3_K for `attn_v` (Q4_K with 4+ query heads per KV head, Q5_K in a
+    /// 70B), `attn_output` and `ffn_down`; Q6_K output projection.
+    Q2K,
+    /// `Q3_K_M`: Q3_K, with `attn_v` Q5_K in layers 0–1 else Q4_K (Q5_K in a 70B), `ffn_down`
+    /// Q5_K in the first sixteenth of the layers else Q4_K, `attn_output` Q4_K; Q6_K output.
+    Q3KM,
+    /// `Q3_K_L`: Q3_K, with Q5_K for `attn_v`, `attn_output` and `ffn_down`; Q6_K output.
+    Q3KL,
+    /// `Q4_0`: Q4_0 everywhere, Q6_K for the output projection.
     Q4_0,
     /// `Q4_K_M`: Q4_K, with Q6_K for the output projection and for the `attn_v` and `ffn_down`
-    /// of the layers [`use_more_bits`] picks; F32 norms.
+    /// of the layers [`use_more_bits`] picks (the other `attn_v` of a 70B: Q5_K).
     Q4KM,
-    /// `Q6_K`: Q6_K everywhere, F32 norms.
+    /// `Q5_K_S`: Q5_K everywhere, Q6_K for the output projection.
+    Q5KS,
+    /// `Q5_K_M`: Q5_K, with Q6_K for the output projection and for the `attn_v` and `ffn_down`
+    /// of the layers [`use_more_bits`] picks.
+    Q5KM,
+    /// `Q6_K`: Q6_K everywhere.
     Q6K,
-    /// `F16`: F16 everywhere, F32 norms (what a converter writes before quantizing).
+    /// `Q8_0`: Q8_0 everywhere, the output projection included.
+    Q8_0,
+    /// `F16`: F16 everywhere (what a converter writes before quantizing).
     F16,
 }
 
@@ -35,16 +54,60 @@ pub(crate) enum Role {
     FfnDown,
 }
 
-impl Mix {
-    /// Every mix.
-    pub const ALL: [Mix; 4] = [Mix::Q4_0, Mix::Q4KM, Mix::Q6K, Mix::F16];
+/// The facts about a model that llama.cpp's rules look at, besides the tensor itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ModelFacts {
+    /// Transformer blocks (llama.cpp's `n_attention_wv` and `n_ffn_down` for a dense llama:
+    /// one `attn_v` and one `ffn_down` per block).
+    pub n_layer: u64,
+    /// Query heads per KV head (`hparams.n_gqa()`, an integer division).
+    pub n_gqa: u64,
+    /// llama.cpp classes the model as `LLM_TYPE_70B` (llama: 80 layers with GQA).
+    pub is_70b: bool,
+    /// The model has its own `output.weight` (not tied to `token_embd`).
+    pub has_output: bool,
+}
 
-    /// The name used on the command line (`q4_0`, `q4_k_m`, `q6_k`, `f16`).
+impl ModelFacts {
+    /// The facts of a llama-architecture shape.
+    pub(crate) fn llama(s: &Shape) -> Self {
+        ModelFacts {
+            n_layer: s.n_layer,
+            n_gqa: s.n_head / s.n_head_kv,
+            // llama.cpp's llama hparams: 80 layers are LLM_TYPE_65B without GQA, else 70B.
+            is_70b: s.n_layer == 80 && s.n_head != s.n_head_kv,
+            has_output: !s.tied_embeddings,
+        }
+    }
+}
+
+impl Mix {
+    /// Every mix, in `llama_ftype` order.
+    pub const ALL: [Mix; 10] = [
+        Mix::F16,
+        Mix::Q4_0,
+        Mix::Q8_0,
+        Mix::Q2K,
+        Mix::Q3KM,
+        Mix::Q3KL,
+        Mix::Q4KM,
+        Mix::Q5KS,
+        Mix::Q5KM,
+        Mix::Q6K,
+    ];
+
+    /// The name used on the command line (`q4_k_m`, `q8_0`, `f16`, ...).
     pub fn name(self) -> &'static str {
         match self {
+            Mix::Q2K => "q2_k",
+            Mix::Q3KM => "q3_k_m",
+            Mix::Q3KL => "q3_k_l",
             Mix::Q4_0 => "q4_0",
             Mix::Q4KM => "q4_k_m",
+            Mix::Q5KS => "q5_k_s",
+            Mix::Q5KM => "q5_k_m",
             Mix::Q6K => "q6_k",
+            Mix::Q8_0 => "q8_0",
             Mix::F16 => "f16",
         }
     }
@@ -54,47 +117,112 @@ impl Mix {
         match self {
             Mix::F16 => 1,
             Mix::Q4_0 => 2,
+            Mix::Q8_0 => 7,
+            Mix::Q2K => 10,
+            Mix::Q3KM => 12,
+            Mix::Q3KL => 13,
             Mix::Q4KM => 15,
+            Mix::Q5KS => 16,
+            Mix::Q5KM => 17,
             Mix::Q6K => 18,
         }
     }
 
-    /// The type of a tensor. `layer` and `n_layer` place a block tensor in the model;
-    /// `has_output` is false for models whose `token_embd` doubles as the output projection
-    /// (llama.cpp then gives `token_embd` the output's type); `row_len` is the tensor's first
-    /// dimension (a K-quant needs a multiple of 256, else [`k_quant_fallback`] applies).
+    /// The mix's default tensor type (llama.cpp's `llama_ftype_get_default_type`): what a
+    /// weight gets unless a rule says otherwise.
+    pub fn default_type(self) -> GgmlType {
+        match self {
+            Mix::F16 => GgmlType::F16,
+            Mix::Q4_0 => GgmlType::Q4_0,
+            Mix::Q8_0 => GgmlType::Q8_0,
+            Mix::Q2K => GgmlType::Q2_K,
+            Mix::Q3KM | Mix::Q3KL => GgmlType::Q3_K,
+            Mix::Q4KM => GgmlType::Q4_K,
+            Mix::Q5KS | Mix::Q5KM => GgmlType::Q5_K,
+            Mix::Q6K => GgmlType::Q6_K,
+        }
+    }
+
+    /// The type of a tensor (llama.cpp's `llama_tensor_get_type` for a dense llama model
+    /// without an importance matrix or overrides). `layer` places a block tensor in the model
+    /// (llama.cpp's `i_attention_wv` / `i_ffn_down` counters, equal to the layer here: one such
+    /// tensor per block, in order); `row_len` is the tensor's first dimension (a type needs a
+    /// multiple of its block, else [`k_quant_fallback`] applies).
     pub(crate) fn tensor_type(
         self,
         role: Role,
         layer: u64,
-        n_layer: u64,
-        has_output: bool,
+        m: &ModelFacts,
         row_len: u64,
     ) -> GgmlType {
-        let as_output = role == Role::Output || (role == Role::TokenEmbd && !has_output);
-        let ty = match (self, role) {
-            (_, Role::Norm) => return GgmlType::F32,
-            (Mix::F16, _) => GgmlType::F16,
-            // llama.cpp: the output projection gets Q6_K unless the mix is Q8_0 or an IQ mix,
-            // or its rows cannot be K-quantized (then Q8_0).
-            _ if as_output => {
-                if row_len % 256 != 0 {
-                    GgmlType::Q8_0
+        use GgmlType as T;
+        let default = self.default_type();
+        // 1-D tensors are never quantized: the converter's F32 stays.
+        if role == Role::Norm {
+            return T::F32;
+        }
+        // A float mix has no rules: every weight is the default type.
+        if !is_block_type(default) {
+            return default;
+        }
+        let n = m.n_layer;
+        let ty = match role {
+            // The output projection, and token_embd when it doubles as one: Q8_0 if its rows
+            // do not fit the mix's blocks, else Q6_K, unless the mix is Q8_0.
+            _ if role == Role::Output || (role == Role::TokenEmbd && !m.has_output) => {
+                if row_len % block_elems(default) != 0 {
+                    T::Q8_0
+                } else if default != T::Q8_0 {
+                    T::Q6_K
                 } else {
-                    GgmlType::Q6_K
+                    default
                 }
             }
-            (Mix::Q4_0, _) => GgmlType::Q4_0,
-            (Mix::Q6K, _) => GgmlType::Q6_K,
-            (Mix::Q4KM, Role::AttnV | Role::FfnDown) if use_more_bits(layer, n_layer) => {
-                GgmlType::Q6_K
+            Role::AttnV => {
+                let ty = match self {
+                    Mix::Q2K if m.n_gqa >= 4 => T::Q4_K,
+                    Mix::Q2K => T::Q3_K,
+                    Mix::Q3KM if layer < 2 => T::Q5_K,
+                    Mix::Q3KM => T::Q4_K,
+                    Mix::Q3KL => T::Q5_K,
+                    Mix::Q4KM | Mix::Q5KM if use_more_bits(layer, n) => T::Q6_K,
+                    _ => default,
+                };
+                // A 70B's attn_v is 8x smaller than attn_q: llama.cpp spends the bits.
+                if m.is_70b && (ty == T::Q3_K || ty == T::Q4_K) {
+                    T::Q5_K
+                } else {
+                    ty
+                }
             }
-            // llama.cpp also raises the remaining `attn_v` of a 70B model to Q5_K; quantforge
-            // has no Q5_K format, so they stay Q4_K (docs/synth.md).
-            (Mix::Q4KM, _) => GgmlType::Q4_K,
+            Role::FfnDown => match self {
+                Mix::Q2K => T::Q3_K,
+                // llama.cpp gives Q3_K past n/16 only to Falcon; a llama gets Q4_K.
+                Mix::Q3KM if layer < n / 16 => T::Q5_K,
+                Mix::Q3KM => T::Q4_K,
+                Mix::Q3KL => T::Q5_K,
+                Mix::Q4KM | Mix::Q5KM if use_more_bits(layer, n) => T::Q6_K,
+                _ => default,
+            },
+            // The rules of a model that is neither Falcon nor an 8-expert MoE.
+            Role::AttnOutput => match self {
+                Mix::Q2K => T::Q3_K,
+                Mix::Q3KM => T::Q4_K,
+                Mix::Q3KL => T::Q5_K,
+                _ => default,
+            },
+            _ => default,
         };
         k_quant_fallback(ty, row_len)
     }
+}
+
+fn block_elems(ty: GgmlType) -> u64 {
+    ty.geometry().map_or(1, |g| g.block_elems as u64)
+}
+
+fn is_block_type(ty: GgmlType) -> bool {
+    block_elems(ty) > 1
 }
 
 impl fmt::Display for Mix {
@@ -109,7 +237,10 @@ impl FromStr for Mix {
         Mix::ALL
             .into_iter()
             .find(|m| m.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown mix '{s}': expected q4_0, q4_k_m, q6_k or f16"))
+            .ok_or_else(|| {
+                let names: Vec<_> = Mix::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mix '{s}': expected one of {}", names.join(", "))
+            })
     }
 }
 
@@ -121,12 +252,15 @@ pub fn use_more_bits(layer: u64, n_layer: u64) -> bool {
 }
 
 /// The type llama.cpp uses instead of a K-quant for rows whose length is not a multiple of
-/// 256: Q4_K becomes Q5_0, Q6_K becomes Q8_0, and either becomes F16 if the row is not a
-/// multiple of 32 either. Other types, and rows that fit, are returned unchanged. No preset
-/// here needs it (all their rows are multiples of 256; a test checks).
+/// 256 (`tensor_type_fallback`): Q2_K and Q3_K become Q4_0, Q4_K becomes Q5_0, Q5_K becomes
+/// Q5_1, Q6_K becomes Q8_0, and any of them F16 if the row is not a multiple of 32 either.
+/// Other types, and rows that fit, are returned unchanged. No preset needs it (all their rows
+/// are multiples of 256; a test checks).
 pub fn k_quant_fallback(ty: GgmlType, row_len: u64) -> GgmlType {
     let fallback = match ty {
+        GgmlType::Q2_K | GgmlType::Q3_K => GgmlType::Q4_0,
         GgmlType::Q4_K => GgmlType::Q5_0,
+        GgmlType::Q5_K => GgmlType::Q5_1,
         GgmlType::Q6_K => GgmlType::Q8_0,
         _ => return ty,
     };
@@ -142,6 +276,28 @@ pub fn k_quant_fallback(ty: GgmlType, row_len: u64) -> GgmlType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Arch, Size};
+    use GgmlType as T;
+
+    fn facts(size: Size) -> ModelFacts {
+        ModelFacts::llama(&Arch::Llama.shape(size))
+    }
+
+    #[test]
+    fn model_facts_of_the_presets() {
+        let f = facts(Size::B7);
+        assert_eq!(
+            (f.n_layer, f.n_gqa, f.is_70b, f.has_output),
+            (32, 1, false, true)
+        );
+        let f = facts(Size::B8);
+        assert_eq!((f.n_gqa, f.is_70b), (4, false));
+        let f = facts(Size::B3);
+        assert_eq!((f.n_gqa, f.has_output), (3, false));
+        let f = facts(Size::B70);
+        assert_eq!((f.n_layer, f.n_gqa, f.is_70b), (80, 8, true));
+        assert!(!facts(Size::B34).is_70b);
+    }
 
     #[test]
     fn more_bits_for_32_layers_matches_llama_cpp() {
@@ -158,48 +314,143 @@ mod tests {
 
     #[test]
     fn fallback_follows_llama_cpp() {
-        assert_eq!(k_quant_fallback(GgmlType::Q4_K, 4096), GgmlType::Q4_K);
-        assert_eq!(k_quant_fallback(GgmlType::Q4_K, 4160), GgmlType::Q5_0);
-        assert_eq!(k_quant_fallback(GgmlType::Q6_K, 4160), GgmlType::Q8_0);
-        assert_eq!(k_quant_fallback(GgmlType::Q6_K, 100), GgmlType::F16);
-        assert_eq!(k_quant_fallback(GgmlType::Q4_0, 4160), GgmlType::Q4_0);
+        assert_eq!(k_quant_fallback(T::Q4_K, 4096), T::Q4_K);
+        assert_eq!(k_quant_fallback(T::Q4_K, 4160), T::Q5_0);
+        assert_eq!(k_quant_fallback(T::Q5_K, 4160), T::Q5_1);
+        assert_eq!(k_quant_fallback(T::Q6_K, 4160), T::Q8_0);
+        assert_eq!(k_quant_fallback(T::Q2_K, 4160), T::Q4_0);
+        assert_eq!(k_quant_fallback(T::Q3_K, 4160), T::Q4_0);
+        assert_eq!(k_quant_fallback(T::Q6_K, 100), T::F16);
+        assert_eq!(k_quant_fallback(T::Q4_0, 4160), T::Q4_0);
+        assert_eq!(k_quant_fallback(T::Q8_0, 4160), T::Q8_0);
     }
 
     #[test]
-    fn type_rules() {
-        use Role::*;
-        let t = |m: Mix, r, l| m.tensor_type(r, l, 32, true, 4096);
+    fn names_file_types_and_default_types() {
         for m in Mix::ALL {
-            assert_eq!(t(m, Norm, 0), GgmlType::F32);
-            assert_eq!("Q4_K_M".parse::<Mix>().unwrap(), Mix::Q4KM);
             assert_eq!(m.name().parse::<Mix>().unwrap(), m);
+            assert_eq!(m.name().to_uppercase().parse::<Mix>().unwrap(), m);
+            assert_eq!(m.tensor_type(Role::Norm, 0, &facts(Size::B7), 4096), T::F32);
         }
-        assert_eq!(t(Mix::Q4KM, Output, 0), GgmlType::Q6_K);
-        assert_eq!(t(Mix::Q4KM, TokenEmbd, 0), GgmlType::Q4_K);
-        assert_eq!(t(Mix::Q4KM, AttnV, 6), GgmlType::Q6_K);
-        assert_eq!(t(Mix::Q4KM, AttnV, 7), GgmlType::Q4_K);
-        assert_eq!(t(Mix::Q4KM, FfnDown, 31), GgmlType::Q6_K);
-        assert_eq!(t(Mix::Q4KM, AttnK, 0), GgmlType::Q4_K);
-        assert_eq!(t(Mix::Q4KM, FfnUp, 0), GgmlType::Q4_K);
-        assert_eq!(t(Mix::Q4_0, Output, 0), GgmlType::Q6_K);
-        assert_eq!(t(Mix::Q4_0, FfnDown, 0), GgmlType::Q4_0);
-        assert_eq!(t(Mix::Q6K, AttnQ, 5), GgmlType::Q6_K);
-        assert_eq!(t(Mix::F16, Output, 0), GgmlType::F16);
-        // Tied embeddings: token_embd takes the output's type.
-        let tied = Mix::Q4KM.tensor_type(TokenEmbd, 0, 16, false, 2048);
-        assert_eq!(tied, GgmlType::Q6_K);
+        let e = "q4_k_s".parse::<Mix>().unwrap_err();
+        assert!(e.contains("q3_k_l") && e.contains("q8_0"), "{e}");
+        // llama.cpp's llama_ftype values; ALL in that order, no value twice.
+        let ft: Vec<u32> = Mix::ALL.iter().map(|m| m.file_type()).collect();
+        assert_eq!(ft, [1, 2, 7, 10, 12, 13, 15, 16, 17, 18]);
+        let dt: Vec<T> = Mix::ALL.iter().map(|m| m.default_type()).collect();
         assert_eq!(
-            Mix::Q4_0.tensor_type(TokenEmbd, 0, 16, false, 2048),
-            GgmlType::Q6_K
+            dt,
+            [
+                T::F16,
+                T::Q4_0,
+                T::Q8_0,
+                T::Q2_K,
+                T::Q3_K,
+                T::Q3_K,
+                T::Q4_K,
+                T::Q5_K,
+                T::Q5_K,
+                T::Q6_K
+            ]
         );
-        // Rows that cannot be K-quantized.
-        assert_eq!(
-            Mix::Q4KM.tensor_type(AttnQ, 0, 32, true, 4160),
-            GgmlType::Q5_0
-        );
-        assert_eq!(
-            Mix::Q4KM.tensor_type(Output, 0, 32, true, 4160),
-            GgmlType::Q8_0
-        );
+    }
+
+    /// A mix; the types of output and token_embd; of attn_v in 5 layers; of ffn_down in 5
+    /// layers; of attn_output, attn_q, attn_k, ffn_gate, ffn_up.
+    type Row = (Mix, [T; 2], [T; 5], [T; 5], [T; 5]);
+
+    /// The types of one llama 7B (32 layers, no GQA) tensor per rule, for every mix.
+    #[test]
+    fn type_rules_for_a_7b() {
+        use Role::*;
+        let f = facts(Size::B7);
+        let t = |m: Mix, r, l| m.tensor_type(r, l, &f, 4096);
+        // (mix, output, token_embd, attn_v of layers 0 / 1 / 2 / 4 / 6, ffn_down of layers
+        // 0 / 1 / 2 / 6 / 7, attn_output, attn_q, attn_k, ffn_gate, ffn_up)
+        #[rustfmt::skip]
+        let rows: [Row; 10] = [
+            (Mix::F16, [T::F16, T::F16], [T::F16; 5], [T::F16; 5], [T::F16; 5]),
+            (Mix::Q4_0, [T::Q6_K, T::Q4_0], [T::Q4_0; 5], [T::Q4_0; 5], [T::Q4_0; 5]),
+            (Mix::Q8_0, [T::Q8_0, T::Q8_0], [T::Q8_0; 5], [T::Q8_0; 5], [T::Q8_0; 5]),
+            (Mix::Q2K, [T::Q6_K, T::Q2_K], [T::Q3_K; 5], [T::Q3_K; 5],
+                [T::Q3_K, T::Q2_K, T::Q2_K, T::Q2_K, T::Q2_K]),
+            (Mix::Q3KM, [T::Q6_K, T::Q3_K], [T::Q5_K, T::Q5_K, T::Q4_K, T::Q4_K, T::Q4_K],
+                [T::Q5_K, T::Q5_K, T::Q4_K, T::Q4_K, T::Q4_K],
+                [T::Q4_K, T::Q3_K, T::Q3_K, T::Q3_K, T::Q3_K]),
+            (Mix::Q3KL, [T::Q6_K, T::Q3_K], [T::Q5_K; 5], [T::Q5_K; 5],
+                [T::Q5_K, T::Q3_K, T::Q3_K, T::Q3_K, T::Q3_K]),
+            (Mix::Q4KM, [T::Q6_K, T::Q4_K], [T::Q6_K, T::Q6_K, T::Q6_K, T::Q4_K, T::Q6_K],
+                [T::Q6_K, T::Q6_K, T::Q6_K, T::Q6_K, T::Q4_K], [T::Q4_K; 5]),
+            (Mix::Q5KS, [T::Q6_K, T::Q5_K], [T::Q5_K; 5], [T::Q5_K; 5], [T::Q5_K; 5]),
+            (Mix::Q5KM, [T::Q6_K, T::Q5_K], [T::Q6_K, T::Q6_K, T::Q6_K, T::Q5_K, T::Q6_K],
+                [T::Q6_K, T::Q6_K, T::Q6_K, T::Q6_K, T::Q5_K], [T::Q5_K; 5]),
+            (Mix::Q6K, [T::Q6_K, T::Q6_K], [T::Q6_K; 5], [T::Q6_K; 5], [T::Q6_K; 5]),
+        ];
+        assert_eq!(rows.map(|r| r.0), Mix::ALL);
+        for (m, [out, embd], v, down, other) in rows {
+            assert_eq!(t(m, Output, 0), out, "{m} output");
+            assert_eq!(t(m, TokenEmbd, 0), embd, "{m} token_embd");
+            for (l, want) in [0, 1, 2, 4, 6].into_iter().zip(v) {
+                assert_eq!(t(m, AttnV, l), want, "{m} attn_v {l}");
+            }
+            for (l, want) in [0, 1, 2, 6, 7].into_iter().zip(down) {
+                assert_eq!(t(m, FfnDown, l), want, "{m} ffn_down {l}");
+            }
+            for (r, want) in [AttnOutput, AttnQ, AttnK, FfnGate, FfnUp]
+                .into_iter()
+                .zip(other)
+            {
+                for l in [0, 5, 31] {
+                    assert_eq!(t(m, r, l), want, "{m} {r:?} {l}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gqa_70b_and_tied_embeddings() {
+        use Role::*;
+        // Q2_K: attn_v Q4_K with 4+ query heads per KV head (Llama-3.1-8B), Q3_K below.
+        let b8 = facts(Size::B8);
+        assert_eq!(Mix::Q2K.tensor_type(AttnV, 5, &b8, 4096), T::Q4_K);
+        let b3 = facts(Size::B3);
+        assert_eq!(Mix::Q2K.tensor_type(AttnV, 5, &b3, 3072), T::Q3_K);
+        // 70B: attn_v that would be Q3_K or Q4_K is Q5_K; Q6_K and others stay.
+        let b70 = facts(Size::B70);
+        let v = |m: Mix, l| m.tensor_type(AttnV, l, &b70, 8192);
+        assert_eq!(v(Mix::Q2K, 40), T::Q5_K);
+        assert_eq!(v(Mix::Q3KM, 0), T::Q5_K);
+        assert_eq!(v(Mix::Q3KM, 40), T::Q5_K);
+        assert_eq!(v(Mix::Q4KM, 0), T::Q6_K);
+        assert_eq!(v(Mix::Q4KM, 11), T::Q5_K);
+        assert_eq!(v(Mix::Q4_0, 11), T::Q4_0);
+        assert_eq!(v(Mix::Q8_0, 11), T::Q8_0);
+        // ffn_down's n/16 for 80 layers: layers 0-4.
+        let d = |l| Mix::Q3KM.tensor_type(FfnDown, l, &b70, 28672);
+        assert_eq!((d(4), d(5)), (T::Q5_K, T::Q4_K));
+        // Tied embeddings (Llama 3.2): token_embd takes the output projection's type.
+        let b1 = facts(Size::B1);
+        for (m, want) in [
+            (Mix::Q4KM, T::Q6_K),
+            (Mix::Q4_0, T::Q6_K),
+            (Mix::Q2K, T::Q6_K),
+            (Mix::Q8_0, T::Q8_0),
+            (Mix::F16, T::F16),
+        ] {
+            assert_eq!(m.tensor_type(TokenEmbd, 0, &b1, 2048), want, "{m}");
+        }
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_fall_back() {
+        use Role::*;
+        let f = facts(Size::B7);
+        assert_eq!(Mix::Q4KM.tensor_type(AttnQ, 0, &f, 4160), T::Q5_0);
+        assert_eq!(Mix::Q3KM.tensor_type(AttnQ, 0, &f, 4160), T::Q4_0);
+        assert_eq!(Mix::Q5KM.tensor_type(AttnV, 0, &f, 4160), T::Q8_0);
+        assert_eq!(Mix::Q4KM.tensor_type(Output, 0, &f, 4160), T::Q8_0);
+        // Q4_0's blocks are 32 long: a 4160 row fits them, Q6_K falls back to Q8_0.
+        assert_eq!(Mix::Q4_0.tensor_type(Output, 0, &f, 4160), T::Q8_0);
+        assert_eq!(Mix::Q4_0.tensor_type(AttnQ, 0, &f, 4160), T::Q4_0);
     }
 }

@@ -6,7 +6,7 @@ use quant_core::GgmlType;
 use quant_gguf::MetaValue;
 
 use crate::arch::{Arch, Shape, Size};
-use crate::mix::{Mix, Role};
+use crate::mix::{Mix, ModelFacts, Role};
 
 /// One tensor of a [`ModelPlan`].
 #[derive(Clone, Debug, PartialEq)]
@@ -103,9 +103,9 @@ fn tensor(name: String, dims: &[u64], ty: GgmlType) -> TensorPlan {
 }
 
 fn llama_tensors(s: &Shape, mix: Mix) -> Vec<TensorPlan> {
-    let has_output = !s.tied_embeddings;
-    let n_layer = s.n_layer;
-    let ty = |role, layer, row_len| mix.tensor_type(role, layer, n_layer, has_output, row_len);
+    let facts = ModelFacts::llama(s);
+    let (has_output, n_layer) = (facts.has_output, facts.n_layer);
+    let ty = |role, layer, row_len| mix.tensor_type(role, layer, &facts, row_len);
     let (e, kv, ff, v) = (s.n_embd, s.n_embd_kv(), s.n_ff, s.n_vocab);
     let mut t = vec![tensor(
         "token_embd.weight".into(),
@@ -247,6 +247,13 @@ mod tests {
         assert_eq!(count(&p, GgmlType::Q6_K), 1);
         // Llama-2-70B has 68.98e9 parameters.
         assert_eq!(p.n_params(), 68_976_648_192);
+        // Q4_K_M of a 70B: the 40 attn_v that use_more_bits leaves at Q4_K are Q5_K.
+        let p = plan(Arch::Llama, Size::B70, Mix::Q4KM);
+        assert_eq!(count(&p, GgmlType::F32), 161);
+        assert_eq!(count(&p, GgmlType::Q4_K), 441);
+        assert_eq!(count(&p, GgmlType::Q5_K), 40);
+        assert_eq!(count(&p, GgmlType::Q6_K), 81);
+        assert_eq!(p.tensor("blk.11.attn_v.weight").unwrap().ty, GgmlType::Q5_K);
 
         let p = plan(Arch::Llama, Size::B1, Mix::Q4KM);
         assert!(p.tensor("output.weight").is_none());
@@ -298,23 +305,100 @@ mod tests {
             for mix in Mix::ALL {
                 let p = plan(Arch::Llama, size, mix);
                 for t in &p.tensors {
-                    // No fallback type arises, and every type has synthesis support.
-                    assert!(
-                        [
-                            GgmlType::F32,
-                            GgmlType::F16,
-                            GgmlType::Q4_0,
-                            GgmlType::Q4_K,
-                            GgmlType::Q6_K
-                        ]
-                        .contains(&t.ty),
-                        "{size} {mix} {}: {}",
-                        t.name,
-                        t.ty
-                    );
+                    // No fallback type arises (Q5_0, Q5_1; Q4_0 outside the q4_0 mix; Q8_0
+                    // for an output outside q8_0), and every row holds whole blocks.
+                    let allowed = [
+                        GgmlType::F32,
+                        GgmlType::F16,
+                        GgmlType::Q2_K,
+                        GgmlType::Q3_K,
+                        GgmlType::Q4_K,
+                        GgmlType::Q5_K,
+                        GgmlType::Q6_K,
+                        mix.default_type(),
+                    ];
+                    assert!(allowed.contains(&t.ty), "{size} {mix} {}: {}", t.name, t.ty);
                     assert_eq!(t.dims[0] % t.ty.geometry().unwrap().block_elems as u64, 0);
                 }
             }
         }
+    }
+
+    /// A mix, the types of the tensors named in `llama_7b_types_per_mix`, and the type counts.
+    type Case = (Mix, [GgmlType; 14], &'static [(GgmlType, usize)]);
+
+    /// The types of representative tensors of a llama 7B plan (32 layers, no GQA) for the mixes
+    /// beyond the first four, and the type counts they add up to. Layer 16 is a middle layer
+    /// that `use_more_bits` does not pick; layer 15 one it picks.
+    #[test]
+    fn llama_7b_types_per_mix() {
+        use GgmlType as T;
+        let names = [
+            "output.weight",
+            "token_embd.weight",
+            "blk.0.attn_v.weight",
+            "blk.15.attn_v.weight",
+            "blk.16.attn_v.weight",
+            "blk.0.ffn_down.weight",
+            "blk.1.ffn_down.weight",
+            "blk.2.ffn_down.weight",
+            "blk.16.ffn_down.weight",
+            "blk.16.attn_output.weight",
+            "blk.16.attn_q.weight",
+            "blk.16.attn_k.weight",
+            "blk.16.ffn_gate.weight",
+            "blk.16.ffn_up.weight",
+        ];
+        #[rustfmt::skip]
+        let cases: [Case; 6] = [
+            (Mix::Q8_0, [T::Q8_0; 14], &[(T::Q8_0, 226)]),
+            (Mix::Q2K,
+             [T::Q6_K, T::Q2_K, T::Q3_K, T::Q3_K, T::Q3_K, T::Q3_K, T::Q3_K, T::Q3_K, T::Q3_K,
+              T::Q3_K, T::Q2_K, T::Q2_K, T::Q2_K, T::Q2_K],
+             &[(T::Q2_K, 129), (T::Q3_K, 96), (T::Q6_K, 1)]),
+            (Mix::Q3KM,
+             [T::Q6_K, T::Q3_K, T::Q5_K, T::Q4_K, T::Q4_K, T::Q5_K, T::Q5_K, T::Q4_K, T::Q4_K,
+              T::Q4_K, T::Q3_K, T::Q3_K, T::Q3_K, T::Q3_K],
+             &[(T::Q3_K, 129), (T::Q4_K, 92), (T::Q5_K, 4), (T::Q6_K, 1)]),
+            (Mix::Q3KL,
+             [T::Q6_K, T::Q3_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K,
+              T::Q5_K, T::Q3_K, T::Q3_K, T::Q3_K, T::Q3_K],
+             &[(T::Q3_K, 129), (T::Q5_K, 96), (T::Q6_K, 1)]),
+            (Mix::Q5KS,
+             [T::Q6_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K,
+              T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K],
+             &[(T::Q5_K, 225), (T::Q6_K, 1)]),
+            (Mix::Q5KM,
+             [T::Q6_K, T::Q5_K, T::Q6_K, T::Q6_K, T::Q5_K, T::Q6_K, T::Q6_K, T::Q6_K, T::Q5_K,
+              T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K, T::Q5_K],
+             &[(T::Q5_K, 193), (T::Q6_K, 33)]),
+        ];
+        for (mix, types, counts) in cases {
+            let p = plan(Arch::Llama, Size::B7, mix);
+            assert_eq!(p.tensors.len(), 291, "{mix}");
+            for (name, want) in names.into_iter().zip(types) {
+                assert_eq!(p.tensor(name).unwrap().ty, want, "{mix} {name}");
+            }
+            for norm in [
+                "blk.16.attn_norm.weight",
+                "blk.0.ffn_norm.weight",
+                "output_norm.weight",
+            ] {
+                assert_eq!(p.tensor(norm).unwrap().ty, T::F32, "{mix} {norm}");
+            }
+            let mut want: BTreeMap<T, usize> = counts.iter().copied().collect();
+            want.insert(T::F32, 65);
+            assert_eq!(p.type_histogram(), want, "{mix}");
+            assert_eq!(p.n_params(), 6_738_415_616);
+            let ft = p.metadata.iter().find(|(k, _)| k == "general.file_type");
+            assert_eq!(ft.map(|(_, v)| v), Some(&MetaValue::U32(mix.file_type())));
+        }
+        // Q8_0: 34 bytes per 32 weights, F32 norms 4 bytes per weight.
+        let p = plan(Arch::Llama, Size::B7, Mix::Q8_0);
+        let norms = 65 * 4096;
+        assert_eq!(
+            p.total_bytes(),
+            (p.n_params() - norms) / 32 * 34 + norms * 4
+        );
     }
 }

@@ -18,7 +18,8 @@ pub struct Args {
     /// Size preset: test-tiny, 1b, 3b, 7b, 8b, 13b, 34b, 70b (see --list).
     #[arg(long, required_unless_present = "list")]
     params: Option<Size>,
-    /// Quantization mix: q4_0, q4_k_m, q6_k, f16.
+    /// Quantization mix, llama.cpp's per-tensor types for its file type: f16, q4_0, q8_0, q2_k,
+    /// q3_k_m, q3_k_l, q4_k_m, q5_k_s, q5_k_m, q6_k (see docs/synth.md).
     #[arg(long, default_value = "q4_k_m")]
     mix: Mix,
     /// Output file (replaced if it exists).
