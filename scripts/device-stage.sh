@@ -10,11 +10,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.device}
-grep -qxF "/$DIR/" .git/info/exclude 2>/dev/null || echo "/$DIR/" >>.git/info/exclude
+EXCLUDE=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$EXCLUDE")"
+grep -qxF "/$DIR/" "$EXCLUDE" 2>/dev/null || echo "/$DIR/" >>"$EXCLUDE"
 rm -rf "$DIR" && mkdir -p "$DIR/tests" "$DIR/kernels"
 
 cargo build --release -p quantforge -p quant-cuda --example h2d_bench --bin quantforge
-cp target/release/quantforge target/release/examples/h2d_bench "$DIR/"
+T=${CARGO_TARGET_DIR:-target}
+cp "$T/release/quantforge" "$T/release/examples/h2d_bench" "$DIR/"
 
 tests=(gpu_formats gpu_golden gpu_faults gpu_fallback gpu_pipeline gpu_multi)
 args=(-p quant-cuda --test gpu -p quantforge-tests)
@@ -29,4 +32,6 @@ for line in sys.stdin:
         print("staged", m["target"]["name"])
 ' "$DIR"
 cargo xtask build-kernels --cuda-only --out "$DIR/kernels" >/dev/null
+# Debug info makes the binaries ~20x larger than the device tool carries.
+strip "$DIR/quantforge" "$DIR/h2d_bench" "$DIR"/tests/*
 du -sh "$DIR"

@@ -8,7 +8,7 @@
 #include "qf_portability.h"
 
 #ifndef Q8_0_BPG  // overridable for tuning experiments (-DQ8_0_BPG=...)
-#define Q8_0_BPG 64u  // blocks staged per group (check_contract holds src/lib.rs to it)
+#define Q8_0_BPG 256u  // blocks staged per group (check_contract holds src/lib.rs to it)
 #endif
 
 struct q8_0_block {

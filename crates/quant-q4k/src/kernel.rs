@@ -1,20 +1,11 @@
-//! The Q4_K GPU kernels: `kernel.hip` beside this crate's `Cargo.toml`, one source for HIP and CUDA.
+//! The Q4_K GPU kernels: `kernel.hip` beside this crate's `Cargo.toml`, one source for HIP and CUDA,
+//! on the shared skeleton of `kernels/qf_portability.h`.
 
-use quant_core::{BlockGeometry, KernelSpec};
+use quant_core::KernelSpec;
 
 /// Entry points and launch geometry of `kernel.hip`.
-pub static KERNEL: KernelSpec = KernelSpec {
-    format: "q4_k",
-    file_name: "quant-q4k/kernel.hip",
-    source: include_str!("../kernel.hip"),
-    entry_f32: "q4_k_to_fp32_kernel",
-    entry_f16: "q4_k_to_fp16_kernel",
-    entry_bf16: "q4_k_to_bf16_kernel",
-    hsaco_env: "Q4_K_DEQUANT_HSACO",
-    threads_per_group: 256,
-    geometry: BlockGeometry {
-        block_elems: crate::BLOCK_ELEMS,
-        block_bytes: crate::BLOCK_BYTES,
-    },
-    blocks_per_group: 32,
+pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
+    prefix: "q4_k", file: "quant-q4k/kernel.hip", source: include_str!("../kernel.hip"),
+    hsaco_env: "Q4_K_DEQUANT_HSACO", threads: 256, blocks_per_group: 32,
+    geometry: (crate::BLOCK_ELEMS, crate::BLOCK_BYTES),
 };
