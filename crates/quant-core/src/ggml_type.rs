@@ -30,6 +30,8 @@ struct TypeInfo {
     id: u32,
     name: &'static str,
     removed: bool,
+    /// Elements are integers (indices, ids), not values of a weight.
+    integer: bool,
     geometry: Option<BlockGeometry>,
 }
 
@@ -38,10 +40,19 @@ const fn live(id: u32, name: &'static str, block_elems: usize, block_bytes: usiz
         id,
         name,
         removed: false,
+        integer: false,
         geometry: Some(BlockGeometry {
             block_elems,
             block_bytes,
         }),
+    }
+}
+
+/// A live integer type: one element of `bytes` bytes per block.
+const fn integer(id: u32, name: &'static str, bytes: usize) -> TypeInfo {
+    TypeInfo {
+        integer: true,
+        ..live(id, name, 1, bytes)
     }
 }
 
@@ -50,6 +61,7 @@ const fn removed(id: u32, name: &'static str) -> TypeInfo {
         id,
         name,
         removed: true,
+        integer: false,
         geometry: None,
     }
 }
@@ -81,10 +93,10 @@ const TYPES: [TypeInfo; 43] = [
     live(21, "IQ3_S", 256, 110),
     live(22, "IQ2_S", 256, 82),
     live(23, "IQ4_XS", 256, 136),
-    live(24, "I8", 1, 1),
-    live(25, "I16", 1, 2),
-    live(26, "I32", 1, 4),
-    live(27, "I64", 1, 8),
+    integer(24, "I8", 1),
+    integer(25, "I16", 2),
+    integer(26, "I32", 4),
+    integer(27, "I64", 8),
     live(28, "F64", 1, 8),
     live(29, "IQ1_M", 256, 56),
     live(30, "BF16", 1, 2),
@@ -141,6 +153,12 @@ impl GgmlType {
         self.info().is_some_and(|t| t.removed)
     }
 
+    /// Whether the type holds integers (I8, I16, I32, I64): indices or ids stored as a tensor,
+    /// not weights to dequantize. Loaders keep such tensors as they are.
+    pub fn is_integer(self) -> bool {
+        self.info().is_some_and(|t| t.integer)
+    }
+
     /// Block geometry of the type: `Some` for every live id ggml defines (0–42), `None` for
     /// unknown and removed ids.
     pub fn geometry(self) -> Option<BlockGeometry> {
@@ -195,6 +213,21 @@ mod tests {
         };
         assert!(q("Q4_0") && q("Q4_K") && q("Q6_K"));
         assert!(!q("F32") && !q("F16") && !q("BF16"));
+    }
+
+    #[test]
+    fn integer_types_are_exactly_i8_to_i64() {
+        let ints: Vec<GgmlType> = GgmlType::all_known().filter(|t| t.is_integer()).collect();
+        assert_eq!(
+            ints,
+            [GgmlType::I8, GgmlType::I16, GgmlType::I32, GgmlType::I64]
+        );
+        for (t, bytes) in [(GgmlType::I8, 1), (GgmlType::I64, 8)] {
+            let g = t.geometry().unwrap();
+            assert_eq!((g.block_elems, g.block_bytes), (1, bytes), "{t}");
+        }
+        assert!(!GgmlType::F64.is_integer() && !GgmlType::F32.is_integer());
+        assert!(!GgmlType(4).is_integer() && !GgmlType(u32::MAX).is_integer());
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //!
 //! ## This crate
 //!
-//! Three formats, each a unit struct implementing [`quant_core::QuantFormat`] with a `'static`
-//! instance registered in quant-core's registry: [`F32`], [`F16`] and [`BF16`]. None has GPU
-//! kernels of its own ([`QuantFormat::kernel`] is `None`).
+//! Four formats, each a unit struct implementing [`quant_core::QuantFormat`] with a `'static`
+//! instance registered in quant-core's registry: [`F32`], [`F16`], [`BF16`] and [`F64`]. None has
+//! GPU kernels of its own ([`QuantFormat::kernel`] is `None`): loaders convert them on the host
+//! and upload the values.
+//!
+//! ggml's integer types (I8, I16, I32, I64) are deliberately not formats: they hold indices or
+//! ids, not weights, and loaders keep them as they are ([`GgmlType::is_integer`]).
 #![warn(missing_docs)]
 
 use half::f16;
@@ -29,16 +33,23 @@ pub struct F16Format;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bf16Format;
 
+/// ggml's `F64` (type 28): little-endian IEEE binary64, rounded to f32.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct F64Format;
+
 /// The registered [`F32Format`] instance.
 pub static F32: F32Format = F32Format;
 /// The registered [`F16Format`] instance.
 pub static F16: F16Format = F16Format;
 /// The registered [`Bf16Format`] instance.
 pub static BF16: Bf16Format = Bf16Format;
+/// The registered [`F64Format`] instance.
+pub static F64: F64Format = F64Format;
 
 quant_core::register_format!(F32);
 quant_core::register_format!(F16);
 quant_core::register_format!(BF16);
+quant_core::register_format!(F64);
 
 /// Converts one F16 value (its bits) to f32 exactly as ggml does: exact for finite values, a
 /// signalling NaN is quieted, sign and payload are kept.
@@ -52,6 +63,50 @@ pub fn f16_bits_to_f32(bits: u16) -> f32 {
 pub fn bf16_bits_to_f32(bits: u16) -> f32 {
     f32::from_bits((bits as u32) << 16)
 }
+
+/// The f32 a NaN of binary64 bits `bits` becomes: quieted (bit 22 set), sign kept, and the top
+/// 22 bits of the payload below the quiet bit kept (the low 29 dropped). This is what x86's
+/// `cvtsd2ss` (C's `(float)` of a `double` there) and ARM's `fcvt` give.
+#[inline(always)]
+fn f64_nan_bits(bits: u64) -> u32 {
+    let sign = (bits >> 32) as u32 & 0x8000_0000;
+    sign | 0x7FC0_0000 | ((bits >> 29) as u32 & 0x003F_FFFF)
+}
+
+/// Converts one F64 value (its bits) to f32: IEEE rounding to nearest, ties to even (values
+/// beyond f32's range become infinities, tiny ones subnormals or zeros of their sign); a NaN is
+/// quieted and keeps its sign and the top bits of its payload ([`F64Format`]'s page says why).
+#[inline]
+pub fn f64_bits_to_f32(bits: u64) -> f32 {
+    let x = f64::from_bits(bits);
+    if x.is_nan() {
+        f32::from_bits(f64_nan_bits(bits))
+    } else {
+        x as f32
+    }
+}
+
+/// [`f64_bits_to_f32`] without a branch (a select), so that loops of it vectorize.
+#[inline(always)]
+fn f64_bits_to_f32_select(bits: u64) -> f32 {
+    let rounded = (f64::from_bits(bits) as f32).to_bits();
+    let is_nan = bits & 0x7FFF_FFFF_FFFF_FFFF > 0x7FF0_0000_0000_0000;
+    f32::from_bits(if is_nan { f64_nan_bits(bits) } else { rounded })
+}
+
+/// One chunk of [`F64Format`]'s fast path: `CHUNK` values, branch-free.
+#[inline(always)]
+fn f64_chunk(src: &[u8; CHUNK * 8], dst: &mut [f32; CHUNK]) {
+    for (y, x) in dst.iter_mut().zip(src.chunks_exact(8)) {
+        // Whole 8-byte loads (`first_chunk` always succeeds on these chunks; byte by byte,
+        // LLVM gathers the bytes one at a time).
+        if let Some(x) = x.first_chunk::<8>() {
+            *y = f64_bits_to_f32_select(u64::from_le_bytes(*x));
+        }
+    }
+}
+
+quant_core::block_fast_path!(f64_fast, f64_fast_baseline, f64_chunk, CHUNK * 8, CHUNK);
 
 /// The elements after the last whole chunk of a fast path, through `format`'s reference loop.
 fn tail(format: &dyn QuantFormat, src: &[u8], dst: &mut [f32], elem_bytes: usize) {
@@ -159,6 +214,37 @@ impl QuantFormat for Bf16Format {
             }
         }
         tail(self, src, dst, 2);
+    }
+}
+
+impl QuantFormat for F64Format {
+    fn ggml_type(&self) -> GgmlType {
+        GgmlType::F64
+    }
+    fn name(&self) -> &'static str {
+        "F64"
+    }
+    fn geometry(&self) -> BlockGeometry {
+        BlockGeometry {
+            block_elems: 1,
+            block_bytes: 8,
+        }
+    }
+    fn layout_doc(&self) -> &'static str {
+        LAYOUT_DOC
+    }
+    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
+        // ggml has no F64 -> F32 row conversion (its type traits give F64 no `to_float`);
+        // quantforge defines it as C's `(float)` cast of the double: IEEE round to nearest.
+        for (y, x) in dst.iter_mut().zip(src.chunks_exact(8)) {
+            let bits = u64::from_le_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
+            *y = f64_bits_to_f32(bits);
+        }
+    }
+    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
+        // Whole chunks (AVX2's four-wide `vcvtpd2ps` where the CPU has it), then the tail.
+        f64_fast(src, dst);
+        tail(self, src, dst, 8);
     }
 }
 

@@ -114,16 +114,123 @@ fn f32_copies_bits_including_signalling_nan() {
     assert_eq!(f, words);
 }
 
+/// `(f64 bits, f32 bits)` pairs whose f32 bits are worked out by hand.
+const F64_CASES: [(u64, u32); 27] = [
+    (0x0000_0000_0000_0000, 0x0000_0000),
+    (0x8000_0000_0000_0000, 0x8000_0000), // -0.0 keeps its sign
+    (0x3FF0_0000_0000_0000, 0x3F80_0000), // 1.0
+    (0xC000_0000_0000_0000, 0xC000_0000), // -2.0
+    (0x3FD5_5555_5555_5555, 0x3EAA_AAAB), // 1/3: rounds up
+    (0x3FB9_9999_9999_999A, 0x3DCC_CCCD), // 0.1
+    // Ties to even: 1 + 2^-24 (half-way, 1.0 is even) stays 1.0; 1 + 3*2^-24 goes up to even.
+    (0x3FF0_0000_1000_0000, 0x3F80_0000),
+    (0x3FF0_0000_3000_0000, 0x3F80_0002),
+    (0x3FF0_0000_1000_0001, 0x3F80_0001), // just above the tie: up
+    (0x7FF0_0000_0000_0000, 0x7F80_0000), // +inf
+    (0xFFF0_0000_0000_0000, 0xFF80_0000), // -inf
+    (0x47EF_FFFF_E000_0000, 0x7F7F_FFFF), // f32::MAX exactly
+    (0x47EF_FFFF_EFFF_FFFF, 0x7F7F_FFFF), // just below 2^128 - 2^103: still MAX
+    (0x47EF_FFFF_F000_0000, 0x7F80_0000), // 2^128 - 2^103, a tie: to even, i.e. infinity
+    (0xC7F0_0000_0000_0000, 0xFF80_0000), // -2^128 overflows to -inf
+    (0x7FEF_FFFF_FFFF_FFFF, 0x7F80_0000), // f64::MAX
+    (0x3810_0000_0000_0000, 0x0080_0000), // 2^-126, the smallest normal f32
+    (0x380F_FFFF_FFFF_FFFF, 0x0080_0000), // just below it: rounds up to it
+    (0x36A0_0000_0000_0000, 0x0000_0001), // 2^-149, the smallest subnormal
+    (0x3690_0000_0000_0000, 0x0000_0000), // 2^-150, a tie: to even zero
+    (0xB690_0000_0000_0000, 0x8000_0000), // -2^-150: negative zero
+    (0x3690_0000_0000_0001, 0x0000_0001), // just above 2^-150: up
+    (0x36A8_0000_0000_0000, 0x0000_0002), // 3 * 2^-150, a tie between 1 and 2: to even 2
+    (0x0000_0000_0000_0001, 0x0000_0000), // smallest f64 subnormal
+    (0x7FF0_0000_2000_0001, 0x7FC0_0001), // signalling NaN: quieted, top payload bits kept
+    (0xFFF8_0000_0000_0000, 0xFFC0_0000), // quiet NaN, negative
+    (0x7FF7_FFFF_FFFF_FFFF, 0x7FFF_FFFF), // signalling NaN, full payload: low 29 bits dropped
+];
+
+#[test]
+fn f64_known_values_round_to_nearest_even() {
+    let src: Vec<u8> = F64_CASES.iter().flat_map(|c| c.0.to_le_bytes()).collect();
+    let (r, f) = run(&F64, &src);
+    let want: Vec<u32> = F64_CASES.iter().map(|c| c.1).collect();
+    assert_eq!(r, want);
+    assert_eq!(f, want);
+    // Many copies, so that the vectorized chunks (not only the tail) see every case.
+    let many: Vec<u8> = src.repeat(40);
+    let (r, f) = run(&F64, &many);
+    assert_eq!(r, want.repeat(40));
+    assert_eq!(f, want.repeat(40));
+    for (bits, want) in F64_CASES {
+        assert_eq!(f64_bits_to_f32(bits).to_bits(), want, "{bits:#018x}");
+    }
+}
+
+/// The hardware's own conversion (what C's `(float)` of a double compiles to), kept from
+/// being folded at compile time.
+fn hardware_f64_to_f32(bits: u64) -> u32 {
+    (std::hint::black_box(f64::from_bits(bits)) as f32).to_bits()
+}
+
+#[test]
+fn f64_reference_is_the_hardware_conversion() {
+    // On x86-64 (`cvtsd2ss`) and ARM64 (`fcvt`, default-NaN mode off) the cast gives the same
+    // bits as the reference, NaNs included; elsewhere compare the non-NaN values only.
+    let nan_bits_match = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut patterns: Vec<u64> = F64_CASES.iter().map(|c| c.0).collect();
+    for _ in 0..200_000 {
+        // xorshift64*, with exponents pulled near f32's range half of the time.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        let r = seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let bits = if r & 1 == 0 {
+            let exp = 1023 - 160 + (r >> 1) % 330; // 2^-160 .. 2^170
+            (r & 0x800F_FFFF_FFFF_FFFF) | (exp << 52)
+        } else {
+            r
+        };
+        patterns.push(bits);
+    }
+    for bits in patterns {
+        let is_nan = f64::from_bits(bits).is_nan();
+        if is_nan && !nan_bits_match {
+            continue;
+        }
+        assert_eq!(
+            f64_bits_to_f32(bits).to_bits(),
+            hardware_f64_to_f32(bits),
+            "{bits:#018x}"
+        );
+    }
+}
+
+#[test]
+fn f64_dispatched_and_baseline_fast_paths_agree() {
+    // Whole chunks only: the baseline loop leaves a tail to the caller.
+    let src = quant_core::random_bytes(CHUNK * 8 * 9, 28);
+    let (r, f) = quant_core::conformance::paths(&F64, Some(f64_fast_baseline), &src);
+    assert_eq!(r, f);
+}
+
 #[test]
 fn identity_and_geometry() {
     assert_eq!(F32.ggml_type(), GgmlType(0));
     assert_eq!(F16.ggml_type(), GgmlType(1));
     assert_eq!(BF16.ggml_type(), GgmlType(30));
-    for f in [&F32 as &dyn QuantFormat, &F16, &BF16] {
+    assert_eq!(F64.ggml_type(), GgmlType(28));
+    for f in [&F32 as &dyn QuantFormat, &F16, &BF16, &F64] {
         assert_eq!(Some(f.geometry()), f.ggml_type().geometry(), "{}", f.name());
         assert_eq!(f.ggml_type().name(), Some(f.name()));
         assert!(f.kernel().is_none());
         assert!(f.layout_doc().contains(f.name()));
+    }
+}
+
+#[test]
+fn integer_types_are_not_formats() {
+    let reg = quant_core::registry();
+    for ty in [GgmlType::I8, GgmlType::I16, GgmlType::I32, GgmlType::I64] {
+        assert!(ty.is_integer());
+        assert!(reg.get(ty).is_err(), "{ty} must not be registered");
     }
 }
 
@@ -135,6 +242,7 @@ fn registered() {
         (GgmlType::F32, "F32"),
         (GgmlType::F16, "F16"),
         (GgmlType::BF16, "BF16"),
+        (GgmlType::F64, "F64"),
     ] {
         assert_eq!(reg.get(ty).unwrap().name(), name);
     }
@@ -142,7 +250,7 @@ fn registered() {
 
 #[test]
 fn meets_the_format_contract() {
-    for f in [&F32 as &'static dyn QuantFormat, &F16, &BF16] {
+    for f in [&F32 as &'static dyn QuantFormat, &F16, &BF16, &F64] {
         quant_core::conformance::check_contract(f);
     }
 }
@@ -159,7 +267,7 @@ fn docs_page_carries_the_layout() {
 proptest! {
     #[test]
     fn fast_equals_reference(src in proptest::collection::vec(any::<u8>(), 0..4200)) {
-        for f in [&F32 as &dyn QuantFormat, &F16, &BF16] {
+        for f in [&F32 as &dyn QuantFormat, &F16, &BF16, &F64] {
             let (r, fa) = run(f, &src);
             prop_assert_eq!(r, fa, "{}", f.name());
         }

@@ -46,6 +46,22 @@ pub enum LoadError {
         /// Its type.
         ty: GgmlType,
     },
+    /// Float values were asked of an integer tensor (I8, I16, I32, I64): such tensors hold
+    /// indices or ids, not weights, and are kept as they are (see
+    /// [`quant_core::GgmlType::is_integer`]).
+    #[error(
+        "{file}: tensor '{tensor}' has type {ty}: integer tensors hold indices/ids, not weights; \
+         they are kept as they are, never converted to floats",
+        file = file.display()
+    )]
+    IntegerTensor {
+        /// The file.
+        file: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its type.
+        ty: GgmlType,
+    },
     /// The tensor's size does not fit this machine's address space.
     #[error("{file}: tensor '{tensor}' is too large for this machine ({elements} elements)", file = file.display())]
     TooLarge {

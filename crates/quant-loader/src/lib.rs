@@ -12,6 +12,12 @@
 //! another, fences between them; [`Placement`] and [`GgufLoader::load_placed`] spread whole
 //! layers over several devices and load each device's share in parallel.
 //!
+//! Integer tensors (I8, I16, I32, I64: indices or ids, not weights; recognised by
+//! [`GgmlType::is_integer`](quant_core::GgmlType::is_integer), not by a match) are never
+//! converted: a load puts their bytes on the device or in host memory as they are and reports
+//! them as [`LoadPath::Kept`]; asking for their values as floats is
+//! [`LoadError::IntegerTensor`].
+//!
 //! When a format's kernel cannot run on a device (no code object, compile or launch error), the
 //! loader falls back to the CPU reference and uploads its result, logs a warning and counts it in
 //! the [`LoadReport`]; with [`FallbackPolicy::Deny`] that is an error instead.
@@ -150,8 +156,24 @@ impl GgufLoader {
         }
     }
 
-    /// The registered format of a tensor, or [`LoadError::Unsupported`].
+    /// A tensor's bytes exactly as the file stores them (borrowed from the mapping, or read
+    /// into a buffer when the file is not mapped): how integer tensors, which are never
+    /// converted, are read.
+    pub fn tensor_raw(&self, name: &str) -> Result<Cow<'_, [u8]>, LoadError> {
+        self.tensor_bytes(self.tensor(name)?)
+    }
+
+    /// The registered format of a tensor; [`LoadError::IntegerTensor`] for an integer tensor
+    /// (which no format converts: it is kept as it is), else [`LoadError::Unsupported`] when no
+    /// linked format handles its type.
     pub fn format_of(&self, t: &TensorInfo) -> Result<&'static dyn QuantFormat, LoadError> {
+        if t.ty.is_integer() {
+            return Err(LoadError::IntegerTensor {
+                file: self.file.path().to_path_buf(),
+                tensor: t.name.clone(),
+                ty: t.ty,
+            });
+        }
         quant_core::lookup(t.ty).ok_or_else(|| LoadError::Unsupported {
             file: self.file.path().to_path_buf(),
             tensor: t.name.clone(),
@@ -189,7 +211,8 @@ impl GgufLoader {
         }
     }
 
-    /// Dequantizes a tensor into host f32 with the chosen CPU path.
+    /// Dequantizes a tensor into host f32 with the chosen CPU path. An integer tensor is
+    /// [`LoadError::IntegerTensor`] (read its bytes with [`GgufLoader::tensor_raw`]).
     pub fn dequantize_to_host(&self, name: &str, path: CpuPath) -> Result<Vec<f32>, LoadError> {
         self.values(self.tensor(name)?, path)
     }
@@ -253,7 +276,8 @@ impl GgufLoader {
 
     /// Loads one tensor onto `backend` as `dtype` (an [`OutputDType`] or [`LoadAs::Native`]):
     /// uploads its quantized bytes, expands them with the format's kernel (or keeps them as
-    /// they are), and caches the result (a second call returns the cached tensor).
+    /// they are), and caches the result (a second call returns the cached tensor). An integer
+    /// tensor is uploaded as it is whatever `dtype` says ([`TensorDType::Native`] of its type).
     pub fn load_tensor_to_gpu(
         &self,
         name: &str,
@@ -281,20 +305,19 @@ impl GgufLoader {
         }
         let data = self.tensor_bytes(t)?;
         let dtype = match as_ {
-            LoadAs::Native => {
+            LoadAs::Values(d) if !t.ty.is_integer() => d,
+            // The file's bytes untouched: native blocks, or an integer tensor kept as it is.
+            _ => {
                 let dt = self.upload_tensor(t, backend, &data, tdt, false)?;
                 let tensor = self.insert_cached(t, as_, backend, dt);
-                let load = self.record(
-                    t,
-                    tdt,
-                    data.len() as u64,
-                    0,
-                    start.elapsed(),
-                    LoadPath::Native,
-                );
+                let path = if as_ == LoadAs::Native {
+                    LoadPath::Native
+                } else {
+                    LoadPath::Kept
+                };
+                let load = self.record(t, tdt, data.len() as u64, 0, start.elapsed(), path);
                 return Ok((tensor, load));
             }
-            LoadAs::Values(d) => d,
         };
         let format = self.format_of(t)?;
         let n = self.elements(t)?;
@@ -367,7 +390,7 @@ impl GgufLoader {
     }
 
     /// The baseline: CPU dequantization (fast path) to f32, conversion to `dtype`, and an
-    /// upload from pageable memory, for one tensor.
+    /// upload from pageable memory, for one tensor (an integer tensor's bytes as they are).
     fn cpu_dequant(
         &self,
         t: &TensorInfo,
@@ -385,6 +408,14 @@ impl GgufLoader {
                 start.elapsed(),
                 LoadPath::Cached,
             ));
+        }
+        if t.ty.is_integer() {
+            let data = self.tensor_bytes(t)?;
+            let dt = self.upload_tensor(t, backend, &data, as_.tensor_dtype(t), true)?;
+            self.insert_cached(t, as_, backend, dt);
+            let len = data.len() as u64;
+            let tdt = as_.tensor_dtype(t);
+            return Ok(self.record(t, tdt, len, 0, start.elapsed(), LoadPath::Kept));
         }
         // CPU dequantization (fast path), conversion to `dtype` (for f32 a plain copy, as the
         // old path made), and a pageable upload.
@@ -545,7 +576,9 @@ impl GgufLoader {
     }
 
     /// Dequantizes every tensor into host memory with the fast CPU path (the load when no GPU is
-    /// present), and reports what was done. Returns the values in file order.
+    /// present), and reports what was done. Returns each tensor's bytes in file order: its
+    /// values as `dtype`, or for an integer tensor its bytes as the file stores them
+    /// ([`LoadPath::Kept`]).
     pub fn load_all_to_host(
         &self,
         dtype: OutputDType,
@@ -559,15 +592,19 @@ impl GgufLoader {
         let mut outputs = Vec::with_capacity(self.file.tensors().len());
         for t in self.file.tensors() {
             let t0 = Instant::now();
-            let values = self.dequantize_to_host(&t.name, CpuPath::Fast)?;
-            let bytes = cpu::encode_as(&values, dtype);
+            let (bytes, path) = if t.ty.is_integer() {
+                (self.tensor_bytes(t)?.into_owned(), LoadPath::Kept)
+            } else {
+                let values = self.dequantize_to_host(&t.name, CpuPath::Fast)?;
+                (cpu::encode_as(&values, dtype), LoadPath::Cpu)
+            };
             let load = self.record(
                 t,
-                dtype.into(),
+                LoadAs::Values(dtype).tensor_dtype(t),
                 0,
                 bytes.len() as u64,
                 t0.elapsed(),
-                LoadPath::Cpu,
+                path,
             );
             progress(&load);
             report.tensors.push(load);

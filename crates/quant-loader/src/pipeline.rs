@@ -22,7 +22,8 @@
 //! ring, whatever the model's size.
 //!
 //! With [`LoadAs::Native`] the blocks are copied straight from the host slot into the output
-//! buffers, and no kernel runs.
+//! buffers, and no kernel runs; so are integer tensors' bytes whatever the load asks for
+//! ([`LoadPath::Kept`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -65,19 +66,22 @@ impl LoadAs {
         }
     }
 
-    /// Bytes a tensor occupies on the device when loaded this way.
+    /// Bytes a tensor occupies on the device when loaded this way (an integer tensor is kept
+    /// as it is: its bytes in the file).
     pub fn output_bytes(self, t: &TensorInfo) -> u64 {
         match self {
-            LoadAs::Values(d) => t.n_elements.saturating_mul(d.size() as u64),
-            LoadAs::Native => t.n_bytes,
+            LoadAs::Values(d) if !t.ty.is_integer() => t.n_elements.saturating_mul(d.size() as u64),
+            _ => t.n_bytes,
         }
     }
 
-    /// What the device tensor of `t` holds when loaded this way.
+    /// What the device tensor of `t` holds when loaded this way: values of the asked type, or
+    /// the file's bytes ([`TensorDType::Native`]) with [`LoadAs::Native`] and for an integer
+    /// tensor, which is always kept as it is.
     pub fn tensor_dtype(self, t: &TensorInfo) -> TensorDType {
         match self {
-            LoadAs::Values(d) => TensorDType::Values(d),
-            LoadAs::Native => TensorDType::Native(t.ty),
+            LoadAs::Values(d) if !t.ty.is_integer() => TensorDType::Values(d),
+            _ => TensorDType::Native(t.ty),
         }
     }
 }
@@ -300,6 +304,8 @@ enum Work {
     },
     /// Copy the blocks as they are.
     Native,
+    /// An integer tensor, asked for as values: copy its bytes as they are.
+    Kept,
     /// No kernel by design (float formats): convert on the host, upload.
     HostConvert(OutputDType),
 }
@@ -365,6 +371,7 @@ pub(crate) fn run(
         } else {
             match as_ {
                 LoadAs::Native => Work::Native,
+                LoadAs::Values(_) if t.ty.is_integer() => Work::Kept,
                 LoadAs::Values(dtype) => {
                     let format = loader.format_of(t)?;
                     loader.elements(t)?;
@@ -403,7 +410,7 @@ pub(crate) fn run(
                 block_multiple((geometry.block_elems * dtype.size()) as u64),
                 job.t.n_elements / geometry.block_elems as u64,
             ),
-            Work::Native => {
+            Work::Native | Work::Kept => {
                 let g = job.t.ty.geometry().ok_or_else(|| {
                     loader.read_err(job.t, "the tensor's type has no known block size")
                 })?;
@@ -481,7 +488,7 @@ pub(crate) fn run(
                 let (dt, path) = loader.fall_back(t, backend, d, e)?;
                 (dt, out_bytes, t0.elapsed(), path)
             }
-            Work::Kernel { .. } | Work::Native => {
+            Work::Kernel { .. } | Work::Native | Work::Kept => {
                 let time = match (job.started, job.finished) {
                     (Some(a), Some(b)) => b.duration_since(a),
                     _ => Duration::ZERO,
@@ -492,15 +499,15 @@ pub(crate) fn run(
                     shape: t.dims.clone(),
                     dtype,
                 };
-                let path = if matches!(job.work, Work::Native) {
-                    LoadPath::Native
-                } else {
-                    LoadPath::Kernel
+                let path = match job.work {
+                    Work::Native => LoadPath::Native,
+                    Work::Kept => LoadPath::Kept,
+                    _ => LoadPath::Kernel,
                 };
                 (dt, t.n_bytes, time, path)
             }
         };
-        let produced = if path == LoadPath::Native {
+        let produced = if matches!(path, LoadPath::Native | LoadPath::Kept) {
             0
         } else {
             out_bytes

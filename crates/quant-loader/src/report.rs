@@ -23,6 +23,10 @@ pub enum LoadPath {
     Native,
     /// The baseline strategy: dequantized on the CPU, uploaded from pageable memory.
     CpuDequant,
+    /// An integer tensor (I8, I16, I32, I64: indices or ids, not weights) kept as it is: its
+    /// bytes copied to the device or into host memory unchanged, whatever values were asked
+    /// for. Its [`TensorLoad::dtype`] is [`TensorDType::Native`] of its type.
+    Kept,
 }
 
 impl LoadPath {
@@ -36,6 +40,7 @@ impl LoadPath {
             LoadPath::Cached => "cached",
             LoadPath::Native => "native",
             LoadPath::CpuDequant => "cpu-dequant",
+            LoadPath::Kept => "kept",
         }
     }
 }
@@ -88,6 +93,13 @@ impl LoadReport {
         self.tensors
             .iter()
             .filter(|t| matches!(t.path, LoadPath::Fallback(_)))
+            .count()
+    }
+    /// Number of integer tensors kept as they are ([`LoadPath::Kept`]).
+    pub fn kept(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter(|t| t.path == LoadPath::Kept)
             .count()
     }
     /// Bytes uploaded plus produced per second of wall time, in GB/s.

@@ -1,4 +1,7 @@
 //! `quantforge dequant FILE -o OUT.gguf [--device D] [--tensor NAME]... [--skip-unsupported]`.
+//!
+//! Every tensor becomes F32, except integer tensors (I8, I16, I32, I64: indices or ids, not
+//! weights), which are copied unchanged with their own type.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -17,7 +20,7 @@ use quantforge::loader::GgufLoader;
 pub struct Args {
     /// The GGUF file to read.
     file: PathBuf,
-    /// Where to write the F32 GGUF v3 file.
+    /// Where to write the GGUF v3 file (all F32, except integer tensors, copied unchanged).
     #[arg(short, long)]
     output: PathBuf,
     /// Where to dequantize: auto, cpu, cuda[:N], hip[:N].
@@ -57,7 +60,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
 
     let mut skipped = Vec::new();
     let mut todo = Vec::new();
+    let mut kept = Vec::new();
     for t in selected {
+        if t.ty.is_integer() {
+            kept.push(format!("{} ({})", t.name, t.ty));
+            todo.push(t);
+            continue;
+        }
         match loader.format_of(t) {
             Ok(_) => todo.push(t),
             Err(_) if a.skip_unsupported => skipped.push(format!("{} ({})", t.name, t.ty)),
@@ -96,6 +105,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     );
     for t in todo {
         bar.set_message(t.name.clone());
+        if t.ty.is_integer() {
+            // Indices or ids, not weights: their bytes and type as they are.
+            w.add_tensor(t.name.clone(), &t.dims, t.ty, loader.tensor_raw(&t.name)?)?;
+            bar.inc(t.n_elements);
+            continue;
+        }
         let values: Vec<u8> = match &backend {
             None => {
                 let v = loader.dequantize_to_host(&t.name, CpuPath::Fast)?;
@@ -114,6 +129,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bar.inc(t.n_elements);
     }
     bar.finish_and_clear();
+    if !kept.is_empty() {
+        eprintln!(
+            "kept {} integer tensor(s) as they are (not weights): {}",
+            kept.len(),
+            kept.join(", ")
+        );
+    }
     w.write_file(&a.output)?;
     eprintln!("wrote {}", a.output.display());
     Ok(ExitCode::SUCCESS)

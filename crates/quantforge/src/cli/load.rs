@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use quantforge::gpu::{Backend, DeviceSpec};
 use quantforge::loader::{
-    FallbackPolicy, GgufLoader, LoadAs, LoadReport, LoaderOptions, PipelineOptions, Placement,
-    Progress, Strategy,
+    FallbackPolicy, GgufLoader, LoadAs, LoadPath, LoadReport, LoaderOptions, PipelineOptions,
+    Placement, Progress, Strategy,
 };
 
 /// Arguments of `load`.
@@ -269,6 +269,12 @@ fn print_report(path: &std::path::Path, r: &LoadReport, quiet: bool) {
             "tensor", "type", "shape", "dtype", "uploaded", "produced", "ms", "GB/s"
         );
         for t in &r.tensors {
+            // An integer tensor is kept as it is: its type stands in for a values dtype.
+            let (dtype, path) = if t.path == LoadPath::Kept {
+                (t.ty.to_string(), format!("kept as {}", t.ty))
+            } else {
+                (t.dtype.name().to_string(), t.path.label().to_string())
+            };
             let secs = t.time.as_secs_f64();
             let gbs = if secs > 0.0 {
                 (t.bytes_uploaded + t.bytes_produced) as f64 / secs / 1e9
@@ -280,12 +286,12 @@ fn print_report(path: &std::path::Path, r: &LoadReport, quiet: bool) {
                 t.name,
                 t.ty.to_string(),
                 super::shape(&t.shape),
-                t.dtype.name(),
+                dtype,
                 super::human_bytes(t.bytes_uploaded),
                 super::human_bytes(t.bytes_produced),
                 secs * 1e3,
                 gbs,
-                t.path.label()
+                path
             );
         }
     }
@@ -298,8 +304,14 @@ fn print_report(path: &std::path::Path, r: &LoadReport, quiet: bool) {
         r.gbytes_per_s(),
         r.fallbacks()
     );
+    if r.kept() > 0 {
+        println!(
+            "kept: {} integer tensor(s) as they are (indices/ids, not weights)",
+            r.kept()
+        );
+    }
     for t in &r.tensors {
-        if let quantforge::loader::LoadPath::Fallback(why) = &t.path {
+        if let LoadPath::Fallback(why) = &t.path {
             println!("fallback: {}: {why}", t.name);
         }
     }

@@ -1,4 +1,5 @@
 //! `quantforge verify FILE [--device D]`: device bits against the CPU reference, per tensor.
+//! Integer tensors (indices or ids, kept as they are by every load) are skipped with a note.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,12 +39,25 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let backend = super::open_device(a.device)?;
     let mut bad = 0;
     let mut unsupported = 0;
+    let mut kept = 0;
     writeln!(
         out,
         "{:<32} {:<8} {:>12} {:>10}  result",
         "tensor", "type", "elements", "differ"
     )?;
     for t in loader.file().tensors() {
+        if t.ty.is_integer() {
+            writeln!(
+                out,
+                "{:<32} {:<8} {:>12} {:>10}  skipped: integer, kept as it is",
+                t.name,
+                t.ty.to_string(),
+                t.n_elements,
+                "-"
+            )?;
+            kept += 1;
+            continue;
+        }
         if loader.format_of(t).is_err() {
             writeln!(
                 out,
@@ -90,7 +104,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     writeln!(
         out,
-        "all supported tensors bit-exact ({unsupported} of unsupported type skipped)"
+        "all supported tensors bit-exact ({unsupported} of unsupported type skipped, {kept} \
+         integer tensor(s) skipped: kept as they are, not dequantized)"
     )?;
     Ok(ExitCode::SUCCESS)
 }
