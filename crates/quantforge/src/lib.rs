@@ -15,6 +15,18 @@ pub extern crate quant_float;
 pub extern crate quant_q1_0;
 #[cfg(feature = "q2_0")]
 pub extern crate quant_q2_0;
+#[cfg(feature = "iq4nl")]
+pub extern crate quant_iq4nl;
+#[cfg(feature = "iq4xs")]
+pub extern crate quant_iq4xs;
+#[cfg(feature = "tq1_0")]
+pub extern crate quant_tq1_0;
+#[cfg(feature = "tq2_0")]
+pub extern crate quant_tq2_0;
+#[cfg(feature = "mxfp4")]
+pub extern crate quant_mxfp4;
+#[cfg(feature = "nvfp4")]
+pub extern crate quant_nvfp4;
 #[cfg(feature = "q2k")]
 pub extern crate quant_q2k;
 #[cfg(feature = "q3k")]

@@ -1,0 +1,1 @@
+//! ggml's IQ4_XS format (being written).

@@ -1,0 +1,1 @@
+//! ggml's MXFP4 format (being written).

@@ -1,0 +1,1 @@
+//! ggml's NVFP4 format (being written).

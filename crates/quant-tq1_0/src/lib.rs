@@ -1,0 +1,1 @@
+//! ggml's TQ1_0 format (being written).

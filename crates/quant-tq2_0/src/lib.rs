@@ -1,0 +1,1 @@
+//! ggml's TQ2_0 format (being written).
