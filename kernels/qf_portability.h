@@ -248,6 +248,8 @@ QF_DEVICE float qf_ld_f16(const uint8_t* s8, uint32_t off) {
 //       // given its pre-pass values `p`.
 //       QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p,
 //                                     uint32_t j, float* v);
+//       // Optional: once per launch, before the first block (see qf_init below).
+//       QF_DEVICE static void init();
 //   };
 //
 // and gets its three entry points from QF_DEQUANT_ENTRIES(prefix, struct). The skeleton stages
@@ -256,17 +258,31 @@ QF_DEVICE float qf_ld_f16(const uint8_t* s8, uint32_t off) {
 // one or two decode4 calls) and store it; consecutive threads write consecutive vectors, so
 // every store instruction fills whole 32-byte sectors. Groups stride over the tensor, so any
 // grid size works; nothing depends on the warp size.
+// Optional once-per-launch set-up of a format (detected, so formats without it write nothing):
+// `QF_DEVICE static void init()` runs on every thread of the group before its first block, then
+// the group synchronises. Formats with lookup tables (the i-quant grids) copy them there from
+// global memory into file-scope __shared__ arrays, so that lookups are shared-memory reads.
+template <class F>
+QF_DEVICE auto qf_init(int) -> decltype(F::init(), void()) {
+    F::init();
+    __syncthreads();
+}
+template <class F>
+QF_DEVICE void qf_init(long) {}
+
 template <class F, int OUT>
 QF_DEVICE void qf_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,
                           uint64_t n_blocks) {
     static_assert((F::BPG * F::BB) % 16u == 0u, "a group's bytes must be whole 16-byte vectors");
     static_assert(F::QK % 8u == 0u, "a block must fill whole output vectors");
     __shared__ qf_v16 stage[F::BPG * F::BB / 16u];
-    __shared__ float pre[F::BPG * (F::NP > 0u ? F::NP : 1u)];
+    constexpr uint32_t NP1 = F::NP > 0u ? F::NP : 1u;  // pre-pass slots per block, at least 1
+    __shared__ float pre[F::BPG * NP1];
     const uint8_t* s8 = (const uint8_t*)stage;
     const uint32_t E = QF_PER_VEC(OUT);   // values per 16-byte vector
     const uint32_t VPB = F::QK / E;       // vectors per block
     const uint64_t n_groups = (n_blocks + F::BPG - 1u) / F::BPG;
+    qf_init<F>(0);
 
     for (uint64_t g = blockIdx.x; g < n_groups; g += gridDim.x) {
         const uint64_t first = g * F::BPG;
@@ -275,7 +291,7 @@ QF_DEVICE void qf_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ 
         __syncthreads();
         if (F::NP > 0u) {
             for (uint32_t i = threadIdx.x; i < nb * F::NP; i += blockDim.x) {
-                pre[i] = F::pre(s8, (i / F::NP) * F::BB, i % F::NP);
+                pre[i] = F::pre(s8, (i / NP1) * F::BB, i % NP1);
             }
             __syncthreads();
         }
@@ -284,7 +300,7 @@ QF_DEVICE void qf_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ 
         for (uint32_t u = threadIdx.x; u < units; u += blockDim.x) {
             const uint32_t blk = u / VPB;
             const uint32_t j = (u % VPB) * E;
-            const float* p = pre + blk * (F::NP > 0u ? F::NP : 1u);
+            const float* p = pre + blk * NP1;
             float v[8];
             F::decode4(s8, blk * F::BB, p, j, v);
             if (E == 8u) F::decode4(s8, blk * F::BB, p, j + 4u, v + 4);
