@@ -27,6 +27,20 @@ pub extern crate quant_tq2_0;
 pub extern crate quant_mxfp4;
 #[cfg(feature = "nvfp4")]
 pub extern crate quant_nvfp4;
+#[cfg(feature = "iq2xxs")]
+pub extern crate quant_iq2xxs;
+#[cfg(feature = "iq2xs")]
+pub extern crate quant_iq2xs;
+#[cfg(feature = "iq2s")]
+pub extern crate quant_iq2s;
+#[cfg(feature = "iq3xxs")]
+pub extern crate quant_iq3xxs;
+#[cfg(feature = "iq3s")]
+pub extern crate quant_iq3s;
+#[cfg(feature = "iq1s")]
+pub extern crate quant_iq1s;
+#[cfg(feature = "iq1m")]
+pub extern crate quant_iq1m;
 #[cfg(feature = "q2k")]
 pub extern crate quant_q2k;
 #[cfg(feature = "q3k")]

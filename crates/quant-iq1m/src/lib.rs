@@ -1,0 +1,1 @@
+//! ggml's IQ1_M format (being written).

@@ -1,0 +1,1 @@
+//! ggml's IQ1_S format (being written).

@@ -1,0 +1,1 @@
+//! ggml's IQ2_S format (being written).

@@ -1,0 +1,1 @@
+//! ggml's IQ2_XS format (being written).

@@ -1,0 +1,1 @@
+//! ggml's IQ2_XXS format (being written).

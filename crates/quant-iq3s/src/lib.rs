@@ -1,0 +1,1 @@
+//! ggml's IQ3_S format (being written).

@@ -1,0 +1,1 @@
+//! ggml's IQ3_XXS format (being written).
