@@ -9,7 +9,7 @@
 #include "qf_portability.h"
 
 #ifndef Q4_1_BPG  // overridable for tuning experiments (-DQ4_1_BPG=...)
-#define Q4_1_BPG 64u  // blocks staged per group (check_contract holds src/lib.rs to it)
+#define Q4_1_BPG 256u  // blocks staged per group (check_contract holds src/lib.rs to it)
 #endif
 
 struct q4_1_block {

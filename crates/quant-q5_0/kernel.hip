@@ -10,7 +10,7 @@
 #include "qf_portability.h"
 
 #ifndef Q5_0_BPG  // overridable for tuning experiments (-DQ5_0_BPG=...)
-#define Q5_0_BPG 64u  // blocks staged per group (check_contract holds src/lib.rs to it)
+#define Q5_0_BPG 256u  // blocks staged per group (check_contract holds src/lib.rs to it)
 #endif
 
 struct q5_0_block {

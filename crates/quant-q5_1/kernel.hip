@@ -10,7 +10,7 @@
 #include "qf_portability.h"
 
 #ifndef Q5_1_BPG  // overridable for tuning experiments (-DQ5_1_BPG=...)
-#define Q5_1_BPG 64u  // blocks staged per group (check_contract holds src/lib.rs to it)
+#define Q5_1_BPG 256u  // blocks staged per group (check_contract holds src/lib.rs to it)
 #endif
 
 struct q5_1_block {
