@@ -7,9 +7,10 @@ use quantforge::core::cpu::CpuPath;
 use quantforge::loader::{GgufLoader, LoadError};
 use quantforge_tests::{golden_files, sha256_f32};
 
-const SUPPORTED: [&str; 15] = [
-    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
-    "Q5_K", "Q6_K", "Q1_0", "Q2_0",
+const SUPPORTED: [&str; 28] = [
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+    "Q6_K", "Q1_0", "Q2_0", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S",
+    "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4",
 ];
 
 #[test]
