@@ -22,9 +22,13 @@ pub fn check_gguf_reader(data: &[u8]) -> bool {
             MetaValue::String(s) => s.len() as u64 + s.bytes().map(u64::from).sum::<u64>(),
             MetaValue::Array(a) => {
                 let mut h = a.len() as u64;
-                for e in &a.values {
-                    assert_eq!(e.type_of(), a.elem_type, "array element of the wrong type");
-                    h = h.wrapping_add(touch(e, depth + 1));
+                for e in a.iter() {
+                    assert_eq!(
+                        e.type_of(),
+                        a.elem_type(),
+                        "array element of the wrong type"
+                    );
+                    h = h.wrapping_add(touch(&e, depth + 1));
                 }
                 h
             }

@@ -68,12 +68,9 @@ pub fn meta_bits_eq(a: &quant_gguf::MetaValue, b: &quant_gguf::MetaValue) -> boo
         (V::F32(x), V::F32(y)) => x.to_bits() == y.to_bits(),
         (V::F64(x), V::F64(y)) => x.to_bits() == y.to_bits(),
         (V::Array(x), V::Array(y)) => {
-            x.elem_type == y.elem_type
-                && x.values.len() == y.values.len()
-                && x.values
-                    .iter()
-                    .zip(&y.values)
-                    .all(|(p, q)| meta_bits_eq(p, q))
+            x.elem_type() == y.elem_type()
+                && x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|(p, q)| meta_bits_eq(&p, &q))
         }
         (V::F32(_) | V::F64(_) | V::Array(_), _) => false,
         _ => a == b,

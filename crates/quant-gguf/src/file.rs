@@ -441,7 +441,7 @@ fn read_exact_at(_file: &File, _buf: &mut [u8], _at: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{GgufWriter, MetaArray, MetaType, MetaValue};
+    use crate::{GgufWriter, MetaArray, MetaValue};
     use std::borrow::Cow;
 
     fn small_file() -> Vec<u8> {
@@ -579,11 +579,8 @@ mod tests {
     #[test]
     fn header_larger_than_the_first_prefix_parses() {
         // A 3 MiB metadata array: the header needs the 1, 2 and 4 MiB (whole file) prefixes.
-        let values = (0..3u32 << 20).map(|i| MetaValue::U8(i as u8)).collect();
-        let big = MetaValue::Array(MetaArray {
-            elem_type: MetaType::U8,
-            values,
-        });
+        let values: Vec<u8> = (0..3u32 << 20).map(|i| i as u8).collect();
+        let big = MetaValue::Array(MetaArray::from(values));
         // And a string longer than the first prefix, after it.
         let long = MetaValue::String("x".repeat(3 << 19));
         let mut w = GgufWriter::new();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use quant_core::GgmlType;
 
 use crate::parse::{tensor_size, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH};
-use crate::{GgufError, MetaValue};
+use crate::{GgufError, MetaArray, MetaValue};
 
 const ALIGNMENT_KEY: &str = "general.alignment";
 
@@ -418,22 +418,31 @@ impl<W: Write> Write for LimitedSink<'_, W> {
 
 /// Checks that every array element has its array's element type, and the nesting depth.
 fn check_value(v: &MetaValue, depth: usize) -> Result<(), String> {
-    if let MetaValue::Array(a) = v {
-        if depth >= MAX_ARRAY_DEPTH {
+    match v {
+        MetaValue::Array(a) => check_array(a, depth),
+        _ => Ok(()),
+    }
+}
+
+fn check_array(a: &MetaArray, depth: usize) -> Result<(), String> {
+    if depth >= MAX_ARRAY_DEPTH {
+        return Err(format!(
+            "arrays nested deeper than {MAX_ARRAY_DEPTH} levels"
+        ));
+    }
+    if let Some(inner) = a.arrays() {
+        return inner.iter().try_for_each(|x| check_array(x, depth + 1));
+    }
+    // Only an array built from values of mixed types can hold a wrong one.
+    for (i, e) in a.mixed().unwrap_or_default().iter().enumerate() {
+        if e.type_of() != a.elem_type() {
             return Err(format!(
-                "arrays nested deeper than {MAX_ARRAY_DEPTH} levels"
+                "array element {i} is a {}, the array holds {}",
+                e.type_of(),
+                a.elem_type()
             ));
         }
-        for (i, e) in a.values.iter().enumerate() {
-            if e.type_of() != a.elem_type {
-                return Err(format!(
-                    "array element {i} is a {}, the array holds {}",
-                    e.type_of(),
-                    a.elem_type
-                ));
-            }
-            check_value(e, depth + 1)?;
-        }
+        check_value(e, depth + 1)?;
     }
     Ok(())
 }
@@ -513,14 +522,20 @@ impl<W: Write> Counting<W> {
             MetaValue::U64(x) => self.put(&x.to_le_bytes()),
             MetaValue::I64(x) => self.put(&x.to_le_bytes()),
             MetaValue::F64(x) => self.put(&x.to_le_bytes()),
-            MetaValue::Array(a) => {
-                self.put(&a.elem_type.id().to_le_bytes())?;
-                self.put(&(a.values.len() as u64).to_le_bytes())?;
-                for e in &a.values {
-                    self.value(e)?;
-                }
-                Ok(())
-            }
+            MetaValue::Array(a) => self.array(a),
+        }
+    }
+
+    /// Writes an array's payload: element type, count, elements.
+    fn array(&mut self, a: &MetaArray) -> Result<(), GgufError> {
+        self.put(&a.elem_type().id().to_le_bytes())?;
+        self.put(&(a.len() as u64).to_le_bytes())?;
+        if let Some(inner) = a.arrays() {
+            inner.iter().try_for_each(|x| self.array(x))
+        } else if let Some(bytes) = a.as_u8s() {
+            self.put(bytes)
+        } else {
+            a.iter().try_for_each(|e| self.value(&e))
         }
     }
 }

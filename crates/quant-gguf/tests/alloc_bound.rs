@@ -28,6 +28,19 @@ fn bound(file_len: u64) -> u64 {
     PER_FILE_BYTE * file_len + FIXED
 }
 
+/// Bytes a valid file's parsed header may cost per metadata pair and per tensor info (the
+/// entry's own structures and its index entry), on top of [`header_bound`]'s 2× its bytes.
+const PER_ENTRY: u64 = 256;
+
+/// The documented bound for a valid file (docs/reliability.md, P3): metadata costs about its
+/// size in the file: `2 × header bytes + 256 × (metadata pairs + tensor infos) + 1 MiB`, where
+/// the header runs from the magic to the data section. An unmapped open adds the prefix it
+/// reads the header from (`prefix` bytes; 0 for the other modes).
+fn header_bound(f: &GgufFile, prefix: u64) -> u64 {
+    let entries = (f.metadata().len() + f.tensors().len()) as u64;
+    2 * f.data_offset() + PER_ENTRY * entries + FIXED + prefix
+}
+
 struct Counting;
 
 thread_local! {
@@ -122,8 +135,13 @@ fn open_all_ways(bytes: &[u8], what: &str) -> (Vec<Result<GgufFile, GgufError>>,
     (results, worst)
 }
 
+/// Held by the timed cases and by the 140 MiB case, so that the latter's writing and parsing do
+/// not slow the timed ones on a small machine.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Checks that a hostile input fails every way, in time and within the bound; returns the peak.
 fn hostile(what: &str, bytes: &[u8], expect: fn(&GgufError) -> bool) -> u64 {
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let start = Instant::now();
     let (results, peak) = open_all_ways(bytes, what);
     let took = start.elapsed();
@@ -276,6 +294,62 @@ fn big_arrays_then_error() {
     }
 }
 
+/// A valid file with a 140 MiB `u8` array (the format allows it; llama.cpp files hold arrays of
+/// hundreds of thousands of tokens) opens, mapped and unmapped, with its metadata costing about
+/// its size: within `2 × header + fixed` (issue 12: each byte used to become a 32-byte value,
+/// 4.7 GB, and the allocation aborted the process). The file is streamed to disk, never held in
+/// memory whole.
+#[test]
+fn a_140_mib_u8_array_costs_about_its_size() {
+    use std::io::Write;
+    let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let n: u64 = 140 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big-u8-array.gguf");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut b = B::header(3, 1, 2);
+        b.kv_str("general.architecture", b"llama");
+        b.str(b"big").u32(MetaType::Array.id()).arr(MetaType::U8, n);
+        out.write_all(&b.0).unwrap();
+        let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7) as u8).collect();
+        for _ in 0..n >> 20 {
+            out.write_all(&chunk).unwrap();
+        }
+        let mut b = B(Vec::new());
+        b.tensor("t", &[8], 0, 0);
+        let header_len = (B::header(3, 1, 2).0.len() as u64)
+            + 8 + 20 + 4 + 8 + 5 // general.architecture
+            + 8 + 3 + 4 + 4 + 8 + n // big
+            + b.0.len() as u64;
+        let pad = header_len.div_ceil(32) * 32 - header_len;
+        b.zeros(pad as usize + 32);
+        out.write_all(&b.0).unwrap();
+        out.flush().unwrap();
+    }
+    let file_len = std::fs::metadata(&path).unwrap().len();
+    for mmap in [true, false] {
+        let (r, peak) = peak_of(|| GgufFile::open_with(&path, OpenOptions { mmap }));
+        let f = r.unwrap();
+        let a = f.get("big").unwrap().as_array().unwrap();
+        assert_eq!(a.len() as u64, n);
+        assert_eq!(a.as_u8s().unwrap()[1000], (1000 * 7) as u8);
+        assert_eq!(f.tensor("t").unwrap().n_bytes, 32);
+        // Unmapped, the header is read into a prefix first: here the whole file.
+        let prefix = if mmap { 0 } else { file_len };
+        let bound = header_bound(&f, prefix);
+        eprintln!(
+            "140 MiB u8 array, mmap {mmap}: {file_len} bytes, peak {peak} ({:.2} x header)",
+            peak as f64 / f.data_offset() as f64
+        );
+        assert!(
+            peak <= bound,
+            "mmap {mmap}: peak {peak} bytes over the bound {bound} (header {} bytes)",
+            f.data_offset()
+        );
+    }
+}
+
 /// The largest legal arrays of the smallest elements, complete: must open, within the bound.
 #[test]
 fn big_valid_arrays() {
@@ -289,6 +363,12 @@ fn big_valid_arrays() {
         for r in results {
             let f = r.unwrap();
             assert_eq!(f.get("a").unwrap().as_array().unwrap().len() as u64, n);
+            // The worst of the three opens includes the unmapped prefix (the whole file).
+            assert!(
+                peak <= header_bound(&f, len),
+                "{elem}: peak {peak} over the metadata bound {}",
+                header_bound(&f, len)
+            );
         }
         eprintln!(
             "big-valid-{elem}: {len} bytes, peak {peak} ({:.1} x len)",

@@ -294,13 +294,13 @@ fn nested(depth: usize) -> B {
 #[test]
 fn nesting_depth_is_limited() {
     let f = nested(MAX_ARRAY_DEPTH).open().unwrap();
-    let mut v = f.get("deep").unwrap();
+    let mut v = f.get("deep").unwrap().clone();
     let mut depth = 0;
     while let MetaValue::Array(a) = v {
         depth += 1;
-        v = &a.values[0];
+        v = a.get(0).unwrap();
     }
-    assert_eq!((depth, v), (MAX_ARRAY_DEPTH, &MetaValue::U8(7)));
+    assert_eq!((depth, v), (MAX_ARRAY_DEPTH, MetaValue::U8(7)));
 
     let e = nested(MAX_ARRAY_DEPTH + 1).err();
     assert!(matches!(e, GgufError::NestingTooDeep { .. }), "{e}");

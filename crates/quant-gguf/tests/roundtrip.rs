@@ -13,9 +13,9 @@ fn same(a: &MetaValue, b: &MetaValue) -> bool {
         (MetaValue::F32(x), MetaValue::F32(y)) => x.to_bits() == y.to_bits(),
         (MetaValue::F64(x), MetaValue::F64(y)) => x.to_bits() == y.to_bits(),
         (MetaValue::Array(x), MetaValue::Array(y)) => {
-            x.elem_type == y.elem_type
-                && x.values.len() == y.values.len()
-                && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
+            x.elem_type() == y.elem_type()
+                && x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|(a, b)| same(&a, &b))
         }
         _ => a == b,
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use quantforge::gguf::{GgufFile, MetaValue};
+use quantforge::gguf::{GgufFile, MetaArray, MetaValue};
 use serde_json::{json, Value};
 
 /// Arguments of `inspect`.
@@ -110,6 +110,15 @@ fn meta_json(v: &MetaValue) -> Value {
         MetaValue::F64(x) => json!(x),
         MetaValue::Bool(x) => json!(x),
         MetaValue::String(s) => json!(s),
-        MetaValue::Array(a) => Value::Array(a.values.iter().map(meta_json).collect()),
+        MetaValue::Array(a) => array_json(a),
+    }
+}
+
+/// An array as JSON; inner arrays are borrowed, not copied, so the walk costs the array's size
+/// whatever its depth.
+fn array_json(a: &MetaArray) -> Value {
+    match a.arrays() {
+        Some(inner) => Value::Array(inner.iter().map(array_json).collect()),
+        None => Value::Array(a.iter().map(|e| meta_json(&e)).collect()),
     }
 }
