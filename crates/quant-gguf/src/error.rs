@@ -348,6 +348,31 @@ pub enum GgufError {
         file_len: u64,
     },
 
+    /// Two tensors' data ranges overlap (ggml lays the data section out tensor after tensor, so
+    /// an overlap is a file meant to be read two ways).
+    #[error(
+        "{}: tensors `{first}` and `{second}`: data overlap (`{first}` at bytes \
+         {first_start}..{first_end} of the data section, `{second}` at {second_start}..{second_end})",
+        path.display()
+    )]
+    OverlappingTensors {
+        /// The file.
+        path: PathBuf,
+        /// The tensor whose data starts first (of the two, the first listed if both start at
+        /// the same offset).
+        first: String,
+        /// Start of its data, relative to the data section.
+        first_start: u64,
+        /// End of its data (exclusive), relative to the data section.
+        first_end: u64,
+        /// The tensor whose data starts inside the first's.
+        second: String,
+        /// Start of its data, relative to the data section.
+        second_start: u64,
+        /// End of its data (exclusive), relative to the data section.
+        second_end: u64,
+    },
+
     /// Reading a tensor's bytes failed: an I/O error from an unmapped file (including a file
     /// that is now shorter than when it was opened), or a range asked of
     /// [`GgufFile::read_tensor_at`](crate::GgufFile::read_tensor_at) that lies outside the
@@ -449,6 +474,7 @@ impl GgufError {
             | MisalignedOffset { path, .. }
             | TensorBeyondFile { path, .. }
             | TensorDataTruncated { path, .. }
+            | OverlappingTensors { path, .. }
             | TensorRead { path, .. } => Some(path),
             WriterDuplicateKey { .. }
             | WriterDuplicateTensor { .. }

@@ -479,6 +479,7 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
     for t in &tensors {
         check_placement(path, t, data_offset, align, file_len)?;
     }
+    check_no_overlap(path, &tensors)?;
 
     Ok(Header {
         version,
@@ -598,6 +599,38 @@ fn check_placement(
         });
     }
     tensor_span(path, t, data_offset, file_len).map(|_| ())
+}
+
+/// Checks that no two tensors' data ranges overlap: sorted by start (then by file order), each
+/// must start at or after the furthest end seen so far. Every range is non-empty (no dimension
+/// is zero) and lies inside the file (checked before), so the ends do not overflow.
+fn check_no_overlap(path: &Path, tensors: &[TensorInfo]) -> Result<()> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by_key(|&i| (tensors[i].offset, i));
+    // The tensor reaching furthest so far, and where it ends.
+    let mut reach: Option<(usize, u64)> = None;
+    for &i in &order {
+        let t = &tensors[i];
+        if let Some((j, end)) = reach {
+            if t.offset < end {
+                let f = &tensors[j];
+                return Err(GgufError::OverlappingTensors {
+                    path: path.to_path_buf(),
+                    first: f.name.clone(),
+                    first_start: f.offset,
+                    first_end: end,
+                    second: t.name.clone(),
+                    second_start: t.offset,
+                    second_end: t.offset + t.n_bytes,
+                });
+            }
+        }
+        let end = t.offset + t.n_bytes;
+        if reach.map_or(true, |(_, e)| end > e) {
+            reach = Some((i, end));
+        }
+    }
+    Ok(())
 }
 
 /// The absolute start of a tensor's data, after checking that its `n_bytes` bytes lie inside a
