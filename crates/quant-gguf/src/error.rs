@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use quant_core::GgmlType;
 
-use crate::MetaType;
+use crate::{Escaped, MetaType};
 
 /// Errors from reading or writing a GGUF file.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,34 @@ pub enum GgufError {
         field: String,
         /// The byte found.
         byte: u8,
+    },
+
+    /// A metadata key that is empty or holds a control character (see
+    /// [`key_problem`](crate::key_problem)).
+    #[error("{}: metadata key #{index} `{}`: {reason}", path.display(), Escaped(key))]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// Its position among the metadata pairs, from 0.
+        index: u64,
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A tensor name longer than ggml allows or holding a control character (see
+    /// [`tensor_name_problem`](crate::tensor_name_problem)).
+    #[error("{}: tensor #{index} `{}`: {reason}", path.display(), Escaped(name))]
+    BadTensorName {
+        /// The file.
+        path: PathBuf,
+        /// Its position among the tensor infos, from 0.
+        index: u64,
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
     },
 
     /// The same metadata key appears twice.
@@ -410,7 +438,7 @@ pub enum GgufError {
     },
 
     /// Writer: a metadata value that cannot be written as given.
-    #[error("writer: metadata key `{key}`: {reason}")]
+    #[error("writer: metadata key `{}`: {reason}", Escaped(key))]
     WriterBadValue {
         /// The key.
         key: String,
@@ -419,7 +447,7 @@ pub enum GgufError {
     },
 
     /// Writer: a tensor whose shape, type or data is not valid.
-    #[error("writer: tensor `{tensor}`: {reason}")]
+    #[error("writer: tensor `{}`: {reason}", Escaped(tensor))]
     WriterBadTensor {
         /// The tensor.
         tensor: String,
@@ -459,6 +487,8 @@ impl GgufError {
             | NestingTooDeep { path, .. }
             | UnknownValueType { path, .. }
             | InvalidBool { path, .. }
+            | BadKey { path, .. }
+            | BadTensorName { path, .. }
             | DuplicateKey { path, .. }
             | DuplicateTensor { path, .. }
             | AlignmentNotU32 { path, .. }

@@ -404,6 +404,14 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
     let mut meta_index = HashMap::with_capacity(kv_count as usize);
     for i in 0..kv_count {
         let key = c.string(&|| format!("metadata key #{i}"))?;
+        if let Some(reason) = crate::key_problem(&key) {
+            return Err(GgufError::BadKey {
+                path: p(),
+                index: i,
+                key,
+                reason,
+            });
+        }
         let field = || key.clone();
         let ty = c.value_type(&field)?;
         let value = c.value(ty, 0, buf.len() as u64, &field)?;
@@ -439,6 +447,14 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
     let mut names = HashSet::with_capacity(tensor_count as usize);
     for i in 0..tensor_count {
         let name = c.string(&|| format!("tensor #{i} name"))?;
+        if let Some(reason) = crate::tensor_name_problem(&name) {
+            return Err(GgufError::BadTensorName {
+                path: p(),
+                index: i,
+                name,
+                reason,
+            });
+        }
         let field = |what: &str| format!("tensor `{name}` {what}");
         let n_dims = c.u32(&|| field("n_dims"))?;
         if n_dims == 0 || n_dims as usize > MAX_DIMS {

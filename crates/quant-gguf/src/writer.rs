@@ -84,12 +84,16 @@ impl<'a> GgufWriter<'a> {
         self.alignment
     }
 
-    /// Adds a metadata pair. Errors on a duplicate key, an array whose elements do not all have
+    /// Adds a metadata pair. Errors on a key the reader refuses ([`key_problem`](crate::key_problem):
+    /// empty, or holding a control character), a duplicate key, an array whose elements do not all have
     /// its element type, arrays nested deeper than [`MAX_ARRAY_DEPTH`], and a
     /// `general.alignment` that is not a non-zero power-of-two `u32` (a valid one sets the
     /// alignment, as [`set_alignment`](Self::set_alignment) does).
     pub fn add_metadata(&mut self, key: impl Into<String>, v: MetaValue) -> Result<(), GgufError> {
         let key = key.into();
+        if let Some(reason) = crate::key_problem(&key) {
+            return Err(GgufError::WriterBadValue { key, reason });
+        }
         if self.keys.contains(&key) {
             return Err(GgufError::WriterDuplicateKey { key });
         }
@@ -113,7 +117,9 @@ impl<'a> GgufWriter<'a> {
         Ok(())
     }
 
-    /// Adds a tensor. `dims` are in ggml order (innermost first). Errors on a duplicate name, a
+    /// Adds a tensor. `dims` are in ggml order (innermost first). Errors on a name the reader
+    /// refuses ([`tensor_name_problem`](crate::tensor_name_problem): over 63 bytes, or holding a
+    /// control character), a duplicate name, a
     /// shape or type the reader would reject, and data whose length is not exactly the
     /// tensor's size.
     pub fn add_tensor(
@@ -147,6 +153,12 @@ impl<'a> GgufWriter<'a> {
         ty: GgmlType,
         data: Option<Cow<'a, [u8]>>,
     ) -> Result<u64, GgufError> {
+        if let Some(reason) = crate::tensor_name_problem(&name) {
+            return Err(GgufError::WriterBadTensor {
+                tensor: name,
+                reason,
+            });
+        }
         if self.names.contains(&name) {
             return Err(GgufError::WriterDuplicateTensor { tensor: name });
         }

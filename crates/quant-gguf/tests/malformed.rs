@@ -688,3 +688,80 @@ fn writer_layouts_never_overlap() {
         assert_eq!(f.tensors().len(), 5);
     }
 }
+
+/// Issue 12, fault 3: keys and tensor names that are not what they seem. An empty key, a key or
+/// tensor name holding NUL or another control character (a C reader comparing with `strcmp`
+/// reads `general.alignment\0x` as the alignment; `w` and `w\0` print alike), and a tensor name
+/// longer than ggml's 63 bytes are refused, naming the field, its index and the character.
+#[test]
+fn bad_keys_and_tensor_names_are_refused() {
+    let bad_keys: [(&[u8], &str); 6] = [
+        (b"", "empty"),
+        (b"general.alignment\0", "U+0000"),
+        (b"a\x1b]0;pwned\x07", "U+001B"),
+        (b"line\nbreak", "U+000A"),
+        (b"del\x7f", "U+007F"),
+        ("c1\u{9b}2J".as_bytes(), "U+009B"),
+    ];
+    for (key, why) in bad_keys {
+        let mut b = B::header(3, 0, 2);
+        b.kv_u32("general.name.ok", 1);
+        b.str(key).u32(MetaType::U32.id()).u32(64);
+        let e = b.err();
+        assert!(
+            matches!(e, GgufError::BadKey { index: 1, .. }),
+            "{key:?}: {e}"
+        );
+        names(&e, &["metadata key #1", why]);
+        // The message holds no control character itself.
+        assert!(!e.to_string().chars().any(char::is_control), "{e:?}");
+    }
+    let long = "n".repeat(64);
+    let bad_names: [(&str, &str); 4] = [
+        ("w\0", "U+0000"),
+        ("w\x1b[2J", "U+001B"),
+        ("w\r", "U+000D"),
+        (&long, "64 bytes"),
+    ];
+    for (name, why) in bad_names {
+        let mut b = B::header(3, 2, 0);
+        b.tensor("w", &[8], 0, 0)
+            .tensor(name, &[8], 0, 32)
+            .pad(32)
+            .zeros(64);
+        let e = b.err();
+        assert!(
+            matches!(e, GgufError::BadTensorName { index: 1, .. }),
+            "{name:?}: {e}"
+        );
+        names(&e, &["tensor #1", why]);
+        assert!(!e.to_string().chars().any(char::is_control), "{e:?}");
+    }
+    // 63 bytes is ggml's longest name (GGML_MAX_NAME is 64 with the NUL), and opens; so do
+    // non-ASCII names and keys.
+    let mut b = B::header(3, 1, 1);
+    b.kv_u32("général.clé", 1)
+        .tensor(&"n".repeat(63), &[8], 0, 0)
+        .pad(32)
+        .zeros(32);
+    b.open().unwrap();
+}
+
+/// The writer refuses what the reader would: bad keys and tensor names never reach a file.
+#[test]
+fn the_writer_refuses_bad_keys_and_names() {
+    let mut w = quant_gguf::GgufWriter::new();
+    for key in ["", "a\0", "b\x1b"] {
+        let e = w.add_metadata(key, MetaValue::U8(1)).unwrap_err();
+        assert!(matches!(e, GgufError::WriterBadValue { .. }), "{e}");
+        assert!(!e.to_string().chars().any(char::is_control), "{e:?}");
+    }
+    for name in ["t\0", "t\u{85}", &"x".repeat(64)] {
+        let e = w
+            .add_tensor(name, &[8], GgmlType::F32, vec![0; 32].into())
+            .unwrap_err();
+        assert!(matches!(e, GgufError::WriterBadTensor { .. }), "{e}");
+    }
+    assert!(quant_gguf::key_problem("general.name").is_none());
+    assert!(quant_gguf::tensor_name_problem(&"x".repeat(63)).is_none());
+}
