@@ -206,10 +206,10 @@ QF_DEVICE void qf_stage(qf_v16* dst, const uint8_t* __restrict__ src, uint32_t b
     for (uint32_t i = nvec * 16u + threadIdx.x; i < bytes; i += blockDim.x) d8[i] = src[i];
 }
 
-// Little-endian u32 from two u16 halves of shared memory at an even byte offset.
-QF_DEVICE uint32_t qf_ld_u32_even(const uint16_t* s16, uint32_t byte_off) {
-    const uint32_t i = byte_off >> 1;
-    return (uint32_t)s16[i] | ((uint32_t)s16[i + 1] << 16);
+
+// Bits 0..3 of `h`, each moved to bit 4 of its own byte (the fifth bit of four 5-bit quants).
+QF_DEVICE uint32_t qf_bits_to_bit4(uint32_t h) {
+    return ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
 }
 
 QF_DEVICE uint64_t qf_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
@@ -217,13 +217,13 @@ QF_DEVICE uint64_t qf_min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 // Little-endian u32 / u16 at any byte offset of 16-byte aligned shared memory: two aligned
 // 32-bit loads and a funnel shift (no byte loads, no misaligned access on either vendor).
 QF_DEVICE uint32_t qf_ld_u32(const uint8_t* s8, uint32_t off) {
+    // Branch-free, so that the compiler can merge equal loads of neighbouring decode calls; the
+    // word after the last one may be read (the skeleton's stage has a spare vector).
     const uint32_t* s32 = (const uint32_t*)s8;
-    const uint32_t i = off >> 2, sh = (off & 3u) * 8u;
-    const uint32_t lo = s32[i];
-    if (sh == 0u) return lo;
-    return (lo >> sh) | (s32[i + 1u] << (32u - sh));
-}
-QF_DEVICE uint32_t qf_ld_u16(const uint8_t* s8, uint32_t off) {
+    const uint32_t i = off >> 2;
+    const uint64_t pair = ((uint64_t)s32[i + 1u] << 32) | s32[i];  // one funnel shift
+    return (uint32_t)(pair >> ((off & 3u) * 8u));
+}QF_DEVICE uint32_t qf_ld_u16(const uint8_t* s8, uint32_t off) {
     return qf_ld_u32(s8, off & ~1u) >> ((off & 1u) * 8u) & 0xFFFFu;
 }
 // The f16 at any even byte offset, as f32 (exact).
@@ -270,17 +270,51 @@ QF_DEVICE auto qf_init(int) -> decltype(F::init(), void()) {
 template <class F>
 QF_DEVICE void qf_init(long) {}
 
+// Optional runs: a format whose values come in R runs of S values that share their bytes (the
+// low and high nibbles of the same quant bytes, the four 2-bit fields of a byte...) declares
+//     static constexpr uint32_t R = ..., S = ...;   // powers of two; R * S divides QK; S >= 8
+//     template <uint32_t E>
+//     QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+//                                       uint32_t j0, float (*v)[8]);
+// where decode_runs fills v[r][0 .. E) with the values j0 + r * S ... (E = 4 or 8 consecutive
+// values of each run; j0 = c * R * S + l, l a multiple of E below S), reading each shared byte
+// once. Each thread then produces R vectors per unit, and neighbouring threads still write
+// neighbouring vectors of each run. Without R and S a unit is E consecutive values (decode4).
+template <class F, class = void>
+struct qf_runs_of {
+    static constexpr uint32_t R = 1u, S = F::QK;
+    template <uint32_t E>
+    QF_DEVICE static void decode(const uint8_t* s8, uint32_t base, const float* p, uint32_t j0,
+                                 float (*v)[8]) {
+        F::decode4(s8, base, p, j0, v[0]);
+        if (E == 8u) F::decode4(s8, base, p, j0 + 4u, v[0] + 4);
+    }
+};
+template <class F>
+struct qf_runs_of<F, decltype((void)F::R, (void)F::S, void())> {
+    static constexpr uint32_t R = F::R, S = F::S;
+    template <uint32_t E>
+    QF_DEVICE static void decode(const uint8_t* s8, uint32_t base, const float* p, uint32_t j0,
+                                 float (*v)[8]) {
+        F::template decode_runs<E>(s8, base, p, j0, v);
+    }
+};
+
 template <class F, int OUT>
 QF_DEVICE void qf_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ dst,
                           uint64_t n_blocks) {
     static_assert((F::BPG * F::BB) % 16u == 0u, "a group's bytes must be whole 16-byte vectors");
     static_assert(F::QK % 8u == 0u, "a block must fill whole output vectors");
-    __shared__ qf_v16 stage[F::BPG * F::BB / 16u];
+    __shared__ qf_v16 stage[F::BPG * F::BB / 16u + 1u];  // + 1: qf_ld_u32 may read a word past
     constexpr uint32_t NP1 = F::NP > 0u ? F::NP : 1u;  // pre-pass slots per block, at least 1
     __shared__ float pre[F::BPG * NP1];
     const uint8_t* s8 = (const uint8_t*)stage;
-    const uint32_t E = QF_PER_VEC(OUT);   // values per 16-byte vector
+    constexpr uint32_t E = QF_PER_VEC(OUT);  // values per 16-byte vector
     const uint32_t VPB = F::QK / E;       // vectors per block
+    constexpr uint32_t R = qf_runs_of<F>::R, S = qf_runs_of<F>::S;
+    static_assert(F::QK % (R * S) == 0u && S % 8u == 0u && (S & (S - 1u)) == 0u &&
+                      (R & (R - 1u)) == 0u,
+                  "runs: R and S powers of two, S a multiple of 8, R * S dividing QK");
     const uint64_t n_groups = (n_blocks + F::BPG - 1u) / F::BPG;
     qf_init<F>(0);
 
@@ -296,15 +330,20 @@ QF_DEVICE void qf_dequant(const uint8_t* __restrict__ src, qf_v16* __restrict__ 
             __syncthreads();
         }
         qf_v16* __restrict__ out = dst + first * VPB;
-        const uint32_t units = nb * VPB;
+        // A unit: the E values at offset l of each of the R runs of chunk c of a block.
+        const uint32_t UPC = S / E;                 // units per chunk (a power of two)
+        const uint32_t UPB = F::QK / (R * S) * UPC;  // units per block
+        const uint32_t units = nb * UPB;
         for (uint32_t u = threadIdx.x; u < units; u += blockDim.x) {
-            const uint32_t blk = u / VPB;
-            const uint32_t j = (u % VPB) * E;
+            const uint32_t blk = u / UPB;
+            const uint32_t q = u % UPB;
+            // j0 = c * R * S + l (R * S and S are powers of two: the bits are disjoint).
+            const uint32_t j0 = ((q / UPC) * (R * S)) | ((q % UPC) * E);
             const float* p = pre + blk * NP1;
-            float v[8];
-            F::decode4(s8, blk * F::BB, p, j, v);
-            if (E == 8u) F::decode4(s8, blk * F::BB, p, j + 4u, v + 4);
-            out[u] = qf_pack<OUT>(v);
+            float v[R][8];
+            qf_runs_of<F>::template decode<E>(s8, blk * F::BB, p, j0, v);
+#pragma unroll
+            for (uint32_t r = 0; r < R; ++r) out[blk * VPB + (j0 | (r * S)) / E] = qf_pack<OUT>(v[r]);
         }
         __syncthreads();
     }

@@ -28,19 +28,29 @@ struct q2_k_block {
         if ((k & 1u) == 0u) return QF_MUL(qf_ld_f16(s8, base + 80u), (float)(sc & 0xFu));
         return QF_MUL(qf_ld_f16(s8, base + 82u), (float)(sc >> 4));
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
-        const uint32_t s = j >> 4;               // sub-block
-        const uint32_t n = j >> 7;               // half
-        const uint32_t k = (j & 127u) >> 5;      // 2-bit field of the byte
-        const uint32_t l = j & 31u;              // byte within the half
-        const float dl = p[2u * s], ml = p[2u * s + 1u];
-        const uint32_t q = (qf_ld_u32(s8, base + 16u + 32u * n + l) >> (2u * k)) & 0x03030303u;
-        // ggml: dl * q - ml
-        v[0] = QF_SUB(QF_MUL(dl, qf_magic_minus<0u>(qf_magic_byte<0u>(q))), ml);
-        v[1] = QF_SUB(QF_MUL(dl, qf_magic_minus<0u>(qf_magic_byte<1u>(q))), ml);
-        v[2] = QF_SUB(QF_MUL(dl, qf_magic_minus<0u>(qf_magic_byte<2u>(q))), ml);
-        v[3] = QF_SUB(QF_MUL(dl, qf_magic_minus<0u>(qf_magic_byte<3u>(q))), ml);
+    // Runs: in half n, values 128n + 32r + l (r = 0..3) are the four 2-bit fields of
+    // qs[32n + l]; a unit reads E bytes of qs once and decodes all four.
+    static constexpr uint32_t R = 4u, S = 32u;
+    template <uint32_t E>
+    QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+                                      uint32_t j0, float (*v)[8]) {
+        const uint32_t n = j0 / 128u;
+        const uint32_t l = j0 % 32u;
+#pragma unroll
+        for (uint32_t w = 0; w < E / 4u; ++w) {
+            const uint32_t b = qf_ld_u32(s8, base + 16u + 32u * n + l + 4u * w);
+#pragma unroll
+            for (uint32_t r = 0; r < 4u; ++r) {
+                const uint32_t q = (b >> (2u * r)) & 0x03030303u;
+                const uint32_t s = 8u * n + 2u * r + l / 16u;  // sub-block of 16
+                const float dl = p[2u * s], ml = p[2u * s + 1u];
+                // ggml: dl * q - ml
+                v[r][4u * w + 0u] = QF_SUB(QF_MUL(dl, qf_magic_minus<0u>(qf_magic_byte<0u>(q))), ml);
+                v[r][4u * w + 1u] = QF_SUB(QF_MUL(dl, qf_magic_minus<0u>(qf_magic_byte<1u>(q))), ml);
+                v[r][4u * w + 2u] = QF_SUB(QF_MUL(dl, qf_magic_minus<0u>(qf_magic_byte<2u>(q))), ml);
+                v[r][4u * w + 3u] = QF_SUB(QF_MUL(dl, qf_magic_minus<0u>(qf_magic_byte<3u>(q))), ml);
+            }
+        }
     }
 };
 

@@ -34,20 +34,32 @@ struct q3_k_block {
                              (((hi >> (8u * (k & 3u) + 2u * (k >> 2))) & 3u) << 4);
         return QF_MUL(qf_ld_f16(s8, base + 108u), (float)((int32_t)raw - 32));
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
-        const uint32_t n = j >> 7;               // half
-        const uint32_t k = (j & 127u) >> 5;      // 2-bit field of the qs byte
-        const uint32_t l = j & 31u;              // byte within the half / of hmask
-        const float dl = p[j >> 4];
-        const uint32_t low = (qf_ld_u32(s8, base + 32u + 32u * n + l) >> (2u * k)) & 0x03030303u;
-        const uint32_t high = (qf_ld_u32(s8, base + l) >> (j >> 5)) & 0x01010101u;
-        const uint32_t q = low | (high << 2);    // quant + 4, per byte
-        // ggml: dl * (low - (high ? 0 : 4))
-        v[0] = QF_MUL(dl, qf_magic_minus<4u>(qf_magic_byte<0u>(q)));
-        v[1] = QF_MUL(dl, qf_magic_minus<4u>(qf_magic_byte<1u>(q)));
-        v[2] = QF_MUL(dl, qf_magic_minus<4u>(qf_magic_byte<2u>(q)));
-        v[3] = QF_MUL(dl, qf_magic_minus<4u>(qf_magic_byte<3u>(q)));
+    // Runs: in half n, values 128n + 32r + l (r = 0..3) are the four 2-bit fields of
+    // qs[32n + l] with bits 4n + r of hmask[l]; a unit reads E bytes of qs and of hmask once and
+    // decodes all four.
+    static constexpr uint32_t R = 4u, S = 32u;
+    template <uint32_t E>
+    QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+                                      uint32_t j0, float (*v)[8]) {
+        const uint32_t n = j0 / 128u;
+        const uint32_t l = j0 % 32u;
+#pragma unroll
+        for (uint32_t w = 0; w < E / 4u; ++w) {
+            const uint32_t b = qf_ld_u32(s8, base + 32u + 32u * n + l + 4u * w);
+            const uint32_t hm = qf_ld_u32(s8, base + l + 4u * w);
+#pragma unroll
+            for (uint32_t r = 0; r < 4u; ++r) {
+                const uint32_t low = (b >> (2u * r)) & 0x03030303u;
+                const uint32_t high = (hm >> (4u * n + r)) & 0x01010101u;
+                const uint32_t q = low | (high << 2);  // quant + 4, per byte
+                const float dl = p[8u * n + 2u * r + l / 16u];
+                // ggml: dl * (low - (high ? 0 : 4))
+                v[r][4u * w + 0u] = QF_MUL(dl, qf_magic_minus<4u>(qf_magic_byte<0u>(q)));
+                v[r][4u * w + 1u] = QF_MUL(dl, qf_magic_minus<4u>(qf_magic_byte<1u>(q)));
+                v[r][4u * w + 2u] = QF_MUL(dl, qf_magic_minus<4u>(qf_magic_byte<2u>(q)));
+                v[r][4u * w + 3u] = QF_MUL(dl, qf_magic_minus<4u>(qf_magic_byte<3u>(q)));
+            }
+        }
     }
 };
 

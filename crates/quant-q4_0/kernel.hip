@@ -19,15 +19,26 @@ struct q4_0_block {
     QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t) {
         return qf_ld_f16(s8, base);
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
+    // Runs: values l and l + 16 are the low and high nibbles of qs[l]; a unit reads E bytes
+    // of qs once and decodes both.
+    static constexpr uint32_t R = 2u, S = 16u;
+    template <uint32_t E>
+    QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+                                      uint32_t j0, float (*v)[8]) {
         const float d = p[0];
-        // Values 0..15 are the low nibbles of qs[0..15], values 16..31 their high nibbles.
-        const uint32_t q = (qf_ld_u32(s8, base + 2u + (j % 16u)) >> ((j / 16u) * 4u)) & 0x0F0F0F0Fu;
-        v[0] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<0u>(q)), d);
-        v[1] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<1u>(q)), d);
-        v[2] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<2u>(q)), d);
-        v[3] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<3u>(q)), d);
+#pragma unroll
+        for (uint32_t w = 0; w < E / 4u; ++w) {
+            const uint32_t b = qf_ld_u32(s8, base + 2u + j0 + 4u * w);
+#pragma unroll
+            for (uint32_t r = 0; r < 2u; ++r) {
+                const uint32_t q = (b >> (4u * r)) & 0x0F0F0F0Fu;
+                // ggml: (float)(q - 8) * d
+                v[r][4u * w + 0u] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<0u>(q)), d);
+                v[r][4u * w + 1u] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<1u>(q)), d);
+                v[r][4u * w + 2u] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<2u>(q)), d);
+                v[r][4u * w + 3u] = QF_MUL(qf_magic_minus<8u>(qf_magic_byte<3u>(q)), d);
+            }
+        }
     }
 };
 

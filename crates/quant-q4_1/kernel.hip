@@ -20,18 +20,27 @@ struct q4_1_block {
     QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k) {
         return qf_ld_f16(s8, base + 2u * k);
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
+    // Runs: values l and l + 16 are the low and high nibbles of qs[l]; a unit reads E bytes
+    // of qs once and decodes both.
+    static constexpr uint32_t R = 2u, S = 16u;
+    template <uint32_t E>
+    QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+                                      uint32_t j0, float (*v)[8]) {
         const float d = p[0];
         const float m = p[1];
-        // Values j..j+3 are the low nibbles of qs[j..j+3] (j < 16) or the high nibbles of
-        // qs[j-16..j-13] (j >= 16): one four-byte load, one shift, one mask.
-        const uint32_t w = qf_ld_u32(s8, base + 4u + (j & 15u));
-        const uint32_t q = (w >> (j & 16u ? 4u : 0u)) & 0x0F0F0F0Fu;
-        v[0] = QF_ADD(QF_MUL(qf_magic_minus<0u>(qf_magic_byte<0u>(q)), d), m);
-        v[1] = QF_ADD(QF_MUL(qf_magic_minus<0u>(qf_magic_byte<1u>(q)), d), m);
-        v[2] = QF_ADD(QF_MUL(qf_magic_minus<0u>(qf_magic_byte<2u>(q)), d), m);
-        v[3] = QF_ADD(QF_MUL(qf_magic_minus<0u>(qf_magic_byte<3u>(q)), d), m);
+#pragma unroll
+        for (uint32_t w = 0; w < E / 4u; ++w) {
+            const uint32_t b = qf_ld_u32(s8, base + 4u + j0 + 4u * w);
+#pragma unroll
+            for (uint32_t r = 0; r < 2u; ++r) {
+                const uint32_t q = (b >> (4u * r)) & 0x0F0F0F0Fu;
+                // ggml: x * d + m
+                v[r][4u * w + 0u] = QF_ADD(QF_MUL(qf_magic_minus<0u>(qf_magic_byte<0u>(q)), d), m);
+                v[r][4u * w + 1u] = QF_ADD(QF_MUL(qf_magic_minus<0u>(qf_magic_byte<1u>(q)), d), m);
+                v[r][4u * w + 2u] = QF_ADD(QF_MUL(qf_magic_minus<0u>(qf_magic_byte<2u>(q)), d), m);
+                v[r][4u * w + 3u] = QF_ADD(QF_MUL(qf_magic_minus<0u>(qf_magic_byte<3u>(q)), d), m);
+            }
+        }
     }
 };
 

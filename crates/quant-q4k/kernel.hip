@@ -35,18 +35,28 @@ struct q4_k_block {
         return (k % 2u == 0u) ? QF_MUL(qf_ld_f16(s8, base), (float)s)
                               : QF_MUL(qf_ld_f16(s8, base + 2u), (float)m);
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
-        const uint32_t sub = j / 32u;  // 2c for the low nibbles of chunk c, 2c + 1 the high
-        const uint32_t q =
-            (qf_ld_u32(s8, base + 16u + 32u * (j / 64u) + (j % 32u)) >> ((sub % 2u) * 4u)) &
-            0x0F0F0F0Fu;
-        const float d1 = p[2u * sub], m1 = p[2u * sub + 1u];
-        // ggml: d1 * q - m1
-        v[0] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(q))), m1);
-        v[1] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(q))), m1);
-        v[2] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(q))), m1);
-        v[3] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(q))), m1);
+    // Runs: in chunk c of 64 values, l and l + 32 are the low and high nibbles of
+    // qs[32c + l]; a unit reads E bytes of qs once and decodes both (sub-blocks 2c and 2c + 1).
+    static constexpr uint32_t R = 2u, S = 32u;
+    template <uint32_t E>
+    QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+                                      uint32_t j0, float (*v)[8]) {
+        const uint32_t c = j0 / 64u;
+        const uint32_t l = j0 % 32u;
+#pragma unroll
+        for (uint32_t w = 0; w < E / 4u; ++w) {
+            const uint32_t b = qf_ld_u32(s8, base + 16u + 32u * c + l + 4u * w);
+#pragma unroll
+            for (uint32_t r = 0; r < 2u; ++r) {
+                const uint32_t q = (b >> (4u * r)) & 0x0F0F0F0Fu;
+                const float d1 = p[2u * (2u * c + r)], m1 = p[2u * (2u * c + r) + 1u];
+                // ggml: d1 * q - m1
+                v[r][4u * w + 0u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(q))), m1);
+                v[r][4u * w + 1u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(q))), m1);
+                v[r][4u * w + 2u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(q))), m1);
+                v[r][4u * w + 3u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(q))), m1);
+            }
+        }
     }
 };
 

@@ -21,22 +21,29 @@ struct q5_0_block {
     QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t) {
         return qf_ld_f16(s8, base);
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
+    // Runs: values l and l + 16 are the low and high nibbles of qs[l] with bits l and l + 16 of
+    // qh; a unit reads E bytes of qs and qh once and decodes both.
+    static constexpr uint32_t R = 2u, S = 16u;
+    template <uint32_t E>
+    QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+                                      uint32_t j0, float (*v)[8]) {
         const float d = p[0];
-        // Low four bits of values j..j+3: the low nibbles of qs[j..j+3] (j < 16) or the high
-        // nibbles of qs[j-16..j-13] (j >= 16).
-        const uint32_t w = qf_ld_u32(s8, base + 6u + (j & 15u));
-        const uint32_t lo = (w >> (j & 16u ? 4u : 0u)) & 0x0F0F0F0Fu;
-        // Fifth bits: bits j..j+3 of qh, each moved to bit 4 of its byte.
-        const uint32_t h = qf_ld_u32(s8, base + 2u) >> j;
-        const uint32_t hi = ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) |
-                            ((h & 8u) << 25);
-        const uint32_t q = lo | hi;  // four bytes, each 0..31
-        v[0] = QF_MUL(qf_magic_minus<16u>(qf_magic_byte<0u>(q)), d);
-        v[1] = QF_MUL(qf_magic_minus<16u>(qf_magic_byte<1u>(q)), d);
-        v[2] = QF_MUL(qf_magic_minus<16u>(qf_magic_byte<2u>(q)), d);
-        v[3] = QF_MUL(qf_magic_minus<16u>(qf_magic_byte<3u>(q)), d);
+        const uint32_t qh = qf_ld_u32(s8, base + 2u);
+#pragma unroll
+        for (uint32_t w = 0; w < E / 4u; ++w) {
+            const uint32_t b = qf_ld_u32(s8, base + 6u + j0 + 4u * w);
+#pragma unroll
+            for (uint32_t r = 0; r < 2u; ++r) {
+                // Low four bits from the nibbles, the fifth from qh (bit e of qh for value e).
+                const uint32_t q = ((b >> (4u * r)) & 0x0F0F0F0Fu) |
+                                   qf_bits_to_bit4(qh >> (j0 + 4u * w + 16u * r));
+                // ggml: (float)(q - 16) * d
+                v[r][4u * w + 0u] = QF_MUL(qf_magic_minus<16u>(qf_magic_byte<0u>(q)), d);
+                v[r][4u * w + 1u] = QF_MUL(qf_magic_minus<16u>(qf_magic_byte<1u>(q)), d);
+                v[r][4u * w + 2u] = QF_MUL(qf_magic_minus<16u>(qf_magic_byte<2u>(q)), d);
+                v[r][4u * w + 3u] = QF_MUL(qf_magic_minus<16u>(qf_magic_byte<3u>(q)), d);
+            }
+        }
     }
 };
 

@@ -36,21 +36,32 @@ struct q5_k_block {
                    : ((uint32_t)(s8[sb + j + 4u] >> 4) | ((uint32_t)(s8[sb + j] >> 6) << 4));
         return QF_MUL(qf_ld_f16(s8, base + 2u), (float)v);
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
-        const uint32_t s = j >> 5;        // sub-block, 0..7
-        const uint32_t g = j >> 6;        // group of 64, 0..3
-        const uint32_t l = j & 31u;       // 0..31, a multiple of 4
-        const float d1 = p[2u * s], m1 = p[2u * s + 1u];
-        const uint32_t ql = qf_ld_u32(s8, base + 48u + 32u * g + l);
-        const uint32_t qh = qf_ld_u32(s8, base + 16u + l);
-        // Low nibbles for even s, high for odd s; bit s of each qh byte moved to bit 4.
-        const uint32_t q = ((ql >> (4u * (s & 1u))) & 0x0F0F0F0Fu) | (((qh >> s) & 0x01010101u) << 4);
-        // ggml: d1 * q - m1
-        v[0] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(q))), m1);
-        v[1] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(q))), m1);
-        v[2] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(q))), m1);
-        v[3] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(q))), m1);
+    // Runs: in chunk c of 64 values, l and l + 32 are the low and high nibbles of
+    // qs[32c + l] with bits 2c and 2c + 1 of qh[l]; a unit reads E bytes of qs and of qh once
+    // and decodes both (sub-blocks 2c and 2c + 1).
+    static constexpr uint32_t R = 2u, S = 32u;
+    template <uint32_t E>
+    QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+                                      uint32_t j0, float (*v)[8]) {
+        const uint32_t c = j0 / 64u;
+        const uint32_t l = j0 % 32u;
+#pragma unroll
+        for (uint32_t w = 0; w < E / 4u; ++w) {
+            const uint32_t ql = qf_ld_u32(s8, base + 48u + 32u * c + l + 4u * w);
+            const uint32_t qh = qf_ld_u32(s8, base + 16u + l + 4u * w);
+#pragma unroll
+            for (uint32_t r = 0; r < 2u; ++r) {
+                const uint32_t s = 2u * c + r;  // sub-block
+                // Low or high nibbles; bit s of each qh byte moved to bit 4.
+                const uint32_t q = ((ql >> (4u * r)) & 0x0F0F0F0Fu) | (((qh >> s) & 0x01010101u) << 4);
+                const float d1 = p[2u * s], m1 = p[2u * s + 1u];
+                // ggml: d1 * q - m1
+                v[r][4u * w + 0u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(q))), m1);
+                v[r][4u * w + 1u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(q))), m1);
+                v[r][4u * w + 2u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(q))), m1);
+                v[r][4u * w + 3u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(q))), m1);
+            }
+        }
     }
 };
 

@@ -8,7 +8,8 @@
 //     y[l + 64] from ql[64n + l]      high nibble, qh[32n + l] bits 4-5, scale 8n + l/16 + 4
 //     y[l + 96] from ql[64n + l + 32] high nibble, qh[32n + l] bits 6-7, scale 8n + l/16 + 6
 // with q = (nibble | bits << 4) - 32 and, as ggml computes it, y = (d * scale) * q, rounded
-// after each multiplication. The pre-pass computes d * scale of the 16 scales once.
+// after each multiplication. The pre-pass computes d * scale of the 16 scales once; a unit reads
+// ql[l], ql[l + 32] and qh[l] once and writes the four values they make (runs of 32).
 #include "qf_portability.h"
 
 #ifndef Q6_K_BPG  // overridable for tuning experiments (-DQ6_K_BPG=...)
@@ -23,21 +24,35 @@ struct q6_k_block {
     QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k) {
         return QF_MUL(qf_ld_f16(s8, base + 208u), (float)(int32_t)(int8_t)s8[base + 192u + k]);
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
-        const uint32_t n = j / 128u;          // half
-        const uint32_t k = (j % 128u) / 32u;  // quarter: which ql run, which nibble, which bits
-        const uint32_t l = j % 32u;
-        const uint32_t ql = qf_ld_u32(s8, base + 64u * n + 32u * (k % 2u) + l);
-        const uint32_t qh = qf_ld_u32(s8, base + 128u + 32u * n + l);
-        const uint32_t q = ((ql >> (4u * (k / 2u))) & 0x0F0F0F0Fu) |
-                           (((qh >> (2u * k)) & 0x03030303u) << 4);
-        const float ds = p[8u * n + l / 16u + 2u * k];
-        // ggml: (d * scale) * (q - 32)
-        v[0] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<0u>(q)));
-        v[1] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<1u>(q)));
-        v[2] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<2u>(q)));
-        v[3] = QF_MUL(ds, qf_magic_minus<32u>(qf_magic_byte<3u>(q)));
+    // Runs: in half n, the values l, l + 32, l + 64 and l + 96 share ql[l], ql[l + 32] and
+    // qh[l]; a unit decodes E consecutive l of all four (the vectors ggml's loop writes).
+    static constexpr uint32_t R = 4u, S = 32u;
+    template <uint32_t E>
+    QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
+                                      uint32_t j0, float (*v)[8]) {
+        const uint32_t n = j0 / 128u;  // half
+        const uint32_t l = j0 % 32u;
+        const float* ds = p + 8u * n + l / 16u;  // + 2 * run
+#pragma unroll
+        for (uint32_t w = 0; w < E / 4u; ++w) {
+            const uint32_t a = qf_ld_u32(s8, base + 64u * n + l + 4u * w);         // ql[l..]
+            const uint32_t b = qf_ld_u32(s8, base + 64u * n + 32u + l + 4u * w);   // ql[l+32..]
+            const uint32_t h = qf_ld_u32(s8, base + 128u + 32u * n + l + 4u * w);  // qh[l..]
+            const uint32_t q[4] = {
+                (a & 0x0F0F0F0Fu) | ((h & 0x03030303u) << 4),
+                (b & 0x0F0F0F0Fu) | ((h & 0x0C0C0C0Cu) << 2),
+                ((a >> 4) & 0x0F0F0F0Fu) | (h & 0x30303030u),
+                ((b >> 4) & 0x0F0F0F0Fu) | ((h >> 2) & 0x30303030u),
+            };
+#pragma unroll
+            for (uint32_t r = 0; r < 4u; ++r) {
+                // ggml: (d * scale) * (q - 32)
+                v[r][4u * w + 0u] = QF_MUL(ds[2u * r], qf_magic_minus<32u>(qf_magic_byte<0u>(q[r])));
+                v[r][4u * w + 1u] = QF_MUL(ds[2u * r], qf_magic_minus<32u>(qf_magic_byte<1u>(q[r])));
+                v[r][4u * w + 2u] = QF_MUL(ds[2u * r], qf_magic_minus<32u>(qf_magic_byte<2u>(q[r])));
+                v[r][4u * w + 3u] = QF_MUL(ds[2u * r], qf_magic_minus<32u>(qf_magic_byte<3u>(q[r])));
+            }
+        }
     }
 };
 
