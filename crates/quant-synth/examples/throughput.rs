@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let size: Size = args.first().map_or("7b", |s| s).parse()?;
     let mix: Mix = args.get(1).map_or("q4_k_m", |s| s).parse()?;
-    let p = plan(Arch::Llama, size, mix);
+    let p = plan(Arch::Llama, size, mix)?;
     let start = Instant::now();
     write_to(&p, std::io::sink(), 0, &mut |_| {}, "sink")?;
     let s = start.elapsed().as_secs_f64();

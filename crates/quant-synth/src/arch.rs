@@ -3,30 +3,80 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A model architecture. Each one is a [`Shape`] per [`Size`] and a tensor list built from it;
-/// only LLaMA exists so far.
+use crate::mix::Mix;
+
+/// [`Mix::ALL`] as a static, to hand out slices of it.
+static ALL_MIXES: [Mix; Mix::ALL.len()] = Mix::ALL;
+
+/// A model architecture. Each one is a [`Shape`] per [`Size`] it has, a tensor list built from
+/// the shape, and the [`Mix`]es it can be planned with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Arch {
-    /// LLaMA 1/2/3, CodeLlama (`general.architecture = "llama"`).
+    /// LLaMA 1/2/3, CodeLlama (`general.architecture = "llama"`): dense, every mix but `mxfp4`.
     Llama,
+    /// OpenAI's gpt-oss (`general.architecture = "gpt-oss"`, llama.cpp's `LLM_ARCH_OPENAI_MOE`):
+    /// a mixture of experts with attention sinks and biases, in the `mxfp4` mix only (MXFP4
+    /// experts, Q8_0 attention and embeddings, F32 the rest, as the released GGUF files).
+    GptOss,
 }
 
 impl Arch {
     /// Every architecture.
-    pub const ALL: [Arch; 1] = [Arch::Llama];
+    pub const ALL: [Arch; 2] = [Arch::Llama, Arch::GptOss];
 
     /// The name used on the command line and in `general.architecture`.
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
+            Arch::GptOss => "gpt-oss",
         }
     }
 
-    /// The hyper-parameters of a size preset.
-    pub fn shape(self, size: Size) -> Shape {
+    /// The size presets of the architecture, smallest first.
+    pub fn sizes(self) -> &'static [Size] {
         match self {
-            Arch::Llama => llama_shape(size),
+            Arch::Llama => &[
+                Size::TestTiny,
+                Size::B1,
+                Size::B3,
+                Size::B7,
+                Size::B8,
+                Size::B13,
+                Size::B34,
+                Size::B70,
+            ],
+            Arch::GptOss => &[Size::TestTiny, Size::B20, Size::B120],
         }
+    }
+
+    /// The mixes the architecture can be planned with, in `llama_ftype` order. A llama has no
+    /// expert tensors for `mxfp4` to quantize; gpt-oss is offered as its released files are.
+    pub fn mixes(self) -> &'static [Mix] {
+        match self {
+            // Every mix but the last, mxfp4.
+            Arch::Llama => &ALL_MIXES[..ALL_MIXES.len() - 1],
+            Arch::GptOss => &[Mix::MXFP4],
+        }
+    }
+
+    /// The mix used when none is asked for: `q4_k_m` for llama, `mxfp4` for gpt-oss.
+    pub fn default_mix(self) -> Mix {
+        match self {
+            Arch::Llama => Mix::Q4KM,
+            Arch::GptOss => Mix::MXFP4,
+        }
+    }
+
+    /// The hyper-parameters of a size preset, or `None` if the architecture has no such preset
+    /// (see [`Arch::sizes`]).
+    pub fn shape(self, size: Size) -> Option<Shape> {
+        if !self.sizes().contains(&size) {
+            return None;
+        }
+        Some(match self {
+            Arch::Llama => llama_shape(size),
+            Arch::GptOss => gpt_oss_shape(size),
+        })
     }
 }
 
@@ -42,11 +92,12 @@ impl FromStr for Arch {
         Arch::ALL
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown architecture '{s}': expected llama"))
+            .ok_or_else(|| format!("unknown architecture '{s}': expected llama or gpt-oss"))
     }
 }
 
-/// A size preset: `test-tiny` for tests, else a parameter count as model cards write it.
+/// A size preset: `test-tiny` for tests, else a parameter count as model cards write it. Each
+/// architecture has some of them ([`Arch::sizes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Size {
     /// A few hundred kB, with GQA, for tests.
@@ -61,26 +112,32 @@ pub enum Size {
     B8,
     /// 13B.
     B13,
+    /// 20B (gpt-oss-20b).
+    B20,
     /// 34B.
     B34,
     /// 70B.
     B70,
+    /// 120B (gpt-oss-120b).
+    B120,
 }
 
 impl Size {
-    /// Every preset, smallest first.
-    pub const ALL: [Size; 8] = [
+    /// Every preset of every architecture, smallest first ([`Arch::sizes`] has those of one).
+    pub const ALL: [Size; 10] = [
         Size::TestTiny,
         Size::B1,
         Size::B3,
         Size::B7,
         Size::B8,
         Size::B13,
+        Size::B20,
         Size::B34,
         Size::B70,
+        Size::B120,
     ];
 
-    /// The name used on the command line (`test-tiny`, `1b`, ..., `70b`).
+    /// The name used on the command line (`test-tiny`, `1b`, ..., `120b`).
     pub fn name(self) -> &'static str {
         match self {
             Size::TestTiny => "test-tiny",
@@ -91,6 +148,8 @@ impl Size {
             Size::B13 => "13b",
             Size::B34 => "34b",
             Size::B70 => "70b",
+            Size::B20 => "20b",
+            Size::B120 => "120b",
         }
     }
 }
@@ -127,8 +186,23 @@ pub struct Shape {
     pub n_head: u64,
     /// Key/value heads (fewer than `n_head` with grouped-query attention).
     pub n_head_kv: u64,
-    /// Feed-forward width (`feed_forward_length`).
+    /// Width of one attention head: `n_embd / n_head` for llama; gpt-oss's 64 heads of 64 span
+    /// 4096, not its `n_embd` of 2880.
+    pub n_embd_head: u64,
+    /// Feed-forward width (`feed_forward_length`); for a mixture of experts, that of one expert
+    /// (`expert_feed_forward_length`).
     pub n_ff: u64,
+    /// Experts per layer (0: a dense feed-forward network).
+    pub n_expert: u64,
+    /// Experts used per token (0 when dense).
+    pub n_expert_used: u64,
+    /// Sliding-window attention width of the layers that have it (0: none).
+    pub sliding_window: u64,
+    /// YaRN RoPE scaling factor (0: no RoPE scaling).
+    pub yarn_factor: f32,
+    /// The context length YaRN scales from (`rope.scaling.original_context_length`; 0 without
+    /// scaling).
+    pub yarn_original_ctx: u64,
     /// Vocabulary size (rows of `token_embd` and `output`).
     pub n_vocab: u64,
     /// Training context length.
@@ -142,9 +216,15 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// Width of one attention head.
+    /// Width of one attention head ([`Shape::n_embd_head`]).
     pub fn head_dim(&self) -> u64 {
-        self.n_embd / self.n_head
+        self.n_embd_head
+    }
+
+    /// Width of the query projection and of the attention output's input: `head_dim * n_head`
+    /// (`n_embd` for llama).
+    pub fn n_embd_q(&self) -> u64 {
+        self.head_dim() * self.n_head
     }
 
     /// Width of the K and V projections: `head_dim * n_head_kv`.
@@ -163,7 +243,13 @@ fn llama_shape(size: Size) -> Shape {
         n_layer,
         n_head,
         n_head_kv,
+        n_embd_head: n_embd / n_head,
         n_ff,
+        n_expert: 0,
+        n_expert_used: 0,
+        sliding_window: 0,
+        yarn_factor: 0.0,
+        yarn_original_ctx: 0,
         n_vocab,
         n_ctx,
         rms_eps: 1e-5,
@@ -193,6 +279,45 @@ fn llama_shape(size: Size) -> Shape {
             ..s("CodeLlama-34B", 8192, 48, 64, 8, 22016, 32000, 16384)
         },
         Size::B70 => s("Llama-2-70B", 8192, 80, 64, 8, 28672, 32000, 4096),
+        _ => unreachable!("{size} is not a llama preset (Arch::shape checks)"),
+    }
+}
+
+/// gpt-oss presets. Source: the models' `config.json` (hidden_size 2880, head_dim 64,
+/// num_attention_heads 64, num_key_value_heads 8, intermediate_size 2880, num_local_experts,
+/// experts_per_token 4, vocab_size 201088, sliding_window 128, rope_theta 150000, YaRN factor 32
+/// from 4096, max_position_embeddings 131072, rms_norm_eps 1e-5, untied embeddings), which the
+/// released GGUF's `gpt-oss.*` keys repeat. `test-tiny` keeps the traits that matter to a
+/// loader: rows a multiple of 32 but not of 256, `n_head * head_dim != n_embd`, several experts.
+fn gpt_oss_shape(size: Size) -> Shape {
+    let s = |source, n_embd, n_layer, n_head, n_head_kv, n_ff, n_expert, n_vocab| Shape {
+        source,
+        n_embd,
+        n_layer,
+        n_head,
+        n_head_kv,
+        n_embd_head: 64,
+        n_ff,
+        n_expert,
+        n_expert_used: 4,
+        sliding_window: 128,
+        yarn_factor: 32.0,
+        yarn_original_ctx: 4096,
+        n_vocab,
+        n_ctx: 131072,
+        rms_eps: 1e-5,
+        rope_freq_base: 150000.0,
+        tied_embeddings: false,
+    };
+    match size {
+        Size::TestTiny => Shape {
+            n_expert_used: 2,
+            n_ctx: 4096,
+            ..s("test-tiny", 160, 2, 4, 2, 160, 4, 512)
+        },
+        Size::B20 => s("gpt-oss-20b", 2880, 24, 64, 8, 2880, 32, 201088),
+        Size::B120 => s("gpt-oss-120b", 2880, 36, 64, 8, 2880, 128, 201088),
+        _ => unreachable!("{size} is not a gpt-oss preset (Arch::shape checks)"),
     }
 }
 
@@ -206,24 +331,70 @@ mod tests {
             assert_eq!(z.name().parse::<Size>().unwrap(), z);
         }
         assert_eq!("LLAMA".parse::<Arch>().unwrap(), Arch::Llama);
-        assert!("gpt2".parse::<Arch>().is_err());
+        assert_eq!("gpt-oss".parse::<Arch>().unwrap(), Arch::GptOss);
+        let e = "gpt2".parse::<Arch>().unwrap_err();
+        assert!(e.contains("gpt-oss"), "{e}");
         let e = "7B0".parse::<Size>().unwrap_err();
-        assert!(e.contains("70b"), "{e}");
+        assert!(e.contains("70b") && e.contains("120b"), "{e}");
+    }
+
+    #[test]
+    fn presets_and_mixes_per_arch() {
+        // Every size belongs to some architecture; the lists are in Size order (smallest first).
+        assert!(Size::ALL.windows(2).all(|w| w[0] < w[1]));
+        for z in Size::ALL {
+            assert!(Arch::ALL.iter().any(|a| a.sizes().contains(&z)), "{z}");
+        }
+        for a in Arch::ALL {
+            assert!(a.sizes().windows(2).all(|w| w[0] < w[1]), "{a}");
+            assert!(a.mixes().contains(&a.default_mix()), "{a}");
+            for &z in Size::ALL.iter() {
+                assert_eq!(a.shape(z).is_some(), a.sizes().contains(&z), "{a} {z}");
+            }
+        }
+        assert!(Arch::Llama.shape(Size::B20).is_none());
+        assert!(Arch::GptOss.shape(Size::B7).is_none());
+        assert_eq!(Arch::Llama.mixes().len(), Mix::ALL.len() - 1);
+        assert!(!Arch::Llama.mixes().contains(&Mix::MXFP4));
+        assert_eq!(Arch::GptOss.mixes(), [Mix::MXFP4]);
     }
 
     #[test]
     fn shapes_are_consistent() {
-        for z in Size::ALL {
-            let s = Arch::Llama.shape(z);
+        for a in Arch::ALL {
+            for &z in a.sizes() {
+                let s = a.shape(z).unwrap();
+                assert_eq!(s.n_head % s.n_head_kv, 0, "{a} {z}");
+                // Every row holds whole 32-element blocks (Q8_0, MXFP4).
+                for row in [s.n_embd, s.n_ff, s.n_embd_q()] {
+                    assert_eq!(row % 32, 0, "{a} {z}");
+                }
+                assert_eq!(s.n_expert == 0, s.n_expert_used == 0, "{a} {z}");
+                assert!(s.n_expert_used <= s.n_expert, "{a} {z}");
+            }
+        }
+        for &z in Arch::Llama.sizes() {
+            let s = Arch::Llama.shape(z).unwrap();
             assert_eq!(s.n_embd % s.n_head, 0, "{z}");
-            assert_eq!(s.n_head % s.n_head_kv, 0, "{z}");
+            assert_eq!(s.n_embd_q(), s.n_embd, "{z}");
             // Every row (n_embd or n_ff long) can be K-quantized: no fallback arises.
             assert_eq!(s.n_embd % 256, 0, "{z}");
             assert_eq!(s.n_ff % 256, 0, "{z}");
         }
-        let s = Arch::Llama.shape(Size::B70);
+        let s = Arch::Llama.shape(Size::B70).unwrap();
         assert_eq!((s.head_dim(), s.n_embd_kv()), (128, 1024));
-        let s = Arch::Llama.shape(Size::B7);
+        let s = Arch::Llama.shape(Size::B7).unwrap();
         assert_eq!(s.n_embd_kv(), 4096);
+        // gpt-oss-20b: 64 heads of 64 (4096 wide) over a 2880-wide stream, 8 KV heads.
+        let s = Arch::GptOss.shape(Size::B20).unwrap();
+        assert_eq!((s.n_embd, s.n_embd_q(), s.n_embd_kv()), (2880, 4096, 512));
+        assert_eq!((s.n_layer, s.n_expert, s.n_expert_used), (24, 32, 4));
+        assert_eq!((s.n_ff, s.n_vocab), (2880, 201088));
+        assert_ne!(s.n_embd % 256, 0);
+        let s = Arch::GptOss.shape(Size::B120).unwrap();
+        assert_eq!((s.n_layer, s.n_expert), (36, 128));
+        let s = Arch::GptOss.shape(Size::TestTiny).unwrap();
+        assert_ne!(s.n_embd_q(), s.n_embd);
+        assert_ne!(s.n_embd % 256, 0);
     }
 }

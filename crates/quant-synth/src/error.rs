@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use quant_core::GgmlType;
 
+use crate::Arch;
+
 /// Errors from writing a synthetic model.
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
@@ -24,9 +26,22 @@ pub enum SynthError {
     Gguf {
         /// The file being written.
         path: PathBuf,
-        /// The writer's error.
+        /// The writer's error (boxed: `GgufError` is large, and most results are `Ok`).
         #[source]
-        source: quant_gguf::GgufError,
+        source: Box<quant_gguf::GgufError>,
+    },
+
+    /// The architecture has no such size preset or mix ([`Arch::sizes`], [`Arch::mixes`]).
+    #[error("{arch} has no {what} '{name}': expected one of {expected}")]
+    NotOffered {
+        /// The architecture.
+        arch: Arch,
+        /// `"size"` or `"mix"`.
+        what: &'static str,
+        /// The size or mix asked for.
+        name: String,
+        /// Those the architecture has, comma-separated.
+        expected: String,
     },
 
     /// A tensor of a type [`supported_type`](crate::supported_type) rejects: a quantized type

@@ -4,9 +4,11 @@
 //! metadata, llama.cpp's per-tensor type mixes, and random quantized blocks whose scales are
 //! finite, so that every tensor dequantizes to finite values.
 //!
-//! * [`plan`] turns an [`Arch`], a [`Size`] preset and a [`Mix`] into a [`ModelPlan`]: every
-//!   tensor's name, shape (ggml order) and type, the metadata a llama loader expects, the total
-//!   size and the parameter count. Architectures are data ([`Shape`]), not code paths.
+//! * [`plan`] turns an [`Arch`] (llama, or the gpt-oss mixture of experts), a [`Size`] preset
+//!   and a [`Mix`] into a [`ModelPlan`]: every tensor's name, shape (ggml order) and type, the
+//!   metadata a loader of that architecture expects, the total size and the parameter count; a
+//!   size or mix the architecture does not have is refused ([`SynthError::NotOffered`]).
+//!   Architectures are data ([`Shape`]) and a tensor list each.
 //! * [`write()`] streams a plan to a GGUF file chunk by chunk (a few MB in memory whatever the
 //!   model size), generating the bytes in parallel with a fast xorshift generator.
 //! * [`fill_tensor_chunk`] makes a chunk of random data whose values are all finite. It holds no
@@ -20,7 +22,7 @@
 //! ```
 //! # use quant_q4k as _; use quant_q6k as _; // link the formats the mix needs
 //! use quant_synth::{plan, write, Arch, Mix, Size};
-//! let p = plan(Arch::Llama, Size::TestTiny, Mix::Q4KM);
+//! let p = plan(Arch::Llama, Size::TestTiny, Mix::Q4KM)?;
 //! assert_eq!(p.tensors.len(), 21);
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("tiny.gguf");

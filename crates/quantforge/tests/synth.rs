@@ -1,18 +1,22 @@
 //! `quantforge synth`: the written file opens, follows the mix rules, and loads with no
-//! fallback; every mix's file reads back and dequantizes to finite values through the registry
-//! that the facade fills.
+//! fallback; every architecture's every mix reads back and dequantizes to finite values through
+//! the registry that the facade fills (a mix some of whose formats are not registered yet is
+//! refused, naming the type).
 
 use std::process::{Command, Output};
 
-use quant_synth::{plan, supported_type, Arch, Mix, Size};
+use quant_synth::{plan, supported_type, Arch, Mix, Size, SynthError};
 use quantforge::core::cpu::{dequantize, CpuPath};
 use quantforge::core::GgmlType;
 use quantforge::gguf::{GgufFile, MetaValue};
 // Name every format crate so that the linker keeps it and its registry entry.
 use quantforge::{
-    quant_float as _, quant_q1_0 as _, quant_q2_0 as _, quant_q2k as _, quant_q3k as _,
-    quant_q4_0 as _, quant_q4_1 as _, quant_q4k as _, quant_q5_0 as _, quant_q5_1 as _,
-    quant_q5k as _, quant_q6k as _, quant_q8_0 as _,
+    quant_float as _, quant_iq1m as _, quant_iq1s as _, quant_iq2s as _, quant_iq2xs as _,
+    quant_iq2xxs as _, quant_iq3s as _, quant_iq3xxs as _, quant_iq4nl as _, quant_iq4xs as _,
+    quant_mxfp4 as _, quant_nvfp4 as _, quant_q1_0 as _, quant_q2_0 as _, quant_q2k as _,
+    quant_q3k as _, quant_q4_0 as _, quant_q4_1 as _, quant_q4k as _, quant_q5_0 as _,
+    quant_q5_1 as _, quant_q5k as _, quant_q6k as _, quant_q8_0 as _, quant_tq1_0 as _,
+    quant_tq2_0 as _,
 };
 
 /// The formats these tests rely on (complete format crates); the mixes that need others are
@@ -24,9 +28,16 @@ const REQUIRED: [GgmlType; 4] = [
     GgmlType::Q8_0,
 ];
 
+/// Every architecture with each of its mixes.
+fn arch_mixes() -> impl Iterator<Item = (Arch, Mix)> {
+    Arch::ALL
+        .into_iter()
+        .flat_map(|a| a.mixes().iter().map(move |&m| (a, m)))
+}
+
 /// Whether every tensor type of the mix's test-tiny plan has a linked format.
-fn mix_is_linked(mix: Mix) -> bool {
-    let p = plan(Arch::Llama, Size::TestTiny, mix);
+fn mix_is_linked(arch: Arch, mix: Mix) -> bool {
+    let p = plan(arch, Size::TestTiny, mix).unwrap();
     p.tensors.iter().all(|t| supported_type(t.ty))
 }
 
@@ -212,6 +223,10 @@ fn synth_help_lists_every_mix() {
     for mix in Mix::ALL {
         assert!(out.contains(mix.name()), "{mix}: {out}");
     }
+    for arch in Arch::ALL {
+        assert!(out.contains(arch.name()), "{arch}: {out}");
+    }
+    assert!(out.contains("120b"), "{out}");
     let o = qf(&[
         "synth",
         "--params",
@@ -223,39 +238,165 @@ fn synth_help_lists_every_mix() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("q3_k_l"), "{}", text(&o));
+    // A mix or size the architecture does not have: refused before anything is written.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.gguf");
+    let x = out.to_str().unwrap();
+    for (args, needle) in [
+        (
+            ["--arch", "llama", "--params", "7b", "--mix", "mxfp4"],
+            "iq1_m",
+        ),
+        (
+            ["--arch", "gpt-oss", "--params", "20b", "--mix", "q4_k_m"],
+            "mxfp4",
+        ),
+        (
+            ["--arch", "gpt-oss", "--params", "7b", "--mix", "mxfp4"],
+            "120b",
+        ),
+    ] {
+        let mut all = vec!["synth"];
+        all.extend(args);
+        all.extend(["-o", x]);
+        let o = qf(&all);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
+        assert!(!out.exists());
+    }
 }
 
-/// A test-tiny model of every mix: written by the library, read back with quant-gguf, each
-/// tensor of the planned type and shape, every value finite through the registry's checked CPU
-/// path; then the CLI writes the same file and `load` takes it with no fallback.
+#[test]
+fn synth_list_gpt_oss() {
+    let o = qf(&["synth", "--list", "--arch", "gpt-oss"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // The mix defaults to mxfp4 for gpt-oss; 20.91B parameters, 12.10 GB of tensor data.
+    for s in [
+        "mxfp4",
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+        "4/32",
+        "4/128",
+        "20.91B",
+        "12.10 GB",
+    ] {
+        assert!(out.contains(s), "{s}: {out}");
+    }
+    assert!(!out.contains("Llama-2-7B"), "{out}");
+}
+
+/// gpt-oss test-tiny in mxfp4 through the CLI (the mix is the default): expert tensors are 3-D
+/// MXFP4, the rest Q8_0 and F32, and the file loads without fallback. Until the MXFP4 format
+/// registers, the CLI refuses it, naming an expert tensor and the type.
+#[test]
+fn synth_gpt_oss_test_tiny() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpt-oss.gguf");
+    let p = path.to_str().unwrap();
+    let o = qf(&[
+        "synth",
+        "--arch",
+        "gpt-oss",
+        "--params",
+        "test-tiny",
+        "-o",
+        p,
+        "--quiet",
+    ]);
+    if !supported_type(GgmlType::MXFP4) {
+        assert!(!o.status.success());
+        let t = text(&o);
+        assert!(t.contains("ffn_gate_exps") && t.contains("MXFP4"), "{t}");
+        assert!(!path.exists());
+        eprintln!("MXFP4 not linked yet: refused as it should be");
+        return;
+    }
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("41 tensors") && out.contains("MXFP4 6") && out.contains("Q8_0 10"),
+        "{out}"
+    );
+    let f = GgufFile::open(&path).unwrap();
+    assert_eq!(
+        f.get("general.architecture"),
+        Some(&MetaValue::String("gpt-oss".into()))
+    );
+    assert_eq!(f.get("general.file_type"), Some(&MetaValue::U32(38)));
+    assert_eq!(f.get("gpt-oss.expert_count"), Some(&MetaValue::U32(4)));
+    let e = f.tensor("blk.1.ffn_down_exps.weight").unwrap();
+    assert_eq!(
+        (e.ty, e.dims.as_slice()),
+        (GgmlType::MXFP4, &[160, 160, 4][..])
+    );
+    let q = f.tensor("blk.0.attn_q.weight").unwrap();
+    assert_eq!((q.ty, q.dims.as_slice()), (GgmlType::Q8_0, &[160, 256][..]));
+    let sinks = f.tensor("blk.0.attn_sinks.weight").unwrap();
+    assert_eq!((sinks.ty, sinks.dims.as_slice()), (GgmlType::F32, &[4][..]));
+    let o = qf(&["load", "--device", "cpu", "--quiet", "--no-fallback", p]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("41 tensors") && t.contains("0 fallback(s)"),
+        "{t}"
+    );
+}
+
+/// A test-tiny model of every architecture's every mix: written by the library, read back with
+/// quant-gguf, each tensor of the planned type and shape, every value finite through the
+/// registry's checked CPU path; then the CLI writes the same file and `load` takes it with no
+/// fallback. A mix some of whose formats are not registered yet is refused, naming the tensor
+/// and the type, and nothing is written.
 #[test]
 fn every_mix_writes_reads_back_and_dequantizes_finite() {
     quantforge::core::registry().require(&REQUIRED).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut written = Vec::new();
-    for mix in Mix::ALL {
-        let p = plan(Arch::Llama, Size::TestTiny, mix);
-        let path = dir.path().join(format!("{mix}.gguf"));
-        if !mix_is_linked(mix) {
-            // Refused, naming a type, and nothing is left behind.
+    for (arch, mix) in arch_mixes() {
+        let p = plan(arch, Size::TestTiny, mix).unwrap();
+        let path = dir.path().join(format!("{arch}-{mix}.gguf"));
+        if !mix_is_linked(arch, mix) {
+            let missing = p.tensors.iter().find(|t| !supported_type(t.ty)).unwrap();
             let e = quant_synth::write(&p, &path, 1, &mut |_| {}).unwrap_err();
-            assert!(e.to_string().contains("cannot synthesize"), "{mix}: {e}");
+            assert!(
+                matches!(&e, SynthError::UnsupportedType { tensor, ty }
+                    if *tensor == missing.name && *ty == missing.ty),
+                "{arch} {mix}: {e}"
+            );
+            let msg = e.to_string();
+            assert!(
+                msg.contains("cannot synthesize") && msg.contains(&missing.ty.to_string()),
+                "{arch} {mix}: {msg}"
+            );
             assert!(!path.exists());
-            eprintln!("{mix}: not every format linked yet, refused as it should be");
+            eprintln!(
+                "{arch} {mix}: {} not linked yet, refused as it should be",
+                missing.ty
+            );
             continue;
         }
-        written.push(mix);
+        written.push((arch, mix));
         quant_synth::write(&p, &path, 1, &mut |_| {}).unwrap();
         let f = GgufFile::open(&path).unwrap();
         assert_eq!(
             f.get("general.file_type"),
             Some(&MetaValue::U32(mix.file_type())),
-            "{mix}"
+            "{arch} {mix}"
         );
-        assert_eq!(f.tensors().len(), p.tensors.len(), "{mix}");
+        assert_eq!(
+            f.get("general.architecture"),
+            Some(&MetaValue::String(arch.name().into()))
+        );
+        assert_eq!(f.tensors().len(), p.tensors.len(), "{arch} {mix}");
         for t in &p.tensors {
             let info = f.tensor(&t.name).unwrap();
-            assert_eq!((info.ty, &info.dims), (t.ty, &t.dims), "{mix} {}", t.name);
+            assert_eq!(
+                (info.ty, &info.dims),
+                (t.ty, &t.dims),
+                "{arch} {mix} {}",
+                t.name
+            );
             let format = quantforge::core::registry().get(t.ty).unwrap();
             let data = f.tensor_data(info).unwrap();
             let mut out = vec![0f32; t.n_elements as usize];
@@ -263,18 +404,20 @@ fn every_mix_writes_reads_back_and_dequantizes_finite() {
             let bad = out.iter().position(|x| !x.is_finite());
             assert!(
                 bad.is_none(),
-                "{mix} {}: element {bad:?} is {:?}",
+                "{arch} {mix} {}: element {bad:?} is {:?}",
                 t.name,
                 bad.map(|i| out[i])
             );
-            assert!(out.iter().any(|&x| x != out[0]), "{mix} {}", t.name);
+            assert!(out.iter().any(|&x| x != out[0]), "{arch} {mix} {}", t.name);
         }
 
         // The CLI writes the same bytes, and the loader takes them without fallback.
-        let cli = dir.path().join(format!("{mix}-cli.gguf"));
+        let cli = dir.path().join(format!("{arch}-{mix}-cli.gguf"));
         let c = cli.to_str().unwrap();
         let o = qf(&[
             "synth",
+            "--arch",
+            arch.name(),
             "--params",
             "test-tiny",
             "--mix",
@@ -285,14 +428,17 @@ fn every_mix_writes_reads_back_and_dequantizes_finite() {
             "-o",
             c,
         ]);
-        assert!(o.status.success(), "{mix}: {}", text(&o));
+        assert!(o.status.success(), "{arch} {mix}: {}", text(&o));
         assert_eq!(std::fs::read(&cli).unwrap(), std::fs::read(&path).unwrap());
         let o = qf(&["load", "--device", "cpu", "--quiet", "--no-fallback", c]);
         let t = text(&o);
-        assert!(o.status.success(), "{mix}: {t}");
-        assert!(t.contains("0 fallback(s)"), "{mix}: {t}");
+        assert!(o.status.success(), "{arch} {mix}: {t}");
+        assert!(t.contains("0 fallback(s)"), "{arch} {mix}: {t}");
     }
     for mix in [Mix::F16, Mix::Q4_0, Mix::Q8_0, Mix::Q4KM, Mix::Q6K] {
-        assert!(written.contains(&mix), "{mix} was not written");
+        assert!(
+            written.contains(&(Arch::Llama, mix)),
+            "{mix} was not written"
+        );
     }
 }

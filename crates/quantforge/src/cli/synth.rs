@@ -1,5 +1,6 @@
 //! `quantforge synth --arch llama --params 7b --mix q4_k_m -o FILE [--seed N]`: writes a
-//! synthetic model (real shapes and type mix, random weights) for loader benchmarks.
+//! synthetic model (real shapes and type mix, random weights) for loader benchmarks;
+//! `--arch gpt-oss --params 20b` (mix `mxfp4`) makes a gpt-oss-shaped mixture of experts.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,16 +13,18 @@ use quant_synth::{plan, Arch, Mix, ModelPlan, Size};
 /// Arguments of `synth`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Architecture.
+    /// Architecture: llama, or gpt-oss (a mixture of experts).
     #[arg(long, default_value = "llama")]
     arch: Arch,
-    /// Size preset: test-tiny, 1b, 3b, 7b, 8b, 13b, 34b, 70b (see --list).
+    /// Size preset: test-tiny, 1b, 3b, 7b, 8b, 13b, 34b, 70b for llama; test-tiny, 20b, 120b
+    /// for gpt-oss (see --list).
     #[arg(long, required_unless_present = "list")]
     params: Option<Size>,
-    /// Quantization mix, llama.cpp's per-tensor types for its file type: f16, q4_0, q8_0, q2_k,
-    /// q3_k_m, q3_k_l, q4_k_m, q5_k_s, q5_k_m, q6_k (see docs/synth.md).
-    #[arg(long, default_value = "q4_k_m")]
-    mix: Mix,
+    /// Quantization mix, llama.cpp's per-tensor types for its file type. llama: f16, q4_0,
+    /// q8_0, q2_k, q3_k_m, q3_k_l, q4_k_m (default), q5_k_s, q5_k_m, q6_k, iq3_m, iq2_m,
+    /// iq4_xs, iq1_m; gpt-oss: mxfp4 (default). See docs/synth.md.
+    #[arg(long)]
+    mix: Option<Mix>,
     /// Output file (replaced if it exists).
     #[arg(short, long, required_unless_present = "list")]
     output: Option<PathBuf>,
@@ -37,14 +40,15 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    let mix = a.mix.unwrap_or_else(|| a.arch.default_mix());
     if a.list {
-        list(a.arch, a.mix);
+        list(a.arch, mix)?;
         return Ok(ExitCode::SUCCESS);
     }
     let (Some(size), Some(output)) = (a.params, a.output) else {
         bail!("--params and --output are required");
     };
-    let p = plan(a.arch, size, a.mix);
+    let p = plan(a.arch, size, mix)?;
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
@@ -64,7 +68,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         output.display(),
         a.arch,
         size,
-        a.mix,
+        mix,
         p.tensors.len(),
         params(p.n_params()),
         super::human_bytes(p.total_bytes()),
@@ -94,9 +98,9 @@ fn params(n: u64) -> String {
     }
 }
 
-fn list(arch: Arch, mix: Mix) {
+fn list(arch: Arch, mix: Mix) -> Result<()> {
     println!(
-        "{:<10} {:<14} {:>6} {:>6} {:>5} {:>5} {:>6} {:>7} {:>5} {:>8} {:>10}  ({arch}, {mix})",
+        "{:<10} {:<14} {:>6} {:>6} {:>5} {:>5} {:>6} {:>7} {:>7} {:>5} {:>8} {:>10}  ({arch}, {mix})",
         "preset",
         "shape of",
         "embd",
@@ -104,16 +108,17 @@ fn list(arch: Arch, mix: Mix) {
         "heads",
         "kv",
         "ff",
+        "experts",
         "vocab",
         "tied",
         "params",
         "bytes"
     );
-    for size in Size::ALL {
-        let p = plan(arch, size, mix);
+    for &size in arch.sizes() {
+        let p = plan(arch, size, mix)?;
         let s = p.shape;
         println!(
-            "{:<10} {:<14} {:>6} {:>6} {:>5} {:>5} {:>6} {:>7} {:>5} {:>8} {:>10}",
+            "{:<10} {:<14} {:>6} {:>6} {:>5} {:>5} {:>6} {:>7} {:>7} {:>5} {:>8} {:>10}",
             size.name(),
             s.source,
             s.n_embd,
@@ -121,10 +126,16 @@ fn list(arch: Arch, mix: Mix) {
             s.n_head,
             s.n_head_kv,
             s.n_ff,
+            if s.n_expert == 0 {
+                "-".to_owned()
+            } else {
+                format!("{}/{}", s.n_expert_used, s.n_expert)
+            },
             s.n_vocab,
             if s.tied_embeddings { "yes" } else { "no" },
             params(p.n_params()),
             super::human_bytes(p.total_bytes())
         );
     }
+    Ok(())
 }
