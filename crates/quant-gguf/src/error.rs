@@ -59,7 +59,8 @@ pub enum GgufError {
     /// A fixed-size field does not fit in the bytes that remain.
     #[error(
         "{}: field `{field}`: file cut short: {needed} bytes needed at offset {offset}, {available} left",
-        path.display()
+        path.display(),
+        field = Escaped(field)
     )]
     Truncated {
         /// The file.
@@ -79,7 +80,8 @@ pub enum GgufError {
     #[error(
         "{}: field `{field}`: count {count} cannot fit: {count} items of at least {min_item_bytes} \
          bytes each need more than the {remaining} bytes left",
-        path.display()
+        path.display(),
+        field = Escaped(field)
     )]
     CountTooLarge {
         /// The file.
@@ -97,7 +99,8 @@ pub enum GgufError {
     /// A string length exceeds the bytes that remain.
     #[error(
         "{}: field `{field}`: string length {len} exceeds the {remaining} bytes left in the file",
-        path.display()
+        path.display(),
+        field = Escaped(field)
     )]
     StringTooLong {
         /// The file.
@@ -111,7 +114,7 @@ pub enum GgufError {
     },
 
     /// A string is not valid UTF-8.
-    #[error("{}: field `{field}`: string at offset {offset} is not valid UTF-8", path.display())]
+    #[error("{}: field `{field}`: string at offset {offset} is not valid UTF-8", path.display(), field = Escaped(field))]
     InvalidUtf8 {
         /// The file.
         path: PathBuf,
@@ -122,7 +125,7 @@ pub enum GgufError {
     },
 
     /// Arrays nested deeper than [`MAX_ARRAY_DEPTH`](crate::MAX_ARRAY_DEPTH).
-    #[error("{}: field `{field}`: arrays nested deeper than {limit} levels", path.display())]
+    #[error("{}: field `{field}`: arrays nested deeper than {limit} levels", path.display(), field = Escaped(field))]
     NestingTooDeep {
         /// The file.
         path: PathBuf,
@@ -133,7 +136,7 @@ pub enum GgufError {
     },
 
     /// A metadata value type id outside 0..=12.
-    #[error("{}: field `{field}`: unknown metadata value type {type_id}", path.display())]
+    #[error("{}: field `{field}`: unknown metadata value type {type_id}", path.display(), field = Escaped(field))]
     UnknownValueType {
         /// The file.
         path: PathBuf,
@@ -144,7 +147,7 @@ pub enum GgufError {
     },
 
     /// A boolean byte other than 0 or 1.
-    #[error("{}: field `{field}`: boolean byte {byte} is neither 0 nor 1", path.display())]
+    #[error("{}: field `{field}`: boolean byte {byte} is neither 0 nor 1", path.display(), field = Escaped(field))]
     InvalidBool {
         /// The file.
         path: PathBuf,
@@ -183,7 +186,7 @@ pub enum GgufError {
     },
 
     /// The same metadata key appears twice.
-    #[error("{}: metadata key `{key}` appears more than once", path.display())]
+    #[error("{}: metadata key `{key}` appears more than once", path.display(), key = Escaped(key))]
     DuplicateKey {
         /// The file.
         path: PathBuf,
@@ -192,7 +195,7 @@ pub enum GgufError {
     },
 
     /// The same tensor name appears twice.
-    #[error("{}: tensor `{tensor}` appears more than once", path.display())]
+    #[error("{}: tensor `{tensor}` appears more than once", path.display(), tensor = Escaped(tensor))]
     DuplicateTensor {
         /// The file.
         path: PathBuf,
@@ -219,7 +222,7 @@ pub enum GgufError {
     },
 
     /// A tensor has 0 or more than 4 dimensions.
-    #[error("{}: tensor `{tensor}`: {n_dims} dimensions (must be 1 to 4)", path.display())]
+    #[error("{}: tensor `{tensor}`: {n_dims} dimensions (must be 1 to 4)", path.display(), tensor = Escaped(tensor))]
     BadDimCount {
         /// The file.
         path: PathBuf,
@@ -230,7 +233,7 @@ pub enum GgufError {
     },
 
     /// A tensor dimension is zero (quantforge rejects empty tensors).
-    #[error("{}: tensor `{tensor}`: dimension {index} is zero (dims {dims:?})", path.display())]
+    #[error("{}: tensor `{tensor}`: dimension {index} is zero (dims {dims:?})", path.display(), tensor = Escaped(tensor))]
     ZeroDimension {
         /// The file.
         path: PathBuf,
@@ -243,7 +246,7 @@ pub enum GgufError {
     },
 
     /// The product of the dimensions does not fit in an `i64` (ggml's element count type).
-    #[error("{}: tensor `{tensor}`: element count of dims {dims:?} overflows", path.display())]
+    #[error("{}: tensor `{tensor}`: element count of dims {dims:?} overflows", path.display(), tensor = Escaped(tensor))]
     ElementCountOverflow {
         /// The file.
         path: PathBuf,
@@ -256,7 +259,8 @@ pub enum GgufError {
     /// The tensor's size in bytes (or its end offset) overflows a `u64`.
     #[error(
         "{}: tensor `{tensor}`: byte count of {n_elements} {ty} elements overflows",
-        path.display()
+        path.display(),
+        tensor = Escaped(tensor)
     )]
     ByteCountOverflow {
         /// The file.
@@ -270,7 +274,7 @@ pub enum GgufError {
     },
 
     /// A type id ggml never defined.
-    #[error("{}: tensor `{tensor}`: unknown tensor type id {type_id}", path.display())]
+    #[error("{}: tensor `{tensor}`: unknown tensor type id {type_id}", path.display(), tensor = Escaped(tensor))]
     UnknownTensorType {
         /// The file.
         path: PathBuf,
@@ -281,7 +285,7 @@ pub enum GgufError {
     },
 
     /// A type id ggml defined once and removed.
-    #[error("{}: tensor `{tensor}`: tensor type {ty} has been removed from ggml", path.display())]
+    #[error("{}: tensor `{tensor}`: tensor type {ty} has been removed from ggml", path.display(), tensor = Escaped(tensor))]
     RemovedTensorType {
         /// The file.
         path: PathBuf,
@@ -294,7 +298,8 @@ pub enum GgufError {
     /// A type ggml defines but whose block geometry quantforge does not know.
     #[error(
         "{}: tensor `{tensor}`: block geometry of tensor type {ty} is unknown to quantforge",
-        path.display()
+        path.display(),
+        tensor = Escaped(tensor)
     )]
     UnknownGeometry {
         /// The file.
@@ -308,7 +313,8 @@ pub enum GgufError {
     /// The row length (`dims[0]`) is not a whole number of blocks.
     #[error(
         "{}: tensor `{tensor}`: row length {row_len} is not a multiple of the {ty} block size {block_elems}",
-        path.display()
+        path.display(),
+        tensor = Escaped(tensor)
     )]
     RowNotBlockMultiple {
         /// The file.
@@ -326,7 +332,8 @@ pub enum GgufError {
     /// A tensor offset that is not a multiple of the alignment.
     #[error(
         "{}: tensor `{tensor}`: offset {offset} is not a multiple of the alignment {alignment}",
-        path.display()
+        path.display(),
+        tensor = Escaped(tensor)
     )]
     MisalignedOffset {
         /// The file.
@@ -342,7 +349,8 @@ pub enum GgufError {
     /// A tensor's data starts at or beyond the end of the file.
     #[error(
         "{}: tensor `{tensor}`: data at offset {start} lies beyond the end of the file ({file_len} bytes)",
-        path.display()
+        path.display(),
+        tensor = Escaped(tensor)
     )]
     TensorBeyondFile {
         /// The file.
@@ -359,7 +367,8 @@ pub enum GgufError {
     #[error(
         "{}: tensor `{tensor}`: data cut short: {n_bytes} bytes at offset {start} need {end} bytes, \
          the file has {file_len}",
-        path.display()
+        path.display(),
+        tensor = Escaped(tensor)
     )]
     TensorDataTruncated {
         /// The file.
@@ -381,7 +390,8 @@ pub enum GgufError {
     #[error(
         "{}: tensors `{first}` and `{second}`: data overlap (`{first}` at bytes \
          {first_start}..{first_end} of the data section, `{second}` at {second_start}..{second_end})",
-        path.display()
+        path.display(),
+        first = Escaped(first), second = Escaped(second)
     )]
     OverlappingTensors {
         /// The file.
@@ -407,7 +417,8 @@ pub enum GgufError {
     /// tensor, or a tensor too large to hold in memory on this machine.
     #[error(
         "{}: tensor `{tensor}`: reading {len} bytes at offset {offset}: {source}",
-        path.display()
+        path.display(),
+        tensor = Escaped(tensor)
     )]
     TensorRead {
         /// The file.
@@ -424,14 +435,14 @@ pub enum GgufError {
     },
 
     /// Writer: a metadata key added twice.
-    #[error("writer: metadata key `{key}` added twice")]
+    #[error("writer: metadata key `{key}` added twice", key = Escaped(key))]
     WriterDuplicateKey {
         /// The key.
         key: String,
     },
 
     /// Writer: a tensor name added twice.
-    #[error("writer: tensor `{tensor}` added twice")]
+    #[error("writer: tensor `{tensor}` added twice", tensor = Escaped(tensor))]
     WriterDuplicateTensor {
         /// The tensor.
         tensor: String,
@@ -524,6 +535,53 @@ mod tests {
     fn error_is_send_sync_static() {
         fn assert_traits<T: Send + Sync + 'static + std::error::Error>() {}
         assert_traits::<GgufError>();
+    }
+
+    /// Names, keys and fields are shown escaped in every message (issue 12, fault 4): a
+    /// name from a file cannot clear the screen or set the terminal's title.
+    #[test]
+    fn messages_escape_what_comes_from_a_file() {
+        let name = "w\x1b[2J\x1b]0;t\x07\u{9b}";
+        let p = || PathBuf::from("m.gguf");
+        let errors = [
+            GgufError::DuplicateTensor {
+                path: p(),
+                tensor: name.into(),
+            },
+            GgufError::DuplicateKey {
+                path: p(),
+                key: name.into(),
+            },
+            GgufError::Truncated {
+                path: p(),
+                field: name.into(),
+                offset: 0,
+                needed: 1,
+                available: 0,
+            },
+            GgufError::TensorRead {
+                path: p(),
+                tensor: name.into(),
+                offset: 0,
+                len: 1,
+                source: std::io::Error::other("x"),
+            },
+            GgufError::WriterDuplicateKey { key: name.into() },
+            GgufError::OverlappingTensors {
+                path: p(),
+                first: name.into(),
+                first_start: 0,
+                first_end: 4,
+                second: "v\r".into(),
+                second_start: 0,
+                second_end: 4,
+            },
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert!(!msg.chars().any(crate::is_unsafe_char), "{msg:?}");
+            assert!(msg.contains("w\\x1b[2J\\x1b]0;t\\x07\\u{9b}"), "{msg}");
+        }
     }
 
     #[test]

@@ -461,7 +461,7 @@ fn check_array(a: &MetaArray, depth: usize) -> Result<(), String> {
 
 /// Turns "<writer>: tensor `x`: reason" into "reason".
 fn strip_writer_prefix(msg: &str, name: &str) -> String {
-    let prefix = format!("<writer>: tensor `{name}`: ");
+    let prefix = format!("<writer>: tensor `{}`: ", crate::Escaped(name));
     msg.strip_prefix(&prefix).unwrap_or(msg).to_owned()
 }
 

@@ -268,3 +268,106 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     assert!(!o.status.success());
     assert!(text(&o).1.contains("tpu"));
 }
+
+/// Raw little-endian GGUF bytes, for files the writer refuses to write.
+struct Raw(Vec<u8>);
+
+impl Raw {
+    /// Magic, version 3, tensor and metadata counts.
+    fn new(n_tensors: u64, n_kv: u64) -> Raw {
+        let mut r = Raw(b"GGUF".to_vec());
+        r.u32(3).u64(n_tensors).u64(n_kv);
+        r
+    }
+    fn u32(&mut self, v: u32) -> &mut Raw {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Raw {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn str(&mut self, s: &[u8]) -> &mut Raw {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s);
+        self
+    }
+    fn kv_str(&mut self, key: &[u8], v: &[u8]) -> &mut Raw {
+        self.str(key).u32(8).str(v)
+    }
+    /// A 1-D F32 tensor of `n` elements at `offset`.
+    fn f32_tensor(&mut self, name: &[u8], n: u64, offset: u64) -> &mut Raw {
+        self.str(name).u32(1).u64(n).u32(0).u64(offset)
+    }
+    /// Pads to 32 and appends `data` zero bytes; writes the file.
+    fn write(&mut self, path: &std::path::Path, data: usize) {
+        while self.0.len() % 32 != 0 {
+            self.0.push(0);
+        }
+        self.0.resize(self.0.len() + data, 0);
+        std::fs::write(path, &self.0).unwrap();
+    }
+}
+
+/// Characters a terminal acts on (ESC, BEL, CR, C1 controls, bidi overrides), other than the
+/// newlines that end lines.
+fn terminal_controls(s: &str) -> Vec<char> {
+    s.chars()
+        .filter(|&c| c != '\n' && quantforge::gguf::is_unsafe_char(c))
+        .collect()
+}
+
+/// Issue 12, fault 4: a name holding `ESC [2J` cleared the screen from inspect's table (and
+/// could leave a fake "all good"); an OSC sequence in a key set the terminal's title. Every
+/// command's human-readable output and errors show such strings escaped; `--json` keeps them
+/// exact.
+#[test]
+fn strings_from_a_file_cannot_drive_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "\x1b[2J\x1b]0;pwned\x07\r\u{9b}31m\u{202e}ok";
+
+    // In a value: shown escaped; exact in JSON.
+    let value = dir.path().join("value.gguf");
+    Raw::new(1, 1)
+        .kv_str(b"general.name", hostile.as_bytes())
+        .f32_tensor(b"w", 8, 0)
+        .write(&value, 32);
+    for args in [vec!["inspect"], vec!["inspect", "--full"]] {
+        let o = qf(&[args.as_slice(), &[value.to_str().unwrap()]].concat());
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(out.contains("\\u{1b}[2J"), "{out}");
+        assert_eq!(terminal_controls(&out), [], "{args:?}: {out:?}");
+    }
+    let o = qf(&["inspect", "--json", value.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["metadata"]["general.name"], hostile);
+
+    // In a tensor name and in a key: every command refuses the file, and says so escaped.
+    let name = dir.path().join("name.gguf");
+    Raw::new(1, 0)
+        .f32_tensor(b"w\x1b[2J", 8, 0)
+        .write(&name, 32);
+    let key = dir.path().join("key.gguf");
+    Raw::new(0, 1)
+        .kv_str(b"a\x1b]0;pwned\x07", b"x")
+        .write(&key, 0);
+    let out = dir.path().join("out.gguf");
+    for (file, shown) in [(&name, "w\\x1b[2J"), (&key, "a\\x1b]0;pwned\\x07")] {
+        let f = file.to_str().unwrap();
+        for args in [
+            vec!["inspect", f],
+            vec!["inspect", "--json", f],
+            vec!["dequant", f, "-o", out.to_str().unwrap()],
+            vec!["verify", f],
+            vec!["load", f, "--device", "cpu", "--no-progress"],
+        ] {
+            let o = qf(&args);
+            let (stdout, err) = text(&o);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {stdout} {err}");
+            assert!(err.contains(shown), "{args:?}: {err}");
+            assert_eq!(terminal_controls(&stdout), [], "{args:?}: {stdout:?}");
+            assert_eq!(terminal_controls(&err), [], "{args:?}: {err:?}");
+        }
+    }
+}

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use quantforge::core::cpu::CpuPath;
 use quantforge::core::{GgmlType, OutputDType};
-use quantforge::gguf::{GgufWriter, MetaValue};
+use quantforge::gguf::{Escaped, GgufWriter, MetaValue};
 use quantforge::gpu::DeviceSpec;
 use quantforge::loader::GgufLoader;
 
@@ -63,13 +63,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let mut kept = Vec::new();
     for t in selected {
         if t.ty.is_integer() {
-            kept.push(format!("{} ({})", t.name, t.ty));
+            kept.push(format!("{} ({})", Escaped(&t.name), t.ty));
             todo.push(t);
             continue;
         }
         match loader.format_of(t) {
             Ok(_) => todo.push(t),
-            Err(_) if a.skip_unsupported => skipped.push(format!("{} ({})", t.name, t.ty)),
+            Err(_) if a.skip_unsupported => {
+                skipped.push(format!("{} ({})", Escaped(&t.name), t.ty))
+            }
             Err(e) => return Err(e).context("use --skip-unsupported to leave such tensors out"),
         }
     }
@@ -104,7 +106,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             .expect("static template"),
     );
     for t in todo {
-        bar.set_message(t.name.clone());
+        bar.set_message(Escaped(&t.name).to_string());
         if t.ty.is_integer() {
             // Indices or ids, not weights: their bytes and type as they are.
             w.add_tensor(t.name.clone(), &t.dims, t.ty, loader.tensor_raw(&t.name)?)?;
@@ -120,7 +122,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 let dt = loader.load_tensor_to_gpu(&t.name, b.as_ref(), OutputDType::F32)?;
                 let bytes = dt
                     .download(b.as_ref())
-                    .with_context(|| format!("downloading '{}'", t.name))?;
+                    .with_context(|| format!("downloading '{}'", Escaped(&t.name)))?;
                 loader.clear_cache();
                 bytes
             }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use quantforge::gguf::{GgufFile, MetaArray, MetaValue};
+use quantforge::gguf::{Escaped, GgufFile, MetaArray, MetaValue};
 use serde_json::{json, Value};
 
 /// Arguments of `inspect`.
@@ -66,13 +66,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
         f.metadata().len()
     )?;
     writeln!(out, "\nmetadata:")?;
+    // Keys and names are shown through `Escaped` and values through their `Display` (strings
+    // quoted and escaped): nothing from the file reaches the terminal raw.
     for (k, v) in f.metadata() {
-        let text = if a.full {
-            format!("{v:?}")
-        } else {
-            v.to_string()
-        };
-        writeln!(out, "  {k:<40} {text}")?;
+        let text = if a.full { full_text(v) } else { v.to_string() };
+        writeln!(out, "  {:<40} {text}", Escaped(k))?;
     }
     writeln!(out, "\ntensors:")?;
     writeln!(
@@ -84,7 +82,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         writeln!(
             out,
             "  {:<32} {:<8} {:<20} {:>12} {:>12}",
-            t.name,
+            Escaped(&t.name),
             t.ty.to_string(),
             super::shape(&t.dims),
             t.n_bytes,
@@ -121,4 +119,22 @@ fn array_json(a: &MetaArray) -> Value {
         Some(inner) => Value::Array(inner.iter().map(array_json).collect()),
         None => Value::Array(a.iter().map(|e| meta_json(&e)).collect()),
     }
+}
+
+/// A value in full for `--full`: strings whole (quoted, escaped as `Debug` escapes them), arrays
+/// with every element, nested arrays included.
+fn full_text(v: &MetaValue) -> String {
+    match v {
+        MetaValue::String(s) => format!("{s:?}"),
+        MetaValue::Array(a) => full_array(a),
+        other => other.to_string(),
+    }
+}
+
+fn full_array(a: &MetaArray) -> String {
+    let items: Vec<String> = match a.arrays() {
+        Some(inner) => inner.iter().map(full_array).collect(),
+        None => a.iter().map(|e| full_text(&e)).collect(),
+    };
+    format!("[{}; {}] [{}]", a.elem_type(), a.len(), items.join(", "))
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use quantforge::gguf::Escaped;
 use quantforge::gpu::{Backend, DeviceSpec};
 use quantforge::loader::{
     FallbackPolicy, GgufLoader, LoadAs, LoadPath, LoadReport, LoaderOptions, PipelineOptions,
@@ -116,7 +117,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let report = match &backend {
         Some(b) => loader.load_with(b.as_ref(), a.dtype, &pipe, &mut |p| match p {
             Progress::Bytes(n) => bar.inc(*n),
-            Progress::Tensor(t) => bar.set_message(t.name.clone()),
+            Progress::Tensor(t) => bar.set_message(Escaped(&t.name).to_string()),
         })?,
         None => {
             let LoadAs::Values(dtype) = a.dtype else {
@@ -126,7 +127,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 .load_all_to_host(dtype, &mut |l| {
                     // The bar counts file bytes, as on a device.
                     bar.inc(loader.file().tensor(&l.name).map_or(0, |t| t.n_bytes));
-                    bar.set_message(l.name.clone());
+                    bar.set_message(Escaped(&l.name).to_string());
                 })?
                 .1
         }
@@ -283,7 +284,7 @@ fn print_report(path: &std::path::Path, r: &LoadReport, quiet: bool) {
             };
             println!(
                 "{:<28} {:<6} {:<14} {:>6} {:>11} {:>11} {:>9.3} {:>8.2}  {}",
-                t.name,
+                Escaped(&t.name),
                 t.ty.to_string(),
                 super::shape(&t.shape),
                 dtype,
@@ -312,7 +313,7 @@ fn print_report(path: &std::path::Path, r: &LoadReport, quiet: bool) {
     }
     for t in &r.tensors {
         if let LoadPath::Fallback(why) = &t.path {
-            println!("fallback: {}: {why}", t.name);
+            println!("fallback: {}: {why}", Escaped(&t.name));
         }
     }
 }

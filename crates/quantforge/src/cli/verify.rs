@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use quantforge::core::cpu::CpuPath;
 use quantforge::core::OutputDType;
+use quantforge::gguf::Escaped;
 use quantforge::gpu::DeviceSpec;
 use quantforge::loader::GgufLoader;
 
@@ -50,7 +51,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             writeln!(
                 out,
                 "{:<32} {:<8} {:>12} {:>10}  skipped: integer, kept as it is",
-                t.name,
+                Escaped(&t.name),
                 t.ty.to_string(),
                 t.n_elements,
                 "-"
@@ -62,7 +63,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             writeln!(
                 out,
                 "{:<32} {:<8} {:>12} {:>10}  unsupported type",
-                t.name,
+                Escaped(&t.name),
                 t.ty.to_string(),
                 t.n_elements,
                 "-"
@@ -78,7 +79,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 let bytes = dt.download(b.as_ref())?;
                 loader.clear_cache();
                 if let quantforge::loader::LoadPath::Fallback(why) = &load.path {
-                    eprintln!("warning: '{}' fell back to the CPU: {why}", t.name);
+                    eprintln!(
+                        "warning: '{}' fell back to the CPU: {why}",
+                        Escaped(&t.name)
+                    );
                 }
                 bytes
             }
@@ -92,7 +96,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         writeln!(
             out,
             "{:<32} {:<8} {:>12} {:>10}  {}",
-            t.name,
+            Escaped(&t.name),
             t.ty.to_string(),
             t.n_elements,
             n,
