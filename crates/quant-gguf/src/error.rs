@@ -212,8 +212,13 @@ pub enum GgufError {
         found: MetaType,
     },
 
-    /// `general.alignment` is zero or not a power of two.
-    #[error("{}: field `general.alignment`: {value} is not a non-zero power of two", path.display())]
+    /// `general.alignment` is not a power of two from 1 to
+    /// [`MAX_ALIGNMENT`](crate::MAX_ALIGNMENT).
+    #[error(
+        "{}: field `general.alignment`: {value} is not a power of two from 1 to {}",
+        path.display(),
+        crate::MAX_ALIGNMENT
+    )]
     BadAlignment {
         /// The file.
         path: PathBuf,
@@ -474,8 +479,12 @@ pub enum GgufError {
         reason: String,
     },
 
-    /// Writer: the alignment is zero or not a power of two.
-    #[error("writer: field `general.alignment`: {value} is not a non-zero power of two")]
+    /// Writer: the alignment is not a power of two from 1 to
+    /// [`MAX_ALIGNMENT`](crate::MAX_ALIGNMENT).
+    #[error(
+        "writer: field `general.alignment`: {value} is not a power of two from 1 to {}",
+        crate::MAX_ALIGNMENT
+    )]
     WriterBadAlignment {
         /// The alignment asked for.
         value: u32,
@@ -593,7 +602,7 @@ mod tests {
         assert_eq!(e.path(), Some(std::path::Path::new("m.gguf")));
         assert_eq!(
             e.to_string(),
-            "m.gguf: field `general.alignment`: 3 is not a non-zero power of two"
+            "m.gguf: field `general.alignment`: 3 is not a power of two from 1 to 65536"
         );
         assert_eq!(GgufError::WriterBadAlignment { value: 0 }.path(), None);
     }

@@ -48,7 +48,7 @@ mod writer;
 
 pub use error::GgufError;
 pub use file::{GgufFile, OpenOptions, TensorInfo};
-pub use parse::{DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS};
+pub use parse::{DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS};
 pub use text::{is_unsafe_char, key_problem, tensor_name_problem, Escaped, MAX_TENSOR_NAME_BYTES};
 pub use value::{MetaArray, MetaType, MetaValue};
 pub use writer::{GgufStreamWriter, GgufWriter};

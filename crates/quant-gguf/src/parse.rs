@@ -22,6 +22,16 @@ pub const MAX_DIMS: usize = 4;
 /// Alignment of the data section when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u32 = 32;
 
+/// Largest `general.alignment` accepted (64 KiB, the largest common page size, ARM64's and
+/// POWER's). ggml accepts any power of two; real files use 32 to 4096. The bound keeps a tiny
+/// file from making a tool pad its output to gigabytes (issue 12).
+pub const MAX_ALIGNMENT: u32 = 1 << 16;
+
+/// Whether `a` is an alignment quantforge accepts: a power of two from 1 to [`MAX_ALIGNMENT`].
+pub(crate) fn alignment_ok(a: u32) -> bool {
+    a.is_power_of_two() && a <= MAX_ALIGNMENT
+}
+
 /// The magic bytes every GGUF file starts with.
 pub const MAGIC: [u8; 4] = *b"GGUF";
 
@@ -425,7 +435,7 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
     let alignment = match meta_index.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
         Some(&i) => match metadata[i].1 {
-            MetaValue::U32(a) if a != 0 && a.is_power_of_two() => a,
+            MetaValue::U32(a) if alignment_ok(a) => a,
             MetaValue::U32(a) => {
                 return Err(GgufError::BadAlignment {
                     path: p(),

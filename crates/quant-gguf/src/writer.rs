@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use quant_core::GgmlType;
 
-use crate::parse::{tensor_size, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH};
+use crate::parse::{alignment_ok, tensor_size, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH};
 use crate::{GgufError, MetaArray, MetaValue};
 
 const ALIGNMENT_KEY: &str = "general.alignment";
@@ -70,7 +70,7 @@ impl<'a> GgufWriter<'a> {
 
     /// Sets the alignment of the data section and tensor offsets. When it is not 32,
     /// `general.alignment` is written too (at the end of the metadata, unless it was added
-    /// explicitly, in which case that entry is updated). Zero or a non-power of two makes
+    /// explicitly, in which case that entry is updated). An alignment that is not a power of two from 1 to [`MAX_ALIGNMENT`](crate::MAX_ALIGNMENT) makes
     /// [`write_to`](Self::write_to) fail with [`GgufError::WriterBadAlignment`].
     pub fn set_alignment(&mut self, a: u32) {
         self.alignment = a;
@@ -87,7 +87,7 @@ impl<'a> GgufWriter<'a> {
     /// Adds a metadata pair. Errors on a key the reader refuses ([`key_problem`](crate::key_problem):
     /// empty, or holding a control character), a duplicate key, an array whose elements do not all have
     /// its element type, arrays nested deeper than [`MAX_ARRAY_DEPTH`], and a
-    /// `general.alignment` that is not a non-zero power-of-two `u32` (a valid one sets the
+    /// `general.alignment` that is not a `u32` power of two from 1 to 65 536 (a valid one sets the
     /// alignment, as [`set_alignment`](Self::set_alignment) does).
     pub fn add_metadata(&mut self, key: impl Into<String>, v: MetaValue) -> Result<(), GgufError> {
         let key = key.into();
@@ -102,7 +102,7 @@ impl<'a> GgufWriter<'a> {
         }
         if key == ALIGNMENT_KEY {
             match v {
-                MetaValue::U32(a) if a != 0 && a.is_power_of_two() => self.alignment = a,
+                MetaValue::U32(a) if alignment_ok(a) => self.alignment = a,
                 MetaValue::U32(a) => return Err(GgufError::WriterBadAlignment { value: a }),
                 ref other => {
                     return Err(GgufError::WriterBadValue {
@@ -254,7 +254,7 @@ impl<'a> GgufWriter<'a> {
     /// tensor infos included), and returns the alignment.
     fn write_header<W: Write>(&self, out: &mut Counting<W>) -> Result<u64, GgufError> {
         let align = self.alignment;
-        if align == 0 || !align.is_power_of_two() {
+        if !alignment_ok(align) {
             return Err(GgufError::WriterBadAlignment { value: align });
         }
         let align = u64::from(align);
@@ -284,7 +284,11 @@ impl<'a> GgufWriter<'a> {
             out.put(&offset.to_le_bytes())?;
             offset += t.n_bytes.div_ceil(align) * align;
         }
-        out.pad(align)?;
+        // The data section starts aligned; without tensors there is none, and nothing is
+        // padded (an output never grows by more than its tensors need).
+        if !self.tensors.is_empty() {
+            out.pad(align)?;
+        }
         Ok(align)
     }
 }
@@ -566,11 +570,11 @@ mod tests {
     #[test]
     fn empty_file_layout() {
         let bytes = write(&GgufWriter::new());
-        // magic, version 3, 0 tensors, 0 kv, padded to 32.
+        // magic, version 3, 0 tensors, 0 kv; no padding, as there is no data section.
         assert_eq!(&bytes[..4], b"GGUF");
         assert_eq!(bytes[4..8], 3u32.to_le_bytes());
         assert_eq!(bytes[8..24], [0u8; 16]);
-        assert_eq!(bytes.len(), 32);
+        assert_eq!(bytes.len(), 24);
         let f = GgufFile::from_bytes(bytes, "empty.gguf").unwrap();
         assert!(f.metadata().is_empty() && f.tensors().is_empty());
         assert_eq!(f.data_offset(), 32);

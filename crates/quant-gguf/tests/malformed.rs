@@ -765,3 +765,56 @@ fn the_writer_refuses_bad_keys_and_names() {
     assert!(quant_gguf::key_problem("general.name").is_none());
     assert!(quant_gguf::tensor_name_problem(&"x".repeat(63)).is_none());
 }
+
+/// Issue 12, fault 5: `general.alignment` is bounded to the powers of two from 1 to 65 536
+/// (ggml accepts any power of two; real files use 32 to 4096), so a tiny file cannot make an
+/// output padded to 2 GiB; the writer refuses what the reader refuses.
+#[test]
+fn alignment_is_bounded() {
+    for bad in [1u32 << 17, 1 << 20, 1 << 31] {
+        let mut b = B::header(3, 0, 1);
+        b.kv_u32("general.alignment", bad);
+        let e = b.err();
+        assert!(
+            matches!(e, GgufError::BadAlignment { value, .. } if value == bad),
+            "{e}"
+        );
+        names(&e, &["general.alignment", "65536"]);
+        let mut w = quant_gguf::GgufWriter::new();
+        w.set_alignment(bad);
+        assert!(matches!(
+            w.write_to(Vec::new()),
+            Err(GgufError::WriterBadAlignment { .. })
+        ));
+    }
+    for good in [1u32, 8, 4096, 1 << 16] {
+        let mut b = B::header(3, 1, 1);
+        b.kv_u32("general.alignment", good)
+            .tensor("t", &[8], 0, 0)
+            .pad(good as usize)
+            .zeros(32);
+        assert_eq!(b.open().unwrap().alignment(), u64::from(good));
+    }
+}
+
+/// The writer pads only for tensors: a file without tensors ends with its header, whatever the
+/// alignment (a 64 KiB alignment used to pad it to 64 KiB; a 2^31 one to 2 GiB).
+#[test]
+fn a_file_without_tensors_is_not_padded() {
+    for align in [32u32, 4096, 1 << 16] {
+        let mut w = quant_gguf::GgufWriter::new();
+        w.set_alignment(align);
+        w.add_metadata("general.name", MetaValue::String("x".into()))
+            .unwrap();
+        let mut bytes = Vec::new();
+        w.write_to(&mut bytes).unwrap();
+        assert!(
+            bytes.len() < 256,
+            "alignment {align}: {} bytes",
+            bytes.len()
+        );
+        let f = open_all_ways(bytes).unwrap();
+        assert_eq!(f.alignment(), u64::from(align));
+        assert!(f.tensors().is_empty());
+    }
+}

@@ -371,3 +371,40 @@ fn strings_from_a_file_cannot_drive_the_terminal() {
         }
     }
 }
+
+/// Issue 12, fault 5: a 64-byte file with `general.alignment` = 2^31 and no tensors made
+/// `dequant` write a 2 GiB file. Such an alignment is refused now, and an output is never
+/// padded beyond what its tensors need: without tensors, it is a few bytes whatever the
+/// alignment.
+#[test]
+fn dequant_never_amplifies_a_small_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    for (align, ok) in [(1u32 << 31, false), (1 << 16, true), (4096, true)] {
+        let src = dir.path().join(format!("align-{align}.gguf"));
+        let mut r = Raw::new(0, 1);
+        r.str(b"general.alignment").u32(4).u32(align);
+        r.write(&src, 0);
+        assert!(std::fs::metadata(&src).unwrap().len() <= 64);
+        let _ = std::fs::remove_file(&out);
+        let o = qf(&[
+            "dequant",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.success(), ok, "alignment {align}: {err}");
+        if ok {
+            let len = std::fs::metadata(&out).unwrap().len();
+            assert!(len < 256, "alignment {align}: wrote {len} bytes");
+            assert_eq!(GgufFile::open(&out).unwrap().alignment(), u64::from(align));
+        } else {
+            assert!(
+                err.contains("general.alignment") && err.contains("65536"),
+                "{err}"
+            );
+            assert!(!out.exists());
+        }
+    }
+}
