@@ -408,3 +408,54 @@ fn dequant_never_amplifies_a_small_file() {
         }
     }
 }
+
+/// Issue 12, fault 6: `inspect` mapped the whole file to read its header, so a valid 4 GiB file
+/// failed under a 4 GiB address-space limit (`mmap: Cannot allocate memory`). It reads the
+/// header through the unmapped path now: here a sparse 4 GiB file under a 1 GiB limit.
+#[cfg(unix)]
+#[test]
+fn inspect_reads_the_header_whatever_the_file_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.gguf");
+    let n: u64 = 1 << 30; // F32 elements: 4 GiB of data
+    let mut r = Raw::new(1, 0);
+    r.f32_tensor(b"huge.weight", n, 0);
+    r.write(&big, 0);
+    let header = std::fs::metadata(&big).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(header + 4 * n)
+        .unwrap();
+    let script = format!(
+        "ulimit -v 1048576 && exec '{}' inspect '{}'",
+        env!("CARGO_BIN_EXE_quantforge"),
+        big.display()
+    );
+    let o = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("huge.weight") && out.contains("4.29 GB"),
+        "{out}"
+    );
+}
+
+/// `--no-mmap` works on every command that reads a file.
+#[test]
+fn no_mmap_works_on_every_command() {
+    let f = data("tiny-llama-q4_k_m.gguf");
+    let f = f.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    for args in [
+        vec!["inspect", "--no-mmap", f],
+        vec!["dequant", "--no-mmap", f, "-o", out.to_str().unwrap()],
+        vec!["verify", "--no-mmap", "--device", "cpu", f],
+        vec!["load", "--no-mmap", "--device", "cpu", "--no-progress", f],
+    ] {
+        let o = qf(&args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o).1);
+    }
+}

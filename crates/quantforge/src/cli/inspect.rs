@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use quantforge::gguf::{Escaped, GgufFile, MetaArray, MetaValue};
+use quantforge::gguf::{Escaped, GgufFile, MetaArray, MetaValue, OpenOptions};
 use serde_json::{json, Value};
 
 /// Arguments of `inspect`.
@@ -19,11 +19,18 @@ pub struct Args {
     /// Print arrays in full (text output abbreviates them).
     #[arg(long)]
     full: bool,
+    /// Read the file with ordinary reads instead of mapping it. `inspect` always does: it reads
+    /// only the header, however large the file (the flag is accepted, as on every command).
+    #[arg(long)]
+    no_mmap: bool,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    let f = GgufFile::open(&a.file)?;
+    // The header only, read unmapped: mapping a file of many GiB to read a few KiB fails under
+    // an address-space limit, and a file truncated while mapped would raise SIGBUS.
+    let _ = a.no_mmap;
+    let f = GgufFile::open_with(&a.file, OpenOptions { mmap: false })?;
     if a.json {
         let meta: serde_json::Map<String, Value> = f
             .metadata()

@@ -20,6 +20,10 @@ pub struct Args {
     /// The device to check: auto, cuda[:N], hip[:N] (cpu checks the fast CPU path).
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
+    /// Read the file with ordinary reads instead of mapping it (safe if the file may change
+    /// while it is read; see docs/reliability.md, section 8).
+    #[arg(long)]
+    no_mmap: bool,
 }
 
 /// Counts values whose bits differ (a NaN matches any NaN: GPUs return a canonical NaN).
@@ -36,7 +40,13 @@ fn mismatches(reference: &[f32], got: &[u8]) -> usize {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    let loader = GgufLoader::open(&a.file)?;
+    let loader = GgufLoader::open_with(
+        &a.file,
+        quantforge::loader::LoaderOptions {
+            mmap: !a.no_mmap,
+            ..Default::default()
+        },
+    )?;
     let backend = super::open_device(a.device)?;
     let mut bad = 0;
     let mut unsupported = 0;
