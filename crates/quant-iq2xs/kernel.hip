@@ -1,0 +1,78 @@
+// IQ2_XS dequantization kernels (HIP and CUDA, one source), on the shared skeleton of
+// qf_portability.h (qf_dequant): this file says only how one block decodes. The tables
+// qf_iq2xs_grid and qf_ksigns_iq2xs (quant-tables' fragments) precede this file.
+//
+// Super-block (74 bytes, 256 values): d (f16), qs[32] (u16 at byte 2 + 2g, one per group g of
+// 8 values: bits 0..8 index the grid, value j = byte j of the 64-bit entry; bits 9..15 index
+// the sign patterns), scales[8] at byte 66 (sub-block ib = groups 4ib..4ib+3: the low nibble
+// scales its groups 0 and 1, the high nibble groups 2 and 3). ggml computes, rounding each
+// operation:
+//     db = (d * (0.5 + s)) * 0.25;  y = db * grid[j], negated where sign bit j is set
+// The pre-pass computes the 16 db of a block once (db k serves groups 2k and 2k + 1). A grid
+// magnitude (8, 25 or 43) is a byte below 2^7, converted exactly by the magic-number trick.
+// ggml's sign is a sign flip (its compiled `* -1.f`, NaN signs included), done on the bits.
+#include "qf_portability.h"
+
+#ifndef IQ2_XS_BPG  // overridable for tuning experiments (-DIQ2_XS_BPG=...)
+#define IQ2_XS_BPG 32u  // blocks staged per group (check_contract holds src/lib.rs to it)
+#endif
+
+// init()'s table copies stay rolled loops: hipcc would otherwise unroll or interleave them and
+// compute their trip count with LLVM's float-based 24-bit division (v_rcp_iflag + v_mad_f32):
+// exact for integers, but a float multiply-add in the code object all the same, which the
+// bit-exactness check of build-kernels would have to tell apart from a real one.
+#if defined(__clang__)
+#define IQ2_XS_ROLLED _Pragma("clang loop unroll(disable) interleave(disable) vectorize(disable)")
+#else
+#define IQ2_XS_ROLLED _Pragma("unroll 1")
+#endif
+
+// Shared copies of the tables: the grid as 32-bit halves (entry i = words 2i, 2i + 1).
+__shared__ uint32_t iq2_xs_s_grid[2u * 512u];
+__shared__ uint8_t iq2_xs_s_signs[128];
+
+// v with its sign flipped when bit 0 of `neg` is set.
+QF_DEVICE float iq2_xs_signed(float v, uint32_t neg) {
+    return qf_u32_as_f32(qf_f32_as_u32(v) ^ ((neg & 1u) << 31));
+}
+
+struct iq2_xs_block {
+    static constexpr uint32_t BB = 74u;
+    static constexpr uint32_t QK = 256u;
+    static constexpr uint32_t BPG = IQ2_XS_BPG;
+    static constexpr uint32_t NP = 16u;  // db of each 16 values
+    QF_DEVICE static void init() {
+        IQ2_XS_ROLLED
+        for (uint32_t i = threadIdx.x; i < 512u; i += blockDim.x) {
+            const uint64_t w = qf_iq2xs_grid[i];
+            iq2_xs_s_grid[2u * i] = (uint32_t)w;
+            iq2_xs_s_grid[2u * i + 1u] = (uint32_t)(w >> 32);
+        }
+        IQ2_XS_ROLLED
+        for (uint32_t i = threadIdx.x; i < 128u; i += blockDim.x) {
+            iq2_xs_s_signs[i] = qf_ksigns_iq2xs[i];
+        }
+    }
+    // Pre-pass value k: db[k % 2] of sub-block k / 2 = d * (0.5f + nibble) * 0.25f.
+    QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k) {
+        const uint32_t sc = qf_ld_u32(s8, base + 66u + (k >> 1)) & 255u;
+        const uint32_t s = (sc >> (4u * (k & 1u))) & 0xFu;
+        const float d = qf_ld_f16(s8, base);
+        return QF_MUL(QF_MUL(d, QF_ADD(0.5f, (float)s)), 0.25f);
+    }
+    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        const uint32_t g = j >> 3;         // group of 8, 0..31
+        const uint32_t h = (j >> 2) & 1u;  // which half of the group's 8 values
+        const uint32_t q = qf_ld_u16(s8, base + 2u + 2u * g);
+        const uint32_t w = iq2_xs_s_grid[2u * (q & 511u) + h];
+        const uint32_t sg = (uint32_t)iq2_xs_s_signs[q >> 9] >> (4u * h);
+        const float db = p[g >> 1];
+        v[0] = iq2_xs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(w))), sg);
+        v[1] = iq2_xs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(w))), sg >> 1);
+        v[2] = iq2_xs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(w))), sg >> 2);
+        v[3] = iq2_xs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(w))), sg >> 3);
+    }
+};
+
+QF_DEQUANT_ENTRIES(iq2_xs, iq2_xs_block)

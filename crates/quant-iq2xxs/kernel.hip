@@ -1,0 +1,78 @@
+// IQ2_XXS dequantization kernels (HIP and CUDA, one source), on the shared skeleton of
+// qf_portability.h (qf_dequant): this file says only how one block decodes. The tables
+// qf_iq2xxs_grid and qf_ksigns_iq2xs (quant-tables' fragments) precede this file.
+//
+// Super-block (66 bytes, 256 values): d (f16), then eight pairs of u32 (aux0, aux1) at byte
+// 2 + 8ib, one per 32-value sub-block ib. Byte l of aux0 indexes the grid for values 8l..8l+7
+// of the sub-block (value j = byte j of the 64-bit entry); bits 7l..7l+6 of aux1 index the
+// sign patterns; bits 28..31 of aux1 are the scale s. ggml computes, rounding each operation:
+//     db = (d * (0.5 + s)) * 0.25;  y = db * grid[j], negated where sign bit j is set
+// The pre-pass computes the 8 db of a block once. A grid magnitude (8, 25 or 43) is a byte
+// below 2^7, converted exactly by the magic-number trick. ggml's sign is a sign flip (its
+// compiled `* -1.f`, NaN signs included), done here on the bits.
+#include "qf_portability.h"
+
+#ifndef IQ2_XXS_BPG  // overridable for tuning experiments (-DIQ2_XXS_BPG=...)
+#define IQ2_XXS_BPG 32u  // blocks staged per group (check_contract holds src/lib.rs to it)
+#endif
+
+// init()'s table copies stay rolled loops: hipcc would otherwise unroll or interleave them and
+// compute their trip count with LLVM's float-based 24-bit division (v_rcp_iflag + v_mad_f32):
+// exact for integers, but a float multiply-add in the code object all the same, which the
+// bit-exactness check of build-kernels would have to tell apart from a real one.
+#if defined(__clang__)
+#define IQ2_XXS_ROLLED _Pragma("clang loop unroll(disable) interleave(disable) vectorize(disable)")
+#else
+#define IQ2_XXS_ROLLED _Pragma("unroll 1")
+#endif
+
+// Shared copies of the tables: the grid as 32-bit halves (entry i = words 2i, 2i + 1).
+__shared__ uint32_t iq2_xxs_s_grid[2u * 256u];
+__shared__ uint8_t iq2_xxs_s_signs[128];
+
+// v with its sign flipped when bit 0 of `neg` is set.
+QF_DEVICE float iq2_xxs_signed(float v, uint32_t neg) {
+    return qf_u32_as_f32(qf_f32_as_u32(v) ^ ((neg & 1u) << 31));
+}
+
+struct iq2_xxs_block {
+    static constexpr uint32_t BB = 66u;
+    static constexpr uint32_t QK = 256u;
+    static constexpr uint32_t BPG = IQ2_XXS_BPG;
+    static constexpr uint32_t NP = 8u;  // db of each of the 8 sub-blocks
+    QF_DEVICE static void init() {
+        IQ2_XXS_ROLLED
+        for (uint32_t i = threadIdx.x; i < 256u; i += blockDim.x) {
+            const uint64_t w = qf_iq2xxs_grid[i];
+            iq2_xxs_s_grid[2u * i] = (uint32_t)w;
+            iq2_xxs_s_grid[2u * i + 1u] = (uint32_t)(w >> 32);
+        }
+        IQ2_XXS_ROLLED
+        for (uint32_t i = threadIdx.x; i < 128u; i += blockDim.x) {
+            iq2_xxs_s_signs[i] = qf_ksigns_iq2xs[i];
+        }
+    }
+    // Pre-pass value k: db of sub-block k = d * (0.5f + (aux1 >> 28)) * 0.25f.
+    QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k) {
+        const uint32_t aux1 = qf_ld_u32(s8, base + 6u + 8u * k);
+        const float d = qf_ld_f16(s8, base);
+        return QF_MUL(QF_MUL(d, QF_ADD(0.5f, (float)(aux1 >> 28))), 0.25f);
+    }
+    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        const uint32_t ib = j >> 5;         // sub-block, 0..7
+        const uint32_t l = (j >> 3) & 3u;   // group of 8 in the sub-block
+        const uint32_t h = (j >> 2) & 1u;   // which half of the group's 8 values
+        const uint32_t aux0 = qf_ld_u32(s8, base + 2u + 8u * ib);
+        const uint32_t aux1 = qf_ld_u32(s8, base + 6u + 8u * ib);
+        const uint32_t g = iq2_xxs_s_grid[2u * ((aux0 >> (8u * l)) & 255u) + h];
+        const uint32_t sg = (uint32_t)iq2_xxs_s_signs[(aux1 >> (7u * l)) & 127u] >> (4u * h);
+        const float db = p[ib];
+        v[0] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(g))), sg);
+        v[1] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(g))), sg >> 1);
+        v[2] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(g))), sg >> 2);
+        v[3] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(g))), sg >> 3);
+    }
+};
+
+QF_DEQUANT_ENTRIES(iq2_xxs, iq2_xxs_block)
