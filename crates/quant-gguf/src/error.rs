@@ -25,8 +25,14 @@ pub enum GgufError {
         source: std::io::Error,
     },
 
-    /// The first four bytes are not `GGUF`.
-    #[error("{}: field `magic`: not a GGUF file (first bytes {found:02x?}, expected \"GGUF\")", path.display())]
+    /// The first four bytes are not `GGUF`. The message shows them in hex and as text
+    /// (`0x46 0x55 0x47 0x47 ("FUGG")`), and names `FUGG`, GGUF's magic byte-swapped, as a
+    /// big-endian file.
+    #[error(
+        "{}: field `magic`: {}",
+        path.display(),
+        magic_problem(found)
+    )]
     BadMagic {
         /// The file.
         path: PathBuf,
@@ -195,12 +201,14 @@ pub enum GgufError {
     },
 
     /// The same tensor name appears twice.
-    #[error("{}: tensor `{tensor}` appears more than once", path.display(), tensor = Escaped(tensor))]
+    #[error("{}: tensor #{tensor_index} `{tensor}` appears more than once", path.display(), tensor = Escaped(tensor))]
     DuplicateTensor {
         /// The file.
         path: PathBuf,
         /// The tensor name.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
     },
 
     /// `general.alignment` is present but not a `u32`.
@@ -227,23 +235,27 @@ pub enum GgufError {
     },
 
     /// A tensor has 0 or more than 4 dimensions.
-    #[error("{}: tensor `{tensor}`: {n_dims} dimensions (must be 1 to 4)", path.display(), tensor = Escaped(tensor))]
+    #[error("{}: tensor #{tensor_index} `{tensor}`: {n_dims} dimensions (must be 1 to 4)", path.display(), tensor = Escaped(tensor))]
     BadDimCount {
         /// The file.
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// The count found.
         n_dims: u32,
     },
 
     /// A tensor dimension is zero (quantforge rejects empty tensors).
-    #[error("{}: tensor `{tensor}`: dimension {index} is zero (dims {dims:?})", path.display(), tensor = Escaped(tensor))]
+    #[error("{}: tensor #{tensor_index} `{tensor}`: dimension {index} is zero (dims {dims:?})", path.display(), tensor = Escaped(tensor))]
     ZeroDimension {
         /// The file.
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// Which dimension.
         index: usize,
         /// All dimensions.
@@ -251,19 +263,21 @@ pub enum GgufError {
     },
 
     /// The product of the dimensions does not fit in an `i64` (ggml's element count type).
-    #[error("{}: tensor `{tensor}`: element count of dims {dims:?} overflows", path.display(), tensor = Escaped(tensor))]
+    #[error("{}: tensor #{tensor_index} `{tensor}`: element count of dims {dims:?} overflows", path.display(), tensor = Escaped(tensor))]
     ElementCountOverflow {
         /// The file.
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// The dimensions.
         dims: Vec<u64>,
     },
 
     /// The tensor's size in bytes (or its end offset) overflows a `u64`.
     #[error(
-        "{}: tensor `{tensor}`: byte count of {n_elements} {ty} elements overflows",
+        "{}: tensor #{tensor_index} `{tensor}`: byte count of {n_elements} {ty} elements overflows",
         path.display(),
         tensor = Escaped(tensor)
     )]
@@ -272,6 +286,8 @@ pub enum GgufError {
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// Its element count.
         n_elements: u64,
         /// Its type.
@@ -279,30 +295,34 @@ pub enum GgufError {
     },
 
     /// A type id ggml never defined.
-    #[error("{}: tensor `{tensor}`: unknown tensor type id {type_id}", path.display(), tensor = Escaped(tensor))]
+    #[error("{}: tensor #{tensor_index} `{tensor}`: unknown tensor type id {type_id}", path.display(), tensor = Escaped(tensor))]
     UnknownTensorType {
         /// The file.
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// The id found.
         type_id: u32,
     },
 
     /// A type id ggml defined once and removed.
-    #[error("{}: tensor `{tensor}`: tensor type {ty} has been removed from ggml", path.display(), tensor = Escaped(tensor))]
+    #[error("{}: tensor #{tensor_index} `{tensor}`: tensor type {ty} has been removed from ggml", path.display(), tensor = Escaped(tensor))]
     RemovedTensorType {
         /// The file.
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// The type.
         ty: GgmlType,
     },
 
     /// A type ggml defines but whose block geometry quantforge does not know.
     #[error(
-        "{}: tensor `{tensor}`: block geometry of tensor type {ty} is unknown to quantforge",
+        "{}: tensor #{tensor_index} `{tensor}`: block geometry of tensor type {ty} is unknown to quantforge",
         path.display(),
         tensor = Escaped(tensor)
     )]
@@ -311,13 +331,15 @@ pub enum GgufError {
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// The type.
         ty: GgmlType,
     },
 
     /// The row length (`dims[0]`) is not a whole number of blocks.
     #[error(
-        "{}: tensor `{tensor}`: row length {row_len} is not a multiple of the {ty} block size {block_elems}",
+        "{}: tensor #{tensor_index} `{tensor}`: row length {row_len} is not a multiple of the {ty} block size {block_elems}",
         path.display(),
         tensor = Escaped(tensor)
     )]
@@ -326,6 +348,8 @@ pub enum GgufError {
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// `dims[0]`.
         row_len: u64,
         /// The type.
@@ -336,7 +360,7 @@ pub enum GgufError {
 
     /// A tensor offset that is not a multiple of the alignment.
     #[error(
-        "{}: tensor `{tensor}`: offset {offset} is not a multiple of the alignment {alignment}",
+        "{}: tensor #{tensor_index} `{tensor}`: offset {offset} is not a multiple of the alignment {alignment}",
         path.display(),
         tensor = Escaped(tensor)
     )]
@@ -345,6 +369,8 @@ pub enum GgufError {
         path: PathBuf,
         /// The tensor.
         tensor: String,
+        /// Its position among the tensor infos, from 0.
+        tensor_index: u64,
         /// Its offset, relative to the data section.
         offset: u64,
         /// The file's alignment.
@@ -491,6 +517,41 @@ pub enum GgufError {
     },
 }
 
+/// `0x46 0x55 0x47 0x47 ("FUGG")`: bytes in hex, then as text (printable ASCII as it is, any
+/// other byte as `\xNN`).
+fn show_bytes(bytes: &[u8]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:#04x}")).collect();
+    let text: String = bytes
+        .iter()
+        .map(|&b| match b {
+            b'"' | b'\\' => format!("\\{}", b as char),
+            0x20..=0x7e => (b as char).to_string(),
+            _ => format!("\\x{b:02x}"),
+        })
+        .collect();
+    format!("{} (\"{text}\")", hex.join(" "))
+}
+
+/// What [`GgufError::BadMagic`] says about the bytes found.
+fn magic_problem(found: &[u8]) -> String {
+    let mut swapped = crate::MAGIC;
+    swapped.reverse();
+    if found == swapped {
+        format!(
+            "first bytes {} are GGUF's magic byte-swapped: this is a big-endian GGUF file; \
+             only little-endian files are supported",
+            show_bytes(found)
+        )
+    } else if found.is_empty() {
+        "not a GGUF file (it is empty, expected \"GGUF\")".into()
+    } else {
+        format!(
+            "not a GGUF file (first bytes {}, expected \"GGUF\")",
+            show_bytes(found)
+        )
+    }
+}
+
 impl GgufError {
     /// The file the error concerns, if it concerns one (writer value errors do not).
     pub fn path(&self) -> Option<&std::path::Path> {
@@ -556,6 +617,7 @@ mod tests {
             GgufError::DuplicateTensor {
                 path: p(),
                 tensor: name.into(),
+                tensor_index: 0,
             },
             GgufError::DuplicateKey {
                 path: p(),

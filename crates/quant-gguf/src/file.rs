@@ -129,7 +129,14 @@ impl GgufFile {
             }
         };
         let file = File::open(path).map_err(io("open"))?;
-        let len = file.metadata().map_err(io("stat"))?.len();
+        let meta = file.metadata().map_err(io("stat"))?;
+        // Mapping a directory says "No such device", reading one "Is a directory" only later.
+        if meta.is_dir() {
+            return Err(io("open")(io::Error::other(
+                "is a directory, not a GGUF file",
+            )));
+        }
+        let len = meta.len();
         if opts.mmap && len > 0 {
             // SAFETY: the mapping is read-only and lives as long as `self`. If another process
             // truncates the file while it is mapped, reading the lost pages raises SIGBUS; the

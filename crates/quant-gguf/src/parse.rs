@@ -465,12 +465,13 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
                 reason,
             });
         }
-        let field = |what: &str| format!("tensor `{name}` {what}");
+        let field = |what: &str| format!("tensor #{i} `{name}` {what}");
         let n_dims = c.u32(&|| field("n_dims"))?;
         if n_dims == 0 || n_dims as usize > MAX_DIMS {
             return Err(GgufError::BadDimCount {
                 path: p(),
                 tensor: name,
+                tensor_index: i,
                 n_dims,
             });
         }
@@ -484,9 +485,10 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
             return Err(GgufError::DuplicateTensor {
                 path: p(),
                 tensor: name,
+                tensor_index: i,
             });
         }
-        let (n_elements, n_bytes) = tensor_size(path, &name, &dims, GgmlType(type_id))?;
+        let (n_elements, n_bytes) = tensor_size(path, &name, i, &dims, GgmlType(type_id))?;
         tensor_index.insert(name.clone(), tensors.len());
         tensors.push(TensorInfo {
             name,
@@ -502,8 +504,8 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
     let header_end = c.pos();
     let align = u64::from(alignment);
     let data_offset = header_end.div_ceil(align) * align;
-    for t in &tensors {
-        check_placement(path, t, data_offset, align, file_len)?;
+    for (i, t) in tensors.iter().enumerate() {
+        check_placement(path, t, i as u64, data_offset, align, file_len)?;
     }
     check_no_overlap(path, &tensors)?;
 
@@ -524,6 +526,7 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
 pub(crate) fn tensor_size(
     path: &Path,
     name: &str,
+    index: u64,
     dims: &[u64],
     ty: GgmlType,
 ) -> Result<(u64, u64)> {
@@ -533,14 +536,16 @@ pub(crate) fn tensor_size(
         return Err(GgufError::BadDimCount {
             path: p(),
             tensor: t(),
+            tensor_index: index,
             n_dims: dims.len() as u32,
         });
     }
-    if let Some(index) = dims.iter().position(|&d| d == 0) {
+    if let Some(dim) = dims.iter().position(|&d| d == 0) {
         return Err(GgufError::ZeroDimension {
             path: p(),
             tensor: t(),
-            index,
+            tensor_index: index,
+            index: dim,
             dims: dims.to_vec(),
         });
     }
@@ -552,12 +557,14 @@ pub(crate) fn tensor_size(
         .ok_or_else(|| GgufError::ElementCountOverflow {
             path: p(),
             tensor: t(),
+            tensor_index: index,
             dims: dims.to_vec(),
         })?;
     if !ty.is_known() {
         return Err(GgufError::UnknownTensorType {
             path: p(),
             tensor: t(),
+            tensor_index: index,
             type_id: ty.0,
         });
     }
@@ -565,12 +572,14 @@ pub(crate) fn tensor_size(
         return Err(GgufError::RemovedTensorType {
             path: p(),
             tensor: t(),
+            tensor_index: index,
             ty,
         });
     }
     let g = ty.geometry().ok_or_else(|| GgufError::UnknownGeometry {
         path: p(),
         tensor: t(),
+        tensor_index: index,
         ty,
     })?;
     let (block_elems, block_bytes) = (g.block_elems as u64, g.block_bytes as u64);
@@ -578,6 +587,7 @@ pub(crate) fn tensor_size(
         return Err(GgufError::RowNotBlockMultiple {
             path: p(),
             tensor: t(),
+            tensor_index: index,
             row_len: dims[0],
             ty,
             block_elems: g.block_elems,
@@ -589,6 +599,7 @@ pub(crate) fn tensor_size(
         .ok_or_else(|| GgufError::ByteCountOverflow {
             path: p(),
             tensor: t(),
+            tensor_index: index,
             n_elements,
             ty,
         })?;
@@ -612,6 +623,7 @@ pub(crate) fn needs_more_bytes(e: &GgufError) -> bool {
 fn check_placement(
     path: &Path,
     t: &TensorInfo,
+    index: u64,
     data_offset: u64,
     align: u64,
     file_len: u64,
@@ -620,6 +632,7 @@ fn check_placement(
         return Err(GgufError::MisalignedOffset {
             path: path.to_path_buf(),
             tensor: t.name.clone(),
+            tensor_index: index,
             offset: t.offset,
             alignment: align,
         });
@@ -751,45 +764,45 @@ mod tests {
     fn tensor_size_rules() {
         let q4k = GgmlType::Q4_K;
         assert_eq!(
-            tensor_size(path(), "t", &[256, 3], q4k).unwrap(),
+            tensor_size(path(), "t", 0, &[256, 3], q4k).unwrap(),
             (768, 3 * 144)
         );
         assert_eq!(
-            tensor_size(path(), "t", &[5], GgmlType::F16).unwrap(),
+            tensor_size(path(), "t", 0, &[5], GgmlType::F16).unwrap(),
             (5, 10)
         );
         assert!(matches!(
-            tensor_size(path(), "t", &[255], q4k),
+            tensor_size(path(), "t", 0, &[255], q4k),
             Err(GgufError::RowNotBlockMultiple { row_len: 255, .. })
         ));
         assert!(matches!(
-            tensor_size(path(), "t", &[1 << 32, 1 << 32], GgmlType::F32),
+            tensor_size(path(), "t", 0, &[1 << 32, 1 << 32], GgmlType::F32),
             Err(GgufError::ElementCountOverflow { .. })
         ));
         assert!(matches!(
-            tensor_size(path(), "t", &[1 << 62], GgmlType::F32),
+            tensor_size(path(), "t", 0, &[1 << 62], GgmlType::F32),
             Err(GgufError::ByteCountOverflow { .. })
         ));
         assert!(matches!(
-            tensor_size(path(), "t", &[1, 0], GgmlType::F32),
+            tensor_size(path(), "t", 0, &[1, 0], GgmlType::F32),
             Err(GgufError::ZeroDimension { index: 1, .. })
         ));
         assert!(matches!(
-            tensor_size(path(), "t", &[1; 5], GgmlType::F32),
+            tensor_size(path(), "t", 0, &[1; 5], GgmlType::F32),
             Err(GgufError::BadDimCount { n_dims: 5, .. })
         ));
         assert!(matches!(
-            tensor_size(path(), "t", &[32], GgmlType(4)),
+            tensor_size(path(), "t", 0, &[32], GgmlType(4)),
             Err(GgufError::RemovedTensorType { .. })
         ));
         assert!(matches!(
-            tensor_size(path(), "t", &[32], GgmlType(1000)),
+            tensor_size(path(), "t", 0, &[32], GgmlType(1000)),
             Err(GgufError::UnknownTensorType { type_id: 1000, .. })
         ));
         // Every live type has a geometry now (NVFP4 included), so `UnknownGeometry` is only
         // reachable if quant-core drops one; NVFP4 sizes like any other.
         assert_eq!(
-            tensor_size(path(), "t", &[64], GgmlType::NVFP4).unwrap(),
+            tensor_size(path(), "t", 0, &[64], GgmlType::NVFP4).unwrap(),
             (64, 36)
         );
     }

@@ -162,12 +162,14 @@ impl<'a> GgufWriter<'a> {
         if self.names.contains(&name) {
             return Err(GgufError::WriterDuplicateTensor { tensor: name });
         }
-        let (_, n_bytes) = tensor_size(Path::new("<writer>"), &name, dims, ty).map_err(|e| {
-            GgufError::WriterBadTensor {
-                tensor: name.clone(),
-                reason: strip_writer_prefix(&e.to_string(), &name),
-            }
-        })?;
+        let index = self.tensors.len() as u64;
+        let (_, n_bytes) =
+            tensor_size(Path::new("<writer>"), &name, index, dims, ty).map_err(|e| {
+                GgufError::WriterBadTensor {
+                    tensor: name.clone(),
+                    reason: strip_writer_prefix(&e.to_string(), index, &name),
+                }
+            })?;
         if let Some(data) = &data {
             if data.len() as u64 != n_bytes {
                 return Err(GgufError::WriterBadTensor {
@@ -463,9 +465,9 @@ fn check_array(a: &MetaArray, depth: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Turns "<writer>: tensor `x`: reason" into "reason".
-fn strip_writer_prefix(msg: &str, name: &str) -> String {
-    let prefix = format!("<writer>: tensor `{}`: ", crate::Escaped(name));
+/// Turns "<writer>: tensor #i `x`: reason" into "reason".
+fn strip_writer_prefix(msg: &str, index: u64, name: &str) -> String {
+    let prefix = format!("<writer>: tensor #{index} `{}`: ", crate::Escaped(name));
     msg.strip_prefix(&prefix).unwrap_or(msg).to_owned()
 }
 

@@ -553,7 +553,7 @@ fn header_cut_short() {
         ),
         "{e}"
     );
-    names(&e, &["cut short", "tensor `t` offset"]);
+    names(&e, &["cut short", "tensor #0 `t` offset"]);
     let e = open_all_ways(b.0[..6].to_vec()).unwrap_err();
     assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
     names(&e, &["version"]);
@@ -816,5 +816,49 @@ fn a_file_without_tensors_is_not_padded() {
         let f = open_all_ways(bytes).unwrap();
         assert_eq!(f.alignment(), u64::from(align));
         assert!(f.tensors().is_empty());
+    }
+}
+
+/// Issue 12, fault 7: messages that say what is wrong plainly.
+#[test]
+fn messages_say_what_is_wrong_plainly() {
+    // A tensor count larger than the tensors listed: the zeros after the last one read as a
+    // tensor with an empty name and no dimensions; the message says which index.
+    let mut b = B::header(3, 2, 0);
+    b.tensor("w", &[8], 0, 0).pad(32).zeros(64);
+    let e = b.err();
+    assert!(
+        matches!(
+            e,
+            GgufError::BadDimCount {
+                tensor_index: 1,
+                n_dims: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    names(&e, &["tensor #1 ``", "0 dimensions"]);
+
+    // A bad magic in hex and as text; GGUF's magic byte-swapped is named a big-endian file.
+    let mut b = valid();
+    b.0[..4].copy_from_slice(b"FUGG");
+    let e = b.err();
+    names(&e, &["0x46 0x55 0x47 0x47 (\"FUGG\")", "big-endian"]);
+    let e = open_all_ways(b"\x7fELF\x02\x01".to_vec()).unwrap_err();
+    names(&e, &["0x7f 0x45 0x4c 0x46 (\"\\x7fELF\")"]);
+    assert!(!e.to_string().contains("big-endian"), "{e}");
+}
+
+/// A directory is "a directory", not "No such device" (what mapping one says).
+#[test]
+fn a_directory_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for mmap in [true, false] {
+        let e = GgufFile::open_with(dir.path(), OpenOptions { mmap }).unwrap_err();
+        assert!(matches!(e, GgufError::Io { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("is a directory"), "{msg}");
+        assert!(!msg.contains("No such device"), "{msg}");
     }
 }

@@ -14,10 +14,28 @@ fn main() -> ExitCode {
         // A closed pipe (`quantforge inspect FILE | head`) ends the output, not in an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, joined by `: `, each said once: many errors show their source in
+/// their own message and also return it as their cause, and `{:#}` would print its text twice
+/// (`… (os error 2): … (os error 2)`). A cause whose text the message already holds is left out.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -459,3 +459,55 @@ fn no_mmap_works_on_every_command() {
         assert!(o.status.success(), "{args:?}: {}", text(&o).1);
     }
 }
+
+/// Issue 12, fault 7: the CLI's messages. An operating-system error is said once (it was
+/// `… (os error 2): … (os error 2)`); a directory is "a directory"; the unsupported-type
+/// error gives the type first and the hint after; the skip warning is printed once, without
+/// colour codes when stderr is not a terminal.
+#[test]
+fn messages_are_said_once_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = file_with_an_unsupported_type(dir.path());
+    let missing = dir.path().join("no-such-dir").join("out.gguf");
+    let o = qf(&[
+        "dequant",
+        src.to_str().unwrap(),
+        "--skip-unsupported",
+        "-o",
+        missing.to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+
+    let o = qf(&["inspect", dir.path().to_str().unwrap()]);
+    let (_, err) = text(&o);
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(!err.contains("No such device"), "{err}");
+
+    let out = dir.path().join("out.gguf");
+    let o = qf(&[
+        "dequant",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let (_, err) = text(&o);
+    let (ty, hint) = (
+        err.find("Q8_K").unwrap(),
+        err.find("--skip-unsupported").unwrap(),
+    );
+    assert!(ty < hint, "the hint comes first: {err}");
+
+    let o = qf(&[
+        "dequant",
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--skip-unsupported",
+    ]);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("left out").count(), 1, "{err}");
+    assert!(!err.contains('\x1b'), "colour codes on a pipe: {err:?}");
+}

@@ -72,15 +72,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
             Err(_) if a.skip_unsupported => {
                 skipped.push(format!("{} ({})", Escaped(&t.name), t.ty))
             }
-            Err(e) => return Err(e).context("use --skip-unsupported to leave such tensors out"),
+            // The error first, then what to do about it.
+            Err(e) => bail!("{e}; use --skip-unsupported to leave such tensors out"),
         }
     }
     if !skipped.is_empty() {
-        tracing::warn!(
-            "left out {} tensor(s) of unsupported types: {}",
-            skipped.len(),
-            skipped.join(", ")
-        );
+        // Once, on stderr (not also through `tracing`, which printed it a second time).
         eprintln!(
             "warning: left out {} tensor(s) of unsupported types: {}",
             skipped.len(),
