@@ -4,12 +4,20 @@
 #   * AMD: Debian's HIP (ROCm 5.2): hipcc, libamdhip64-dev (headers + libamdhip64 for
 #     hip-runtime-sys), rocm-device-libs (device bitcode hipcc links into HSACO);
 #   * NVIDIA: nvcc from PyPI, pinned to 13.0 together with nvidia-nvvm and nvidia-cuda-crt
-#     (nvcc 13.0 alone drags nvvm/crt 13.5 in, whose PTX the 13.0 ptxas rejects);
+#     (nvcc 13.0 alone drags nvvm/crt 13.5 in, whose PTX the 13.0 ptxas rejects), and
+#     cuobjdump (nvidia-cuda-cuobjdump, with the nvdisasm it runs for -sass), which build-kernels
+#     runs on every cubin to prove it holds no fused multiply-add. PyPI has no 13.0 cuobjdump or
+#     nvdisasm (their first wheels are 13.2), so both are pinned to 13.2: they only read cubins,
+#     and a newer disassembler reads older ones;
 #   * gguf (gguf-py), used by the tests to write reference files.
+# hipcc's LLVM (llvm-15 on Debian) brings llvm-objdump, which build-kernels runs on every HSACO
+# for the same proof.
 # Idempotent and non-interactive: run it as often as you like.
 set -euo pipefail
 
 CUDA_PIN="13.0.*"
+# The oldest cuobjdump and nvdisasm on PyPI (see above).
+CUOBJDUMP_PIN="13.2.*"
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
@@ -43,11 +51,13 @@ if ! $PY -m pip --version >/dev/null 2>&1; then
 fi
 # Debian's own python3 refuses pip installs without this (PEP 668); other pythons ignore it.
 export PIP_BREAK_SYSTEM_PACKAGES=1
-echo "==> pip install nvcc ${CUDA_PIN} (+ nvvm, crt) and gguf with $($PY --version 2>&1)"
+echo "==> pip install nvcc ${CUDA_PIN} (+ nvvm, crt), cuobjdump + nvdisasm ${CUOBJDUMP_PIN} and gguf with $($PY --version 2>&1)"
 $PY -m pip install -q --disable-pip-version-check --root-user-action=ignore \
     "nvidia-cuda-nvcc==${CUDA_PIN}" \
     "nvidia-nvvm==${CUDA_PIN}" \
     "nvidia-cuda-crt==${CUDA_PIN}" \
+    "nvidia-cuda-cuobjdump==${CUOBJDUMP_PIN}" \
+    "nvidia-cuda-nvdisasm==${CUOBJDUMP_PIN}" \
     gguf
 
 # ---- Report ---------------------------------------------------------------------------------

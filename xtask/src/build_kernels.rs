@@ -1,5 +1,6 @@
 //! `cargo xtask build-kernels`: every registered format's `kernel.hip`, compiled ahead of time
-//! to HSACO (hipcc) and cubin (nvcc), checked, and laid out as
+//! to HSACO (hipcc) and cubin (nvcc), checked (entry points, and the static bit-exactness
+//! proof of [`crate::exact`]: no fused multiply-add, denormals kept), and laid out as
 //! `<out>/<format>/<arch>.{hsaco,cubin}` for the backends to load or embed.
 
 use std::fmt::Write as _;
@@ -14,7 +15,8 @@ use quant_core::{KernelSpec, OutputDType};
 
 use crate::elf::{self, Expect};
 use crate::error::XtaskError;
-use crate::toolchain::{self, Nvcc, Search};
+use crate::exact::{self, Checked, Disassemblers, Subject};
+use crate::toolchain::{self, Nvcc, Objdump, Search};
 
 /// AMD architectures built: those Debian's ROCm 5.2 has device libraries for, the table
 /// `quant_gpu::code_object::AMDGPU_MACH` that every HSACO is checked against.
@@ -72,29 +74,54 @@ pub struct Options {
     pub jobs: usize,
 }
 
-/// The compilers found.
+/// The compilers found, and the disassemblers that check their output.
 pub struct Tools {
     /// `hipcc`, if HIP targets are built.
     pub hipcc: Option<PathBuf>,
     /// `nvcc`, if CUDA targets are built.
     pub nvcc: Option<Nvcc>,
+    /// `llvm-objdump` of hipcc's LLVM, if HIP targets are built.
+    pub llvm_objdump: Option<Objdump>,
+    /// `cuobjdump`, if CUDA targets are built.
+    pub cuobjdump: Option<PathBuf>,
 }
 
 impl Tools {
-    /// Finds the compilers `opts` needs; a missing one is an error that says what to install.
+    /// Finds the compilers and disassemblers `opts` needs; a missing one is an error that says
+    /// what to install.
     pub fn find(opts: &Options, search: &Search) -> Result<Tools, XtaskError> {
+        let hipcc = if opts.hip {
+            Some(toolchain::find_hipcc(search)?)
+        } else {
+            None
+        };
+        let nvcc = if opts.cuda {
+            Some(toolchain::find_nvcc(search)?)
+        } else {
+            None
+        };
+        let llvm_objdump = match &hipcc {
+            Some(h) => Some(toolchain::find_llvm_objdump(search, Some(h))?),
+            None => None,
+        };
+        let cuobjdump = match &nvcc {
+            Some(n) => Some(toolchain::find_cuobjdump(search, Some(n))?),
+            None => None,
+        };
         Ok(Tools {
-            hipcc: if opts.hip {
-                Some(toolchain::find_hipcc(search)?)
-            } else {
-                None
-            },
-            nvcc: if opts.cuda {
-                Some(toolchain::find_nvcc(search)?)
-            } else {
-                None
-            },
+            hipcc,
+            nvcc,
+            llvm_objdump,
+            cuobjdump,
         })
+    }
+
+    /// The disassemblers, as the checks take them.
+    pub fn disassemblers(&self) -> Disassemblers<'_> {
+        Disassemblers {
+            llvm_objdump: self.llvm_objdump.as_ref().map(|o| o.program.as_path()),
+            cuobjdump: self.cuobjdump.as_deref(),
+        }
     }
 }
 
@@ -113,7 +140,9 @@ pub struct Built {
     pub bytes: u64,
     /// Entry points verified in it.
     pub entries: usize,
-    /// Compile time in seconds.
+    /// What the bit-exactness checks read: instructions, and (HSACO) kernel descriptors.
+    pub checked: Checked,
+    /// Compile and check time in seconds.
     pub seconds: f64,
 }
 
@@ -240,11 +269,46 @@ pub fn compile_one(
     elf::verify(out, &data, target.expect(), &entries(spec), spec.file_name)
 }
 
+/// Runs the static bit-exactness checks of [`crate::exact`] on one built object (`data`, read
+/// from `path`): every instruction of its disassembly, and for HSACO each entry's kernel
+/// descriptor. A refused instruction or descriptor is [`XtaskError::NotExact`] naming the
+/// format, the target, the kernel and the instruction or field.
+pub fn check_exact(
+    disassemblers: Disassemblers<'_>,
+    spec: &KernelSpec,
+    target: Target,
+    path: &Path,
+    data: &[u8],
+) -> Result<Checked, XtaskError> {
+    let name = target.name();
+    let subject = Subject {
+        format: spec.format,
+        target: &name,
+        file: spec.file_name,
+        path,
+    };
+    let entries = entries(spec);
+    match target {
+        Target::Hip(_) => {
+            let objdump = disassemblers
+                .llvm_objdump
+                .ok_or_else(|| missing("llvm-objdump"))?;
+            exact::check_hsaco(objdump, data, &entries, &subject)
+        }
+        Target::Cuda(_) => {
+            let cuobjdump = disassemblers
+                .cuobjdump
+                .ok_or_else(|| missing("cuobjdump"))?;
+            exact::check_cubin(cuobjdump, &entries, &subject)
+        }
+    }
+}
+
 fn missing(tool: &'static str) -> XtaskError {
     XtaskError::MissingToolchain {
         tool,
         looked: "nowhere (not requested)".into(),
-        what: "internal: a target was scheduled without its compiler",
+        what: "internal: a target was scheduled without its compiler or disassembler",
         env: "PATH",
     }
 }
@@ -339,6 +403,8 @@ fn build_job(
         path: scratch.clone(),
         source,
     })?;
+    // Only an object that passes is put in place.
+    let checked = check_exact(tools.disassemblers(), spec, target, &scratch, &data)?;
     let partial = dest.with_extension("partial");
     write(&partial, &data)?;
     fs::rename(&partial, &dest).map_err(|source| XtaskError::Io {
@@ -352,44 +418,71 @@ fn build_job(
         path: dest,
         bytes: data.len() as u64,
         entries,
+        checked,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
 
-/// The summary table printed at the end.
+/// The summary table printed at the end, and a line saying what the bit-exactness checks
+/// covered.
 pub fn summary(results: &[Result<Built, XtaskError>]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<8} {:<24} {:<8} {:>9} {:>7} {:>7}  object",
-        "format", "source", "target", "bytes", "entries", "secs"
+        "{:<8} {:<24} {:<8} {:>9} {:>7} {:>6} {:>4} {:>7}  object",
+        "format", "source", "target", "bytes", "entries", "insns", "kds", "secs"
     );
+    let mut total = Checked::default();
+    let (mut hsaco, mut cubins, mut refused) = (0, 0, 0);
     for r in results {
         match r {
             Ok(b) => {
+                total.instructions += b.checked.instructions;
+                total.descriptors += b.checked.descriptors;
+                total.exempted += b.checked.exempted;
+                match b.target {
+                    Target::Hip(_) => hsaco += 1,
+                    Target::Cuda(_) => cubins += 1,
+                }
                 let _ = writeln!(
                     s,
-                    "{:<8} {:<24} {:<8} {:>9} {:>7} {:>7.1}  {}",
+                    "{:<8} {:<24} {:<8} {:>9} {:>7} {:>6} {:>4} {:>7.1}  {}",
                     b.format,
                     b.source,
                     b.target.name(),
                     b.bytes,
                     b.entries,
+                    b.checked.instructions,
+                    b.checked.descriptors,
                     b.seconds,
                     b.path.display()
                 );
             }
             Err(e) => {
+                if matches!(
+                    e,
+                    XtaskError::NotExact { .. } | XtaskError::Disassembly { .. }
+                ) {
+                    refused += 1;
+                }
                 let first = e.to_string();
                 let first = first.lines().next().unwrap_or("");
                 let _ = writeln!(
                     s,
-                    "{:<8} {:<24} {:<8} {:>9} {:>7} {:>7}  FAILED: {first}",
-                    "", "", "", "", "", ""
+                    "{:<8} {:<24} {:<8} {:>9} {:>7} {:>6} {:>4} {:>7}  FAILED: {first}",
+                    "", "", "", "", "", "", "", ""
                 );
             }
         }
     }
+    let _ = writeln!(
+        s,
+        "bit-exactness checks: {} instructions of {hsaco} HSACO (llvm-objdump) and {cubins} cubin(s) \
+         (cuobjdump -sass) hold no fused multiply-add or flush-to-zero (besides {} in LLVM's exact \
+         24-bit integer division); {} AMD kernel descriptors keep denormals and round to nearest \
+         even; {refused} object(s) refused",
+        total.instructions, total.exempted, total.descriptors
+    );
     s
 }
 
@@ -402,6 +495,21 @@ pub fn run(opts: &Options) -> Result<Vec<Built>, XtaskError> {
     }
     if let Some(n) = &tools.nvcc {
         eprintln!("nvcc:  {}", n.program.display());
+    }
+    if let Some(o) = &tools.llvm_objdump {
+        let v = o.llvm.map_or("LLVM ?".to_string(), |v| format!("LLVM {v}"));
+        eprintln!("llvm-objdump: {} ({v})", o.program.display());
+        if let (Some(have), Some(want)) = (o.llvm, o.hipcc_llvm) {
+            if have != want {
+                eprintln!(
+                    "warning: llvm-objdump is LLVM {have} but hipcc's clang is LLVM {want}: \
+                     set LLVM_OBJDUMP to LLVM {want}'s (an architecture it cannot decode fails the check)"
+                );
+            }
+        }
+    }
+    if let Some(c) = &tools.cuobjdump {
+        eprintln!("cuobjdump: {}", c.display());
     }
     eprintln!(
         "building {} format(s) x {} target(s) into {}",

@@ -72,6 +72,38 @@ pub enum XtaskError {
         /// Kernel symbols the object does define.
         has: String,
     },
+    /// A built kernel fails a static bit-exactness check: a fused multiply-add (or another
+    /// instruction that does not round like ggml's CPU code) in its machine code, or an AMD
+    /// kernel descriptor whose float mode flushes denormals or does not round to nearest even.
+    #[error("{format} for {target}: kernel `{kernel}` of {file} is not bit-exact: {what}")]
+    NotExact {
+        /// Format (`q4_k`).
+        format: String,
+        /// Target (`gfx90a`, `sm_90`).
+        target: String,
+        /// Kernel (function symbol) the offending instruction or descriptor belongs to.
+        kernel: String,
+        /// The instruction as the disassembler printed it and why it is refused, or the
+        /// descriptor field and its value.
+        what: String,
+        /// Source file, as the repository names it (`quant-q4k/kernel.hip`).
+        file: String,
+    },
+    /// A disassembler could not give a complete listing of a code object.
+    #[error("{tool} on the {target} object of {format} ({file}): {reason}")]
+    Disassembly {
+        /// `llvm-objdump` or `cuobjdump`.
+        tool: &'static str,
+        /// Format.
+        format: String,
+        /// Target.
+        target: String,
+        /// Source file, as the repository names it.
+        file: String,
+        /// What went wrong (exit status and output, an undecodable word, a kernel missing from
+        /// the listing).
+        reason: String,
+    },
     /// A kernel spec is unusable (for example an unsafe file name).
     #[error("kernel spec of {format}: {reason}")]
     BadSpec {

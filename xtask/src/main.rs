@@ -3,13 +3,17 @@
 //! * `cargo xtask build-kernels [--hip-only|--cuda-only] [--out DIR] [-j N]`: compiles every
 //!   registered format's kernel source ahead of time, to HSACO with `hipcc` for gfx906, gfx908,
 //!   gfx90a, gfx940 and gfx1030 and to cubin with `nvcc` for sm_80 and sm_90, checks that each
-//!   object defines the spec's entry points, and writes `<out>/<format>/<arch>.{hsaco,cubin}`
-//!   (default `target/kernels`, which `quant-rocm` embeds at build time).
+//!   object defines the spec's entry points, proves statically that it is bit-exact (its
+//!   disassembly holds no fused multiply-add or flush-to-zero; each AMD kernel descriptor keeps
+//!   denormals and rounds to nearest even: [`exact`]), and writes
+//!   `<out>/<format>/<arch>.{hsaco,cubin}` (default `target/kernels`, which `quant-rocm` embeds
+//!   at build time).
 #![warn(missing_docs)]
 
 mod build_kernels;
 mod elf;
 mod error;
+mod exact;
 mod toolchain;
 
 #[cfg(test)]

@@ -142,6 +142,7 @@ fn u64_at(b: &[u8], at: u64) -> Option<u64> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Section {
     kind: u32,
+    addr: u64,
     offset: u64,
     size: u64,
     link: u32,
@@ -159,6 +160,10 @@ pub struct Symbol<'a> {
     pub binding: u8,
     /// Section index; 0 (`SHN_UNDEF`) for an undefined symbol.
     pub section: u16,
+    /// `st_value`: its address (in a relocatable file, its offset in its section).
+    pub value: u64,
+    /// `st_size`: its size in bytes.
+    pub size: u64,
 }
 
 impl Symbol<'_> {
@@ -252,6 +257,7 @@ impl<'a> Elf64<'a> {
             let h = shoff + i * shentsize;
             let s = Section {
                 kind: u32_at(data, h + 4).unwrap_or(0),
+                addr: field64(h + 16),
                 offset: field64(h + 24),
                 size: field64(h + 32),
                 link: u32_at(data, h + 40).unwrap_or(0),
@@ -341,6 +347,8 @@ impl<'a> Elf64<'a> {
                     let name_off = u32_at(data, at)?;
                     let info = *data.get(usize::try_from(at.checked_add(4)?).ok()?)?;
                     let section = u16_at(data, at.checked_add(6)?)?;
+                    let value = u64_at(data, at.checked_add(8)?)?;
+                    let size = u64_at(data, at.checked_add(16)?)?;
                     let name = strtab
                         .get(name_off as usize..)
                         .map(|t| t.split(|&b| b == 0).next().unwrap_or(&[]))
@@ -350,6 +358,8 @@ impl<'a> Elf64<'a> {
                         kind: info & 0xf,
                         binding: info >> 4,
                         section,
+                        value,
+                        size,
                     })
                 })
             })
@@ -365,6 +375,23 @@ impl<'a> Elf64<'a> {
     pub fn has_function(&self, name: &str) -> bool {
         self.symbols()
             .any(|s| s.is_defined() && s.is_function() && s.name == name.as_bytes())
+    }
+
+    /// The `st_size` bytes a defined symbol called `name` labels (an HSACO's 64-byte `.kd`
+    /// kernel descriptor): found through its section, whose address maps `st_value` to a file
+    /// offset. `None` if no such symbol is defined in a section with file bytes, or its bytes
+    /// do not lie wholly inside that section.
+    pub fn symbol_bytes(&self, name: &str) -> Option<&'a [u8]> {
+        let data = self.data;
+        self.symbols()
+            .filter(|s| s.is_defined() && s.name == name.as_bytes())
+            .find_map(|s| {
+                let sec = self.sections.get(usize::from(s.section))?;
+                let bytes = section_bytes(data, sec)?;
+                let start = usize::try_from(s.value.checked_sub(sec.addr)?).ok()?;
+                let end = start.checked_add(usize::try_from(s.size).ok()?)?;
+                bytes.get(start..end)
+            })
     }
 
     /// Names of the defined functions, for diagnostics.
@@ -582,12 +609,69 @@ pub(crate) mod tests {
         assert!(elf.defines("q4_k_to_fp32_kernel.kd"));
     }
 
+    #[test]
+    fn symbol_bytes_map_addresses_to_file_bytes() {
+        let mut data = sample();
+        let sh_off = u64::from_le_bytes(data[40..48].try_into().unwrap()) as usize;
+        let field = |d: &[u8], at: usize| u64::from_le_bytes(d[at..at + 8].try_into().unwrap());
+        let seg_off = field(&data, sh_off + 64 + 24) as usize;
+        let sym_off = field(&data, sh_off + 3 * 64 + 24) as usize;
+        for (i, b) in data[seg_off..seg_off + 16].iter_mut().enumerate() {
+            *b = 0xa0 + i as u8;
+        }
+        // Section 1 loaded at 0x1000; the `.kd` symbol (the third entry) labels bytes 4..12.
+        data[sh_off + 64 + 16..sh_off + 64 + 24].copy_from_slice(&0x1000u64.to_le_bytes());
+        let kd = sym_off + 2 * 24;
+        let set = |d: &mut Vec<u8>, value: u64, size: u64| {
+            d[kd + 8..kd + 16].copy_from_slice(&value.to_le_bytes());
+            d[kd + 16..kd + 24].copy_from_slice(&size.to_le_bytes());
+        };
+        set(&mut data, 0x1004, 8);
+        let elf = Elf64::parse(&data).unwrap();
+        let want: Vec<u8> = (4..12).map(|i| 0xa0 + i).collect();
+        assert_eq!(elf.symbol_bytes("q4_k_to_fp32_kernel.kd"), Some(&want[..]));
+        let s = elf
+            .symbols()
+            .find(|s| s.name == b"q4_k_to_fp32_kernel.kd")
+            .unwrap();
+        assert_eq!((s.value, s.size), (0x1004, 8));
+        // Undefined or unknown symbols have no bytes.
+        assert_eq!(elf.symbol_bytes("extern_fn"), None);
+        assert_eq!(elf.symbol_bytes("nothing"), None);
+        // The whole section, its last byte, then one byte too many, an address below the
+        // section and a size that overflows.
+        for (value, size, ok) in [
+            (0x1000, 16, true),
+            (0x100f, 1, true),
+            (0x1008, 9, false),
+            (0xfff, 4, false),
+            (0x1001, u64::MAX, false),
+        ] {
+            set(&mut data, value, size);
+            let elf = Elf64::parse(&data).unwrap();
+            let got = elf.symbol_bytes("q4_k_to_fp32_kernel.kd");
+            assert_eq!(got.is_some(), ok, "{value:#x}+{size}");
+            if let Some(b) = got {
+                assert_eq!(b.len() as u64, size);
+            }
+        }
+        // A symbol in a section that does not exist.
+        data[kd + 6..kd + 8].copy_from_slice(&0xfff1u16.to_le_bytes());
+        assert_eq!(
+            Elf64::parse(&data)
+                .unwrap()
+                .symbol_bytes("q4_k_to_fp32_kernel.kd"),
+            None
+        );
+    }
+
     fn exercise(data: &[u8]) {
         if let Ok(elf) = Elf64::parse(data) {
             let _ = (elf.machine(), elf.flags(), elf.cuda_sm(), elf.amdgpu_arch());
             let _ = elf.has_function("q4_k_to_fp32_kernel");
             let _ = elf.defines("q4_k_to_fp32_kernel.kd");
             let _ = elf.function_names();
+            let _ = elf.symbol_bytes("q4_k_to_fp32_kernel.kd");
             for s in elf.symbols() {
                 let _ = (s.is_defined(), s.is_function(), s.binding);
             }
