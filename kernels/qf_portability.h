@@ -231,6 +231,34 @@ QF_DEVICE float qf_ld_f16(const uint8_t* s8, uint32_t off) {
     return qf_f16_to_f32((uint16_t)qf_ld_u16(s8, off));
 }
 
+// Lookup tables (the i-quant grids) copied from global into shared memory by a format's init(),
+// all threads of the group taking part. The loops stay rolled: unrolled or vectorized, AMD's
+// compiler computes their trip count (a division by blockDim.x) with a float reciprocal and a
+// float multiply-add, exact for the integer quotient but a fused multiply-add in the code object
+// all the same, which build-kernels' static check would have to tell apart from a real one.
+#if defined(QF_HIP)
+#define QF_ROLLED _Pragma("clang loop unroll(disable) vectorize(disable) interleave(disable)")
+#else
+#define QF_ROLLED _Pragma("unroll 1")
+#endif
+
+// N entries, as they are.
+template <uint32_t N, class T>
+QF_DEVICE void qf_copy_table(T* dst, const T* src) {
+    QF_ROLLED
+    for (uint32_t i = threadIdx.x; i < N; i += blockDim.x) dst[i] = src[i];
+}
+
+// N 64-bit entries as 2N 32-bit words (entry i = words 2i, 2i + 1: no 64-bit shared loads).
+template <uint32_t N>
+QF_DEVICE void qf_copy_table_halves(uint32_t* dst, const uint64_t* src) {
+    QF_ROLLED
+    for (uint32_t i = threadIdx.x; i < N; i += blockDim.x) {
+        dst[2u * i] = (uint32_t)src[i];
+        dst[2u * i + 1u] = (uint32_t)(src[i] >> 32);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The dequantization skeleton, written once for every format.
 //

@@ -26,11 +26,7 @@ struct iq1_s_block {
     static constexpr uint32_t NP = 8u;  // dl of each of the 8 sub-blocks
 
     QF_DEVICE static void init() {
-        for (uint32_t i = threadIdx.x; i < 2048u; i += blockDim.x) {
-            const uint64_t g = qf_iq1s_grid[i];
-            s_iq1s_grid[2u * i] = (uint32_t)g;
-            s_iq1s_grid[2u * i + 1u] = (uint32_t)(g >> 32);
-        }
+        qf_copy_table_halves<2048u>(s_iq1s_grid, qf_iq1s_grid);
     }
 
     // qh[ib], read as the high half of the aligned-or-not u32 two bytes before it, so that no

@@ -18,15 +18,6 @@
 #define IQ2_S_BPG 32u  // blocks staged per group (check_contract holds src/lib.rs to it)
 #endif
 
-// init()'s table copies stay rolled loops: hipcc would otherwise unroll or interleave them and
-// compute their trip count with LLVM's float-based 24-bit division (v_rcp_iflag + v_mad_f32):
-// exact for integers, but a float multiply-add in the code object all the same, which the
-// bit-exactness check of build-kernels would have to tell apart from a real one.
-#if defined(__clang__)
-#define IQ2_S_ROLLED _Pragma("clang loop unroll(disable) interleave(disable) vectorize(disable)")
-#else
-#define IQ2_S_ROLLED _Pragma("unroll 1")
-#endif
 
 // Shared copy of the grid as 32-bit halves (entry i = words 2i, 2i + 1).
 __shared__ uint32_t iq2_s_s_grid[2u * 1024u];
@@ -42,12 +33,7 @@ struct iq2_s_block {
     static constexpr uint32_t BPG = IQ2_S_BPG;
     static constexpr uint32_t NP = 16u;  // db of each 16 values
     QF_DEVICE static void init() {
-        IQ2_S_ROLLED
-        for (uint32_t i = threadIdx.x; i < 1024u; i += blockDim.x) {
-            const uint64_t w = qf_iq2s_grid[i];
-            iq2_s_s_grid[2u * i] = (uint32_t)w;
-            iq2_s_s_grid[2u * i + 1u] = (uint32_t)(w >> 32);
-        }
+        qf_copy_table_halves<1024u>(iq2_s_s_grid, qf_iq2s_grid);
     }
     // Pre-pass value k: db[k % 2] of sub-block k / 2 = d * (0.5f + nibble) * 0.25f.
     QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k) {

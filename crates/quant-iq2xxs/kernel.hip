@@ -16,15 +16,6 @@
 #define IQ2_XXS_BPG 32u  // blocks staged per group (check_contract holds src/lib.rs to it)
 #endif
 
-// init()'s table copies stay rolled loops: hipcc would otherwise unroll or interleave them and
-// compute their trip count with LLVM's float-based 24-bit division (v_rcp_iflag + v_mad_f32):
-// exact for integers, but a float multiply-add in the code object all the same, which the
-// bit-exactness check of build-kernels would have to tell apart from a real one.
-#if defined(__clang__)
-#define IQ2_XXS_ROLLED _Pragma("clang loop unroll(disable) interleave(disable) vectorize(disable)")
-#else
-#define IQ2_XXS_ROLLED _Pragma("unroll 1")
-#endif
 
 // Shared copies of the tables: the grid as 32-bit halves (entry i = words 2i, 2i + 1).
 __shared__ uint32_t iq2_xxs_s_grid[2u * 256u];
@@ -41,16 +32,8 @@ struct iq2_xxs_block {
     static constexpr uint32_t BPG = IQ2_XXS_BPG;
     static constexpr uint32_t NP = 8u;  // db of each of the 8 sub-blocks
     QF_DEVICE static void init() {
-        IQ2_XXS_ROLLED
-        for (uint32_t i = threadIdx.x; i < 256u; i += blockDim.x) {
-            const uint64_t w = qf_iq2xxs_grid[i];
-            iq2_xxs_s_grid[2u * i] = (uint32_t)w;
-            iq2_xxs_s_grid[2u * i + 1u] = (uint32_t)(w >> 32);
-        }
-        IQ2_XXS_ROLLED
-        for (uint32_t i = threadIdx.x; i < 128u; i += blockDim.x) {
-            iq2_xxs_s_signs[i] = qf_ksigns_iq2xs[i];
-        }
+        qf_copy_table_halves<256u>(iq2_xxs_s_grid, qf_iq2xxs_grid);
+        qf_copy_table<128u>(iq2_xxs_s_signs, qf_ksigns_iq2xs);
     }
     // Pre-pass value k: db of sub-block k = d * (0.5f + (aux1 >> 28)) * 0.25f.
     QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k) {

@@ -17,15 +17,6 @@
 #define IQ3_S_BPG 32u  // blocks staged per group (check_contract holds src/lib.rs to it)
 #endif
 
-// The copy loop of init() stays rolled on AMD: unrolled or vectorized, its trip count is a
-// division by blockDim.x, which AMD's compiler expands into a float reciprocal and a float
-// multiply-add (exact for the integer quotient, but the static bit-exactness check of
-// `cargo xtask build-kernels` refuses every multiply-add).
-#if defined(QF_HIP)
-#define IQ3_S_ROLLED _Pragma("clang loop unroll(disable) vectorize(disable) interleave(disable)")
-#else
-#define IQ3_S_ROLLED
-#endif
 
 // Shared copy of the grid, filled by init().
 __shared__ uint32_t iq3_s_s_grid[512];
@@ -36,8 +27,7 @@ struct iq3_s_block {
     static constexpr uint32_t BPG = IQ3_S_BPG;
     static constexpr uint32_t NP = 8u;  // db of each of the 8 sub-blocks
     QF_DEVICE static void init() {
-        IQ3_S_ROLLED
-        for (uint32_t i = threadIdx.x; i < 512u; i += blockDim.x) iq3_s_s_grid[i] = qf_iq3s_grid[i];
+        qf_copy_table<512u>(iq3_s_s_grid, qf_iq3s_grid);
     }
     // Pre-pass value k: db of sub-block k.
     QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k) {

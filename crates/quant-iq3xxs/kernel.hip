@@ -18,15 +18,6 @@
 #define IQ3_XXS_BPG 32u  // blocks staged per group (check_contract holds src/lib.rs to it)
 #endif
 
-// The copy loop of init() stays rolled on AMD: unrolled or vectorized, its trip count is a
-// division by blockDim.x, which AMD's compiler expands into a float reciprocal and a float
-// multiply-add (exact for the integer quotient, but the static bit-exactness check of
-// `cargo xtask build-kernels` refuses every multiply-add).
-#if defined(QF_HIP)
-#define IQ3_XXS_ROLLED _Pragma("clang loop unroll(disable) vectorize(disable) interleave(disable)")
-#else
-#define IQ3_XXS_ROLLED
-#endif
 
 // Shared copies of the tables, filled by init().
 __shared__ uint32_t iq3_xxs_s_grid[256];
@@ -38,10 +29,8 @@ struct iq3_xxs_block {
     static constexpr uint32_t BPG = IQ3_XXS_BPG;
     static constexpr uint32_t NP = 8u;  // db of each of the 8 sub-blocks
     QF_DEVICE static void init() {
-        IQ3_XXS_ROLLED
-        for (uint32_t i = threadIdx.x; i < 256u; i += blockDim.x) iq3_xxs_s_grid[i] = qf_iq3xxs_grid[i];
-        IQ3_XXS_ROLLED
-        for (uint32_t i = threadIdx.x; i < 128u; i += blockDim.x) iq3_xxs_s_ksigns[i] = qf_ksigns_iq2xs[i];
+        qf_copy_table<256u>(iq3_xxs_s_grid, qf_iq3xxs_grid);
+        qf_copy_table<128u>(iq3_xxs_s_ksigns, qf_ksigns_iq2xs);
     }
     // Pre-pass value k: db of sub-block k.
     QF_DEVICE static float pre(const uint8_t* s8, uint32_t base, uint32_t k) {
