@@ -408,29 +408,6 @@ impl MetaArray {
         /// The elements of an `f64` array.
         as_f64s: F64 => f64;
     }
-
-    /// Bytes this array holds on the heap (its elements' storage, inner arrays included).
-    pub fn heap_bytes(&self) -> usize {
-        match &self.data {
-            ArrayData::U8(v) => v.len(),
-            ArrayData::I8(v) => v.len(),
-            ArrayData::U16(v) => 2 * v.len(),
-            ArrayData::I16(v) => 2 * v.len(),
-            ArrayData::U32(v) => 4 * v.len(),
-            ArrayData::I32(v) => 4 * v.len(),
-            ArrayData::F32(v) => 4 * v.len(),
-            ArrayData::Bool(v) => v.len(),
-            ArrayData::String(b) => b.len(),
-            ArrayData::Array(v) => {
-                std::mem::size_of_val::<[MetaArray]>(v)
-                    + v.iter().map(MetaArray::heap_bytes).sum::<usize>()
-            }
-            ArrayData::U64(v) => 8 * v.len(),
-            ArrayData::I64(v) => 8 * v.len(),
-            ArrayData::F64(v) => 8 * v.len(),
-            ArrayData::Mixed(m) => m.1.len() * std::mem::size_of::<MetaValue>(),
-        }
-    }
 }
 
 /// One metadata value.
@@ -627,6 +604,37 @@ mod tests {
         assert_eq!(MetaValue::U8(1).as_str(), None);
         assert_eq!(MetaValue::Bool(true).as_bool(), Some(true));
         assert_eq!(MetaValue::F64(0.0).type_of(), MetaType::F64);
+    }
+
+    #[test]
+    fn arrays_are_compact_and_read_back() {
+        // 24 bytes per inner array: twice the 12 bytes of the smallest array in a file.
+        assert_eq!(std::mem::size_of::<MetaArray>(), 24);
+        let strs = MetaArray::from(vec!["a".to_string(), String::new(), "日本".to_string()]);
+        assert_eq!(strs.elem_type(), MetaType::String);
+        assert_eq!(strs.len(), 3);
+        assert_eq!(strs.strs().unwrap().collect::<Vec<_>>(), ["a", "", "日本"]);
+        assert_eq!(strs.get(2), Some(MetaValue::String("日本".into())));
+        assert_eq!(strs.get(3), None);
+        // `new` from matching values is the same compact array.
+        let via_new = MetaArray::new(MetaType::String, strs.iter().collect::<Vec<MetaValue>>());
+        assert_eq!(via_new, strs);
+        let bytes = MetaArray::from(vec![1u8, 2, 3]);
+        assert_eq!(bytes.as_u8s(), Some(&[1u8, 2, 3][..]));
+        assert_eq!(bytes.as_f32s(), None);
+        assert_eq!(
+            MetaArray::new(
+                MetaType::U8,
+                vec![MetaValue::U8(1), MetaValue::U8(2), MetaValue::U8(3)]
+            ),
+            bytes
+        );
+        let empty = MetaArray::from(Vec::<String>::new());
+        assert!(empty.is_empty() && empty.strs().unwrap().next().is_none());
+        // Mixed values are kept as given, for the writer to refuse.
+        let mixed = MetaArray::new(MetaType::U8, vec![MetaValue::U8(1), MetaValue::I8(1)]);
+        assert_eq!(mixed.elem_type(), MetaType::U8);
+        assert_eq!(mixed.get(1), Some(MetaValue::I8(1)));
     }
 
     #[test]
