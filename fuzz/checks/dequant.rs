@@ -4,7 +4,7 @@
 
 /// Formats the `dequant` target expects in the registry; the check refuses to run without them,
 /// so a linking mistake cannot make the fuzzer test nothing.
-pub const DEQUANT_EXPECTED: [quant_core::GgmlType; 16] = [
+pub const DEQUANT_EXPECTED: [quant_core::GgmlType; 29] = [
     quant_core::GgmlType::F32,
     quant_core::GgmlType::F16,
     quant_core::GgmlType::BF16,
@@ -21,6 +21,19 @@ pub const DEQUANT_EXPECTED: [quant_core::GgmlType; 16] = [
     quant_core::GgmlType::Q6_K,
     quant_core::GgmlType::Q1_0,
     quant_core::GgmlType::Q2_0,
+    quant_core::GgmlType::IQ1_S,
+    quant_core::GgmlType::IQ1_M,
+    quant_core::GgmlType::IQ2_XXS,
+    quant_core::GgmlType::IQ2_XS,
+    quant_core::GgmlType::IQ2_S,
+    quant_core::GgmlType::IQ3_XXS,
+    quant_core::GgmlType::IQ3_S,
+    quant_core::GgmlType::IQ4_NL,
+    quant_core::GgmlType::IQ4_XS,
+    quant_core::GgmlType::TQ1_0,
+    quant_core::GgmlType::TQ2_0,
+    quant_core::GgmlType::MXFP4,
+    quant_core::GgmlType::NVFP4,
 ];
 
 /// Input layout: `[format, mode, tile, extra, payload...]`.
