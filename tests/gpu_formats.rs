@@ -23,11 +23,29 @@ use rayon::prelude::*;
 /// it is a finite number, so an element left unwritten never passes for a NaN.
 const POISON: u8 = 0x7B;
 
-/// Every registered format with GPU kernels, in type-id order.
+/// Every registered format with GPU kernels, in type-id order; `QUANTFORGE_GPU_FORMATS=Q5_K,IQ4_XS`
+/// narrows the run to those formats (said on stderr, so that a partial run is never mistaken
+/// for a full one).
 fn kernel_formats() -> Vec<&'static dyn QuantFormat> {
-    let v: Vec<_> = registry().iter().filter(|f| f.kernel().is_some()).collect();
-    assert!(v.len() >= 12, "only {} formats with kernels", v.len());
-    v
+    let all: Vec<_> = registry().iter().filter(|f| f.kernel().is_some()).collect();
+    assert!(all.len() >= 25, "only {} formats with kernels", all.len());
+    match std::env::var("QUANTFORGE_GPU_FORMATS") {
+        Ok(list) => {
+            let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            let v: Vec<_> = all
+                .into_iter()
+                .filter(|f| names.iter().any(|n| n.eq_ignore_ascii_case(f.name())))
+                .collect();
+            assert_eq!(
+                v.len(),
+                names.len(),
+                "QUANTFORGE_GPU_FORMATS={list}: unknown names"
+            );
+            eprintln!("ONLY these formats (QUANTFORGE_GPU_FORMATS): {list}");
+            v
+        }
+        Err(_) => all,
+    }
 }
 
 /// Random blocks; about one block in eight gets a special value in each f16 scale field.

@@ -36,30 +36,36 @@ struct q5_k_block {
                    : ((uint32_t)(s8[sb + j + 4u] >> 4) | ((uint32_t)(s8[sb + j] >> 6) << 4));
         return QF_MUL(qf_ld_f16(s8, base + 2u), (float)v);
     }
-    // Runs: in chunk c of 64 values, l and l + 32 are the low and high nibbles of
-    // qs[32c + l] with bits 2c and 2c + 1 of qh[l]; a unit reads E bytes of qs and of qh once
-    // and decodes both (sub-blocks 2c and 2c + 1).
-    static constexpr uint32_t R = 2u, S = 32u;
+    // Runs: in half n, the values 128n + 32r + l (r = 0..3, sub-block 4n + r) take their fifth
+    // bit from qh[l] (bit 4n + r), and each pair of them shares a byte of qs (low and high
+    // nibbles of qs[64n + 32(r / 2) + l]); a unit reads E bytes of qh once and of two quarters
+    // of qs once, and decodes all four runs (R = 8 would leave half the threads of a group idle).
+    static constexpr uint32_t R = 4u, S = 32u;
     template <uint32_t E>
     QF_DEVICE static void decode_runs(const uint8_t* s8, uint32_t base, const float* p,
                                       uint32_t j0, float (*v)[8]) {
-        const uint32_t c = j0 / 64u;
+        const uint32_t n = j0 / 128u;
         const uint32_t l = j0 % 32u;
 #pragma unroll
         for (uint32_t w = 0; w < E / 4u; ++w) {
-            const uint32_t ql = qf_ld_u32(s8, base + 48u + 32u * c + l + 4u * w);
             const uint32_t qh = qf_ld_u32(s8, base + 16u + l + 4u * w);
 #pragma unroll
-            for (uint32_t r = 0; r < 2u; ++r) {
-                const uint32_t s = 2u * c + r;  // sub-block
-                // Low or high nibbles; bit s of each qh byte moved to bit 4.
-                const uint32_t q = ((ql >> (4u * r)) & 0x0F0F0F0Fu) | (((qh >> s) & 0x01010101u) << 4);
-                const float d1 = p[2u * s], m1 = p[2u * s + 1u];
-                // ggml: d1 * q - m1
-                v[r][4u * w + 0u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(q))), m1);
-                v[r][4u * w + 1u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(q))), m1);
-                v[r][4u * w + 2u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(q))), m1);
-                v[r][4u * w + 3u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(q))), m1);
+            for (uint32_t c = 0; c < 2u; ++c) {
+                const uint32_t ql = qf_ld_u32(s8, base + 48u + 64u * n + 32u * c + l + 4u * w);
+#pragma unroll
+                for (uint32_t h = 0; h < 2u; ++h) {
+                    const uint32_t r = 2u * c + h;
+                    const uint32_t s = 4u * n + r;  // sub-block
+                    // Low or high nibbles; bit s of each qh byte moved to bit 4.
+                    const uint32_t q =
+                        ((ql >> (4u * h)) & 0x0F0F0F0Fu) | (((qh >> s) & 0x01010101u) << 4);
+                    const float d1 = p[2u * s], m1 = p[2u * s + 1u];
+                    // ggml: d1 * q - m1
+                    v[r][4u * w + 0u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<0u>(q))), m1);
+                    v[r][4u * w + 1u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<1u>(q))), m1);
+                    v[r][4u * w + 2u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<2u>(q))), m1);
+                    v[r][4u * w + 3u] = QF_SUB(QF_MUL(d1, qf_magic_minus<0u>(qf_magic_byte<3u>(q))), m1);
+                }
             }
         }
     }
