@@ -11,36 +11,32 @@ pub use quant_gguf as gguf;
 // `inventory` registration with it.
 #[cfg(feature = "float")]
 pub extern crate quant_float;
-#[cfg(feature = "q1_0")]
-pub extern crate quant_q1_0;
-#[cfg(feature = "q2_0")]
-pub extern crate quant_q2_0;
+#[cfg(feature = "iq1m")]
+pub extern crate quant_iq1m;
+#[cfg(feature = "iq1s")]
+pub extern crate quant_iq1s;
+#[cfg(feature = "iq2s")]
+pub extern crate quant_iq2s;
+#[cfg(feature = "iq2xs")]
+pub extern crate quant_iq2xs;
+#[cfg(feature = "iq2xxs")]
+pub extern crate quant_iq2xxs;
+#[cfg(feature = "iq3s")]
+pub extern crate quant_iq3s;
+#[cfg(feature = "iq3xxs")]
+pub extern crate quant_iq3xxs;
 #[cfg(feature = "iq4nl")]
 pub extern crate quant_iq4nl;
 #[cfg(feature = "iq4xs")]
 pub extern crate quant_iq4xs;
-#[cfg(feature = "tq1_0")]
-pub extern crate quant_tq1_0;
-#[cfg(feature = "tq2_0")]
-pub extern crate quant_tq2_0;
 #[cfg(feature = "mxfp4")]
 pub extern crate quant_mxfp4;
 #[cfg(feature = "nvfp4")]
 pub extern crate quant_nvfp4;
-#[cfg(feature = "iq2xxs")]
-pub extern crate quant_iq2xxs;
-#[cfg(feature = "iq2xs")]
-pub extern crate quant_iq2xs;
-#[cfg(feature = "iq2s")]
-pub extern crate quant_iq2s;
-#[cfg(feature = "iq3xxs")]
-pub extern crate quant_iq3xxs;
-#[cfg(feature = "iq3s")]
-pub extern crate quant_iq3s;
-#[cfg(feature = "iq1s")]
-pub extern crate quant_iq1s;
-#[cfg(feature = "iq1m")]
-pub extern crate quant_iq1m;
+#[cfg(feature = "q1_0")]
+pub extern crate quant_q1_0;
+#[cfg(feature = "q2_0")]
+pub extern crate quant_q2_0;
 #[cfg(feature = "q2k")]
 pub extern crate quant_q2k;
 #[cfg(feature = "q3k")]
@@ -61,6 +57,10 @@ pub extern crate quant_q5k;
 pub extern crate quant_q6k;
 #[cfg(feature = "q8_0")]
 pub extern crate quant_q8_0;
+#[cfg(feature = "tq1_0")]
+pub extern crate quant_tq1_0;
+#[cfg(feature = "tq2_0")]
+pub extern crate quant_tq2_0;
 
 pub use quant_gpu as gpu;
 pub use quant_loader as loader;
