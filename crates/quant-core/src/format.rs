@@ -249,6 +249,10 @@ impl std::fmt::Debug for dyn QuantFormat {
 ///     kernel: Some(&kernel::KERNEL), f16_scales: &[0],
 /// }
 /// ```
+///
+/// A format whose scales are not f16 fields (E8M0, UE4M3, nibbles of other fields) lists the
+/// f16 fields it has (maybe `&[]`) and adds `make_scales_finite: some_fn`, a
+/// `fn(&mut [u8])` over whole blocks, to replace the trait's default.
 #[macro_export]
 macro_rules! define_format {
     (
@@ -256,7 +260,8 @@ macro_rules! define_format {
         $(#[$imeta:meta])* $ivis:vis static $I:ident;
         ty: $ty:expr, name: $name:literal, geometry: ($elems:expr, $bytes:expr),
         layout: $layout:expr, reference: $reference:expr, fast: $fast:expr,
-        kernel: $kernel:expr, f16_scales: $scales:expr $(,)?
+        kernel: $kernel:expr, f16_scales: $scales:expr
+        $(, make_scales_finite: $finite:expr)? $(,)?
     ) => {
         $(#[$smeta])*
         #[derive(Debug, Clone, Copy, Default)]
@@ -295,6 +300,11 @@ macro_rules! define_format {
             fn f16_scale_offsets(&self) -> &'static [usize] {
                 $scales
             }
+            $(
+                fn make_scales_finite(&self, blocks: &mut [u8]) {
+                    $finite(blocks)
+                }
+            )?
         }
     };
 }

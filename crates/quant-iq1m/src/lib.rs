@@ -11,12 +11,12 @@
 //! `kernels/qf_portability.h`; they copy the grid into shared memory once per launch.
 //!
 //! The block has no f16 field: its scale is assembled from four nibbles ([`super_scale_bits`]),
-//! so [`QuantFormat::f16_scale_offsets`] is empty and [`QuantFormat::make_scales_finite`] is
+//! so `f16_scale_offsets` is empty and `make_scales_finite` is
 //! written here ([`make_scale_finite`]).
 #![warn(missing_docs)]
 
 use quant_core::cpu::f16_le;
-use quant_core::{BlockGeometry, GgmlType, KernelSpec, QuantFormat};
+use quant_core::{GgmlType, KernelSpec};
 use quant_tables::IQ1S_GRID;
 
 /// Elements per super-block (ggml's `QK_K`).
@@ -44,53 +44,26 @@ pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 
-/// ggml's IQ1_M format (type 29): 256-element super-blocks of eight 32-element sub-blocks;
-/// every 8 elements are one entry of the 2048-entry ternary grid, shifted by ±1/8 and scaled by
-/// an f16 scale (spread over four nibbles) times an odd 3-bit factor per 16 elements.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Iq1MFormat;
+quant_core::define_format! {
+    /// ggml's IQ1_M format (type 29): 256-element super-blocks of eight 32-element sub-blocks;
+    /// every 8 elements are one entry of the 2048-entry ternary grid, shifted by ±1/8 and scaled by
+    /// an f16 scale (spread over four nibbles) times an odd 3-bit factor per 16 elements.
+    pub struct Iq1MFormat;
+    /// The registered [`Iq1MFormat`] instance.
+    pub static IQ1_M;
+    ty: GgmlType::IQ1_M, name: "IQ1_M", geometry: (BLOCK_ELEMS, BLOCK_BYTES),
+    layout: LAYOUT_DOC, reference: reference, fast: fast,
+    kernel: Some(&KERNEL), f16_scales: &[],
+    make_scales_finite: finite_scales,
+}
 
-/// The registered [`Iq1MFormat`] instance.
-pub static IQ1_M: Iq1MFormat = Iq1MFormat;
-
-quant_core::register_format!(IQ1_M);
-
-impl QuantFormat for Iq1MFormat {
-    fn ggml_type(&self) -> GgmlType {
-        GgmlType::IQ1_M
-    }
-    fn name(&self) -> &'static str {
-        "IQ1_M"
-    }
-    fn geometry(&self) -> BlockGeometry {
-        BlockGeometry {
-            block_elems: BLOCK_ELEMS,
-            block_bytes: BLOCK_BYTES,
-        }
-    }
-    fn layout_doc(&self) -> &'static str {
-        LAYOUT_DOC
-    }
-    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
-        reference(src, dst)
-    }
-    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
-        fast(src, dst)
-    }
-    fn kernel(&self) -> Option<&'static KernelSpec> {
-        Some(&KERNEL)
-    }
-    /// None: the scale is assembled from four nibbles, not stored as an f16 field.
-    fn f16_scale_offsets(&self) -> &'static [usize] {
-        &[]
-    }
-    /// Rewrites each whole block's assembled scale with [`quant_core::finite_f16`]
-    /// ([`make_scale_finite`]); a trailing partial block is left alone.
-    fn make_scales_finite(&self, blocks: &mut [u8]) {
-        for block in blocks.chunks_exact_mut(BLOCK_BYTES) {
-            if let Some(block) = block.first_chunk_mut() {
-                make_scale_finite(block);
-            }
+/// `make_scales_finite` (the scale is assembled from four nibbles, not stored as an f16
+/// field): rewrites each whole block's assembled scale with [`quant_core::finite_f16`]
+/// ([`make_scale_finite`]); a trailing partial block is left alone.
+fn finite_scales(blocks: &mut [u8]) {
+    for block in blocks.chunks_exact_mut(BLOCK_BYTES) {
+        if let Some(block) = block.first_chunk_mut() {
+            make_scale_finite(block);
         }
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use quant_core::conformance::{bits, SPECIAL_F16};
 use quant_core::random_bytes;
+use quant_core::QuantFormat;
 
 quant_testkit::format_suite! {
     format: IQ1_M,

@@ -3,16 +3,15 @@
 //! ## This crate
 //!
 //! [`MXFP4Format`] implements [`quant_core::QuantFormat`]; its instance [`MXFP4`] is registered in
-//! quant-core's registry. Its scale is not an f16 field, so the implementation is written out
-//! (rather than made by `define_format!`) to give [`QuantFormat::make_scales_finite`] its own
-//! rule. The CPU reference follows ggml's loop literally; the fast path works on fixed-size
+//! quant-core's registry. Its scale is not an f16 field, so it gives `define_format!` its own
+//! `make_scales_finite` rule. The CPU reference follows ggml's loop literally; the fast path works on fixed-size
 //! arrays and computes each table value from its code with integer operations instead of a
 //! lookup, so that LLVM vectorizes it (the same integers, so the same bits). The GPU kernels are
 //! in `kernel.hip`, on the shared skeleton of `kernels/qf_portability.h`; they look the value
 //! table up in a shared-memory copy.
 #![warn(missing_docs)]
 
-use quant_core::{BlockGeometry, GgmlType, KernelSpec, QuantFormat};
+use quant_core::{GgmlType, KernelSpec};
 use quant_tables::KVALUES_MXFP4;
 
 /// Elements per block (ggml's `QK_MXFP4`).
@@ -31,59 +30,32 @@ pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 
-/// ggml's MXFP4 format (type 39): blocks of 32 E2M1 codes sharing one E8M0 (power-of-two)
-/// scale.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MXFP4Format;
-
-/// The registered [`MXFP4Format`] instance.
-pub static MXFP4: MXFP4Format = MXFP4Format;
-
-quant_core::register_format!(MXFP4);
-
-/// The E8M0 exponents [`QuantFormat::make_scales_finite`] writes: `118..=128`, scales
+/// The E8M0 exponents `make_scales_finite` writes: `118..=128`, scales
 /// `2^-10 ..= 2^0` (so elements within ±12).
 pub const FINITE_EXPONENTS: std::ops::RangeInclusive<u8> = 118..=128;
 
-impl QuantFormat for MXFP4Format {
-    fn ggml_type(&self) -> GgmlType {
-        GgmlType::MXFP4
-    }
-    fn name(&self) -> &'static str {
-        "MXFP4"
-    }
-    fn geometry(&self) -> BlockGeometry {
-        BlockGeometry {
-            block_elems: BLOCK_ELEMS,
-            block_bytes: BLOCK_BYTES,
-        }
-    }
-    fn layout_doc(&self) -> &'static str {
-        LAYOUT_DOC
-    }
-    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
-        reference(src, dst)
-    }
-    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
-        fast(src, dst)
-    }
-    fn kernel(&self) -> Option<&'static KernelSpec> {
-        Some(&KERNEL)
-    }
-    /// None: the scale is an E8M0 byte.
-    fn f16_scale_offsets(&self) -> &'static [usize] {
-        &[]
-    }
-    /// Maps each block's scale byte into [`FINITE_EXPONENTS`] (`118 + e % 11`); the codes are
-    /// left alone (every code is finite).
-    fn make_scales_finite(&self, blocks: &mut [u8]) {
-        for block in blocks.chunks_exact_mut(BLOCK_BYTES) {
-            block[0] = finite_exponent(block[0]);
-        }
+quant_core::define_format! {
+    /// ggml's MXFP4 format (type 39): blocks of 32 E2M1 codes sharing one E8M0 (power-of-two)
+    /// scale.
+    pub struct MXFP4Format;
+    /// The registered [`MXFP4Format`] instance.
+    pub static MXFP4;
+    ty: GgmlType::MXFP4, name: "MXFP4", geometry: (BLOCK_ELEMS, BLOCK_BYTES),
+    layout: LAYOUT_DOC, reference: reference, fast: fast,
+    kernel: Some(&KERNEL), f16_scales: &[],
+    make_scales_finite: finite_scales,
+}
+
+/// `make_scales_finite` (the block's scale is an E8M0 byte, not an f16 field): maps each
+/// block's scale byte into [`FINITE_EXPONENTS`] (`118 + e % 11`); the codes are left alone
+/// (every code is finite).
+fn finite_scales(blocks: &mut [u8]) {
+    for block in blocks.chunks_exact_mut(BLOCK_BYTES) {
+        block[0] = finite_exponent(block[0]);
     }
 }
 
-/// The E8M0 exponent [`QuantFormat::make_scales_finite`] writes for scale byte `e`.
+/// The E8M0 exponent `make_scales_finite` writes for scale byte `e`.
 const fn finite_exponent(e: u8) -> u8 {
     *FINITE_EXPONENTS.start() + e % (*FINITE_EXPONENTS.end() - *FINITE_EXPONENTS.start() + 1)
 }

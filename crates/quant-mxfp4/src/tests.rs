@@ -1,4 +1,5 @@
 use super::*;
+use quant_core::QuantFormat;
 
 use quant_core::conformance::bits;
 

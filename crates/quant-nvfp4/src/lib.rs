@@ -3,9 +3,8 @@
 //! ## This crate
 //!
 //! [`NVFP4Format`] implements [`quant_core::QuantFormat`]; its instance [`NVFP4`] is registered in
-//! quant-core's registry. Its scales are not f16 fields, so the implementation is written out
-//! (rather than made by `define_format!`) to give [`QuantFormat::make_scales_finite`] its own
-//! rule. The CPU reference follows ggml's loop literally; the fast path reads the four scales
+//! quant-core's registry. Its scale is not an f16 field, so it gives `define_format!` its own
+//! `make_scales_finite` rule. The CPU reference follows ggml's loop literally; the fast path reads the four scales
 //! from a 256-entry table of their bits (built at compile time with integer operations, and held
 //! to the reference's decoding for every byte by a test), then computes each table value from
 //! its code with integer operations on fixed-size arrays, so that LLVM vectorizes it (the same
@@ -13,7 +12,7 @@
 //! skeleton of `kernels/qf_portability.h`; they look the value table up in a shared-memory copy.
 #![warn(missing_docs)]
 
-use quant_core::{BlockGeometry, GgmlType, KernelSpec, QuantFormat};
+use quant_core::{GgmlType, KernelSpec};
 use quant_tables::KVALUES_MXFP4;
 
 /// Elements per block (ggml's `QK_NVFP4`).
@@ -37,57 +36,30 @@ pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 
-/// ggml's NVFP4 format (type 40): blocks of 64 E2M1 codes in four sub-blocks of 16, each with
-/// its own UE4M3 scale.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NVFP4Format;
+quant_core::define_format! {
+    /// ggml's NVFP4 format (type 40): blocks of 64 E2M1 codes in four sub-blocks of 16, each with
+    /// its own UE4M3 scale.
+    pub struct NVFP4Format;
+    /// The registered [`NVFP4Format`] instance.
+    pub static NVFP4;
+    ty: GgmlType::NVFP4, name: "NVFP4", geometry: (BLOCK_ELEMS, BLOCK_BYTES),
+    layout: LAYOUT_DOC, reference: reference, fast: fast,
+    kernel: Some(&KERNEL), f16_scales: &[],
+    make_scales_finite: finite_scales,
+}
 
-/// The registered [`NVFP4Format`] instance.
-pub static NVFP4: NVFP4Format = NVFP4Format;
-
-quant_core::register_format!(NVFP4);
-
-impl QuantFormat for NVFP4Format {
-    fn ggml_type(&self) -> GgmlType {
-        GgmlType::NVFP4
-    }
-    fn name(&self) -> &'static str {
-        "NVFP4"
-    }
-    fn geometry(&self) -> BlockGeometry {
-        BlockGeometry {
-            block_elems: BLOCK_ELEMS,
-            block_bytes: BLOCK_BYTES,
-        }
-    }
-    fn layout_doc(&self) -> &'static str {
-        LAYOUT_DOC
-    }
-    fn dequantize_reference(&self, src: &[u8], dst: &mut [f32]) {
-        reference(src, dst)
-    }
-    fn dequantize_fast(&self, src: &[u8], dst: &mut [f32]) {
-        fast(src, dst)
-    }
-    fn kernel(&self) -> Option<&'static KernelSpec> {
-        Some(&KERNEL)
-    }
-    /// None: the scales are UE4M3 bytes.
-    fn f16_scale_offsets(&self) -> &'static [usize] {
-        &[]
-    }
-    /// Rewrites each block's four scale bytes with [`finite_scale`] (finite, non-zero, normal
-    /// scales in `2^-7 ..= 0.9375`); the codes are left alone (every code is finite).
-    fn make_scales_finite(&self, blocks: &mut [u8]) {
-        for block in blocks.chunks_exact_mut(BLOCK_BYTES) {
-            for b in &mut block[..4] {
-                *b = finite_scale(*b);
-            }
+/// `make_scales_finite` (the block's scales are UE4M3 bytes, not f16 fields): rewrites each
+/// block's four scale bytes with [`finite_scale`] (finite, non-zero, normal scales in
+/// `2^-7 ..= 0.9375`); the codes are left alone (every code is finite).
+fn finite_scales(blocks: &mut [u8]) {
+    for block in blocks.chunks_exact_mut(BLOCK_BYTES) {
+        for b in &mut block[..4] {
+            *b = finite_scale(*b);
         }
     }
 }
 
-/// The UE4M3 byte [`QuantFormat::make_scales_finite`] writes for scale byte `x`: mantissa kept,
+/// The UE4M3 byte `make_scales_finite` writes for scale byte `x`: mantissa kept,
 /// exponent forced into `1..=7` (`1 + exp % 7`), bit 7 cleared; it decodes to
 /// `(8 + man) * 2^(exp - 11)`, between `2^-7` and `0.9375`.
 pub const fn finite_scale(x: u8) -> u8 {
