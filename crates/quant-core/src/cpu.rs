@@ -36,6 +36,21 @@ pub fn f16_bits_to_f32(h: u16) -> f32 {
     }
 }
 
+/// `a + b` with x86's NaN rule made explicit: when `a` is NaN the result is `a` (SSE/AVX return
+/// the first operand's NaN). LLVM treats float addition as commutative and may swap the
+/// operands in a vectorized loop, which would make a NaN `b` win over a NaN `a`; this keeps
+/// ggml's `x*d + m` bit for bit whatever the compiler does. Only for an `a` that is quiet (a
+/// product): a signalling `a` would be quieted by x86.
+#[inline(always)]
+pub fn add_x86(a: f32, b: f32) -> f32 {
+    let s = a + b;
+    if a.is_nan() {
+        a
+    } else {
+        s
+    }
+}
+
 /// Which CPU implementation to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuPath {

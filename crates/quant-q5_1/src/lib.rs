@@ -8,7 +8,7 @@
 //! `kernel.hip`, on the shared skeleton of `kernels/qf_portability.h`.
 #![warn(missing_docs)]
 
-use quant_core::cpu::f16_le;
+use quant_core::cpu::{add_x86, f16_le};
 use quant_core::{GgmlType, KernelSpec};
 
 /// Elements per block (ggml's `QK5_1`).
@@ -35,21 +35,6 @@ quant_core::define_format! {
     ty: GgmlType::Q5_1, name: "Q5_1", geometry: (BLOCK_ELEMS, BLOCK_BYTES),
     layout: LAYOUT_DOC, reference: reference, fast: fast,
     kernel: Some(&KERNEL), f16_scales: &[0, 2],
-}
-
-/// `a + b` with x86's NaN rule pinned down: when `a` is a NaN the result is `a` (as SSE's
-/// `addss a, b` returns its first operand's NaN), otherwise the IEEE sum. LLVM treats `+` as
-/// commutative and may swap the operands (its AVX2 build of the fast path puts `m` first),
-/// which would make a NaN `m` win over a NaN product; the select keeps ggml's `x*d + m`
-/// bit for bit whatever the compiler does. `a` is always quiet here (a product).
-#[inline(always)]
-fn add_x86(a: f32, b: f32) -> f32 {
-    let s = a + b;
-    if a.is_nan() {
-        a
-    } else {
-        s
-    }
 }
 
 /// The reference: ggml's `dequantize_row_q5_1`, statement for statement.
