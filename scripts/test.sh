@@ -18,7 +18,7 @@ cargo test --workspace --no-fail-fast
 
 # The GPU suites once more with their output shown, so that a skip (no QUANTFORGE_GPU_TESTS=1,
 # as in CI) is visible rather than a silent pass.
-cargo test -p quant-cuda --test gpu -p quantforge-tests --test gpu_golden --test gpu_faults \
+cargo test -p quant-cuda --test gpu -p quantforge-tests --test gpu_formats --test gpu_golden --test gpu_faults \
     --test gpu_fallback --test gpu_pipeline --test gpu_multi -- --nocapture 2>&1 \
     | grep -E 'SKIPPED|^test |test result'
 cargo test -p quant-rocm --test gpu -- --nocapture 2>&1 | grep -E 'SKIPPED|^test |test result'
