@@ -48,7 +48,7 @@ struct BuildArgs {
     /// Build cubins only (nvcc).
     #[arg(long)]
     cuda_only: bool,
-    /// Output folder [default: $QF_KERNELS_DIR, else <target dir>/kernels].
+    /// Output folder [default: $QF_KERNELS_DIR, else the kernels folder of the target directory].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Compilers to run at once [default: the number of cores].

@@ -5,7 +5,7 @@
 //! [`Q4_0Format`] implements [`quant_core::QuantFormat`]; its instance [`Q4_0`] is registered in
 //! quant-core's registry. The CPU reference follows ggml's loop literally; the fast path works
 //! on whole blocks held in fixed-size arrays so that LLVM vectorizes it, and gives the same bits.
-//! The GPU kernels are in `kernel.hip` (see [`QuantFormat::kernel`]).
+//! The GPU kernels are in `kernel.hip` (see [`QuantFormat::kernel`](quant_core::QuantFormat::kernel)).
 #![warn(missing_docs)]
 
 mod kernel;

@@ -6,7 +6,7 @@
 //! quant-core's registry. The CPU reference follows ggml's loop literally; the fast path decodes
 //! the eight sub-block scales and mins of a block once, then runs fixed-size 32-lane loops that
 //! LLVM vectorizes, with the same operations in the same order (so the same bits). The GPU
-//! kernels are in `kernel.hip` (see [`QuantFormat::kernel`]).
+//! kernels are in `kernel.hip` (see [`QuantFormat::kernel`](quant_core::QuantFormat::kernel)).
 #![warn(missing_docs)]
 
 mod kernel;

@@ -6,7 +6,7 @@
 //! quant-core's registry. The CPU reference follows ggml's loop literally; the fast path
 //! computes the sixteen `d * sc` products of a block once (the very products the reference
 //! forms first), then runs fixed-size 16-lane loops that LLVM vectorizes. The GPU kernels are in
-//! `kernel.hip` (see [`QuantFormat::kernel`]).
+//! `kernel.hip` (see [`QuantFormat::kernel`](quant_core::QuantFormat::kernel)).
 #![warn(missing_docs)]
 
 mod kernel;
