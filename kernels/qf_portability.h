@@ -308,14 +308,34 @@ QF_DEVICE void qf_init(long) {}
 // values of each run; j0 = c * R * S + l, l a multiple of E below S), reading each shared byte
 // once. Each thread then produces R vectors per unit, and neighbouring threads still write
 // neighbouring vectors of each run. Without R and S a unit is E consecutive values (decode4).
+// Optional decode8: a format whose values come in groups of 8 that share their lookups (an
+// i-quant grid entry: one index, one sign byte, one scale) may also define
+//     QF_DEVICE static void decode8(const uint8_t* s8, uint32_t base, const float* p,
+//                                   uint32_t j, float* v);   // values j .. j+7, j % 8 == 0
+// which the skeleton then calls for 8-value (f16/bf16) vectors instead of two decode4.
+template <class F>
+QF_DEVICE auto qf_decode8(const uint8_t* s8, uint32_t base, const float* p, uint32_t j, float* v,
+                          int) -> decltype(F::decode8(s8, base, p, j, v), void()) {
+    F::decode8(s8, base, p, j, v);
+}
+template <class F>
+QF_DEVICE void qf_decode8(const uint8_t* s8, uint32_t base, const float* p, uint32_t j, float* v,
+                          long) {
+    F::decode4(s8, base, p, j, v);
+    F::decode4(s8, base, p, j + 4u, v + 4);
+}
+
 template <class F, class = void>
 struct qf_runs_of {
     static constexpr uint32_t R = 1u, S = F::QK;
     template <uint32_t E>
     QF_DEVICE static void decode(const uint8_t* s8, uint32_t base, const float* p, uint32_t j0,
                                  float (*v)[8]) {
-        F::decode4(s8, base, p, j0, v[0]);
-        if (E == 8u) F::decode4(s8, base, p, j0 + 4u, v[0] + 4);
+        if (E == 8u) {
+            qf_decode8<F>(s8, base, p, j0, v[0], 0);
+        } else {
+            F::decode4(s8, base, p, j0, v[0]);
+        }
     }
 };
 template <class F>

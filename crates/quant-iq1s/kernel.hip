@@ -41,22 +41,35 @@ struct iq1_s_block {
         return QF_MUL(qf_ld_f16(s8, base), (float)(2u * ((h >> 12) & 7u) + 1u));
     }
 
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
-        const uint32_t ib = j >> 5;        // sub-block, 0..7
-        const uint32_t l = (j >> 3) & 3u;  // group of 8 in the sub-block, 0..3
-        const uint32_t hi4 = (j >> 2) & 1u;  // values 0..3 or 4..7 of the entry
+    // Values j .. j+N-1 (N = 4 or 8, j % N == 0) of the block: all from one grid entry.
+    template <uint32_t N>
+    QF_DEVICE static void decode(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                 float* v) {
+        const uint32_t ib = j >> 5;          // sub-block, 0..7
+        const uint32_t l = (j >> 3) & 3u;    // group of 8 in the sub-block, 0..3
+        const uint32_t hi4 = (j >> 2) & 1u;  // values 0..3 or 4..7 of the entry (N = 4)
         const uint32_t h = qh(s8, base, ib);
         const uint32_t lo = (qf_ld_u32(s8, base + 2u + 4u * ib) >> (8u * l)) & 0xFFu;
         const uint32_t index = lo | (((h >> (3u * l)) & 7u) << 8);
-        const uint32_t q = s_iq1s_grid[2u * index + hi4] ^ 0x80808080u;
         const float dl = p[ib];
         const float delta = (h & 0x8000u) ? -0.125f : 0.125f;
-        // ggml: dl * (grid[j] + delta)
-        v[0] = QF_MUL(dl, QF_ADD(qf_magic_minus<128u>(qf_magic_byte<0u>(q)), delta));
-        v[1] = QF_MUL(dl, QF_ADD(qf_magic_minus<128u>(qf_magic_byte<1u>(q)), delta));
-        v[2] = QF_MUL(dl, QF_ADD(qf_magic_minus<128u>(qf_magic_byte<2u>(q)), delta));
-        v[3] = QF_MUL(dl, QF_ADD(qf_magic_minus<128u>(qf_magic_byte<3u>(q)), delta));
+#pragma unroll
+        for (uint32_t k = 0; k < N / 4u; ++k) {
+            const uint32_t q = s_iq1s_grid[2u * index + (N == 8u ? k : hi4)] ^ 0x80808080u;
+            // ggml: dl * (grid[j] + delta)
+            v[4u * k + 0u] = QF_MUL(dl, QF_ADD(qf_magic_minus<128u>(qf_magic_byte<0u>(q)), delta));
+            v[4u * k + 1u] = QF_MUL(dl, QF_ADD(qf_magic_minus<128u>(qf_magic_byte<1u>(q)), delta));
+            v[4u * k + 2u] = QF_MUL(dl, QF_ADD(qf_magic_minus<128u>(qf_magic_byte<2u>(q)), delta));
+            v[4u * k + 3u] = QF_MUL(dl, QF_ADD(qf_magic_minus<128u>(qf_magic_byte<3u>(q)), delta));
+        }
+    }
+    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        decode<4u>(s8, base, p, j, v);
+    }
+    QF_DEVICE static void decode8(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        decode<8u>(s8, base, p, j, v);
     }
 };
 

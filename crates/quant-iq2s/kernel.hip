@@ -42,21 +42,36 @@ struct iq2_s_block {
         const float d = qf_ld_f16(s8, base);
         return QF_MUL(QF_MUL(d, QF_ADD(0.5f, (float)s)), 0.25f);
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
+    // Values j .. j+N-1 (N = 4 or 8, j % N == 0) of the block: all from one grid entry.
+    template <uint32_t N>
+    QF_DEVICE static void decode(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                 float* v) {
         const uint32_t g = j >> 3;         // group of 8, 0..31
         const uint32_t l = g & 3u;         // group within its sub-block
-        const uint32_t h = (j >> 2) & 1u;  // which half of the group's 8 values
+        const uint32_t h = (j >> 2) & 1u;  // which half of the group's 8 values (N = 4)
         const uint32_t lo = qf_ld_u32(s8, base + 2u + g) & 255u;
-        const uint32_t sg = (qf_ld_u32(s8, base + 34u + g) & 255u) >> (4u * h);
+        const uint32_t signs = qf_ld_u32(s8, base + 34u + g) & 255u;
         const uint32_t qh = qf_ld_u32(s8, base + 66u + (g >> 2)) & 255u;
         const uint32_t idx = lo | ((qh << (8u - 2u * l)) & 0x300u);
-        const uint32_t w = iq2_s_s_grid[2u * idx + h];
         const float db = p[g >> 1];
-        v[0] = iq2_s_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(w))), sg);
-        v[1] = iq2_s_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(w))), sg >> 1);
-        v[2] = iq2_s_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(w))), sg >> 2);
-        v[3] = iq2_s_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(w))), sg >> 3);
+#pragma unroll
+        for (uint32_t k = 0; k < N / 4u; ++k) {
+            const uint32_t hk = N == 8u ? k : h;
+            const uint32_t w = iq2_s_s_grid[2u * idx + hk];
+            const uint32_t sg = signs >> (4u * hk);
+            v[4u * k + 0u] = iq2_s_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(w))), sg);
+            v[4u * k + 1u] = iq2_s_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(w))), sg >> 1);
+            v[4u * k + 2u] = iq2_s_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(w))), sg >> 2);
+            v[4u * k + 3u] = iq2_s_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(w))), sg >> 3);
+        }
+    }
+    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        decode<4u>(s8, base, p, j, v);
+    }
+    QF_DEVICE static void decode8(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        decode<8u>(s8, base, p, j, v);
     }
 };
 

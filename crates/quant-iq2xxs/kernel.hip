@@ -41,20 +41,36 @@ struct iq2_xxs_block {
         const float d = qf_ld_f16(s8, base);
         return QF_MUL(QF_MUL(d, QF_ADD(0.5f, (float)(aux1 >> 28))), 0.25f);
     }
-    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
-                                  float* v) {
+    // Values j .. j+N-1 (N = 4 or 8, j % N == 0) of the block: all from one grid entry.
+    template <uint32_t N>
+    QF_DEVICE static void decode(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                 float* v) {
         const uint32_t ib = j >> 5;         // sub-block, 0..7
         const uint32_t l = (j >> 3) & 3u;   // group of 8 in the sub-block
-        const uint32_t h = (j >> 2) & 1u;   // which half of the group's 8 values
+        const uint32_t h = (j >> 2) & 1u;   // which half of the group's 8 values (N = 4)
         const uint32_t aux0 = qf_ld_u32(s8, base + 2u + 8u * ib);
         const uint32_t aux1 = qf_ld_u32(s8, base + 6u + 8u * ib);
-        const uint32_t g = iq2_xxs_s_grid[2u * ((aux0 >> (8u * l)) & 255u) + h];
-        const uint32_t sg = (uint32_t)iq2_xxs_s_signs[(aux1 >> (7u * l)) & 127u] >> (4u * h);
+        const uint32_t gi = 2u * ((aux0 >> (8u * l)) & 255u);
+        const uint32_t signs = (uint32_t)iq2_xxs_s_signs[(aux1 >> (7u * l)) & 127u];
         const float db = p[ib];
-        v[0] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(g))), sg);
-        v[1] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(g))), sg >> 1);
-        v[2] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(g))), sg >> 2);
-        v[3] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(g))), sg >> 3);
+#pragma unroll
+        for (uint32_t k = 0; k < N / 4u; ++k) {
+            const uint32_t hk = N == 8u ? k : h;
+            const uint32_t g = iq2_xxs_s_grid[gi + hk];
+            const uint32_t sg = signs >> (4u * hk);
+            v[4u * k + 0u] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(g))), sg);
+            v[4u * k + 1u] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(g))), sg >> 1);
+            v[4u * k + 2u] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(g))), sg >> 2);
+            v[4u * k + 3u] = iq2_xxs_signed(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(g))), sg >> 3);
+        }
+    }
+    QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        decode<4u>(s8, base, p, j, v);
+    }
+    QF_DEVICE static void decode8(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        decode<8u>(s8, base, p, j, v);
     }
 };
 
