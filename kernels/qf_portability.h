@@ -283,9 +283,11 @@ QF_DEVICE void qf_copy_table_halves(uint32_t* dst, const uint64_t* src) {
 // and gets its three entry points from QF_DEQUANT_ENTRIES(prefix, struct). The skeleton stages
 // BPG blocks into shared memory with 16-byte loads, runs the pre-pass (one thread per value),
 // then has each thread produce one 16-byte output vector at a time (4 f32 or 8 f16/bf16 values:
-// one or two decode4 calls) and store it; consecutive threads write consecutive vectors, so
-// every store instruction fills whole 32-byte sectors. Groups stride over the tensor, so any
-// grid size works; nothing depends on the warp size.
+// one decode4 call; one decode8 or two decode4 calls) and store it; consecutive threads write
+// consecutive vectors, so every store instruction fills whole 32-byte sectors. Groups stride
+// over the tensor, so any grid size works; nothing depends on the warp size. Three optional
+// parts follow: init(), decode8 and runs (R, S, decode_runs, which replace decode4).
+
 // Optional once-per-launch set-up of a format (detected, so formats without it write nothing):
 // `QF_DEVICE static void init()` runs on every thread of the group before its first block, then
 // the group synchronises. Formats with lookup tables (the i-quant grids) copy them there from
@@ -308,6 +310,7 @@ QF_DEVICE void qf_init(long) {}
 // values of each run; j0 = c * R * S + l, l a multiple of E below S), reading each shared byte
 // once. Each thread then produces R vectors per unit, and neighbouring threads still write
 // neighbouring vectors of each run. Without R and S a unit is E consecutive values (decode4).
+//
 // Optional decode8: a format whose values come in groups of 8 that share their lookups (an
 // i-quant grid entry: one index, one sign byte, one scale) may also define
 //     QF_DEVICE static void decode8(const uint8_t* s8, uint32_t base, const float* p,
