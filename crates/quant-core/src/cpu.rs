@@ -51,6 +51,32 @@ pub fn add_x86(a: f32, b: f32) -> f32 {
     }
 }
 
+/// `-v` when `neg`, else `v`: the i-quants' `* (sign ? -1.f : 1.f)` as ggml's compiled code
+/// applies it, a sign flip (a NaN's sign flips too, which a multiply by -1 would not do on x86;
+/// ggml's golden output shows the flip).
+#[inline(always)]
+pub fn neg_if(v: f32, neg: bool) -> f32 {
+    if neg {
+        -v
+    } else {
+        v
+    }
+}
+
+/// Sixteen runs of 16 values, the fast-path form of [`neg_if`]: `y[16h + k] = db[h] *
+/// q[16h + k]` with its sign bit flipped where bit `k` of `sw[h]` is set (integer masks, no
+/// branches, so that LLVM vectorizes it).
+#[inline(always)]
+pub fn scaled_signed_16x16(q: &[u8; 256], db: &[f32; 16], sw: &[u32; 16], y: &mut [f32; 256]) {
+    for h in 0..16 {
+        let (dh, s) = (db[h], sw[h]);
+        for k in 0..16 {
+            let v = dh * q[16 * h + k] as f32;
+            y[16 * h + k] = f32::from_bits(v.to_bits() ^ (((s >> k) & 1) << 31));
+        }
+    }
+}
+
 /// Which CPU implementation to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuPath {

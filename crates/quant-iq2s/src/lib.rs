@@ -11,7 +11,7 @@
 //! launch.
 #![warn(missing_docs)]
 
-use quant_core::cpu::f16_le;
+use quant_core::cpu::{f16_le, neg_if, scaled_signed_16x16};
 use quant_core::{GgmlType, KernelSpec};
 use quant_tables::{IQ2S_GRID, KMASK_IQ2XS};
 
@@ -52,17 +52,6 @@ quant_core::define_format! {
     kernel: Some(&KERNEL), f16_scales: &[0],
 }
 
-/// ggml's `v * (neg ? -1.f : 1.f)` as ggml's compiled code computes it: a sign flip (a NaN's
-/// sign flips too, as ggml's output shows).
-#[inline(always)]
-fn signed(v: f32, neg: bool) -> f32 {
-    if neg {
-        -v
-    } else {
-        v
-    }
-}
-
 /// The reference: ggml's `dequantize_row_iq2_s`, statement for statement.
 fn reference(src: &[u8], dst: &mut [f32]) {
     for (x, y) in src
@@ -84,7 +73,7 @@ fn reference(src: &[u8], dst: &mut [f32]) {
                 let idx = x[qs + l] as usize | (((qh[ib32] as usize) << (8 - 2 * l)) & 0x300);
                 let grid = IQ2S_GRID[idx].to_le_bytes();
                 for j in 0..8 {
-                    y[yo + j] = signed(dl * grid[j] as f32, x[signs + l] & KMASK_IQ2XS[j] != 0);
+                    y[yo + j] = neg_if(dl * grid[j] as f32, x[signs + l] & KMASK_IQ2XS[j] != 0);
                 }
                 yo += 8;
             }
@@ -116,13 +105,7 @@ fn block_fast(x: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]) {
         // Bit k of sw[h]: the sign of element 16h + k.
         sw[h] = u16::from_le_bytes([x[SIGNS + 2 * h], x[SIGNS + 2 * h + 1]]) as u32;
     }
-    for h in 0..16 {
-        let (dh, s) = (db[h], sw[h]);
-        for k in 0..16 {
-            let v = dh * q[16 * h + k] as f32;
-            y[16 * h + k] = f32::from_bits(v.to_bits() ^ (((s >> k) & 1) << 31));
-        }
-    }
+    scaled_signed_16x16(&q, &db, &sw, y);
 }
 
 quant_core::block_fast_path!(fast, fast_baseline, block_fast, BLOCK_BYTES, BLOCK_ELEMS);

@@ -11,7 +11,7 @@
 //! into shared memory once per launch.
 #![warn(missing_docs)]
 
-use quant_core::cpu::f16_le;
+use quant_core::cpu::{f16_le, neg_if, scaled_signed_16x16};
 use quant_core::{GgmlType, KernelSpec};
 use quant_tables::{IQ2XS_GRID, KMASK_IQ2XS, KSIGNS_IQ2XS};
 
@@ -53,17 +53,6 @@ fn qs(x: &[u8], g: usize) -> u16 {
     u16::from_le_bytes([x[QS + 2 * g], x[QS + 2 * g + 1]])
 }
 
-/// ggml's `v * (neg ? -1.f : 1.f)` as ggml's compiled code computes it: a sign flip (a NaN's
-/// sign flips too, as ggml's output shows).
-#[inline(always)]
-fn signed(v: f32, neg: bool) -> f32 {
-    if neg {
-        -v
-    } else {
-        v
-    }
-}
-
 /// The reference: ggml's `dequantize_row_iq2_xs`, statement for statement.
 #[allow(clippy::needless_range_loop)] // ggml's `ib32` indexes `scales` and `qs`
 fn reference(src: &[u8], dst: &mut [f32]) {
@@ -83,7 +72,7 @@ fn reference(src: &[u8], dst: &mut [f32]) {
                 let grid = IQ2XS_GRID[(q & 511) as usize].to_le_bytes();
                 let signs = KSIGNS_IQ2XS[(q >> 9) as usize];
                 for j in 0..8 {
-                    y[yo + j] = signed(db[l / 2] * grid[j] as f32, signs & KMASK_IQ2XS[j] != 0);
+                    y[yo + j] = neg_if(db[l / 2] * grid[j] as f32, signs & KMASK_IQ2XS[j] != 0);
                 }
                 yo += 8;
             }
@@ -114,13 +103,7 @@ fn block_fast(x: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]) {
         // Bit k of sw[h]: the sign of element 16h + k.
         sw[h] = signs;
     }
-    for h in 0..16 {
-        let (dh, s) = (db[h], sw[h]);
-        for k in 0..16 {
-            let v = dh * q[16 * h + k] as f32;
-            y[16 * h + k] = f32::from_bits(v.to_bits() ^ (((s >> k) & 1) << 31));
-        }
-    }
+    scaled_signed_16x16(&q, &db, &sw, y);
 }
 
 quant_core::block_fast_path!(fast, fast_baseline, block_fast, BLOCK_BYTES, BLOCK_ELEMS);

@@ -11,7 +11,7 @@
 //! into shared memory once per launch.
 #![warn(missing_docs)]
 
-use quant_core::cpu::f16_le;
+use quant_core::cpu::{f16_le, neg_if};
 use quant_core::{GgmlType, KernelSpec};
 use quant_tables::{IQ2XXS_GRID, KMASK_IQ2XS, KSIGNS_IQ2XS};
 
@@ -52,17 +52,6 @@ fn u32_at(x: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([x[o], x[o + 1], x[o + 2], x[o + 3]])
 }
 
-/// ggml's `v * (neg ? -1.f : 1.f)` as ggml's compiled code computes it: a sign flip (a NaN's
-/// sign flips too, as ggml's output shows).
-#[inline(always)]
-fn signed(v: f32, neg: bool) -> f32 {
-    if neg {
-        -v
-    } else {
-        v
-    }
-}
-
 /// The reference: ggml's `dequantize_row_iq2_xxs`, statement for statement.
 fn reference(src: &[u8], dst: &mut [f32]) {
     for (x, y) in src
@@ -80,7 +69,7 @@ fn reference(src: &[u8], dst: &mut [f32]) {
                 let grid = IQ2XXS_GRID[aux8[l] as usize].to_le_bytes();
                 let signs = KSIGNS_IQ2XS[((aux32[1] >> (7 * l)) & 127) as usize];
                 for j in 0..8 {
-                    y[yo + j] = signed(db * grid[j] as f32, signs & KMASK_IQ2XS[j] != 0);
+                    y[yo + j] = neg_if(db * grid[j] as f32, signs & KMASK_IQ2XS[j] != 0);
                 }
                 yo += 8;
             }
