@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::result as cu;
 use cudarc::driver::sys;
-use cudarc::driver::CudaContext;
+use cudarc::driver::{CudaContext, CudaStream};
 use cudarc::nvrtc::sys as nvrtc;
 use quant_gpu::{Fence, GpuError, HostBuffer, LaunchPlan, Queue, RawFence, RawHostBuffer};
 
@@ -81,6 +81,9 @@ pub(crate) fn device_count() -> Res<usize> {
 pub(crate) struct Device {
     ctx: Arc<CudaContext>,
     stream: sys::CUstream,
+    /// The caller's stream, when the device was opened on one ([`Device::on_stream`]): `stream`
+    /// is its handle, kept alive by this and never destroyed here.
+    engine_stream: Option<Arc<CudaStream>>,
     copy_stream: sys::CUstream,
     pool: Arc<EventPool>,
 }
@@ -120,12 +123,16 @@ unsafe impl Sync for Device {}
 impl Drop for Device {
     fn drop(&mut self) {
         if self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: the stream was created by `open` and is destroyed once.
+            // SAFETY: the copy stream was created by `with_context`, and the compute stream too
+            // unless it is the caller's (which its `Arc<CudaStream>` destroys); each is
+            // destroyed once.
             unsafe {
                 let _ = cu::stream::synchronize(self.copy_stream);
                 let _ = cu::stream::synchronize(self.stream);
                 let _ = cu::stream::destroy(self.copy_stream);
-                let _ = cu::stream::destroy(self.stream);
+                if self.engine_stream.is_none() {
+                    let _ = cu::stream::destroy(self.stream);
+                }
             }
         }
     }
@@ -142,7 +149,7 @@ pub(crate) struct DeviceFacts {
 }
 
 impl Device {
-    /// Opens device `ordinal` (retains its primary context) and creates a stream on it.
+    /// Opens device `ordinal` (retains its primary context) and creates its streams.
     pub fn open(ordinal: usize) -> Res<Self> {
         with_driver(|| {
             let count = cu::device::get_count()?.max(0) as usize;
@@ -151,30 +158,147 @@ impl Device {
                     "the driver reports {count} device(s), no ordinal {ordinal}"
                 )));
             }
-            let ctx = CudaContext::new(ordinal)?;
-            ctx.bind_to_thread()?;
-            let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking)?;
-            let copy_stream = match cu::stream::create(cu::stream::StreamKind::NonBlocking) {
+            Self::with_context(CudaContext::new(ordinal)?, None)
+        })
+    }
+
+    /// Opens the device of `ctx`, the caller's context, with streams of its own.
+    pub fn on_context(ctx: Arc<CudaContext>) -> Res<Self> {
+        with_driver(|| Self::with_context(ctx, None))
+    }
+
+    /// Opens the device of the caller's `stream`, queueing all compute work on that stream
+    /// (copies of the pipeline go on a stream of their own, ordered before the kernels that
+    /// read them by events).
+    pub fn on_stream(stream: Arc<CudaStream>) -> Res<Self> {
+        with_driver(|| Self::with_context(stream.context().clone(), Some(stream)))
+    }
+
+    fn with_context(ctx: Arc<CudaContext>, engine: Option<Arc<CudaStream>>) -> Res<Self> {
+        ctx.bind_to_thread()?;
+        let copy_stream = cu::stream::create(cu::stream::StreamKind::NonBlocking)?;
+        let stream = match &engine {
+            Some(s) => s.cu_stream(),
+            None => match cu::stream::create(cu::stream::StreamKind::NonBlocking) {
                 Ok(s) => s,
                 Err(e) => {
                     // SAFETY: created just above, destroyed once.
                     unsafe {
-                        let _ = cu::stream::destroy(stream);
+                        let _ = cu::stream::destroy(copy_stream);
                     }
                     return Err(e.into());
                 }
-            };
-            let pool = Arc::new(EventPool {
-                free: parking_lot::Mutex::new(Vec::new()),
-                ctx: ctx.clone(),
-            });
-            Ok(Device {
-                ctx,
-                stream,
-                copy_stream,
-                pool,
-            })
+            },
+        };
+        let pool = Arc::new(EventPool {
+            free: parking_lot::Mutex::new(Vec::new()),
+            ctx: ctx.clone(),
+        });
+        Ok(Device {
+            ctx,
+            stream,
+            engine_stream: engine,
+            copy_stream,
+            pool,
         })
+    }
+
+    /// The context (shared with the caller's cudarc code, and with the CUDA runtime's primary
+    /// context of the device when opened by ordinal).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The raw handle of the compute stream.
+    pub fn compute_stream(&self) -> sys::CUstream {
+        self.stream
+    }
+
+    /// The caller's stream, if the device was opened on one.
+    pub fn engine_stream(&self) -> Option<&Arc<CudaStream>> {
+        self.engine_stream.as_ref()
+    }
+
+    /// Checks that `[ptr, ptr + len)` lies inside one allocation of this device, and wraps it
+    /// without taking ownership.
+    ///
+    /// # Safety
+    /// The memory must stay allocated while the returned value and work queued on it live.
+    pub unsafe fn wrap(&self, ptr: u64, len: usize) -> Res<DevMem> {
+        self.bind()?;
+        let mut ordinal: i32 = -1;
+        // SAFETY: writes one int; the driver validates the address itself.
+        let r = unsafe {
+            sys::cuPointerGetAttribute(
+                &mut ordinal as *mut i32 as *mut c_void,
+                sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                ptr,
+            )
+        };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Err(err(format!(
+                "the driver does not know it as device memory ({})",
+                cu::DriverError(r)
+            )));
+        }
+        if ordinal < 0 || ordinal as usize != self.ctx.ordinal() {
+            return Err(err(format!(
+                "it is memory of device {ordinal}, not of device {}",
+                self.ctx.ordinal()
+            )));
+        }
+        let (mut base, mut size) = (0 as sys::CUdeviceptr, 0usize);
+        // SAFETY: writes one address and one size.
+        let r = unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Err(err(format!(
+                "the driver cannot give the allocation holding it ({})",
+                cu::DriverError(r)
+            )));
+        }
+        let end = ptr.checked_add(len as u64);
+        let alloc_end = base.saturating_add(size as u64);
+        if end.map_or(true, |e| e > alloc_end) {
+            return Err(err(format!(
+                "the allocation holding it is {size} bytes at {base:#x}, which ends {} bytes \
+                 after the address",
+                alloc_end - ptr
+            )));
+        }
+        Ok(DevMem {
+            ptr,
+            len,
+            ctx: self.ctx.clone(),
+            owned: false,
+        })
+    }
+
+    /// Makes later work on `stream` (a raw handle of this context, or the sentinels 1 and 2 for
+    /// the legacy and per-thread default streams, which the driver takes as handles too) wait
+    /// for everything queued so far on both of this device's streams.
+    ///
+    /// # Safety
+    /// `stream` must be a live stream of this context or a sentinel.
+    pub unsafe fn make_stream_wait(&self, stream: usize) -> Res<()> {
+        if stream == 0 {
+            return Err(err("stream 0 is ambiguous: use 1 for the legacy default stream"));
+        }
+        let compute = self.record_on(Queue::Compute)?;
+        let copy = self.record_on(Queue::Copy)?;
+        self.bind()?;
+        let target = stream as sys::CUstream;
+        for e in [&compute, &copy] {
+            // SAFETY: the events are alive; the caller vouches for the stream. The wait captures
+            // the event's state now, so returning the events to the pool afterwards is safe.
+            unsafe {
+                cu::stream::wait_event(
+                    target,
+                    e.0,
+                    sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+                )?
+            };
+        }
+        Ok(())
     }
 
     fn bind(&self) -> Res<()> {
@@ -290,6 +414,7 @@ impl Device {
             ptr,
             len: bytes,
             ctx: self.ctx.clone(),
+            owned: true,
         })
     }
 
@@ -657,17 +782,35 @@ impl Device {
     }
 }
 
-/// Device memory; freed on drop.
+/// Device memory; freed on drop when owned.
 pub(crate) struct DevMem {
     ptr: sys::CUdeviceptr,
     len: usize,
     ctx: Arc<CudaContext>,
+    /// Whether drop frees it: `false` for the caller's memory ([`Device::wrap`]) and once given
+    /// up ([`DevMem::release`]).
+    owned: bool,
 }
 
 impl DevMem {
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Device address of the first byte.
+    pub fn addr(&self) -> u64 {
+        self.ptr
+    }
+
+    /// Whether drop frees the memory.
+    pub fn owned(&self) -> bool {
+        self.owned
+    }
+
+    /// Gives the allocation up: drop no longer frees it.
+    pub fn release(&mut self) {
+        self.owned = false;
     }
 }
 
@@ -679,7 +822,7 @@ impl std::fmt::Debug for DevMem {
 
 impl Drop for DevMem {
     fn drop(&mut self) {
-        if self.ctx.bind_to_thread().is_ok() {
+        if self.owned && self.ctx.bind_to_thread().is_ok() {
             // SAFETY: allocated by `Device::alloc`, freed once; cuMemFree waits for work that
             // may still use it.
             unsafe {

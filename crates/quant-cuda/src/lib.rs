@@ -32,6 +32,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// The `cudarc` this backend is built on, re-exported so that an engine names the same
+/// `CudaContext` and `CudaStream` types it takes ([`CudaBackend::on_stream`]).
+pub use cudarc;
+use cudarc::driver::{CudaContext, CudaStream};
 use parking_lot::Mutex;
 use quant_gpu::code_object::{Elf64, EM_CUDA};
 use quant_gpu::{
@@ -103,6 +107,15 @@ impl RawBuffer for CudaBuffer {
     fn len(&self) -> usize {
         self.mem.len()
     }
+    fn device_ptr(&self) -> u64 {
+        self.mem.addr()
+    }
+    fn owns_memory(&self) -> bool {
+        self.mem.owned()
+    }
+    fn release(&mut self) {
+        self.mem.release();
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -132,6 +145,20 @@ impl std::fmt::Debug for CudaBackend {
     }
 }
 
+fn no_device(ordinal: usize, reason: String) -> GpuError {
+    GpuError::NoDevice {
+        kind: DeviceKind::Cuda,
+        ordinal,
+        reason,
+    }
+}
+
+fn kernel_dir_from_env() -> Option<PathBuf> {
+    std::env::var_os(KERNEL_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+}
+
 fn driver_err(op: impl Into<String>) -> impl FnOnce(ffi::FfiError) -> GpuError {
     let op = op.into();
     move |e| GpuError::Driver {
@@ -141,23 +168,61 @@ fn driver_err(op: impl Into<String>) -> impl FnOnce(ffi::FfiError) -> GpuError {
 }
 
 impl CudaBackend {
-    /// Opens CUDA device `ordinal`. Reads [`KERNEL_DIR_ENV`] once, here.
+    /// Opens CUDA device `ordinal` (its primary context, which the CUDA runtime and so
+    /// PyTorch and CuPy share). Reads [`KERNEL_DIR_ENV`] once, here.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
-        let dir = std::env::var_os(KERNEL_DIR_ENV)
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from);
-        Self::with_kernel_dir(ordinal, dir)
+        Self::with_kernel_dir(ordinal, kernel_dir_from_env())
     }
 
     /// Opens CUDA device `ordinal`, loading cubins from `kernel_dir` (as
     /// [`KERNEL_DIR_ENV`] would) or, with `None`, compiling them with NVRTC.
     pub fn with_kernel_dir(ordinal: usize, kernel_dir: Option<PathBuf>) -> Result<Self, GpuError> {
-        let no_device = |reason: String| GpuError::NoDevice {
-            kind: DeviceKind::Cuda,
-            ordinal,
-            reason,
-        };
-        let device = ffi::Device::open(ordinal).map_err(|e| no_device(e.message))?;
+        let device = ffi::Device::open(ordinal).map_err(|e| no_device(ordinal, e.message))?;
+        Self::from_device(device, ordinal, kernel_dir)
+    }
+
+    /// Opens the device of an engine's cudarc context, with streams of this backend's own.
+    /// Pointers of the tensors it loads are valid in that context. Reads [`KERNEL_DIR_ENV`].
+    pub fn on_context(ctx: Arc<CudaContext>) -> Result<Self, GpuError> {
+        let ordinal = ctx.ordinal();
+        let device = ffi::Device::on_context(ctx).map_err(|e| no_device(ordinal, e.message))?;
+        Self::from_device(device, ordinal, kernel_dir_from_env())
+    }
+
+    /// Opens the device of an engine's cudarc stream and queues every kernel and every
+    /// synchronous copy on that stream, so that the engine's later work on it is ordered after
+    /// the loads without a synchronisation. (The pipelined whole-model load also copies on a
+    /// second stream of its own; its kernels, on the engine's stream, wait for those copies, and
+    /// [`Backend::make_stream_wait`] orders any other stream.) Reads [`KERNEL_DIR_ENV`].
+    pub fn on_stream(stream: Arc<CudaStream>) -> Result<Self, GpuError> {
+        let ordinal = stream.context().ordinal();
+        let device = ffi::Device::on_stream(stream).map_err(|e| no_device(ordinal, e.message))?;
+        Self::from_device(device, ordinal, kernel_dir_from_env())
+    }
+
+    /// The cudarc context this backend works in (the device's primary context unless the
+    /// engine gave another).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        self.device.context()
+    }
+
+    /// The engine's stream, when opened with [`CudaBackend::on_stream`].
+    pub fn engine_stream(&self) -> Option<&Arc<CudaStream>> {
+        self.device.engine_stream()
+    }
+
+    /// The raw `CUstream` on which kernels are queued (the engine's, with
+    /// [`CudaBackend::on_stream`]).
+    pub fn compute_stream(&self) -> cudarc::driver::sys::CUstream {
+        self.device.compute_stream()
+    }
+
+    fn from_device(
+        device: ffi::Device,
+        ordinal: usize,
+        kernel_dir: Option<PathBuf>,
+    ) -> Result<Self, GpuError> {
+        let no_device = |reason: String| no_device(ordinal, reason);
         let facts = device.facts().map_err(|e| no_device(e.message))?;
         let capability = (
             u32::try_from(facts.major).unwrap_or(0),
@@ -485,6 +550,28 @@ impl Backend for CudaBackend {
         self.device
             .synchronize()
             .map_err(driver_err("cuStreamSynchronize"))
+    }
+
+    #[allow(unsafe_code)] // the trait's contract; the driver calls are in `ffi`
+    unsafe fn wrap_device_memory(&self, ptr: u64, len: usize) -> Result<Buffer, GpuError> {
+        quant_gpu::check_foreign_memory(ptr, len)?;
+        // SAFETY: the caller keeps the memory alive (this method's contract).
+        let mem = unsafe { self.device.wrap(ptr, len) }.map_err(|e| GpuError::ForeignMemory {
+            ptr,
+            len,
+            reason: e.message,
+        })?;
+        Ok(Buffer::new(
+            Box::new(CudaBuffer { mem }),
+            DeviceKind::Cuda,
+            self.info.ordinal,
+        ))
+    }
+
+    #[allow(unsafe_code)] // the trait's contract; the driver calls are in `ffi`
+    unsafe fn make_stream_wait(&self, stream: usize) -> Result<(), GpuError> {
+        // SAFETY: the caller vouches for the stream (this method's contract).
+        unsafe { self.device.make_stream_wait(stream) }.map_err(driver_err("cuStreamWaitEvent"))
     }
 
     fn time_events(

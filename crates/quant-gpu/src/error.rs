@@ -115,6 +115,17 @@ pub enum GpuError {
         /// Operation.
         op: &'static str,
     },
+    /// Device memory handed in by the caller ([`crate::Backend::wrap_device_memory`]) cannot be
+    /// used: not an allocation of this device, too short, misaligned or a null pointer.
+    #[error("device memory at {ptr:#x} ({len} bytes): {reason}")]
+    ForeignMemory {
+        /// The address given.
+        ptr: u64,
+        /// The length given.
+        len: usize,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The backend does not implement this operation (a pipeline primitive without offsets, for
     /// example).
     #[error("{op} is not supported by this backend: {reason}")]

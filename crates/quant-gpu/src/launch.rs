@@ -592,3 +592,44 @@ mod tests {
         }
     }
 }
+
+/// The checks on memory a caller hands in ([`crate::Backend::wrap_device_memory`]) that need no
+/// driver: not null, aligned to [`KERNEL_ALIGN`] for the kernels' vector stores, and the range
+/// not wrapping around the address space. Backends add the driver's own check.
+pub fn check_foreign_memory(ptr: u64, len: usize) -> Result<(), GpuError> {
+    let refuse = |reason: String| Err(GpuError::ForeignMemory { ptr, len, reason });
+    if ptr == 0 {
+        return refuse("a null pointer".into());
+    }
+    if ptr % KERNEL_ALIGN as u64 != 0 {
+        return refuse(format!(
+            "not aligned to {KERNEL_ALIGN} bytes, as the kernels' 16-byte stores need"
+        ));
+    }
+    if ptr.checked_add(len as u64).is_none() {
+        return refuse("the range wraps around the address space".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod foreign_memory_tests {
+    use super::*;
+
+    #[test]
+    fn null_misaligned_and_wrapping_memory_is_refused_with_the_reason() {
+        check_foreign_memory(0x7f00_0000_0000, 4096).unwrap();
+        check_foreign_memory(16, 0).unwrap();
+        for (ptr, len, why) in [
+            (0, 16, "null"),
+            (0x1008, 16, "aligned to 16"),
+            (0x1001, 16, "aligned to 16"),
+            (u64::MAX - 15, 32, "wraps"),
+        ] {
+            let e = check_foreign_memory(ptr, len).unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(e, GpuError::ForeignMemory { .. }), "{text}");
+            assert!(text.contains(why) && text.contains(&format!("{ptr:#x}")), "{text}");
+        }
+    }
+}

@@ -28,12 +28,12 @@ use std::ops::Range;
 pub use cache::ModuleCache;
 pub use error::GpuError;
 pub use launch::{
-    plan_launch, BufferRegion, DeviceLimits, LaunchPlan, KERNEL_ALIGN, MAX_THREADS_PER_GROUP,
+    check_foreign_memory, plan_launch, BufferRegion, DeviceLimits, LaunchPlan, KERNEL_ALIGN, MAX_THREADS_PER_GROUP,
 };
 pub use quant_core::{KernelSpec, OutputDType};
 pub use spec::{DeviceKind, DeviceSpec, DeviceSpecError};
 pub use stage::{check_region, check_upload, Fence, HostBuffer, Queue, RawFence, RawHostBuffer};
-pub use tensor::{DeviceTensor, TensorDType};
+pub use tensor::{DeviceTensor, RawDeviceTensor, TensorDType};
 
 /// What a backend knows about its device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +88,17 @@ pub struct MemInfo {
 pub trait RawBuffer: Send + Sync + fmt::Debug {
     /// Length in bytes.
     fn len(&self) -> usize;
+    /// Device address of the first byte (a `CUdeviceptr` or a HIP device pointer; for a test
+    /// backend that keeps its "device" memory on the host, the host address).
+    fn device_ptr(&self) -> u64;
+    /// Whether dropping this buffer frees its memory: `false` for the caller's memory wrapped
+    /// with [`Backend::wrap_device_memory`], and after [`RawBuffer::release`].
+    fn owns_memory(&self) -> bool {
+        true
+    }
+    /// Gives up the allocation: from now on dropping this value does not free the memory, which
+    /// becomes the caller's to free. Called only through [`Buffer::into_raw`].
+    fn release(&mut self);
     /// Whether the buffer is empty.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -125,6 +136,35 @@ impl Buffer {
     pub fn device(&self) -> (DeviceKind, usize) {
         self.device
     }
+    /// Device address of the first byte, as the vendor API spells it (`CUdeviceptr`, HIP's
+    /// `void*` as an integer).
+    ///
+    /// Reading it is safe; using it is the caller's business: it is valid while this buffer (or
+    /// the [`DeviceTensor`] holding it) lives, in the context of the backend that made it (for
+    /// CUDA, the device's primary context, which the CUDA runtime, PyTorch and cudarc's
+    /// `CudaContext::new` share). Work queued on the backend's stream is ordered before work on
+    /// another stream only after [`Backend::make_stream_wait`] or a synchronisation.
+    pub fn device_ptr(&self) -> u64 {
+        self.raw.device_ptr()
+    }
+    /// Whether dropping this buffer frees its memory (`false` for wrapped caller memory).
+    pub fn owns_memory(&self) -> bool {
+        self.raw.owns_memory()
+    }
+    /// Gives the allocation up to the caller: the memory is no longer freed on drop, and the
+    /// returned [`RawAllocation`] says what to free (with `cuMemFree` in the backend's context
+    /// for CUDA, `hipFree` on its device for HIP). For wrapped caller memory, which this buffer
+    /// never owned, nothing changes hands.
+    pub fn into_raw(mut self) -> RawAllocation {
+        let allocation = RawAllocation {
+            ptr: self.raw.device_ptr(),
+            len: self.raw.len(),
+            device: self.device,
+            owned: self.raw.owns_memory(),
+        };
+        self.raw.release();
+        allocation
+    }
     /// The backend's allocation.
     pub fn raw(&self) -> &dyn RawBuffer {
         &*self.raw
@@ -133,6 +173,22 @@ impl Buffer {
     pub fn raw_mut(&mut self) -> &mut dyn RawBuffer {
         &mut *self.raw
     }
+}
+
+/// Device memory given up by [`Buffer::into_raw`] or [`DeviceTensor::into_raw`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawAllocation {
+    /// Device address of the first byte.
+    pub ptr: u64,
+    /// Length in bytes (the allocation itself may be longer: at least one byte is always
+    /// reserved, so an empty tensor has a valid address).
+    pub len: usize,
+    /// Vendor API and ordinal of the device.
+    pub device: (DeviceKind, usize),
+    /// Whether the memory is now the caller's to free: `true` for quantforge's own allocations
+    /// (free with `cuMemFree` / `hipFree`), `false` for memory the caller wrapped in the first
+    /// place.
+    pub owned: bool,
 }
 
 /// One GPU, through one vendor API.
@@ -182,6 +238,41 @@ pub trait Backend: Send + Sync {
 
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<(), GpuError>;
+
+    /// Wraps `len` bytes of device memory at `ptr` that the caller owns, so that loads and
+    /// kernels can write into it (`GgufLoader::dequantize_into`). The returned [`Buffer`] never
+    /// frees the memory. Backends check what they can: a null or misaligned pointer (kernels
+    /// store 16 bytes at a time: [`KERNEL_ALIGN`]) is refused, and the CUDA and HIP backends ask
+    /// the driver that `[ptr, ptr + len)` lies inside one allocation of this device.
+    ///
+    /// Default: [`GpuError::Unsupported`].
+    ///
+    /// # Safety
+    /// The memory must stay allocated, and must not be used by anything else that conflicts with
+    /// this backend's writes, until the returned buffer is dropped and the work queued on it has
+    /// finished ([`Backend::synchronize`] or [`Backend::make_stream_wait`]).
+    unsafe fn wrap_device_memory(&self, ptr: u64, len: usize) -> Result<Buffer, GpuError> {
+        let _ = (ptr, len);
+        Err(GpuError::Unsupported {
+            op: "wrap_device_memory",
+            reason: "this backend cannot use memory it did not allocate".into(),
+        })
+    }
+
+    /// Makes work queued later on `stream`, a stream of the caller's (a raw `CUstream` /
+    /// `hipStream_t` of this backend's context, or the CUDA sentinels `1`, the legacy default
+    /// stream, and `2`, the per-thread default stream), wait for everything queued on this
+    /// backend so far, without blocking the host. This is what DLPack's `__dlpack__(stream=...)`
+    /// asks of a producer.
+    ///
+    /// Default: [`Backend::synchronize`], which orders every stream after the work.
+    ///
+    /// # Safety
+    /// `stream` must be a live stream of this backend's device and context (or a sentinel).
+    unsafe fn make_stream_wait(&self, stream: usize) -> Result<(), GpuError> {
+        let _ = stream;
+        self.synchronize()
+    }
 
     /// Times `op` `iters` times with device events and returns each run's milliseconds.
     fn time_events(

@@ -2,7 +2,7 @@
 
 use quant_core::GgmlType;
 
-use crate::{Backend, Buffer, GpuError, OutputDType};
+use crate::{Backend, Buffer, DeviceKind, GpuError, OutputDType, RawAllocation};
 
 /// What a [`DeviceTensor`] holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -74,10 +74,44 @@ impl DeviceTensor {
         }
     }
 
+    /// Device address of the tensor's first byte. See [`Buffer::device_ptr`] for what is valid
+    /// where; values are in ggml's element order (innermost dimension fastest), so a 2-D weight
+    /// of GGUF shape `[ne0, ne1]` is a row-major `ne1 × ne0` matrix at this address.
+    pub fn device_ptr(&self) -> u64 {
+        self.buffer.device_ptr()
+    }
+
+    /// Vendor API and ordinal of the device holding the tensor.
+    pub fn device(&self) -> (DeviceKind, usize) {
+        self.buffer.device()
+    }
+
+    /// Gives the tensor's memory up to the caller, who frees it from now on (see
+    /// [`Buffer::into_raw`]). A tensor shared through an `Arc` (as the loader's cache returns
+    /// them) is first taken out with `Arc::try_unwrap` once no one else holds it.
+    pub fn into_raw(self) -> RawDeviceTensor {
+        RawDeviceTensor {
+            allocation: self.buffer.into_raw(),
+            shape: self.shape,
+            dtype: self.dtype,
+        }
+    }
+
     /// Copies the tensor to the host: little-endian values of its type, or the blocks.
     pub fn download(&self, backend: &dyn Backend) -> Result<Vec<u8>, GpuError> {
         let mut out = vec![0u8; self.bytes() as usize];
         backend.download(&self.buffer, &mut out)?;
         Ok(out)
     }
+}
+
+/// A tensor whose memory the caller now owns ([`DeviceTensor::into_raw`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawDeviceTensor {
+    /// The memory, and who frees it.
+    pub allocation: RawAllocation,
+    /// Dimensions, ggml order (innermost first).
+    pub shape: Vec<u64>,
+    /// What the memory holds.
+    pub dtype: TensorDType,
 }

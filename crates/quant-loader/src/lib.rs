@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 use quant_core::cpu::{self, CpuPath};
 use quant_core::{OutputDType, QuantFormat};
 use quant_gguf::{GgufFile, OpenOptions, TensorInfo};
-use quant_gpu::{Backend, DeviceKind, DeviceTensor, GpuError, TensorDType};
+use quant_gpu::{check_region, Backend, Buffer, DeviceKind, DeviceTensor, GpuError, TensorDType};
 
 pub use error::LoadError;
 pub use pipeline::{LoadAs, PipelineOptions, Progress, Strategy, ALIGN};
@@ -356,6 +356,127 @@ impl GgufLoader {
         let tensor = self.insert_cached(t, as_, backend, tensor);
         let load = self.record(t, tdt, uploaded, out_bytes as u64, start.elapsed(), path);
         Ok((tensor, load))
+    }
+
+    /// Dequantizes tensor `name` into device memory the caller owns: its values as `dtype` land
+    /// at `dst[dst_offset..]` (a [`Buffer`] of `backend`'s, or the engine's own memory wrapped
+    /// with [`Backend::wrap_device_memory`]; see [`GgufLoader::dequantize_into_ptr`]). The
+    /// quantized bytes go up to a scratch buffer that is freed before this returns; the kernel
+    /// runs on the backend's compute stream (an engine's stream, with `quant_cuda`'s
+    /// `CudaBackend::on_stream`), and this returns when it has finished. Nothing is cached.
+    ///
+    /// Checked before anything is uploaded: `dst_offset` is a multiple of 16 bytes and the
+    /// values fit in `dst`. An integer tensor is [`LoadError::IntegerTensor`]; a kernel that
+    /// cannot run falls back to the CPU reference as [`FallbackPolicy`] says.
+    pub fn dequantize_into(
+        &self,
+        name: &str,
+        backend: &dyn Backend,
+        dst: &mut Buffer,
+        dst_offset: usize,
+        dtype: OutputDType,
+    ) -> Result<TensorLoad, LoadError> {
+        let start = Instant::now();
+        let t = self.tensor(name)?;
+        let format = self.format_of(t)?;
+        let n = self.elements(t)?;
+        let out_bytes = n.checked_mul(dtype.size()).ok_or_else(|| LoadError::TooLarge {
+            file: self.file.path().to_path_buf(),
+            tensor: t.name.clone(),
+            elements: t.n_elements,
+        })?;
+        let op = "dequantize_into";
+        let checks = || -> Result<(), GpuError> {
+            if dst_offset % quant_gpu::KERNEL_ALIGN != 0 {
+                return Err(GpuError::Misaligned {
+                    op,
+                    offset: dst_offset,
+                    align: quant_gpu::KERNEL_ALIGN,
+                });
+            }
+            check_region(op, dst_offset, out_bytes, dst.len())
+        };
+        checks().map_err(|e| self.gpu_err(t, backend, e))?;
+        let data = self.tensor_bytes(t)?;
+        let g = format.geometry();
+        let kernel = |dst: &mut Buffer| -> Result<(), GpuError> {
+            let spec = format.kernel().ok_or_else(|| GpuError::NoKernel {
+                format: format.name().to_string(),
+                reason: "the format has no kernel".into(),
+            })?;
+            let mut src = backend.alloc(data.len())?;
+            backend.upload(&data, &mut src)?;
+            let n_blocks = (n / g.block_elems) as u64;
+            backend.dequantize_at(spec, &src, 0, n_blocks, dst, dst_offset, dtype)?;
+            backend.synchronize()
+        };
+        let (uploaded, path) = match kernel(dst) {
+            Ok(()) => (data.len() as u64, LoadPath::Kernel),
+            Err(e) if is_kernel_failure(&e) => {
+                let reason = e.to_string();
+                if format.kernel().is_some() && self.options.fallback == FallbackPolicy::Deny {
+                    return Err(self.gpu_err(t, backend, e));
+                }
+                let bytes = cpu::encode_as(&self.values(t, CpuPath::Fast)?, dtype);
+                backend
+                    .upload_at(&bytes, dst, dst_offset)
+                    .map_err(|e| self.gpu_err(t, backend, e))?;
+                let path = if format.kernel().is_some() {
+                    tracing::warn!(
+                        tensor = %t.name,
+                        device = %device_label(backend),
+                        "the {} kernel could not run ({reason}); falling back to the CPU \
+                         reference",
+                        t.ty
+                    );
+                    LoadPath::Fallback(reason)
+                } else {
+                    LoadPath::HostConvert
+                };
+                (out_bytes as u64, path)
+            }
+            Err(e) => return Err(self.gpu_err(t, backend, e)),
+        };
+        Ok(self.record(t, dtype.into(), uploaded, out_bytes as u64, start.elapsed(), path))
+    }
+
+    /// [`GgufLoader::dequantize_into`] for an engine's raw device pointer: `len` bytes at `ptr`
+    /// on `backend`'s device receive the tensor's values as `dtype` from the start. The
+    /// backend checks the pointer first ([`Backend::wrap_device_memory`]: not null, 16-byte
+    /// aligned, inside one allocation of this device that holds `len` bytes), then this checks
+    /// that the values fit in `len`.
+    ///
+    /// # Safety
+    /// `[ptr, ptr + len)` must stay allocated and must not be used concurrently by other work
+    /// until this returns.
+    pub unsafe fn dequantize_into_ptr(
+        &self,
+        name: &str,
+        backend: &dyn Backend,
+        ptr: u64,
+        len: usize,
+        dtype: OutputDType,
+    ) -> Result<TensorLoad, LoadError> {
+        let t = self.tensor(name)?;
+        // SAFETY: forwarded from this function's contract.
+        let mut dst = unsafe { backend.wrap_device_memory(ptr, len) }
+            .map_err(|e| self.gpu_err(t, backend, e))?;
+        self.dequantize_into(name, backend, &mut dst, 0, dtype)
+    }
+
+    /// Takes a loaded tensor out of the cache (a later load loads it again), so that its
+    /// memory is freed as soon as the caller lets go of it; `Arc::try_unwrap` then gives the
+    /// caller sole ownership (for [`DeviceTensor::into_raw`]).
+    pub fn take_cached_as(
+        &self,
+        name: &str,
+        as_: LoadAs,
+        backend: &dyn Backend,
+    ) -> Option<Arc<DeviceTensor>> {
+        let info = backend.info();
+        self.cache
+            .lock()
+            .remove(&(name.to_string(), as_, info.kind, info.ordinal))
     }
 
     /// Caches `tensor` (unless another thread was first) and returns the cached one.

@@ -263,3 +263,102 @@ fn sixteen_threads_loading_different_tensors_get_the_bits_of_a_serial_load() {
         }
     });
 }
+
+/// The tensors an engine asks for into its own memory: every tensor of the model, at an offset
+/// into a larger buffer, gets the rounded CPU reference's bits, and the bytes around it are left
+/// as they were.
+#[test]
+fn dequantize_into_writes_the_reference_bits_at_the_offset_and_nothing_else() {
+    let loader = open(FallbackPolicy::Deny);
+    let b = TestBackend::new(3); // with offsets (the pipeline primitives)
+    for info in loader.file().tensors() {
+        let want = cpu::encode_as(
+            &loader
+                .dequantize_to_host(&info.name, CpuPath::Reference)
+                .unwrap(),
+            OutputDType::Bf16,
+        );
+        let mut dst = quant_gpu::Backend::alloc(&b, 256 + want.len() + 64).unwrap();
+        quant_gpu::Backend::fill(&b, &mut dst, 0xAB).unwrap();
+        let load = loader
+            .dequantize_into(&info.name, &b, &mut dst, 256, OutputDType::Bf16)
+            .unwrap();
+        let quantized = info.ty.geometry().is_some_and(|g| g.is_quantized());
+        let path = if quantized {
+            LoadPath::Kernel
+        } else {
+            LoadPath::HostConvert
+        };
+        assert_eq!(load.path, path, "{}", info.name);
+        let mut got = vec![0u8; dst.len()];
+        quant_gpu::Backend::download(&b, &dst, &mut got).unwrap();
+        assert!(got[..256].iter().all(|&x| x == 0xAB), "{}", info.name);
+        assert_eq!(&got[256..256 + want.len()], &want[..], "{}", info.name);
+        assert!(got[256 + want.len()..].iter().all(|&x| x == 0xAB));
+        // Nothing was cached: the engine owns the result.
+        assert!(loader.cached(&info.name, OutputDType::Bf16, &b).is_none());
+    }
+}
+
+#[test]
+fn dequantize_into_refuses_a_short_or_misaligned_destination_naming_the_tensor() {
+    let loader = open(FallbackPolicy::Deny);
+    let b = TestBackend::new(3);
+    let name = "blk.0.attn_q.weight";
+    let need = loader.tensor(name).unwrap().n_elements as usize * 2;
+    let mut dst = quant_gpu::Backend::alloc(&b, need + 64).unwrap();
+    let before = b.launches.load(Ordering::SeqCst);
+    for (offset, want) in [(8, "multiple of 16"), (80, "bytes")] {
+        let err = loader
+            .dequantize_into(name, &b, &mut dst, offset, OutputDType::F16)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(name) && msg.contains("tiny-llama-q4_k_m.gguf") && msg.contains(want),
+            "{msg}"
+        );
+    }
+    assert_eq!(b.launches.load(Ordering::SeqCst), before, "nothing ran");
+    // A backend that cannot wrap foreign memory says so, naming the tensor.
+    // SAFETY: the test backend refuses before touching the address.
+    let err = unsafe { loader.dequantize_into_ptr(name, &b, 0x1000, need, OutputDType::F16) }
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(name) && err.to_string().contains("wrap_device_memory"),
+        "{err}"
+    );
+    // A tensor the file does not have is named.
+    let err = loader
+        .dequantize_into("no.such.tensor", &b, &mut dst, 0, OutputDType::F16)
+        .unwrap_err();
+    assert!(matches!(err, LoadError::NoTensor { .. }), "{err}");
+}
+
+/// A loaded tensor can leave the loader: taken out of the cache it is the caller's alone, and
+/// `into_raw` hands over its address without freeing it.
+#[test]
+fn a_tensor_taken_from_the_cache_is_the_callers_and_gives_up_its_memory() {
+    let loader = open(FallbackPolicy::Deny);
+    let b = backend(Mode::Works);
+    let name = "blk.0.ffn_down.weight";
+    let t = loader.load_tensor_to_gpu(name, &b, OutputDType::F32).unwrap();
+    let ptr = t.device_ptr();
+    assert_ne!(ptr, 0);
+    assert_eq!(t.device(), (quant_gpu::DeviceKind::Cuda, 7));
+    drop(t);
+    let t = loader
+        .take_cached_as(name, OutputDType::F32.into(), &b)
+        .expect("cached");
+    assert!(loader.cached(name, OutputDType::F32, &b).is_none());
+    let t = std::sync::Arc::try_unwrap(t).expect("the only holder");
+    let want = t.download(&b).unwrap();
+    let raw = t.into_raw();
+    assert_eq!(raw.allocation.ptr, ptr);
+    assert_eq!(raw.allocation.len, want.len());
+    assert!(raw.allocation.owned);
+    assert_eq!(raw.dtype, OutputDType::F32);
+    // The memory was not freed: it still holds the values (the test device is host memory).
+    // SAFETY: the test backend's allocation was leaked by `into_raw`, not freed.
+    let still = unsafe { std::slice::from_raw_parts(ptr as *const u8, raw.allocation.len) };
+    assert_eq!(still, &want[..]);
+}

@@ -59,6 +59,15 @@ impl RawBuffer for HipBuffer {
     fn len(&self) -> usize {
         self.mem.len()
     }
+    fn device_ptr(&self) -> u64 {
+        self.mem.addr()
+    }
+    fn owns_memory(&self) -> bool {
+        self.mem.owned()
+    }
+    fn release(&mut self) {
+        self.mem.release();
+    }
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

@@ -177,6 +177,8 @@ pub(crate) fn mem_info(ordinal: usize) -> Result<(u64, u64), HipError> {
 pub(crate) struct DeviceMem {
     ptr: *mut c_void,
     len: usize,
+    /// Whether drop frees it (`false` once released to the caller, or for caller memory).
+    owned: bool,
 }
 
 // SAFETY: a device address is usable from any host thread; the runtime is thread-safe.
@@ -191,6 +193,7 @@ impl DeviceMem {
             return Ok(DeviceMem {
                 ptr: ptr::null_mut(),
                 len,
+                owned: true,
             });
         }
         set_device(ordinal)?;
@@ -199,12 +202,31 @@ impl DeviceMem {
         check(unsafe { sys::hipMalloc(&mut p, len) }, || {
             format!("hipMalloc({len} bytes on device {ordinal})")
         })?;
-        Ok(DeviceMem { ptr: p, len })
+        Ok(DeviceMem {
+            ptr: p,
+            len,
+            owned: true,
+        })
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Device address of the first byte (0 for an empty buffer).
+    pub fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// Whether drop frees the memory.
+    pub fn owned(&self) -> bool {
+        self.owned
+    }
+
+    /// Gives the allocation up: drop no longer frees it.
+    pub fn release(&mut self) {
+        self.owned = false;
     }
 
     fn at(&self, offset: usize, len: usize, op: &str) -> Result<*mut c_void, HipError> {
@@ -229,7 +251,7 @@ impl DeviceMem {
 
 impl Drop for DeviceMem {
     fn drop(&mut self) {
-        if !self.ptr.is_null() {
+        if self.owned && !self.ptr.is_null() {
             // SAFETY: allocated by hipMalloc and freed once. Errors cannot be reported here.
             unsafe {
                 let _ = sys::hipFree(self.ptr);

@@ -32,6 +32,12 @@ impl RawBuffer for DevMem {
     fn len(&self) -> usize {
         self.data.len()
     }
+    fn device_ptr(&self) -> u64 {
+        self.data.as_ptr() as u64
+    }
+    fn release(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.data));
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }
