@@ -10,6 +10,8 @@ use quant_gpu::{
     Queue, RawBuffer,
 };
 
+use hip_runtime_sys::{hipDevice_t, hipStream_t};
+
 use crate::code_object;
 use crate::ffi::{
     self, DeviceMem, Event, EventPool, Function, HipError, Module, PinnedMem, Stream,
@@ -146,9 +148,11 @@ struct Staging {
 /// An AMD GPU through the HIP runtime (`libamdhip64`), running HSACO code objects built ahead
 /// of time.
 ///
-/// Work runs on two non-blocking streams: the compute stream ([`Queue::Compute`]: kernels,
-/// fills, device copies, `upload`, `download`) and the copy stream ([`Queue::Copy`]: the
-/// pipeline's asynchronous uploads). [`Backend::synchronize`] drains both.
+/// Work runs on two streams: the compute stream ([`Queue::Compute`]: kernels, fills, device
+/// copies, `upload`, `download`) and the copy stream ([`Queue::Copy`]: the pipeline's
+/// asynchronous uploads). [`Backend::synchronize`] drains both. Both are non-blocking streams of
+/// the backend's own ([`HipBackend::new`]), or the compute stream is an engine's
+/// ([`HipBackend::on_stream`]), which the backend uses and never destroys.
 pub struct HipBackend {
     info: DeviceInfo,
     max_threads_per_block: u32,
@@ -163,9 +167,17 @@ pub struct HipBackend {
 
 impl Drop for HipBackend {
     fn drop(&mut self) {
-        // Let queued copies out of the staging buffers finish before those are freed.
+        // Let queued copies out of the staging buffers finish before those are freed: they
+        // are on the compute stream, each followed by its event. Waiting for those events
+        // rather than the stream leaves an engine's other work on its stream alone; a stream
+        // of our own synchronizes anyway when it is destroyed, after this.
         let _ = self.copy_stream.synchronize();
-        let _ = self.stream.synchronize();
+        let st = self.staging.get_mut();
+        for (done, pending) in st.done.iter().zip(st.pending) {
+            if pending {
+                let _ = done.synchronize();
+            }
+        }
     }
 }
 
@@ -178,8 +190,60 @@ impl std::fmt::Debug for HipBackend {
 }
 
 impl HipBackend {
-    /// Opens AMD GPU `ordinal`. [`GpuError::NoDevice`] if there is no such device.
+    /// Opens AMD GPU `ordinal`, with two non-blocking streams of its own.
+    /// [`GpuError::NoDevice`] if there is no such device.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
+        Self::open(ordinal, None)
+    }
+
+    /// Opens AMD GPU `device` on an engine's `stream` of that device: every kernel and every
+    /// synchronous copy (`upload`, `upload_at`, `download`, `fill`, `copy`) is queued on
+    /// `stream`, so the engine's later work on it is ordered after them without a
+    /// synchronisation. The pipelined load's copy queue ([`Queue::Copy`]) keeps a non-blocking
+    /// stream of the backend's own, whose copies the kernels on `stream` wait for through
+    /// events; [`Backend::make_stream_wait`] orders any other stream. [`Backend::synchronize`]
+    /// synchronizes `stream` too (all of the engine's work queued on it so far).
+    ///
+    /// `device` is the ordinal (`hipGetDevice`, `torch.cuda.current_device()` on ROCm; HIP's
+    /// `hipDevice_t` from `hipDeviceGet` is the same number). A null `stream` is the device's
+    /// null stream (PyTorch's default stream on ROCm). The sentinels `1` (`hipStreamLegacy`)
+    /// and `2` (`hipStreamPerThread`, a different stream in each host thread, while loads issue
+    /// work from several) are refused, as are a negative ordinal and a device the runtime does
+    /// not see ([`GpuError::NoDevice`]); all of that is checked before the stream is used. The
+    /// backend never destroys `stream`; dropping it waits only for its own copies out of its
+    /// staging buffers, not for the engine's work. Tensors loaded through it live in the
+    /// device's memory as with [`HipBackend::new`].
+    ///
+    /// # Safety
+    /// `stream` must be null or a live stream of device `device`, and must outlive the backend
+    /// (and the work it queued). The runtime cannot check this (ROCm 5.2 has no
+    /// `hipStreamGetDevice`).
+    #[allow(unsafe_code)] // the caller's contract; the runtime calls are in `ffi`
+    pub unsafe fn on_stream(device: hipDevice_t, stream: hipStream_t) -> Result<Self, GpuError> {
+        let ordinal = usize::try_from(device).map_err(|_| GpuError::Driver {
+            op: "HipBackend::on_stream".into(),
+            reason: format!("device {device} is not a HIP device ordinal"),
+        })?;
+        // SAFETY: forwarded from this function's contract.
+        let engine = unsafe { Stream::borrowed(ordinal, stream) }.map_err(driver)?;
+        Self::open(ordinal, Some(engine))
+    }
+
+    /// The raw handle of the compute stream, on which kernels are queued (the engine's, with
+    /// [`HipBackend::on_stream`]). Valid while the backend lives (and, for an engine's stream,
+    /// while the engine keeps it).
+    pub fn compute_stream(&self) -> hipStream_t {
+        self.stream.raw()
+    }
+
+    /// The engine's stream, when opened with [`HipBackend::on_stream`] (null: the device's
+    /// null stream).
+    pub fn engine_stream(&self) -> Option<hipStream_t> {
+        (!self.stream.is_owned()).then(|| self.stream.raw())
+    }
+
+    /// Opens device `ordinal` with `engine` as its compute stream, or a stream of its own.
+    fn open(ordinal: usize, engine: Option<Stream>) -> Result<Self, GpuError> {
         let n = device_count().map_err(|e| match e {
             GpuError::NoDevice { reason, .. } => no_device(ordinal, reason),
             other => other,
@@ -201,7 +265,10 @@ impl HipBackend {
             warp_size: props.warp_size,
             multiprocessors: props.multiprocessors,
         };
-        let stream = Stream::new(ordinal).map_err(driver)?;
+        let stream = match engine {
+            Some(s) => s,
+            None => Stream::new(ordinal).map_err(driver)?,
+        };
         let copy_stream = Stream::new(ordinal).map_err(driver)?;
         let staging = Staging {
             bufs: [None, None],
@@ -254,7 +321,12 @@ impl HipBackend {
             self.stream
                 .copy_htod(mem, offset + i * STAGING_CHUNK, buf, chunk.len())
                 .map_err(driver)?;
-            st.done[k].record(&self.stream).map_err(driver)?;
+            if let Err(e) = st.done[k].record(&self.stream) {
+                // The copy is queued but cannot be fenced: let it finish before the staging
+                // buffer can be written again or freed.
+                let _ = self.stream.synchronize();
+                return Err(driver(e));
+            }
             st.pending[k] = true;
         }
         Ok(())
@@ -454,6 +526,32 @@ impl Backend for HipBackend {
         self.stream.synchronize().map_err(driver)
     }
 
+    /// The caller's device memory, checked ([`quant_gpu::check_foreign_memory`], then
+    /// `hipPointerGetAttributes`: device memory of this device; `hipMemGetAddressRange`:
+    /// `[ptr, ptr + len)` inside one allocation) and wrapped without ownership: the buffer
+    /// never frees it. Every refusal is [`GpuError::ForeignMemory`] with the reason.
+    #[allow(unsafe_code)] // the trait's contract; the runtime calls are in `ffi`
+    unsafe fn wrap_device_memory(&self, ptr: u64, len: usize) -> Result<Buffer, GpuError> {
+        // SAFETY: the caller keeps the memory alive (this method's contract).
+        let mem = unsafe { DeviceMem::wrap(self.info.ordinal, ptr, len) }?;
+        Ok(Buffer::new(
+            Box::new(HipBuffer { mem }),
+            DeviceKind::Hip,
+            self.info.ordinal,
+        ))
+    }
+
+    /// An event recorded on each of the backend's streams, and `hipStreamWaitEvent` of
+    /// `stream` on both. On HIP `0` is allowed: the device's null stream (what DLPack's
+    /// `stream=0` means on ROCm). `1` and `2` are refused (DLPack allows neither on ROCm; in
+    /// HIP they are `hipStreamLegacy` and `hipStreamPerThread`), before any runtime call.
+    #[allow(unsafe_code)] // the trait's contract; the runtime calls are in `ffi`
+    unsafe fn make_stream_wait(&self, stream: usize) -> Result<(), GpuError> {
+        // SAFETY: the caller vouches for the stream (this method's contract).
+        unsafe { ffi::make_stream_wait(&self.events, &[&self.stream, &self.copy_stream], stream) }
+            .map_err(driver)
+    }
+
     fn time_events(
         &self,
         iters: usize,
@@ -626,6 +724,43 @@ mod tests {
         assert!(matches!(fence_kind(&hip), FenceKind::Hip(_)));
         let other = Fence::new(Queue::Compute, Box::new(OtherFence));
         assert!(matches!(fence_kind(&other), FenceKind::Foreign));
+    }
+
+    /// What a HIP buffer hands over: its address, whether it owns the memory, and after
+    /// `into_raw` nothing (the released memory is not freed when the buffer goes).
+    #[test]
+    fn buffers_hand_over_their_address_and_allocation() {
+        let addr = 0x7f00_0000_1000;
+        let owned = Buffer::new(
+            Box::new(HipBuffer {
+                mem: DeviceMem::fake_for_test(addr, 64, true),
+            }),
+            DeviceKind::Hip,
+            3,
+        );
+        assert_eq!(owned.device_ptr(), addr);
+        assert!(owned.owns_memory());
+        let raw = owned.into_raw();
+        assert_eq!(
+            raw,
+            quant_gpu::RawAllocation {
+                ptr: addr,
+                len: 64,
+                device: (DeviceKind::Hip, 3),
+                owned: true,
+            }
+        );
+        // Wrapped memory was never ours: nothing changes hands.
+        let wrapped = Buffer::new(
+            Box::new(HipBuffer {
+                mem: DeviceMem::fake_for_test(addr + 256, 16, false),
+            }),
+            DeviceKind::Hip,
+            0,
+        );
+        assert!(!wrapped.owns_memory());
+        let raw = wrapped.into_raw();
+        assert!(!raw.owned && raw.ptr == addr + 256 && raw.len == 16);
     }
 
     #[test]

@@ -172,7 +172,102 @@ pub(crate) fn mem_info(ordinal: usize) -> Result<(u64, u64), HipError> {
     Ok((free as u64, total as u64))
 }
 
-/// Device memory from `hipMalloc`, freed on drop.
+/// `hipPointerAttribute_t` as ROCm 5.2 lays it out (checked against the header by a test) and
+/// as the 5.4 bindings do, with `memoryType` read as a plain `u32`: the bindings' Rust enum
+/// would be undefined behaviour for a value outside it, and ROCm 6 renumbered it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct PointerAttributes {
+    memory_type: u32,
+    device: i32,
+    device_pointer: *mut c_void,
+    host_pointer: *mut c_void,
+    is_managed: i32,
+    allocation_flags: u32,
+}
+
+/// What `hipPointerAttribute_t.memoryType` says an address is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MemoryKind {
+    /// Device memory (`hipMalloc`).
+    Device,
+    /// Managed memory (`hipMallocManaged`), which the device can write.
+    Managed,
+    /// Host memory (`hipHostMalloc`, registered memory).
+    Host,
+    /// A HIP array (texture memory), not linear.
+    Array,
+    /// `hipMemoryTypeUnified` (unused by the runtime).
+    Unified,
+    /// Not known to the runtime (ROCm 6 only; ROCm 5 returns an error instead).
+    Unregistered,
+    /// A value this crate does not know.
+    Other(u32),
+}
+
+impl MemoryKind {
+    /// Decodes `memoryType` for the runtime `version` (`hipRuntimeGetVersion`): ROCm 5 numbers
+    /// Host, Device, Array, Unified (and Managed, in 5.4's header) from 0; ROCm 6 took CUDA's
+    /// numbers (Unregistered 0, Host 1, Device 2, Managed 3, Array 10, Unified 11).
+    pub fn decode(raw: u32, version: i32) -> Self {
+        use MemoryKind::*;
+        if version >= 60_000_000 {
+            match raw {
+                0 => Unregistered,
+                1 => Host,
+                2 => Device,
+                3 => Managed,
+                10 => Array,
+                11 => Unified,
+                n => Other(n),
+            }
+        } else {
+            match raw {
+                0 => Host,
+                1 => Device,
+                2 => Array,
+                3 => Unified,
+                4 => Managed,
+                n => Other(n),
+            }
+        }
+    }
+}
+
+/// Whether memory the runtime describes as `kind` on `device` can be written by kernels of
+/// device `ordinal`: device or managed memory of that very device, nothing else.
+fn check_attributes(kind: MemoryKind, device: i32, ordinal: usize) -> Result<(), String> {
+    match kind {
+        MemoryKind::Device | MemoryKind::Managed => {}
+        MemoryKind::Host => {
+            return Err("it is host memory (hipHostMalloc or registered), not device memory".into())
+        }
+        MemoryKind::Unregistered => return Err("the HIP runtime does not know it as memory".into()),
+        other => return Err(format!("it is {other:?} memory, not linear device memory")),
+    }
+    if usize::try_from(device).ok() != Some(ordinal) {
+        return Err(format!(
+            "it is memory of device {device}, not of device {ordinal}"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `[ptr, ptr + len)` lies inside the allocation of `size` bytes at `base`.
+fn check_within(ptr: u64, len: usize, base: u64, size: usize) -> Result<(), String> {
+    let alloc_end = base.checked_add(size as u64);
+    let end = ptr.checked_add(len as u64);
+    match (alloc_end, end) {
+        (Some(alloc_end), Some(end)) if ptr >= base && end <= alloc_end => Ok(()),
+        _ => Err(format!(
+            "the allocation holding it is {size} bytes at {base:#x}, which does not hold \
+             {len} bytes from {ptr:#x}"
+        )),
+    }
+}
+
+/// Device memory: from `hipMalloc` and freed on drop, or the caller's ([`DeviceMem::wrap`]) and
+/// never freed here.
 #[derive(Debug)]
 pub(crate) struct DeviceMem {
     ptr: *mut c_void,
@@ -187,26 +282,99 @@ unsafe impl Send for DeviceMem {}
 unsafe impl Sync for DeviceMem {}
 
 impl DeviceMem {
-    /// `hipMalloc(len)` on `ordinal`. Zero bytes allocate nothing.
+    /// `hipMalloc(len)` on `ordinal`. At least one byte is allocated, so that an empty buffer
+    /// has a valid address too (as [`quant_gpu::RawAllocation`] promises, and as on CUDA).
     pub fn alloc(ordinal: usize, len: usize) -> Result<Self, HipError> {
-        if len == 0 {
-            return Ok(DeviceMem {
-                ptr: ptr::null_mut(),
-                len,
-                owned: true,
-            });
-        }
         set_device(ordinal)?;
         let mut p = ptr::null_mut();
         // SAFETY: writes one pointer.
-        check(unsafe { sys::hipMalloc(&mut p, len) }, || {
+        check(unsafe { sys::hipMalloc(&mut p, len.max(1)) }, || {
             format!("hipMalloc({len} bytes on device {ordinal})")
         })?;
+        if p.is_null() {
+            return Err(invalid(
+                format!("hipMalloc({len} bytes on device {ordinal})"),
+                "the runtime returned a null pointer",
+            ));
+        }
         Ok(DeviceMem {
             ptr: p,
             len,
             owned: true,
         })
+    }
+
+    /// The caller's `len` bytes at `ptr`, checked and wrapped without taking ownership (drop
+    /// never frees them): [`quant_gpu::check_foreign_memory`] first (null, misaligned, wrapping
+    /// around: refused before any runtime call), then the runtime is asked
+    /// (`hipPointerGetAttributes`: device memory of device `ordinal`; `hipMemGetAddressRange`:
+    /// `[ptr, ptr + len)` inside that one allocation). Every refusal is a
+    /// [`GpuError::ForeignMemory`] saying why.
+    ///
+    /// # Safety
+    /// The memory must stay allocated while the returned value and the work queued on it live.
+    pub unsafe fn wrap(ordinal: usize, ptr: u64, len: usize) -> Result<Self, GpuError> {
+        quant_gpu::check_foreign_memory(ptr, len)?;
+        let refuse = |reason: String| GpuError::ForeignMemory { ptr, len, reason };
+        let version = runtime_version().map_err(|e| refuse(e.to_string()))?;
+        set_device(ordinal).map_err(|e| refuse(e.to_string()))?;
+        let addr = ptr as usize as *mut c_void;
+        // Room to spare after the struct, in case a runtime's is longer than ROCm 5.2's.
+        #[repr(C)]
+        struct Padded {
+            attr: PointerAttributes,
+            _spare: [u8; 256],
+        }
+        let mut a = MaybeUninit::<Padded>::zeroed();
+        // SAFETY: the runtime writes one hipPointerAttribute_t (whose layout PointerAttributes
+        // mirrors, with the enum as a plain u32) into zeroed memory with room to spare; it looks
+        // the address up in its own tables and never dereferences it.
+        check(
+            unsafe {
+                sys::hipPointerGetAttributes(
+                    ptr::addr_of_mut!((*a.as_mut_ptr()).attr).cast(),
+                    addr.cast_const(),
+                )
+            },
+            || "hipPointerGetAttributes".into(),
+        )
+        .map_err(|e| refuse(format!("the HIP runtime does not know it as memory ({e})")))?;
+        // SAFETY: zero-initialised plain data (integers and pointers), filled in by the runtime.
+        let a = unsafe { a.assume_init() }.attr;
+        check_attributes(
+            MemoryKind::decode(a.memory_type, version),
+            a.device,
+            ordinal,
+        )
+        .map_err(refuse)?;
+        let (mut base, mut size): (sys::hipDeviceptr_t, usize) = (ptr::null_mut(), 0);
+        // SAFETY: writes one address and one size; the address is only looked up.
+        check(
+            unsafe { sys::hipMemGetAddressRange(&mut base, &mut size, addr) },
+            || "hipMemGetAddressRange".into(),
+        )
+        .map_err(|e| {
+            refuse(format!(
+                "the HIP runtime cannot give the allocation holding it ({e})"
+            ))
+        })?;
+        check_within(ptr, len, base as usize as u64, size).map_err(refuse)?;
+        Ok(DeviceMem {
+            ptr: addr,
+            len,
+            owned: false,
+        })
+    }
+
+    /// A value at `addr` that the runtime never saw, for unit tests of what is built on it.
+    /// With `owned`, call [`DeviceMem::release`] before dropping it.
+    #[cfg(test)]
+    pub fn fake_for_test(addr: u64, len: usize, owned: bool) -> Self {
+        DeviceMem {
+            ptr: addr as usize as *mut c_void,
+            len,
+            owned,
+        }
     }
 
     /// Length in bytes.
@@ -252,7 +420,8 @@ impl DeviceMem {
 impl Drop for DeviceMem {
     fn drop(&mut self) {
         if self.owned && !self.ptr.is_null() {
-            // SAFETY: allocated by hipMalloc and freed once. Errors cannot be reported here.
+            // SAFETY: allocated by hipMalloc (owned: neither wrapped nor released) and freed
+            // once. Errors cannot be reported here.
             unsafe {
                 let _ = sys::hipFree(self.ptr);
             }
@@ -406,11 +575,41 @@ fn pinned_range<'a>(
     Ok((pinned, range.end - range.start))
 }
 
-/// A non-blocking stream, destroyed on drop.
+/// The stream handles HIP gives a meaning other than a stream's address: `1` is
+/// `hipStreamLegacy` in newer HIP, `2` is `hipStreamPerThread` (ROCm 5.2 has it), a different
+/// stream in every host thread. DLPack does not allow either on ROCm. `0` is not among them: it
+/// is the current device's null stream, which this crate always selects first.
+pub(crate) const STREAM_SENTINELS: [usize; 2] = [1, 2];
+
+/// Checks a caller's raw stream handle: `0` (the device's null stream) or a stream's address,
+/// not one of [`STREAM_SENTINELS`]. The runtime cannot check more: ROCm 5.2 has no
+/// `hipStreamGetDevice`, and its `hipStreamGetFlags` dereferences whatever it is given.
+pub(crate) fn caller_stream(raw: usize, op: &str) -> Result<sys::hipStream_t, HipError> {
+    if STREAM_SENTINELS.contains(&raw) {
+        return Err(invalid(
+            op,
+            format!(
+                "stream {raw} is a sentinel ({}), not a stream: pass a stream's handle, or 0 for \
+                 the device's null stream",
+                if raw == 1 {
+                    "hipStreamLegacy"
+                } else {
+                    "hipStreamPerThread, a different stream in each host thread"
+                }
+            ),
+        ));
+    }
+    Ok(raw as sys::hipStream_t)
+}
+
+/// A stream of one device: one this crate created (non-blocking, destroyed on drop) or the
+/// caller's ([`Stream::borrowed`]: used, never destroyed).
 #[derive(Debug)]
 pub(crate) struct Stream {
     raw: sys::hipStream_t,
     ordinal: usize,
+    /// Whether drop synchronizes and destroys it: `false` for the caller's stream.
+    owned: bool,
 }
 
 // SAFETY: HIP streams may be used from any host thread.
@@ -428,7 +627,37 @@ impl Stream {
             unsafe { sys::hipStreamCreateWithFlags(&mut raw, sys::hipStreamNonBlocking) },
             || format!("hipStreamCreateWithFlags(device {ordinal})"),
         )?;
-        Ok(Stream { raw, ordinal })
+        Ok(Stream {
+            raw,
+            ordinal,
+            owned: true,
+        })
+    }
+
+    /// The caller's stream `raw` of device `ordinal`, used but never destroyed (nor
+    /// synchronized) on drop. A null `raw` is the device's null stream; the sentinels
+    /// [`STREAM_SENTINELS`] are refused ([`caller_stream`]) before any runtime call.
+    ///
+    /// # Safety
+    /// `raw` must be null or a live stream of device `ordinal` that outlives the returned value
+    /// and everything that uses it.
+    pub unsafe fn borrowed(ordinal: usize, raw: sys::hipStream_t) -> Result<Self, HipError> {
+        let raw = caller_stream(raw as usize, "HipBackend::on_stream")?;
+        Ok(Stream {
+            raw,
+            ordinal,
+            owned: false,
+        })
+    }
+
+    /// The raw handle.
+    pub fn raw(&self) -> sys::hipStream_t {
+        self.raw
+    }
+
+    /// Whether this crate created the stream (and destroys it on drop).
+    pub fn is_owned(&self) -> bool {
+        self.owned
     }
 
     /// `hipStreamSynchronize`.
@@ -656,13 +885,49 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        // SAFETY: created by hipStreamCreateWithFlags and destroyed once.
+        if !self.owned {
+            // The caller's: it is theirs to synchronize and destroy.
+            return;
+        }
+        // SAFETY: created by hipStreamCreateWithFlags (owned) and destroyed once.
         unsafe {
             let _ = sys::hipSetDevice(self.ordinal as i32);
             let _ = sys::hipStreamSynchronize(self.raw);
             let _ = sys::hipStreamDestroy(self.raw);
         }
     }
+}
+
+/// Makes work queued later on the caller's stream `target` wait, on the device, for everything
+/// queued so far on `streams`: an event from `pool` is recorded on each and `target` waits for
+/// them (`hipStreamWaitEvent`). `target` is a raw `hipStream_t` of the pool's device, or `0` for
+/// that device's null stream; the sentinels `1` and `2` are refused before any runtime call.
+/// The events go back to the pool at once: a queued wait captures the event's state when it is
+/// queued.
+///
+/// # Safety
+/// `target` must be `0` or a live stream of the pool's device.
+pub(crate) unsafe fn make_stream_wait(
+    pool: &Arc<EventPool>,
+    streams: &[&Stream],
+    target: usize,
+) -> Result<(), HipError> {
+    let t = caller_stream(target, "hipStreamWaitEvent")?;
+    let mut events = Vec::with_capacity(streams.len());
+    for s in streams {
+        let e = pool.get()?;
+        e.record(s)?;
+        events.push(e);
+    }
+    set_device(pool.ordinal)?;
+    for e in &events {
+        // SAFETY: the event is alive and recorded on a stream of this device; the caller
+        // vouches for the target stream (this function's contract).
+        check(unsafe { sys::hipStreamWaitEvent(t, e.raw, 0) }, || {
+            format!("hipStreamWaitEvent(stream {target:#x})")
+        })?;
+    }
+    Ok(())
 }
 
 /// Synchronisation events (`hipEventDisableTiming`) of one device kept for reuse: the pipeline
@@ -1033,9 +1298,206 @@ pub(crate) mod tests {
 
     #[test]
     fn device_memory_ranges_are_checked() {
-        let m = DeviceMem::alloc(0, 0).unwrap();
+        let m = DeviceMem::fake_for_test(0, 0, false);
         assert!(m.at(0, 0, "t").is_ok());
         assert!(m.at(0, 1, "t").is_err());
         assert!(m.at(usize::MAX, 2, "t").is_err());
+        let m = DeviceMem::fake_for_test(0x10_0000, 64, false);
+        assert_eq!(m.at(16, 48, "t").unwrap() as usize, 0x10_0010);
+        assert!(m.at(16, 49, "t").is_err());
+    }
+
+    /// ROCm 5.2's `hipPointerAttribute_t`, as a C++ program compiled against
+    /// /usr/include/hip printed it (size 32; memoryType 0, device 4, devicePointer 8,
+    /// hostPointer 16, isManaged 24, allocationFlags 28), is what our mirror and the bindings
+    /// lay out.
+    #[test]
+    fn pointer_attributes_layout_matches_rocm_5_2() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(size_of::<PointerAttributes>(), 32);
+        assert_eq!(align_of::<PointerAttributes>(), 8);
+        assert_eq!(offset_of!(PointerAttributes, memory_type), 0);
+        assert_eq!(offset_of!(PointerAttributes, device), 4);
+        assert_eq!(offset_of!(PointerAttributes, device_pointer), 8);
+        assert_eq!(offset_of!(PointerAttributes, host_pointer), 16);
+        assert_eq!(offset_of!(PointerAttributes, is_managed), 24);
+        assert_eq!(offset_of!(PointerAttributes, allocation_flags), 28);
+        type B = sys::hipPointerAttribute_t;
+        assert_eq!(size_of::<B>(), size_of::<PointerAttributes>());
+        assert_eq!(offset_of!(B, memoryType), 0);
+        assert_eq!(offset_of!(B, device), 4);
+        assert_eq!(offset_of!(B, devicePointer), 8);
+        assert_eq!(offset_of!(B, hostPointer), 16);
+        assert_eq!(offset_of!(B, isManaged), 24);
+        assert_eq!(offset_of!(B, allocationFlags), 28);
+        // The 5.x numbering the bindings carry (and ROCm 5.2's header: Device is 1).
+        assert_eq!(sys::hipMemoryType::hipMemoryTypeDevice as u32, 1);
+        assert_eq!(sys::hipMemoryType::hipMemoryTypeHost as u32, 0);
+    }
+
+    #[test]
+    fn memory_types_are_decoded_for_the_runtimes_numbering() {
+        use MemoryKind::*;
+        let rocm5 = 50_221_153; // Debian's 5.2
+        let rocm6 = 60_032_830;
+        for (raw, five, six) in [
+            (0, Host, Unregistered),
+            (1, Device, Host),
+            (2, Array, Device),
+            (3, Unified, Managed),
+            (4, Managed, Other(4)),
+            (10, Other(10), Array),
+            (11, Other(11), Unified),
+            (99, Other(99), Other(99)),
+        ] {
+            assert_eq!(MemoryKind::decode(raw, rocm5), five, "{raw}");
+            assert_eq!(MemoryKind::decode(raw, rocm6), six, "{raw}");
+        }
+    }
+
+    #[test]
+    fn only_this_devices_device_memory_is_accepted() {
+        use MemoryKind::*;
+        check_attributes(Device, 2, 2).unwrap();
+        check_attributes(Managed, 0, 0).unwrap();
+        for (kind, device, ordinal, why) in [
+            (Device, 1, 2, "of device 1, not of device 2"),
+            (Device, -1, 0, "of device -1"),
+            (Host, 0, 0, "host memory"),
+            (Array, 0, 0, "Array"),
+            (Unified, 0, 0, "Unified"),
+            (Unregistered, 0, 0, "does not know"),
+            (Other(7), 0, 0, "Other(7)"),
+        ] {
+            let e = check_attributes(kind, device, ordinal).unwrap_err();
+            assert!(e.contains(why), "{kind:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn wrapped_ranges_must_lie_inside_one_allocation() {
+        let (base, size) = (0x7f00_0000_0000u64, 4096usize);
+        check_within(base, size, base, size).unwrap();
+        check_within(base + 256, 3840, base, size).unwrap();
+        check_within(base + 4096, 0, base, size).unwrap();
+        for (ptr, len) in [
+            (base, size + 1),
+            (base + 256, 3841),
+            (base - 256, 16),
+            (base + 4096, 1),
+            (u64::MAX - 15, 32),
+        ] {
+            let e = check_within(ptr, len, base, size).unwrap_err();
+            assert!(e.contains("4096 bytes at 0x7f0000000000"), "{e}");
+        }
+        // An allocation whose end would overflow is refused, not trusted.
+        assert!(check_within(u64::MAX - 15, 16, u64::MAX - 15, 32).is_err());
+    }
+
+    /// Null, misaligned and wrapping pointers are refused by quant-gpu's checks before the
+    /// runtime is asked: with no device (or an ordinal no runtime knows) the reason is still
+    /// the pointer's, not the runtime's.
+    #[test]
+    fn wrap_refuses_bad_pointers_before_any_runtime_call() {
+        for ordinal in [0, usize::MAX] {
+            for (ptr, len, why) in [
+                (0, 16, "null"),
+                (0x1008, 16, "aligned to 16"),
+                (0x7f00_0000_0001, 16, "aligned to 16"),
+                (u64::MAX - 15, 32, "wraps"),
+            ] {
+                // SAFETY: refused before anything is done with the address.
+                let e = unsafe { DeviceMem::wrap(ordinal, ptr, len) }.unwrap_err();
+                let text = e.to_string();
+                assert!(
+                    matches!(e, GpuError::ForeignMemory { ptr: p, len: l, .. } if p == ptr && l == len),
+                    "{text}"
+                );
+                assert!(text.contains(why) && !text.contains("hipError"), "{text}");
+            }
+        }
+    }
+
+    /// Without an AMD GPU, a well-formed address is refused with the runtime's reason (no panic,
+    /// no dereference: the runtime only looks addresses up).
+    #[test]
+    fn wrap_without_a_device_is_a_foreign_memory_error() {
+        if std::path::Path::new("/dev/kfd").exists() {
+            return;
+        }
+        let host = [0u8; 64];
+        let aligned = (host.as_ptr() as u64 + 15) & !15;
+        for ptr in [0x7f00_0000_0000, aligned] {
+            // SAFETY: refused; the runtime never writes through the address.
+            match unsafe { DeviceMem::wrap(0, ptr, 16) } {
+                Err(GpuError::ForeignMemory {
+                    ptr: p,
+                    len,
+                    reason,
+                }) => {
+                    assert_eq!((p, len), (ptr, 16));
+                    assert!(reason.contains("hipSetDevice(0): hipError"), "{reason}");
+                }
+                Err(other) => panic!("expected ForeignMemory, got {other}"),
+                Ok(m) => panic!("wrapped {m:?} without a device"),
+            }
+        }
+    }
+
+    #[test]
+    fn stream_sentinels_are_refused_and_the_null_stream_is_not() {
+        assert!(caller_stream(0, "t").unwrap().is_null());
+        assert_eq!(
+            caller_stream(0x5555_0000, "t").unwrap() as usize,
+            0x5555_0000
+        );
+        for (raw, name) in [(1, "hipStreamLegacy"), (2, "hipStreamPerThread")] {
+            let e = caller_stream(raw, "hipStreamWaitEvent").unwrap_err();
+            assert_eq!(e.code, hipError_t::hipErrorInvalidValue as u32);
+            assert!(
+                e.op == "hipStreamWaitEvent" && e.message.contains(name),
+                "{e}"
+            );
+        }
+    }
+
+    /// A borrowed stream is never synchronized nor destroyed: dropping one over a handle that
+    /// is no stream at all does nothing (an owned one would hand it to the runtime).
+    #[test]
+    fn borrowed_streams_are_not_destroyed() {
+        // SAFETY: the handle is never used: the value is only inspected and dropped.
+        let s = unsafe { Stream::borrowed(3, 0xdead_0000 as sys::hipStream_t) }.unwrap();
+        assert!(!s.is_owned());
+        assert_eq!(s.raw() as usize, 0xdead_0000);
+        drop(s);
+        // SAFETY: as above.
+        let null = unsafe { Stream::borrowed(0, ptr::null_mut()) }.unwrap();
+        assert!(null.raw().is_null() && !null.is_owned());
+        for raw in [1usize, 2] {
+            // SAFETY: refused before use.
+            let e = unsafe { Stream::borrowed(0, raw as sys::hipStream_t) }.unwrap_err();
+            assert!(e.op.contains("on_stream"), "{e}");
+        }
+    }
+
+    /// Without a device, make_stream_wait fails with an error: the sentinels before any
+    /// runtime call, anything else when the first event cannot be created.
+    #[test]
+    fn make_stream_wait_fails_cleanly_without_a_device() {
+        let pool = EventPool::new(0);
+        // SAFETY: no stream is used: refused, or no event can be made to record.
+        let e = unsafe { make_stream_wait(&pool, &[], 2) }.unwrap_err();
+        assert!(e.message.contains("hipStreamPerThread"), "{e}");
+        if std::path::Path::new("/dev/kfd").exists() {
+            return;
+        }
+        // SAFETY: the borrowed stream is never reached: creating its event fails first.
+        let s = unsafe { Stream::borrowed(0, 0xdead_0000 as sys::hipStream_t) }.unwrap();
+        // SAFETY: as above.
+        let e = unsafe { make_stream_wait(&pool, &[&s], 0xbeef_0000) }.unwrap_err();
+        assert!(
+            e.op.contains("hipSetDevice") && e.name.starts_with("hipError"),
+            "{e}"
+        );
     }
 }

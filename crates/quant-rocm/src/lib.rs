@@ -31,17 +31,36 @@
 //!   AMD GPU; `tests/gpu.rs` exercises it when one is present
 //!   (`QUANTFORGE_GPU_TESTS=1 QUANTFORGE_GPU_KIND=hip`).
 //! * The warp (wavefront) size comes from the device: 64 on CDNA (gfx9), 32 on RDNA.
+//! * Engines get tensors without a copy, as on CUDA: [`HipBackend::on_stream`] queues the
+//!   backend's kernels on an engine's stream; a buffer's
+//!   [`device_ptr`](quant_gpu::Buffer::device_ptr) is a HIP device address and
+//!   [`into_raw`](quant_gpu::Buffer::into_raw) hands the allocation over (free it with
+//!   `hipFree`); [`Backend::wrap_device_memory`](quant_gpu::Backend::wrap_device_memory) takes
+//!   the engine's own memory after asking the runtime that it is one allocation of this device
+//!   (`hipPointerGetAttributes`, `hipMemGetAddressRange`), and
+//!   [`Backend::make_stream_wait`](quant_gpu::Backend::make_stream_wait) orders an engine's
+//!   stream (`0`, the null stream, included) after the backend's work with events. Compiled and
+//!   unit-tested only, like the rest.
 //!
-//! All `unsafe` code is in one private module of thin checked wrappers; everything public is
-//! safe. On a machine without an AMD GPU, [`device_count`] and [`HipBackend::new`] return
+//! All `unsafe` code is in one private module of thin checked wrappers (the crate denies
+//! `unsafe_code` elsewhere); everything public is safe except the hand-over calls whose
+//! contract the caller must keep ([`HipBackend::on_stream`] and the two `unsafe` methods of
+//! [`quant_gpu::Backend`]). On a machine without an AMD GPU, [`device_count`],
+//! [`HipBackend::new`] and [`HipBackend::on_stream`] return
 //! [`GpuError::NoDevice`](quant_gpu::GpuError::NoDevice).
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod backend;
 pub mod code_object;
+#[allow(unsafe_code)]
 mod ffi;
 
 pub use backend::{device_count, runtime_version, HipBackend, HipBuffer};
+/// The HIP bindings this backend is built on, re-exported so that an engine names the same
+/// `hipStream_t` and `hipDevice_t` types [`HipBackend::on_stream`] takes (and can `hipFree` what
+/// [`quant_gpu::Buffer::into_raw`] hands over).
+pub use hip_runtime_sys;
 
 #[cfg(test)]
 mod tests {
