@@ -281,7 +281,9 @@ impl Device {
     /// `stream` must be a live stream of this context or a sentinel.
     pub unsafe fn make_stream_wait(&self, stream: usize) -> Res<()> {
         if stream == 0 {
-            return Err(err("stream 0 is ambiguous: use 1 for the legacy default stream"));
+            return Err(err(
+                "stream 0 is ambiguous: use 1 for the legacy default stream",
+            ));
         }
         let compute = self.record_on(Queue::Compute)?;
         let copy = self.record_on(Queue::Copy)?;
@@ -291,11 +293,7 @@ impl Device {
             // SAFETY: the events are alive; the caller vouches for the stream. The wait captures
             // the event's state now, so returning the events to the pool afterwards is safe.
             unsafe {
-                cu::stream::wait_event(
-                    target,
-                    e.0,
-                    sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
-                )?
+                cu::stream::wait_event(target, e.0, sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT)?
             };
         }
         Ok(())

@@ -629,7 +629,10 @@ mod foreign_memory_tests {
             let e = check_foreign_memory(ptr, len).unwrap_err();
             let text = e.to_string();
             assert!(matches!(e, GpuError::ForeignMemory { .. }), "{text}");
-            assert!(text.contains(why) && text.contains(&format!("{ptr:#x}")), "{text}");
+            assert!(
+                text.contains(why) && text.contains(&format!("{ptr:#x}")),
+                "{text}"
+            );
         }
     }
 }

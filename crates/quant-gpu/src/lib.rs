@@ -28,7 +28,8 @@ use std::ops::Range;
 pub use cache::ModuleCache;
 pub use error::GpuError;
 pub use launch::{
-    check_foreign_memory, plan_launch, BufferRegion, DeviceLimits, LaunchPlan, KERNEL_ALIGN, MAX_THREADS_PER_GROUP,
+    check_foreign_memory, plan_launch, BufferRegion, DeviceLimits, LaunchPlan, KERNEL_ALIGN,
+    MAX_THREADS_PER_GROUP,
 };
 pub use quant_core::{KernelSpec, OutputDType};
 pub use spec::{DeviceKind, DeviceSpec, DeviceSpecError};
@@ -259,11 +260,12 @@ pub trait Backend: Send + Sync {
         })
     }
 
-    /// Makes work queued later on `stream`, a stream of the caller's (a raw `CUstream` /
-    /// `hipStream_t` of this backend's context, or the CUDA sentinels `1`, the legacy default
-    /// stream, and `2`, the per-thread default stream), wait for everything queued on this
-    /// backend so far, without blocking the host. This is what DLPack's `__dlpack__(stream=...)`
-    /// asks of a producer.
+    /// Makes work queued later on `stream`, a stream of the caller's, wait for everything queued
+    /// on this backend so far, without blocking the host. This is what DLPack's
+    /// `__dlpack__(stream=...)` asks of a producer. The handle is DLPack's: on CUDA a raw
+    /// `CUstream` of this backend's context or the sentinels `1` (the legacy default stream) and
+    /// `2` (the per-thread default stream), `0` refused as ambiguous; on HIP a raw `hipStream_t`
+    /// of this device, `0` being the device's null stream, `1` and `2` refused.
     ///
     /// Default: [`Backend::synchronize`], which orders every stream after the work.
     ///

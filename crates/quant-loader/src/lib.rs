@@ -380,11 +380,13 @@ impl GgufLoader {
         let t = self.tensor(name)?;
         let format = self.format_of(t)?;
         let n = self.elements(t)?;
-        let out_bytes = n.checked_mul(dtype.size()).ok_or_else(|| LoadError::TooLarge {
-            file: self.file.path().to_path_buf(),
-            tensor: t.name.clone(),
-            elements: t.n_elements,
-        })?;
+        let out_bytes = n
+            .checked_mul(dtype.size())
+            .ok_or_else(|| LoadError::TooLarge {
+                file: self.file.path().to_path_buf(),
+                tensor: t.name.clone(),
+                elements: t.n_elements,
+            })?;
         let op = "dequantize_into";
         let checks = || -> Result<(), GpuError> {
             if dst_offset % quant_gpu::KERNEL_ALIGN != 0 {
@@ -437,7 +439,14 @@ impl GgufLoader {
             }
             Err(e) => return Err(self.gpu_err(t, backend, e)),
         };
-        Ok(self.record(t, dtype.into(), uploaded, out_bytes as u64, start.elapsed(), path))
+        Ok(self.record(
+            t,
+            dtype.into(),
+            uploaded,
+            out_bytes as u64,
+            start.elapsed(),
+            path,
+        ))
     }
 
     /// [`GgufLoader::dequantize_into`] for an engine's raw device pointer: `len` bytes at `ptr`

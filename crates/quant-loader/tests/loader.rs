@@ -341,7 +341,9 @@ fn a_tensor_taken_from_the_cache_is_the_callers_and_gives_up_its_memory() {
     let loader = open(FallbackPolicy::Deny);
     let b = backend(Mode::Works);
     let name = "blk.0.ffn_down.weight";
-    let t = loader.load_tensor_to_gpu(name, &b, OutputDType::F32).unwrap();
+    let t = loader
+        .load_tensor_to_gpu(name, &b, OutputDType::F32)
+        .unwrap();
     let ptr = t.device_ptr();
     assert_ne!(ptr, 0);
     assert_eq!(t.device(), (quant_gpu::DeviceKind::Cuda, 7));
