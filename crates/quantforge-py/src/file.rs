@@ -1,0 +1,431 @@
+//! [`File`]: one GGUF file opened for one device and one output type.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::IntoPyObjectExt;
+use quant_core::cpu::CpuPath;
+use quant_core::OutputDType;
+use quant_gguf::{MetaArray, MetaValue, TensorInfo};
+use quant_gpu::{Backend, DeviceSpec};
+use quant_loader::{FallbackPolicy, GgufLoader, LoadAs, LoaderOptions, PipelineOptions, Progress};
+use rayon::prelude::*;
+
+use crate::backends;
+use crate::errors::{Error, QuantforgeError};
+use crate::tensor::{Elem, HostData, Tensor};
+
+/// Parses an output type: `f32`/`float32`/`float`, `f16`/`float16`/`half`,
+/// `bf16`/`bfloat16`, or `native` (the quantized blocks as bytes).
+pub(crate) fn parse_dtype(s: &str) -> PyResult<LoadAs> {
+    let d = match s.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" | "float" => LoadAs::Values(OutputDType::F32),
+        "f16" | "float16" | "half" => LoadAs::Values(OutputDType::F16),
+        "bf16" | "bfloat16" => LoadAs::Values(OutputDType::Bf16),
+        "native" => LoadAs::Native,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "dtype '{s}': expected f32/float32, f16/float16, bf16/bfloat16 or native"
+            )))
+        }
+    };
+    Ok(d)
+}
+
+/// A GGUF file opened for loading onto one device (`"cpu"`, `"cuda:N"`, `"auto"`) as one type
+/// (`"f32"`, `"f16"`, `"bf16"`, `"native"`). Tensor names, types, shapes and the metadata are
+/// read from the header; [`File::get`] loads one tensor, [`File::load_all`] all of them.
+///
+/// Bad files, missing tensors and device failures raise `QuantforgeError` (a missing tensor:
+/// `MissingTensorError`, also a `KeyError`) whose message names the file and the tensor; bad
+/// arguments raise `ValueError`.
+#[pyclass(frozen, module = "quantforge._native")]
+pub struct File {
+    path: PathBuf,
+    loader: Mutex<Option<Arc<GgufLoader>>>,
+    backend: Option<Arc<dyn Backend>>,
+    dtype: LoadAs,
+}
+
+impl File {
+    fn loader(&self) -> PyResult<Arc<GgufLoader>> {
+        self.loader.lock().clone().ok_or_else(|| {
+            QuantforgeError::new_err(format!("{}: the file is closed", self.path.display()))
+        })
+    }
+
+    fn info<'a>(&self, loader: &'a GgufLoader, name: &str) -> Result<&'a TensorInfo, Error> {
+        Ok(loader.tensor(name)?)
+    }
+
+    fn dtype_or(&self, dtype: Option<&str>) -> PyResult<LoadAs> {
+        dtype.map(parse_dtype).unwrap_or(Ok(self.dtype))
+    }
+}
+
+/// Loads tensor `t` of `loader` as `as_`: onto `backend`, taken out of the loader's cache so
+/// that the returned tensor alone holds it, or (no backend) into host memory.
+fn load_one(
+    loader: &GgufLoader,
+    backend: Option<&Arc<dyn Backend>>,
+    t: &TensorInfo,
+    as_: LoadAs,
+) -> Result<Tensor, Error> {
+    match backend {
+        Some(b) => {
+            let dt = loader.load_tensor_to_gpu(&t.name, b.as_ref(), as_)?;
+            drop(loader.take_cached_as(&t.name, as_, b.as_ref()));
+            Tensor::on_device(dt, b.clone(), t).map_err(|e| msg(loader, e))
+        }
+        None => host_tensor(loader, t, as_),
+    }
+}
+
+fn msg(loader: &GgufLoader, e: String) -> Error {
+    Error::Msg(format!("{}: {e}", loader.file().path().display()))
+}
+
+/// Tensor `t` in host memory: f32 values as the loader returns them (no copy), f16/bf16 rounded
+/// to nearest-even from them (as `quant_core::cpu::encode_as` rounds), the blocks as bytes, or
+/// an integer tensor's values.
+fn host_tensor(loader: &GgufLoader, t: &TensorInfo, as_: LoadAs) -> Result<Tensor, Error> {
+    let (data, elem) = if t.ty.is_integer() {
+        let elem =
+            t.ty.geometry()
+                .and_then(|g| Elem::integer(g.block_bytes))
+                .ok_or_else(|| {
+                    msg(
+                        loader,
+                        format!("tensor '{}': {} has no element size", t.name, t.ty),
+                    )
+                })?;
+        let raw = loader.tensor_raw(&t.name)?;
+        let data = HostData::integers(&raw, elem).ok_or_else(|| {
+            msg(
+                loader,
+                format!(
+                    "tensor '{}': {} bytes are not whole {} values",
+                    t.name,
+                    raw.len(),
+                    elem.name()
+                ),
+            )
+        })?;
+        (data, elem)
+    } else {
+        match as_ {
+            LoadAs::Native => (
+                HostData::U8(loader.tensor_raw(&t.name)?.into_owned()),
+                Elem::U8,
+            ),
+            LoadAs::Values(d) => {
+                let v = loader.dequantize_to_host(&t.name, CpuPath::Fast)?;
+                match d {
+                    OutputDType::F32 => (HostData::F32(v), Elem::F32),
+                    OutputDType::F16 => (
+                        HostData::U16(
+                            v.par_iter()
+                                .map(|&x| half::f16::from_f32(x).to_bits())
+                                .collect(),
+                        ),
+                        Elem::F16,
+                    ),
+                    OutputDType::Bf16 => (
+                        HostData::U16(
+                            v.par_iter()
+                                .map(|&x| half::bf16::from_f32(x).to_bits())
+                                .collect(),
+                        ),
+                        Elem::Bf16,
+                    ),
+                }
+            }
+        }
+    };
+    Tensor::host(data, t, elem).map_err(|e| msg(loader, e))
+}
+
+/// A progress bar over `total` bytes on stderr (drawn only when stderr is a terminal).
+fn progress_bar(total: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix} {percent:>3}%|{wide_bar}| {binary_bytes}/{binary_total_bytes} \
+         [{elapsed_precise}<{eta_precise}, {binary_bytes_per_sec}]",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("█▉▊▋▌▍▎▏ ");
+    bar.set_style(style);
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+fn meta_value<'py>(py: Python<'py>, v: &MetaValue) -> PyResult<Bound<'py, PyAny>> {
+    match v {
+        MetaValue::U8(x) => x.into_bound_py_any(py),
+        MetaValue::I8(x) => x.into_bound_py_any(py),
+        MetaValue::U16(x) => x.into_bound_py_any(py),
+        MetaValue::I16(x) => x.into_bound_py_any(py),
+        MetaValue::U32(x) => x.into_bound_py_any(py),
+        MetaValue::I32(x) => x.into_bound_py_any(py),
+        MetaValue::U64(x) => x.into_bound_py_any(py),
+        MetaValue::I64(x) => x.into_bound_py_any(py),
+        MetaValue::F32(x) => f64::from(*x).into_bound_py_any(py),
+        MetaValue::F64(x) => x.into_bound_py_any(py),
+        MetaValue::Bool(x) => x.into_bound_py_any(py),
+        MetaValue::String(s) => s.into_bound_py_any(py),
+        MetaValue::Array(a) => meta_array(py, a),
+    }
+}
+
+fn meta_array<'py>(py: Python<'py>, a: &MetaArray) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(strs) = a.strs() {
+        return PyList::new(py, strs)?.into_bound_py_any(py);
+    }
+    if let Some(inner) = a.arrays() {
+        let items = inner
+            .iter()
+            .map(|x| meta_array(py, x))
+            .collect::<PyResult<Vec<_>>>()?;
+        return PyList::new(py, items)?.into_bound_py_any(py);
+    }
+    let items = a
+        .iter()
+        .map(|x| meta_value(py, &x))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)?.into_bound_py_any(py)
+}
+
+#[pymethods]
+impl File {
+    /// Opens `path` (a `str` or `os.PathLike`) for loading onto `device` (`"cpu"`, `"cuda:N"`,
+    /// `"hip:N"`, `"auto"`) as `dtype` (`"f32"`, `"f16"`, `"bf16"`, `"native"`). With
+    /// `mmap=False` the file is read with positioned reads instead of being mapped (safe
+    /// against files truncated by another process).
+    #[new]
+    #[pyo3(signature = (path, device="cpu", dtype="f32", mmap=true))]
+    fn new(py: Python<'_>, path: PathBuf, device: &str, dtype: &str, mmap: bool) -> PyResult<Self> {
+        let spec: DeviceSpec = device
+            .trim()
+            .parse()
+            .map_err(|e| PyValueError::new_err(format!("device '{device}': {e}")))?;
+        let as_ = parse_dtype(dtype)?;
+        let opened = py.detach(|| -> Result<_, Error> {
+            let loader = GgufLoader::open_with(
+                &path,
+                LoaderOptions {
+                    mmap,
+                    fallback: FallbackPolicy::Allow,
+                },
+            )?;
+            let backend = backends::open(spec)?;
+            Ok((loader, backend))
+        });
+        let (loader, backend) = opened.map_err(|e| e.into_py(py))?;
+        Ok(File {
+            path,
+            loader: Mutex::new(Some(Arc::new(loader))),
+            backend,
+            dtype: as_,
+        })
+    }
+
+    /// The path as given.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// The device tensors are loaded onto: `"cpu"`, `"cuda:N"` or `"hip:N"`.
+    #[getter]
+    fn device(&self) -> String {
+        match &self.backend {
+            None => "cpu".into(),
+            Some(b) => format!("{}:{}", b.info().kind, b.info().ordinal),
+        }
+    }
+
+    /// The output type: `"f32"`, `"f16"`, `"bf16"` or `"native"`.
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.dtype.name()
+    }
+
+    /// Whether [`File::close`] was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.loader.lock().is_none()
+    }
+
+    /// The GGUF format version (2 or 3).
+    #[getter]
+    fn version(&self) -> PyResult<u32> {
+        Ok(self.loader()?.file().version())
+    }
+
+    /// Tensor names, in file order.
+    fn keys(&self) -> PyResult<Vec<String>> {
+        let loader = self.loader()?;
+        Ok(loader
+            .file()
+            .tensors()
+            .iter()
+            .map(|t| t.name.clone())
+            .collect())
+    }
+
+    /// The metadata: GGUF key -> `str`, `int`, `float`, `bool` or `list` (nested for arrays of
+    /// arrays), in file order.
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let loader = self.loader()?;
+        let d = PyDict::new(py);
+        for (k, v) in loader.file().metadata() {
+            d.set_item(k, meta_value(py, v)?)?;
+        }
+        Ok(d)
+    }
+
+    /// The tensor's type in the file (`"Q4_K"`, `"F16"`, `"I32"`, ...).
+    fn tensor_type(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        let loader = self.loader()?;
+        let t = self.info(&loader, name).map_err(|e| e.into_py(py))?;
+        Ok(t.ty.to_string())
+    }
+
+    /// The tensor's shape in PyTorch order (its dimensions reversed: GGUF's `[ne0, ne1]` is
+    /// `(ne1, ne0)`), as its values have it whatever the output type.
+    fn tensor_shape<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyTuple>> {
+        let loader = self.loader()?;
+        let t = self.info(&loader, name).map_err(|e| e.into_py(py))?;
+        PyTuple::new(py, t.dims.iter().rev())
+    }
+
+    /// Loads tensor `name` (as `dtype` if given, else as the file's output type) and returns
+    /// it as a [`Tensor`]. The GIL is released while loading.
+    #[pyo3(signature = (name, dtype=None))]
+    fn get(&self, py: Python<'_>, name: &str, dtype: Option<&str>) -> PyResult<Tensor> {
+        let as_ = self.dtype_or(dtype)?;
+        let loader = self.loader()?;
+        let backend = self.backend.clone();
+        py.detach(|| {
+            let t = loader.tensor(name)?;
+            load_one(&loader, backend.as_ref(), t, as_)
+        })
+        .map_err(|e| e.into_py(py))
+    }
+
+    /// Loads every tensor (as `dtype` if given, else as the file's output type) and returns
+    /// `[(name, Tensor)]` in file order. On a GPU this is the pipelined whole-model load; on
+    /// the CPU each tensor is dequantized on all cores. With `progress=True` a progress bar
+    /// (bytes of the file) is drawn on stderr when it is a terminal. The GIL is released while
+    /// loading.
+    #[pyo3(signature = (progress=false, dtype=None))]
+    fn load_all(
+        &self,
+        py: Python<'_>,
+        progress: bool,
+        dtype: Option<&str>,
+    ) -> PyResult<Vec<(String, Tensor)>> {
+        let as_ = self.dtype_or(dtype)?;
+        let loader = self.loader()?;
+        let backend = self.backend.clone();
+        let label = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        py.detach(|| -> Result<Vec<(String, Tensor)>, Error> {
+            let tensors = loader.file().tensors();
+            let total: u64 = tensors.iter().map(|t| t.n_bytes).sum();
+            let bar = progress.then(|| progress_bar(total, &label));
+            let mut out = Vec::with_capacity(tensors.len());
+            match &backend {
+                Some(b) => {
+                    let mut on_progress = |p: &Progress| {
+                        if let (Some(bar), Progress::Bytes(n)) = (&bar, p) {
+                            bar.inc(*n);
+                        }
+                    };
+                    let loaded = loader.load_with(
+                        b.as_ref(),
+                        as_,
+                        &PipelineOptions::default(),
+                        &mut on_progress,
+                    );
+                    if let Err(e) = loaded {
+                        // Free what the failed load left in the cache.
+                        loader.clear_cache();
+                        return Err(e.into());
+                    }
+                    for t in tensors {
+                        let dt =
+                            loader
+                                .take_cached_as(&t.name, as_, b.as_ref())
+                                .ok_or_else(|| {
+                                    msg(
+                                        &loader,
+                                        format!(
+                                            "tensor '{}' was loaded but is not in the cache",
+                                            t.name
+                                        ),
+                                    )
+                                })?;
+                        let tensor =
+                            Tensor::on_device(dt, b.clone(), t).map_err(|e| msg(&loader, e))?;
+                        out.push((t.name.clone(), tensor));
+                    }
+                }
+                None => {
+                    for t in tensors {
+                        out.push((t.name.clone(), host_tensor(&loader, t, as_)?));
+                        if let Some(bar) = &bar {
+                            bar.inc(t.n_bytes);
+                        }
+                    }
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish();
+            }
+            Ok(out)
+        })
+        .map_err(|e| e.into_py(py))
+    }
+
+    /// Closes the file: later calls raise `QuantforgeError`. Tensors already loaded stay valid.
+    fn close(&self) {
+        self.loader.lock().take();
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.loader()?.file().tensors().len())
+    }
+
+    fn __contains__(&self, name: &str) -> PyResult<bool> {
+        Ok(self.loader()?.file().tensor(name).is_some())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "File({:?}, device={:?}, dtype={:?}{})",
+            self.path.display().to_string(),
+            self.device(),
+            self.dtype.name(),
+            if self.closed() { ", closed" } else { "" }
+        )
+    }
+}
