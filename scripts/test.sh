@@ -22,3 +22,7 @@ cargo test -p quant-cuda --test gpu -p quantforge-tests --test gpu_formats --tes
     --test gpu_fallback --test gpu_pipeline --test gpu_multi -- --nocapture 2>&1 \
     | grep -E 'SKIPPED|^test |test result'
 cargo test -p quant-rocm --test gpu -- --nocapture 2>&1 | grep -E 'SKIPPED|^test |test result'
+
+# The Python package (quantforge-gguf): the wheel built and installed into a fresh virtual
+# environment, then its pytest suite (GPU tests skipped visibly without QUANTFORGE_GPU_TESTS=1).
+bash scripts/test-python.sh

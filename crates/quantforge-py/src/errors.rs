@@ -5,7 +5,6 @@ use pyo3::exceptions::{PyException, PyKeyError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
-use quant_gpu::GpuError;
 use quant_loader::LoadError;
 
 pyo3::create_exception!(
@@ -53,8 +52,6 @@ pub(crate) fn missing_tensor_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>
 pub(crate) enum Error {
     /// From the loader (names the file, and the tensor where there is one).
     Load(LoadError),
-    /// From a backend while opening a device.
-    Gpu(GpuError),
     /// Anything else, already worded.
     Msg(String),
 }
@@ -62,12 +59,6 @@ pub(crate) enum Error {
 impl From<LoadError> for Error {
     fn from(e: LoadError) -> Self {
         Error::Load(e)
-    }
-}
-
-impl From<GpuError> for Error {
-    fn from(e: GpuError) -> Self {
-        Error::Gpu(e)
     }
 }
 
@@ -81,7 +72,6 @@ impl Error {
                 Err(err) => err,
             },
             Error::Load(e) => QuantforgeError::new_err(e.to_string()),
-            Error::Gpu(e) => QuantforgeError::new_err(e.to_string()),
             Error::Msg(m) => QuantforgeError::new_err(m),
         }
     }

@@ -154,8 +154,8 @@ fn host_tensor(loader: &GgufLoader, t: &TensorInfo, as_: LoadAs) -> Result<Tenso
 fn progress_bar(total: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{prefix} {percent:>3}%|{wide_bar}| {binary_bytes}/{binary_total_bytes} \
-         [{elapsed_precise}<{eta_precise}, {binary_bytes_per_sec}]",
+        "{prefix} {percent:>3}%|{bar:25}| {binary_bytes}/{binary_total_bytes} \
+         [{elapsed}<{eta}, {binary_bytes_per_sec}]",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("█▉▊▋▌▍▎▏ ");
@@ -222,7 +222,12 @@ impl File {
                     fallback: FallbackPolicy::Allow,
                 },
             )?;
-            let backend = backends::open(spec)?;
+            let backend = backends::open(spec).map_err(|e| {
+                Error::Msg(format!(
+                    "{}: opening device '{device}': {e}",
+                    path.display()
+                ))
+            })?;
             Ok((loader, backend))
         });
         let (loader, backend) = opened.map_err(|e| e.into_py(py))?;
