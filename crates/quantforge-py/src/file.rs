@@ -39,7 +39,7 @@ pub(crate) fn parse_dtype(s: &str) -> PyResult<LoadAs> {
 
 /// A GGUF file opened for loading onto one device (`"cpu"`, `"cuda:N"`, `"auto"`) as one type
 /// (`"f32"`, `"f16"`, `"bf16"`, `"native"`). Tensor names, types, shapes and the metadata are
-/// read from the header; [`File::get`] loads one tensor, [`File::load_all`] all of them.
+/// read from the header; `get` loads one tensor, `load_all` all of them.
 ///
 /// Bad files, missing tensors and device failures raise `QuantforgeError` (a missing tensor:
 /// `MissingTensorError`, also a `KeyError`) whose message names the file and the tensor; bad
@@ -260,7 +260,7 @@ impl File {
         self.dtype.name()
     }
 
-    /// Whether [`File::close`] was called.
+    /// Whether `close` was called.
     #[getter]
     fn closed(&self) -> bool {
         self.loader.lock().is_none()
@@ -310,7 +310,7 @@ impl File {
     }
 
     /// Loads tensor `name` (as `dtype` if given, else as the file's output type) and returns
-    /// it as a [`Tensor`]. The GIL is released while loading.
+    /// it as a `Tensor`. The GIL is released while loading.
     #[pyo3(signature = (name, dtype=None))]
     fn get(&self, py: Python<'_>, name: &str, dtype: Option<&str>) -> PyResult<Tensor> {
         let as_ = self.dtype_or(dtype)?;

@@ -5,7 +5,7 @@
 //!
 //! - [`File`]: one GGUF file opened for one device (`cpu`, `cuda:N`) and one output type
 //!   (`f32`, `f16`, `bf16`, `native`); its tensors' names, types and shapes, its metadata, and
-//!   its tensors one by one ([`File::get`]) or all at once ([`File::load_all`], the pipelined
+//!   its tensors one by one (`get`) or all at once (`load_all`, the pipelined
 //!   whole-model load on a GPU);
 //! - [`Tensor`]: a loaded tensor, in host memory owned by Rust or in device memory, that leaves
 //!   through DLPack (`__dlpack__`, `__dlpack_device__`) without a copy. Every export holds the
