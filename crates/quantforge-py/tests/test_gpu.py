@@ -101,7 +101,12 @@ def test_load_file_pipelined(torch) -> None:
 def test_consumer_stream_waits_for_the_load(torch) -> None:
     """Tensors taken on a side stream and used there at once, with no synchronisation of ours:
     ``torch.from_dlpack`` passes the current stream to ``__dlpack__``, which makes it wait for
-    the load. Repeated so that a missing wait has chances to show."""
+    the load. Repeated so that a missing wait has chances to show.
+
+    This is the consumer's view; it cannot prove the wait, since ``load_all`` returns after its
+    last kernel. The proof that ``make_stream_wait`` orders another stream (and that without it
+    the other stream reads the poison) is quant-cuda's ``tests/handover.rs``, behind a spin
+    kernel."""
     ref = cpu_reference(MODEL)
     side = torch.cuda.Stream()
     for _ in range(5):
@@ -161,6 +166,15 @@ def test_cupy_takes_tensors(torch) -> None:
         for n in f.keys():
             a = cupy.from_dlpack(f.get_tensor(n))
             assert np.array_equal(cupy.asnumpy(a).view(np.uint32), ref[n].view(np.uint32)), n
+
+
+def test_jax_takes_tensors(torch) -> None:
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+    ref = cpu_reference(MODEL)
+    with safe_open(MODEL, framework="dlpack", device=DEVICE) as f:
+        for n in f.keys():
+            a = jax.dlpack.from_dlpack(f.get_tensor(n))
+            assert np.array_equal(np.asarray(a).view(np.uint32), ref[n].view(np.uint32)), n
 
 
 def test_dlpack_device_and_refusals_on_the_gpu(torch) -> None:
