@@ -5,6 +5,8 @@
 //! returns (CI has no GPU). Run them one at a time
 //! (`--test-threads=1`): several allocate gigabytes.
 
+mod common;
+use common::gpu_tests_enabled;
 use std::sync::{Arc, Barrier, OnceLock};
 
 use quant_core::cpu::{self, CpuPath};
@@ -23,22 +25,6 @@ use quant_q8_0 as _;
 /// Byte written over every output before a launch: as f32 (0x7B7B7B7B), f16 and bf16 (0x7B7B)
 /// it is a finite number, so an element left unwritten never passes for a NaN.
 const POISON: u8 = 0x7B;
-
-fn gpu_tests_enabled(test: &str) -> bool {
-    match std::env::var("QUANTFORGE_GPU_TESTS").as_deref() {
-        Ok("1") => true,
-        _ => {
-            // Straight to the stderr handle: libtest captures println!/eprintln! of passing
-            // tests, and this line must stay visible.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: set QUANTFORGE_GPU_TESTS=1 to run the CUDA GPU test {test}"
-            );
-            false
-        }
-    }
-}
 
 /// The shared backend on device 0; panics (fails the test) when the GPU tests are enabled but
 /// no device can be opened.

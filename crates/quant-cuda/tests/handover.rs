@@ -12,6 +12,8 @@
 //! without it each test prints `SKIPPED:` on stderr and returns. The tests take a lock, so that
 //! (c)'s free-memory figures see no other test's allocations.
 
+mod common;
+use common::gpu_tests_enabled;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -32,21 +34,6 @@ use quant_q6k as _;
 
 const MODEL: &str = "tiny-llama-q4_k_m.gguf";
 const DTYPES: [OutputDType; 3] = [OutputDType::F32, OutputDType::F16, OutputDType::Bf16];
-
-fn gpu_tests_enabled(test: &str) -> bool {
-    match std::env::var("QUANTFORGE_GPU_TESTS").as_deref() {
-        Ok("1") => true,
-        _ => {
-            // Straight to the stderr handle: libtest captures eprintln! of passing tests.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: set QUANTFORGE_GPU_TESTS=1 to run the CUDA GPU test {test}"
-            );
-            false
-        }
-    }
-}
 
 /// An engine: its context and stream, and quantforge on that stream.
 struct Engine {

@@ -79,6 +79,12 @@ impl Default for LoaderOptions {
 
 type CacheKey = (String, LoadAs, DeviceKind, usize);
 
+/// The cache's key of tensor `name` loaded as `as_` onto `backend`'s device.
+fn cache_key(name: &str, as_: LoadAs, backend: &dyn Backend) -> CacheKey {
+    let info = backend.info();
+    (name.to_string(), as_, info.kind, info.ordinal)
+}
+
 /// Loads the tensors of one GGUF file onto a device or into host memory.
 pub struct GgufLoader {
     file: GgufFile,
@@ -482,10 +488,7 @@ impl GgufLoader {
         as_: LoadAs,
         backend: &dyn Backend,
     ) -> Option<Arc<DeviceTensor>> {
-        let info = backend.info();
-        self.cache
-            .lock()
-            .remove(&(name.to_string(), as_, info.kind, info.ordinal))
+        self.cache.lock().remove(&cache_key(name, as_, backend))
     }
 
     /// Caches `tensor` (unless another thread was first) and returns the cached one.
@@ -496,11 +499,9 @@ impl GgufLoader {
         backend: &dyn Backend,
         tensor: DeviceTensor,
     ) -> Arc<DeviceTensor> {
-        let info = backend.info();
-        let key = (t.name.clone(), as_, info.kind, info.ordinal);
         self.cache
             .lock()
-            .entry(key)
+            .entry(cache_key(&t.name, as_, backend))
             .or_insert(Arc::new(tensor))
             .clone()
     }
@@ -761,11 +762,7 @@ impl GgufLoader {
         as_: LoadAs,
         backend: &dyn Backend,
     ) -> Option<Arc<DeviceTensor>> {
-        let info = backend.info();
-        self.cache
-            .lock()
-            .get(&(name.to_string(), as_, info.kind, info.ordinal))
-            .cloned()
+        self.cache.lock().get(&cache_key(name, as_, backend)).cloned()
     }
 
     /// Drops every cached device tensor (frees their device memory once no one holds them).
