@@ -762,7 +762,10 @@ impl GgufLoader {
         as_: LoadAs,
         backend: &dyn Backend,
     ) -> Option<Arc<DeviceTensor>> {
-        self.cache.lock().get(&cache_key(name, as_, backend)).cloned()
+        self.cache
+            .lock()
+            .get(&cache_key(name, as_, backend))
+            .cloned()
     }
 
     /// Drops every cached device tensor (frees their device memory once no one holds them).
