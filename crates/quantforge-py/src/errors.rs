@@ -48,18 +48,14 @@ pub(crate) fn missing_tensor_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>
 
 /// What can go wrong while the GIL is released; turned into a Python exception once it is held
 /// again ([`Error::into_py`]).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
     /// From the loader (names the file, and the tensor where there is one).
-    Load(LoadError),
-    /// Anything else, already worded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Anything else, already worded (naming the file and tensor itself).
+    #[error("{0}")]
     Msg(String),
-}
-
-impl From<LoadError> for Error {
-    fn from(e: LoadError) -> Self {
-        Error::Load(e)
-    }
 }
 
 impl Error {
@@ -71,8 +67,7 @@ impl Error {
                 Ok(t) => PyErr::from_type(t.clone(), e.to_string()),
                 Err(err) => err,
             },
-            Error::Load(e) => QuantforgeError::new_err(e.to_string()),
-            Error::Msg(m) => QuantforgeError::new_err(m),
+            e => QuantforgeError::new_err(e.to_string()),
         }
     }
 }
