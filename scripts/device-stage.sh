@@ -21,7 +21,13 @@ cargo build --release -p quantforge -p quant-cuda --example h2d_bench --example 
     --bin quantforge
 T=${CARGO_TARGET_DIR:-target}
 cp "$T/release/quantforge" "$T/release/examples/h2d_bench" "$T/release/examples/engine_matvec" "$DIR/"
+# Release build of xtask: it shares the release build of the facade above.
+cargo run -q --release -p xtask -- build-kernels --cuda-only --out "$DIR/kernels" >/dev/null
 if python3 -m maturin --version >/dev/null 2>&1; then
+    # The wheel ships the cubins (as scripts/test-python.sh builds it).
+    kernels=crates/quantforge-py/python/quantforge/kernels
+    rm -rf "$kernels" && mkdir -p "$kernels"
+    (cd "$DIR/kernels" && find . -name 'sm_*.cubin' -exec cp --parents {} "$OLDPWD/$kernels" \;)
     mkdir -p "$DIR/wheels"
     python3 -m maturin build --release -q -m crates/quantforge-py/Cargo.toml -o "$DIR/wheels" \
         --compatibility manylinux_2_34
@@ -39,8 +45,6 @@ for line in sys.stdin:
         shutil.copy(m["executable"], sys.argv[1] + "/tests/" + m["target"]["name"])
         print("staged", m["target"]["name"])
 ' "$DIR"
-# Release build of xtask: it shares the release build of the facade above.
-cargo run -q --release -p xtask -- build-kernels --cuda-only --out "$DIR/kernels" >/dev/null
 # Debug info makes the binaries ~20x larger than the device tool carries.
 strip "$DIR/quantforge" "$DIR/h2d_bench" "$DIR/engine_matvec" "$DIR"/tests/*
 du -sh "$DIR"

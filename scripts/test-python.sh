@@ -18,6 +18,18 @@ PIP=(-m pip install -q --disable-pip-version-check --root-user-action=ignore)
 echo "==> pip install maturin"
 $PY "${PIP[@]}" 'maturin>=1.9,<2'
 
+# The wheel ships the NVIDIA cubins (sm_80, sm_90; about 1 MB), so that kernels need no NVRTC
+# on those devices' generations: the ones `cargo xtask build-kernels` left in target/kernels (as
+# scripts/test.sh runs it first), else built here.
+kernels=crates/quantforge-py/python/quantforge/kernels
+rm -rf "$kernels" && mkdir -p "$kernels"
+if compgen -G 'target/kernels/*/sm_*.cubin' >/dev/null; then
+    (cd target/kernels && find . -name 'sm_*.cubin' -exec cp --parents {} "$OLDPWD/$kernels" \;)
+else
+    cargo xtask build-kernels --cuda-only --out "$kernels"
+fi
+echo "==> $(find "$kernels" -name '*.cubin' | wc -l) cubins in the wheel"
+
 echo "==> maturin build (release, manylinux_2_34, abi3)"
 rm -f target/wheels/quantforge_gguf-*.whl
 $PY -m maturin build --release -m crates/quantforge-py/Cargo.toml -o target/wheels \

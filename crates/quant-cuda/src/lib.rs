@@ -97,6 +97,26 @@ pub fn check_cubin_arch(cubin_sm: u32, (major, minor): (u32, u32)) -> Result<(),
     ))
 }
 
+/// The cubin under `dir` (files `sm_XX.cubin`) that runs on a device of compute capability
+/// `major.minor` ([`check_cubin_arch`]) with the highest `XX`, if any.
+pub fn best_prebuilt_cubin(dir: &Path, capability: (u32, u32)) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            let sm: u32 = name
+                .strip_prefix("sm_")?
+                .strip_suffix(".cubin")?
+                .parse()
+                .ok()?;
+            check_cubin_arch(sm, capability).ok()?;
+            Some((sm, path))
+        })
+        .max_by_key(|(sm, _)| *sm)
+        .map(|(_, path)| path)
+}
+
 /// A device allocation of this backend, behind a [`Buffer`].
 #[derive(Debug)]
 struct CudaBuffer {
@@ -129,6 +149,9 @@ pub struct CudaBackend {
     device: ffi::Device,
     info: DeviceInfo,
     kernel_dir: Option<PathBuf>,
+    /// Cubins shipped beside the program ([`CudaBackend::with_prebuilt_cubins`]): the best one
+    /// for this device per format, else NVRTC. Not used when `kernel_dir` is set.
+    prebuilt: Option<PathBuf>,
     /// Compute capability `(major, minor)`.
     capability: (u32, u32),
     modules: ModuleCache<&'static str, KernelModule>,
@@ -141,6 +164,7 @@ impl std::fmt::Debug for CudaBackend {
         f.debug_struct("CudaBackend")
             .field("info", &self.info)
             .field("kernel_dir", &self.kernel_dir)
+            .field("prebuilt", &self.prebuilt)
             .finish_non_exhaustive()
     }
 }
@@ -241,6 +265,7 @@ impl CudaBackend {
             device,
             info,
             kernel_dir,
+            prebuilt: None,
             capability,
             modules: ModuleCache::new(),
             staging: Mutex::new(None),
@@ -304,17 +329,33 @@ impl CudaBackend {
         }
     }
 
+    /// Uses the cubins under `dir` (`<dir>/<format>/sm_XX.cubin`, as `cargo xtask
+    /// build-kernels` writes them; the Python wheel ships them) where one runs on this device:
+    /// per format the newest `sm_XX` of the device's major version not above its minor version
+    /// ([`best_prebuilt_cubin`]: an sm_80 cubin serves sm_86 and sm_89 devices); formats with
+    /// none, and devices of another generation, are compiled with NVRTC as without this. A set
+    /// [`KERNEL_DIR_ENV`] (or [`CudaBackend::with_kernel_dir`]) takes precedence.
+    pub fn with_prebuilt_cubins(mut self, dir: PathBuf) -> Self {
+        self.prebuilt = Some(dir);
+        self
+    }
+
     fn build_module(&self, spec: &'static KernelSpec) -> Result<KernelModule, GpuError> {
-        let (image, origin) = match &self.kernel_dir {
-            Some(dir) => {
-                let path = Self::cubin_path(dir, spec.format, &self.info.arch);
-                let image = std::fs::read(&path).map_err(|e| GpuError::CodeObject {
-                    path: path.clone(),
-                    reason: format!("cannot read it: {e}"),
-                })?;
-                (image, Some(path))
-            }
-            None => (self.compile_cubin(spec)?, None),
+        let read = |path: PathBuf| match std::fs::read(&path) {
+            Ok(image) => Ok((image, Some(path))),
+            Err(e) => Err(GpuError::CodeObject {
+                path,
+                reason: format!("cannot read it: {e}"),
+            }),
+        };
+        let prebuilt = match (&self.kernel_dir, &self.prebuilt) {
+            (None, Some(dir)) => best_prebuilt_cubin(&dir.join(spec.format), self.capability),
+            _ => None,
+        };
+        let (image, origin) = match (&self.kernel_dir, prebuilt) {
+            (Some(dir), _) => read(Self::cubin_path(dir, spec.format, &self.info.arch))?,
+            (None, Some(path)) => read(path)?,
+            (None, None) => (self.compile_cubin(spec)?, None),
         };
         let bad = |reason: String| match &origin {
             Some(path) => GpuError::CodeObject {
@@ -818,6 +859,37 @@ mod tests {
         e[8] = 7;
         e[48..52].copy_from_slice(&0x0050_0550u32.to_le_bytes());
         assert_eq!(CudaBackend::check_cubin(&e).unwrap(), 80);
+    }
+
+    #[test]
+    fn the_newest_compatible_prebuilt_cubin_is_chosen() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "sm_80.cubin",
+            "sm_86.cubin",
+            "sm_90.cubin",
+            "sm_8x.cubin",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let pick = |cc| {
+            best_prebuilt_cubin(dir.path(), cc)
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        };
+        assert_eq!(pick((8, 0)).as_deref(), Some("sm_80.cubin"));
+        assert_eq!(pick((8, 9)).as_deref(), Some("sm_86.cubin"));
+        assert_eq!(pick((9, 0)).as_deref(), Some("sm_90.cubin"));
+        assert_eq!(
+            pick((10, 0)),
+            None,
+            "another generation compiles with NVRTC"
+        );
+        assert_eq!(pick((7, 5)), None);
+        assert_eq!(
+            best_prebuilt_cubin(&dir.path().join("missing"), (9, 0)),
+            None
+        );
     }
 
     #[test]

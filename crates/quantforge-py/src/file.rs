@@ -13,7 +13,9 @@ use quant_core::cpu::CpuPath;
 use quant_core::OutputDType;
 use quant_gguf::{MetaArray, MetaValue, TensorInfo};
 use quant_gpu::{Backend, DeviceSpec};
-use quant_loader::{FallbackPolicy, GgufLoader, LoadAs, LoaderOptions, PipelineOptions, Progress};
+use quant_loader::{
+    FallbackPolicy, GgufLoader, LoadAs, LoadPath, LoaderOptions, PipelineOptions, Progress,
+};
 use rayon::prelude::*;
 
 use crate::backends;
@@ -78,9 +80,9 @@ fn load_one(
 ) -> Result<Tensor, Error> {
     match backend {
         Some(b) => {
-            let dt = loader.load_tensor_to_gpu(&t.name, b.as_ref(), as_)?;
+            let (dt, load) = loader.load_tensor_reporting(&t.name, b.as_ref(), as_)?;
             drop(loader.take_cached_as(&t.name, as_, b.as_ref()));
-            Tensor::on_device(dt, b.clone(), t).map_err(|e| msg(loader, e))
+            Tensor::on_device(dt, b.clone(), t, &load.path).map_err(|e| msg(loader, e))
         }
         None => host_tensor(loader, t, as_),
     }
@@ -94,7 +96,7 @@ fn msg(loader: &GgufLoader, e: String) -> Error {
 /// to nearest-even from them (as `quant_core::cpu::encode_as` rounds), the blocks as bytes, or
 /// an integer tensor's values.
 fn host_tensor(loader: &GgufLoader, t: &TensorInfo, as_: LoadAs) -> Result<Tensor, Error> {
-    let (data, elem) = if t.ty.is_integer() {
+    let (data, elem, path) = if t.ty.is_integer() {
         let elem =
             t.ty.geometry()
                 .and_then(|g| Elem::integer(g.block_bytes))
@@ -116,16 +118,17 @@ fn host_tensor(loader: &GgufLoader, t: &TensorInfo, as_: LoadAs) -> Result<Tenso
                 ),
             )
         })?;
-        (data, elem)
+        (data, elem, LoadPath::Kept)
     } else {
         match as_ {
             LoadAs::Native => (
                 HostData::U8(loader.tensor_raw(&t.name)?.into_owned()),
                 Elem::U8,
+                LoadPath::Native,
             ),
             LoadAs::Values(d) => {
                 let v = loader.dequantize_to_host(&t.name, CpuPath::Fast)?;
-                match d {
+                let (data, elem) = match d {
                     OutputDType::F32 => (HostData::F32(v), Elem::F32),
                     OutputDType::F16 => (
                         HostData::U16(
@@ -143,11 +146,12 @@ fn host_tensor(loader: &GgufLoader, t: &TensorInfo, as_: LoadAs) -> Result<Tenso
                         ),
                         Elem::Bf16,
                     ),
-                }
+                };
+                (data, elem, LoadPath::Cpu)
             }
         }
     };
-    Tensor::host(data, t, elem).map_err(|e| msg(loader, e))
+    Tensor::host(data, t, elem, &path).map_err(|e| msg(loader, e))
 }
 
 /// A progress bar over `total` bytes on stderr (drawn only when stderr is a terminal).
@@ -361,12 +365,26 @@ impl File {
                         &PipelineOptions::default(),
                         &mut on_progress,
                     );
-                    if let Err(e) = loaded {
-                        // Free what the failed load left in the cache.
-                        loader.clear_cache();
-                        return Err(e.into());
-                    }
+                    let report = match loaded {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // Free what the failed load left in the cache.
+                            loader.clear_cache();
+                            return Err(e.into());
+                        }
+                    };
+                    let paths: std::collections::HashMap<&str, &LoadPath> = report
+                        .tensors
+                        .iter()
+                        .map(|l| (l.name.as_str(), &l.path))
+                        .collect();
                     for t in tensors {
+                        let path = paths.get(t.name.as_str()).copied().ok_or_else(|| {
+                            msg(
+                                &loader,
+                                format!("tensor '{}' was loaded but has no report row", t.name),
+                            )
+                        })?;
                         let dt =
                             loader
                                 .take_cached_as(&t.name, as_, b.as_ref())
@@ -379,8 +397,8 @@ impl File {
                                         ),
                                     )
                                 })?;
-                        let tensor =
-                            Tensor::on_device(dt, b.clone(), t).map_err(|e| msg(&loader, e))?;
+                        let tensor = Tensor::on_device(dt, b.clone(), t, path)
+                            .map_err(|e| msg(&loader, e))?;
                         out.push((t.name.clone(), tensor));
                     }
                 }

@@ -38,6 +38,14 @@ fn live_bytes() -> (u64, u64) {
     tensor::live_bytes()
 }
 
+/// Makes CUDA devices opened from now on load the cubins under `path`
+/// (`<path>/<format>/sm_XX.cubin`) where one fits the device, and compile the other kernels with
+/// NVRTC. The package calls it with the cubins its wheel ships.
+#[pyfunction]
+fn _set_prebuilt_cubins(path: std::path::PathBuf) {
+    backends::set_prebuilt_cubins(path);
+}
+
 /// The extension module `quantforge._native`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -47,6 +55,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("QuantforgeError", py.get_type::<QuantforgeError>())?;
     m.add("MissingTensorError", errors::missing_tensor_type(py)?)?;
     m.add_function(wrap_pyfunction!(live_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_prebuilt_cubins, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

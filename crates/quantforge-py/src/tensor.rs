@@ -22,6 +22,7 @@ use pyo3::types::PyTuple;
 use quant_core::{GgmlType, OutputDType};
 use quant_gguf::TensorInfo;
 use quant_gpu::{Backend, DeviceKind, DeviceTensor, TensorDType};
+use quant_loader::LoadPath;
 
 use crate::errors::QuantforgeError;
 
@@ -264,6 +265,8 @@ pub struct Tensor {
     shape: Vec<i64>,
     elem: Elem,
     ggml_type: GgmlType,
+    /// How it was made (the loader's `LoadPath` label, with the reason of a fallback).
+    path: String,
 }
 
 impl Tensor {
@@ -283,6 +286,7 @@ impl Tensor {
                 shape,
                 elem,
                 ggml_type: ty,
+                path: String::new(),
             }),
             _ => Err(format!(
                 "a {} tensor of shape {shape:?} does not fit its {} bytes",
@@ -294,10 +298,24 @@ impl Tensor {
 
     /// A tensor in host memory: `data` holds tensor `t`'s values as `elem`s (`U16` data holds
     /// `F16` or `Bf16` bits), or its blocks (`U8`).
-    pub(crate) fn host(data: HostData, t: &TensorInfo, elem: Elem) -> Result<Self, String> {
+    pub(crate) fn host(
+        data: HostData,
+        t: &TensorInfo,
+        elem: Elem,
+        path: &LoadPath,
+    ) -> Result<Self, String> {
         let shape = torch_shape(t, elem);
         Self::new(Storage::new(Place::Host(data)), shape, elem, t.ty)
+            .map(|x| x.made_by(path))
             .map_err(|e| format!("tensor '{}': {e}", t.name))
+    }
+
+    fn made_by(mut self, path: &LoadPath) -> Self {
+        self.path = match path {
+            LoadPath::Fallback(why) => format!("fallback: {why}"),
+            p => p.label().to_ascii_lowercase(),
+        };
+        self
     }
 
     /// A tensor on `backend`'s device, as the loader made it for tensor `t`.
@@ -305,6 +323,7 @@ impl Tensor {
         tensor: Arc<DeviceTensor>,
         backend: Arc<dyn Backend>,
         t: &TensorInfo,
+        path: &LoadPath,
     ) -> Result<Self, String> {
         let elem = match tensor.dtype {
             TensorDType::Values(d) => Elem::of_values(d),
@@ -323,6 +342,7 @@ impl Tensor {
             elem,
             t.ty,
         )
+        .map(|x| x.made_by(path))
         .map_err(|e| format!("tensor '{}': {e}", t.name))
     }
 
@@ -471,6 +491,15 @@ impl Tensor {
     #[getter]
     fn nbytes(&self) -> u64 {
         self.shape.iter().map(|&d| d as u64).product::<u64>() * self.elem.size() as u64
+    }
+
+    /// How the tensor was made: `"kernel"` (expanded by its format's GPU kernel), `"host"`
+    /// (a float type converted on the host), `"native"` (blocks kept), `"kept"` (an integer
+    /// tensor), `"cpu"` (dequantized into host memory), or `"fallback: <why>"` when the GPU
+    /// kernel could not run and the CPU reference's values were uploaded instead.
+    #[getter]
+    fn load_path(&self) -> &str {
+        &self.path
     }
 
     /// Address of the first element (a host address, or a device address on a GPU).

@@ -95,6 +95,9 @@ def test_tensor_properties_and_zero_copy() -> None:
         assert a.ctypes.data == b.ctypes.data == t.data_ptr
         assert a.shape == t.shape and a.dtype == np.float32
         assert "Q4_K" in repr(t)
+        # How each was made: dequantized on the CPU, or its blocks kept.
+        assert t.load_path == "cpu"
+        assert f.get(name, dtype="native").load_path == "native"
 
 
 def test_dlpack_capsules_and_refusals() -> None:

@@ -75,6 +75,23 @@ def test_golden_files_through_from_dlpack(torch, golden: Path) -> None:
                 assert same_bits_or_both_nan(torch, t.cpu(), want), f"{golden.name}: {n} {name}"
 
 
+def test_every_kernel_runs_on_the_gpu(torch, golden: Path) -> None:
+    """No tensor of a golden file falls back to the CPU (the bits would be the same, so the
+    comparisons above cannot tell): every quantized tensor is expanded by its kernel, from the
+    cubins the wheel ships on an sm_80/sm_90-generation device (QUANTFORGE_CUDA_KERNEL_DIR
+    unset) or NVRTC."""
+    assert "QUANTFORGE_CUDA_KERNEL_DIR" not in os.environ
+    with quantforge.File(golden, device=DEVICE, dtype="f16") as f:
+        by_name = dict(f.load_all())
+        for n in f.keys():
+            path = f.get(n).load_path
+            assert by_name[n].load_path == path, n
+            if f.tensor_type(n) in ("F32", "F16", "BF16", "F64"):
+                assert path == "host", (n, path)
+            else:
+                assert path == "kernel", (n, f.tensor_type(n), path)
+
+
 def test_native_blocks_on_the_gpu(torch, golden: Path) -> None:
     with safe_open(golden, framework="numpy", device="cpu") as cpu, safe_open(
         golden, framework="pt", device=DEVICE

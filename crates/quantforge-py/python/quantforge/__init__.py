@@ -48,6 +48,34 @@ __all__ = [
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+
+def _use_shipped_kernels() -> None:
+    """Points CUDA devices at the cubins this wheel ships (``kernels/<format>/sm_XX.cubin``, for
+    sm_80 and sm_90 and the devices of their generations), so that no kernel waits for NVRTC.
+    Other devices compile kernels with NVRTC, which is looked for where pip puts it
+    (``nvidia/cu13/lib``, a dependency of PyTorch's CUDA 13 wheels) before the system's paths.
+    Without either, a kernel falls back to the CPU, with a warning (the values are the same).
+    ``QUANTFORGE_CUDA_KERNEL_DIR``, when set, still takes precedence."""
+    import ctypes
+    import sys
+
+    kernels = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+    if os.path.isdir(kernels):
+        _native._set_prebuilt_cubins(kernels)
+    for entry in sys.path:
+        lib = os.path.join(entry or ".", "nvidia", "cu13", "lib", "libnvrtc.so.13")
+        if os.path.isfile(lib):
+            try:  # loaded by its soname from now on, wherever the loader would look
+                ctypes.CDLL(lib, mode=getattr(os, "RTLD_GLOBAL", 0))
+            except OSError:
+                continue
+            break
+
+
+from . import _native  # noqa: E402
+
+_use_shipped_kernels()
+
 _FRAMEWORKS = {
     "pt": "pt",
     "torch": "pt",

@@ -14,6 +14,9 @@ class MissingTensorError(QuantforgeError, KeyError):
 def live_bytes() -> Tuple[int, int]:
     """Bytes held by the storages of live tensors: (host, device)."""
 
+def _set_prebuilt_cubins(path: str) -> None:
+    """CUDA devices opened from now on load the cubins under path where one fits."""
+
 class Tensor:
     """A loaded tensor (host or device memory) that leaves through DLPack without a copy."""
 
@@ -29,6 +32,9 @@ class Tensor:
     def nbytes(self) -> int: ...
     @property
     def data_ptr(self) -> int: ...
+    @property
+    def load_path(self) -> str:
+        """How it was made: "kernel", "host", "native", "kept", "cpu" or "fallback: <why>"."""
     def __dlpack__(
         self,
         stream: Optional[Any] = None,
