@@ -18,6 +18,12 @@
 //! * The pipeline primitives of [`Backend`] are real: page-locked [`HostBuffer`]s, a second
 //!   stream for copies ([`Queue::Copy`]), events as [`Fence`]s, and copies and kernel launches
 //!   at byte offsets; [`Backend::upload_pageable`] copies straight from ordinary memory.
+//! * An engine hands over its own context or stream ([`CudaBackend::on_context`],
+//!   [`CudaBackend::on_stream`]; [`cudarc`] is re-exported so the types are the engine's), and
+//!   takes tensors back by pointer: [`Backend::wrap_device_memory`] checks the engine's memory
+//!   with the driver, [`Backend::make_stream_wait`] orders the engine's other streams.
+//! * Kernels come from NVRTC, from a folder of cubins ([`KERNEL_DIR_ENV`]), or from shipped
+//!   cubins where one fits the device ([`CudaBackend::with_prebuilt_cubins`]).
 //! * All `unsafe` code lives in one private module (`ffi`); everything above it is safe.
 //!
 //! `quant_gpu::bench` times kernels against a device-to-device copy with device events.

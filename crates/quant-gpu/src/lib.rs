@@ -7,6 +7,11 @@
 //! This crate knows nothing of GGUF and nothing of any format's bytes: a kernel launch takes a
 //! format's [`KernelSpec`] from the registry and runs it.
 //!
+//! Tensors leave for engines here: [`DeviceTensor::device_ptr`] and [`DeviceTensor::into_raw`]
+//! (the allocation becomes the caller's), [`Backend::wrap_device_memory`] (the caller's memory as
+//! a [`Buffer`] that never frees it) and [`Backend::make_stream_wait`] (the caller's stream
+//! ordered after the loads).
+//!
 //! What every backend needs once is written here: [`plan_launch`] checks and sizes a kernel
 //! launch from the spec (buffer ranges, offsets, alignment, grid), [`ModuleCache`] holds loaded
 //! modules per key, and [`code_object`] reads cubin and HSACO files with every offset checked.
