@@ -38,6 +38,19 @@ struct iq3_xxs_block {
         const float d = qf_ld_f16(s8, base);
         return QF_MUL(QF_MUL(d, QF_ADD(0.5f, (float)(aux32 >> 28))), 0.5f);
     }
+    // The four values 4h .. 4h+3 of a group of eight: grid entry `grid`, sign bits 4h .. 4h+3
+    // of the group's sign byte in bits 0..3 of `signs`.
+    // ggml: db * grid[k], negated where the sign bit is set
+    QF_DEVICE static void four(float db, uint32_t grid, uint32_t signs, float* v) {
+        v[0] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(grid)))) ^
+                             ((signs & 1u) << 31));
+        v[1] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(grid)))) ^
+                             (((signs >> 1) & 1u) << 31));
+        v[2] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(grid)))) ^
+                             (((signs >> 2) & 1u) << 31));
+        v[3] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(grid)))) ^
+                             (((signs >> 3) & 1u) << 31));
+    }
     QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
                                   float* v) {
         const uint32_t ib = j >> 5;        // sub-block, 0..7
@@ -47,15 +60,21 @@ struct iq3_xxs_block {
         const uint32_t aux32 = qf_ld_u32(s8, base + 66u + 4u * ib);
         // The sign bits of values j..j+3: bits 0..3 or 4..7 of the group's sign byte.
         const uint32_t signs = (uint32_t)iq3_xxs_s_ksigns[(aux32 >> (7u * l)) & 127u] >> (j & 4u);
-        // ggml: db * grid[k], negated where the sign bit is set
-        v[0] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(grid)))) ^
-                             ((signs & 1u) << 31));
-        v[1] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(grid)))) ^
-                             (((signs >> 1) & 1u) << 31));
-        v[2] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(grid)))) ^
-                             (((signs >> 2) & 1u) << 31));
-        v[3] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(grid)))) ^
-                             (((signs >> 3) & 1u) << 31));
+        four(db, grid, signs, v);
+    }
+    // Values j .. j+7 (j % 8 == 0): one group of eight, whose db, sign byte and two grid indices
+    // (qs[j/4], qs[j/4 + 1]: one aligned u16, as base and j/4 are even) are read once; each value
+    // is the same product and sign flip as decode4's.
+    QF_DEVICE static void decode8(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        const uint32_t ib = j >> 5;        // sub-block, 0..7
+        const uint32_t l = (j >> 3) & 3u;  // group of eight, 0..3
+        const float db = p[ib];
+        const uint32_t qs2 = ((const uint16_t*)s8)[(base + 2u + (j >> 2)) >> 1];
+        const uint32_t aux32 = qf_ld_u32(s8, base + 66u + 4u * ib);
+        const uint32_t signs = (uint32_t)iq3_xxs_s_ksigns[(aux32 >> (7u * l)) & 127u];
+        four(db, iq3_xxs_s_grid[qs2 & 0xFFu], signs, v);
+        four(db, iq3_xxs_s_grid[qs2 >> 8], signs >> 4, v + 4);
     }
 };
 
