@@ -34,6 +34,18 @@ struct iq3_s_block {
         const uint32_t s = ((uint32_t)s8[base + 106u + (k >> 1)] >> (4u * (k & 1u))) & 0xFu;
         return QF_MUL(qf_ld_f16(s8, base), (float)(1u + 2u * s));
     }
+    // The four values of one grid entry `grid`, their sign bits in bits 0..3 of `signs`.
+    // ggml: db * grid[k], negated where the sign bit is set
+    QF_DEVICE static void four(float db, uint32_t grid, uint32_t signs, float* v) {
+        v[0] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(grid)))) ^
+                             ((signs & 1u) << 31));
+        v[1] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(grid)))) ^
+                             (((signs >> 1) & 1u) << 31));
+        v[2] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(grid)))) ^
+                             (((signs >> 2) & 1u) << 31));
+        v[3] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(grid)))) ^
+                             (((signs >> 3) & 1u) << 31));
+    }
     QF_DEVICE static void decode4(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
                                   float* v) {
         const uint32_t t = j >> 2;  // grid entry of values j..j+3, 0..63
@@ -43,15 +55,21 @@ struct iq3_s_block {
         const uint32_t grid = iq3_s_s_grid[index];
         // The sign bits of values j..j+3: bits 0..3 or 4..7 of signs[j / 8].
         const uint32_t signs = (uint32_t)s8[base + 74u + (j >> 3)] >> (j & 4u);
-        // ggml: db * grid[k], negated where the sign bit is set
-        v[0] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<0u>(grid)))) ^
-                             ((signs & 1u) << 31));
-        v[1] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<1u>(grid)))) ^
-                             (((signs >> 1) & 1u) << 31));
-        v[2] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<2u>(grid)))) ^
-                             (((signs >> 2) & 1u) << 31));
-        v[3] = qf_u32_as_f32(qf_f32_as_u32(QF_MUL(db, qf_magic_minus<0u>(qf_magic_byte<3u>(grid)))) ^
-                             (((signs >> 3) & 1u) << 31));
+        four(db, grid, signs, v);
+    }
+    // Values j .. j+7 (j % 8 == 0): grid entries t = j/4 and t + 1, which share db, their qh
+    // byte (t even: bits t % 8 and t % 8 + 1 of qh[t / 8]) and signs[j / 8]; their low index
+    // bytes qs[t], qs[t + 1] are one aligned u16 (base and t are even). Each of these is read
+    // once; each value is the same product and sign flip as decode4's.
+    QF_DEVICE static void decode8(const uint8_t* s8, uint32_t base, const float* p, uint32_t j,
+                                  float* v) {
+        const uint32_t t = j >> 2;  // grid entry of values j..j+3, 0..63, even
+        const float db = p[j >> 5];
+        const uint32_t qs2 = ((const uint16_t*)s8)[(base + 2u + t) >> 1];
+        const uint32_t qh = (uint32_t)s8[base + 66u + (t >> 3)] >> (t & 7u);
+        const uint32_t signs = (uint32_t)s8[base + 74u + (j >> 3)];
+        four(db, iq3_s_s_grid[(qs2 & 0xFFu) | ((qh & 1u) << 8)], signs, v);
+        four(db, iq3_s_s_grid[(qs2 >> 8) | ((qh & 2u) << 7)], signs >> 4, v + 4);
     }
 };
 
