@@ -10,7 +10,7 @@
 //! `kernels/qf_portability.h`, with the grid in shared memory.
 #![warn(missing_docs)]
 
-use quant_core::cpu::f16_le;
+use quant_core::cpu::{f16_le, neg_if};
 use quant_core::{GgmlType, KernelSpec};
 use quant_tables::{IQ3S_GRID, KMASK_IQ2XS};
 
@@ -69,53 +69,32 @@ fn reference(src: &[u8], dst: &mut [f32]) {
         for ib32 in (0..BLOCK_ELEMS / 32).step_by(2) {
             let db1 = d * (1 + 2 * (x[SCALES + ib32 / 2] & 0xf) as i32) as f32;
             let db2 = d * (1 + 2 * (x[SCALES + ib32 / 2] >> 4) as i32) as f32;
-            for l in 0..4 {
-                let i1 = x[qs + 2 * l] as usize | (((x[qh] as usize) << (8 - 2 * l)) & 256);
-                let i2 = x[qs + 2 * l + 1] as usize | (((x[qh] as usize) << (7 - 2 * l)) & 256);
-                let grid1 = IQ3S_GRID[i1].to_le_bytes();
-                let grid2 = IQ3S_GRID[i2].to_le_bytes();
-                for j in 0..4 {
-                    let v = db1 * grid1[j] as f32;
-                    y[yo + j] = if x[signs + l] & KMASK_IQ2XS[j] != 0 {
-                        -v
-                    } else {
-                        v
-                    };
-                    let v = db1 * grid2[j] as f32;
-                    y[yo + j + 4] = if x[signs + l] & KMASK_IQ2XS[j + 4] != 0 {
-                        -v
-                    } else {
-                        v
-                    };
-                }
-                yo += 8;
-            }
+            half(x, &mut y[yo..yo + 32], qs, x[qh], signs, db1);
+            yo += 32;
             qs += 8;
             signs += 4;
-            for l in 0..4 {
-                let i1 = x[qs + 2 * l] as usize | (((x[qh + 1] as usize) << (8 - 2 * l)) & 256);
-                let i2 = x[qs + 2 * l + 1] as usize | (((x[qh + 1] as usize) << (7 - 2 * l)) & 256);
-                let grid1 = IQ3S_GRID[i1].to_le_bytes();
-                let grid2 = IQ3S_GRID[i2].to_le_bytes();
-                for j in 0..4 {
-                    let v = db2 * grid1[j] as f32;
-                    y[yo + j] = if x[signs + l] & KMASK_IQ2XS[j] != 0 {
-                        -v
-                    } else {
-                        v
-                    };
-                    let v = db2 * grid2[j] as f32;
-                    y[yo + j + 4] = if x[signs + l] & KMASK_IQ2XS[j + 4] != 0 {
-                        -v
-                    } else {
-                        v
-                    };
-                }
-                yo += 8;
-            }
+            half(x, &mut y[yo..yo + 32], qs, x[qh + 1], signs, db2);
+            yo += 32;
             qh += 2;
             qs += 8;
             signs += 4;
+        }
+    }
+}
+
+/// One of ggml's two `for (int l = 0; l < 4; ++l)` loops of a pair of sub-blocks: 32 values
+/// into `y`, from the four index pairs at `x[qs..]` (high bits in `qh`), the four sign bytes at
+/// `x[signs..]` and the sub-block's scale `db`.
+#[inline(always)]
+fn half(x: &[u8], y: &mut [f32], qs: usize, qh: u8, signs: usize, db: f32) {
+    for l in 0..4 {
+        let i1 = x[qs + 2 * l] as usize | (((qh as usize) << (8 - 2 * l)) & 256);
+        let i2 = x[qs + 2 * l + 1] as usize | (((qh as usize) << (7 - 2 * l)) & 256);
+        let grid1 = IQ3S_GRID[i1].to_le_bytes();
+        let grid2 = IQ3S_GRID[i2].to_le_bytes();
+        for j in 0..4 {
+            y[8 * l + j] = neg_if(db * grid1[j] as f32, x[signs + l] & KMASK_IQ2XS[j] != 0);
+            y[8 * l + j + 4] = neg_if(db * grid2[j] as f32, x[signs + l] & KMASK_IQ2XS[j + 4] != 0);
         }
     }
 }
