@@ -21,7 +21,8 @@ fn a_missing_code_object_falls_back_visibly_or_fails_under_deny() {
     let path = data_dir().join("tiny-llama-q4_k_m.gguf");
 
     let loader = GgufLoader::open(&path).unwrap();
-    let report = loader.load_all(b.as_ref(), OutputDType::F16).unwrap();
+    let loaded = loader.load_all(b.as_ref(), OutputDType::F16).unwrap();
+    let report = &loaded.report;
     let quantized = loader
         .file()
         .tensors()
@@ -45,11 +46,7 @@ fn a_missing_code_object_falls_back_visibly_or_fails_under_deny() {
                     .unwrap(),
                 OutputDType::F16,
             );
-            let got = loader
-                .cached(&t.name, OutputDType::F16, b.as_ref())
-                .unwrap()
-                .download(b.as_ref())
-                .unwrap();
+            let got = loaded.get(&t.name).unwrap().download(b.as_ref()).unwrap();
             assert_eq!(got, want, "{}: fallback result", t.name);
         }
     }

@@ -39,7 +39,7 @@ fn golden_tensors_on_the_gpu_equal_the_cpu_reference() {
                 .unwrap();
             for dtype in OutputDType::ALL {
                 let (dt, load) = loader
-                    .load_tensor_reporting(&e.name, backend.as_ref(), dtype)
+                    .load_tensor(&e.name, backend.as_ref(), dtype)
                     .unwrap_or_else(|err| panic!("{}: {}: {err}", path.display(), e.name));
                 assert!(
                     !matches!(load.path, LoadPath::Fallback(_)),
@@ -74,7 +74,6 @@ fn golden_tensors_on_the_gpu_equal_the_cpu_reference() {
                     }
                 }
             }
-            loader.clear_cache();
         }
     }
     assert!(kernels > 0, "no tensor ran a device kernel");

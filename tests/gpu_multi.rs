@@ -52,21 +52,19 @@ fn a_model_split_over_two_gpus_equals_a_single_gpu_load() {
             slot_bytes: 1 << 20,
             ..PipelineOptions::default()
         };
-        let reports = loader
+        let shares = loader
             .load_placed(&refs, &placement, as_, &opts, &|_| {})
             .unwrap();
-        assert_eq!(reports.len(), 2);
+        assert_eq!(shares.len(), 2);
 
         let single = GgufLoader::open(&path).unwrap();
-        single.load_with(refs[0], as_, &opts, &mut |_| {}).unwrap();
+        let whole = single.load_with(refs[0], as_, &opts, &mut |_| {}).unwrap();
         for (d, share) in placement.devices.iter().enumerate() {
             for &i in &share.tensors {
                 let t = &loader.file().tensors()[i];
-                let dt = loader
-                    .cached_as(&t.name, as_, refs[d])
-                    .expect("on its device");
+                let dt = shares[d].get(&t.name).expect("on its device");
                 assert_eq!(dt.buffer.device(), (kind, d));
-                let want = single.cached_as(&t.name, as_, refs[0]).unwrap();
+                let want = whole.get(&t.name).unwrap();
                 assert_eq!(
                     dt.download(refs[d]).unwrap(),
                     want.download(refs[0]).unwrap(),

@@ -69,16 +69,17 @@ fn pipelined_loads_equal_serial_loads_byte_for_byte() {
                 strategy: Strategy::Serial,
                 ..ring(1 << 18)
             };
-            serial
+            let one_by_one = serial
                 .load_with(b.as_ref(), dtype.into(), &serial_opts, &mut |_| {})
                 .unwrap();
-            let report = piped
+            let loaded = piped
                 .load_with(b.as_ref(), dtype.into(), &ring(1 << 18), &mut |_| {})
                 .unwrap();
+            let report = &loaded.report;
             assert_eq!(report.fallbacks(), 0);
             for (row, t) in report.tensors.iter().zip(piped.file().tensors()) {
-                let a = serial.cached(&t.name, dtype, b.as_ref()).unwrap();
-                let p = piped.cached(&t.name, dtype, b.as_ref()).unwrap();
+                let a = one_by_one.get(&t.name).unwrap();
+                let p = loaded.get(&t.name).unwrap();
                 assert_eq!(
                     a.download(b.as_ref()).unwrap(),
                     p.download(b.as_ref()).unwrap(),
@@ -101,14 +102,12 @@ fn native_and_the_cpu_dequant_baseline_on_the_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let path = random_model(dir.path());
     let loader = GgufLoader::open_with(&path, deny()).unwrap();
-    let report = loader
+    let loaded = loader
         .load_with(b.as_ref(), LoadAs::Native, &ring(1 << 16), &mut |_| {})
         .unwrap();
-    for (row, t) in report.tensors.iter().zip(loader.file().tensors()) {
+    for (row, t) in loaded.report.tensors.iter().zip(loader.file().tensors()) {
         assert_eq!(row.path, LoadPath::Native);
-        let dt = loader
-            .cached_as(&t.name, LoadAs::Native, b.as_ref())
-            .unwrap();
+        let dt = loaded.get(&t.name).unwrap();
         assert_eq!(dt.dtype, TensorDType::Native(t.ty));
         assert_eq!(
             dt.download(b.as_ref()).unwrap(),
@@ -123,13 +122,13 @@ fn native_and_the_cpu_dequant_baseline_on_the_gpu() {
         strategy: Strategy::CpuDequant,
         ..PipelineOptions::default()
     };
-    let report = base
+    let loaded = base
         .load_with(b.as_ref(), OutputDType::F32.into(), &opts, &mut |_| {})
         .unwrap();
-    for (row, t) in report.tensors.iter().zip(base.file().tensors()) {
+    for (row, t) in loaded.report.tensors.iter().zip(base.file().tensors()) {
         assert_eq!(row.path, LoadPath::CpuDequant);
-        let got: Vec<f32> = base
-            .cached(&t.name, OutputDType::F32, b.as_ref())
+        let got: Vec<f32> = loaded
+            .get(&t.name)
             .unwrap()
             .download(b.as_ref())
             .unwrap()

@@ -163,6 +163,56 @@ pub fn dequantize_to_vec(
     Ok(out)
 }
 
+/// Values in host memory as a requested output type holds them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostValues {
+    /// f32 values.
+    F32(Vec<f32>),
+    /// f16 or bf16 bit patterns.
+    Bits16(Vec<u16>),
+}
+
+impl HostValues {
+    /// Rounds `values` to `dtype`: f32 kept as they are (no copy), f16 and bf16 rounded to
+    /// nearest-even, as [`encode_as`] rounds, on all cores.
+    pub fn round(values: Vec<f32>, dtype: OutputDType) -> HostValues {
+        const CHUNK: usize = 1 << 16;
+        let bits = |f: fn(f32) -> u16| {
+            let mut out = vec![0u16; values.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(values.par_chunks(CHUNK))
+                .for_each(|(o, v)| o.iter_mut().zip(v).for_each(|(o, &v)| *o = f(v)));
+            HostValues::Bits16(out)
+        };
+        match dtype {
+            OutputDType::F32 => HostValues::F32(values),
+            OutputDType::F16 => bits(|v| half::f16::from_f32(v).to_bits()),
+            OutputDType::Bf16 => bits(|v| half::bf16::from_f32(v).to_bits()),
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            HostValues::F32(v) => v.len(),
+            HostValues::Bits16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values' little-endian bytes (a copy).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            HostValues::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            HostValues::Bits16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+}
+
 /// Rounds f32 values to `dtype` and returns their little-endian bytes: f32 unchanged, f16 and
 /// bf16 rounded to nearest-even (what a device kernel producing that type must match).
 pub fn encode_as(values: &[f32], dtype: OutputDType) -> Vec<u8> {
@@ -199,7 +249,20 @@ pub fn encode_as(values: &[f32], dtype: OutputDType) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::f16_bits_to_f32;
+    use super::{encode_as, f16_bits_to_f32, HostValues};
+    use crate::OutputDType;
+
+    #[test]
+    fn rounded_host_values_have_the_bytes_of_encode_as() {
+        let v: Vec<f32> = (0..70_000)
+            .map(|i| f32::from_bits((i as u32).wrapping_mul(2_654_435_761)))
+            .collect();
+        for d in OutputDType::ALL {
+            let h = HostValues::round(v.clone(), d);
+            assert_eq!(h.len(), v.len());
+            assert_eq!(h.to_le_bytes(), encode_as(&v, d), "{d}");
+        }
+    }
 
     #[test]
     fn f16_conversion_is_exact_and_quiets_nans_like_f16c() {

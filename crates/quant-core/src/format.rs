@@ -32,12 +32,13 @@ impl OutputDType {
         }
     }
 
-    /// Parses the CLI spelling.
+    /// Parses a name, case-insensitively: the CLI's (`f32`, `f16`, `bf16`) or NumPy's and
+    /// PyTorch's (`float32`, `float`, `float16`, `half`, `bfloat16`).
     pub fn from_name(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
-            "f32" => Some(Self::F32),
-            "f16" => Some(Self::F16),
-            "bf16" => Some(Self::Bf16),
+            "f32" | "float32" | "float" => Some(Self::F32),
+            "f16" | "float16" | "half" => Some(Self::F16),
+            "bf16" | "bfloat16" => Some(Self::Bf16),
             _ => None,
         }
     }

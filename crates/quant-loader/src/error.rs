@@ -6,6 +6,8 @@ use quant_core::{CoreError, GgmlType};
 use quant_gguf::GgufError;
 use quant_gpu::GpuError;
 
+use crate::plan::PlanError;
+
 /// Errors from loading tensors. Each names the file, and the tensor where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -25,7 +27,7 @@ pub enum LoadError {
     /// so the loader checks before touching a tensor's bytes.
     #[error(
         "{file}: the file changed size on disk since it was opened ({was} bytes, now {now}); \
-         reopen it, or use --no-mmap for files that may change",
+         reopen it",
         file = file.display()
     )]
     FileChanged {
@@ -61,6 +63,17 @@ pub enum LoadError {
         tensor: String,
         /// Its type.
         ty: GgmlType,
+    },
+    /// The tensor, or the asked region of it, cannot be loaded as asked (a region outside it,
+    /// native blocks cut mid-block, blocks on a device with no kernel, a type of unknown size).
+    #[error("{file}: tensor '{tensor}' {source}", file = file.display())]
+    Plan {
+        /// The file.
+        file: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Why.
+        source: PlanError,
     },
     /// The tensor's size does not fit this machine's address space.
     #[error("{file}: tensor '{tensor}' is too large for this machine ({elements} elements)", file = file.display())]

@@ -5,95 +5,67 @@
 //! the type; a [`Backend`] uploads the quantized bytes and runs the format's kernel. Nothing here
 //! knows any format: there is no `match` on tensor types.
 //!
-//! Data flows one way: file → reader → registry → backend → [`DeviceTensor`].
+//! Every load goes the same way:
 //!
-//! [`GgufLoader::load_with`] loads a whole model through a pipeline (module `pipeline`): a
-//! ring of pinned staging slots filled by reader threads, copies on one device queue, kernels on
-//! another, fences between them; [`Placement`] and [`GgufLoader::load_placed`] spread whole
-//! layers over several devices and load each device's share in parallel.
+//! ```text
+//! GgufLoader::load_with ──► plan::plan (per tensor: kernel, copy or host conversion,
+//!                           which bytes, what output)
+//!                       ──► an executor: Pipelined | Serial | Host | IntoCaller
+//!                       ──► Loaded { tensors, report }
+//! ```
 //!
-//! Integer tensors (I8, I16, I32, I64: indices or ids, not weights; recognised by
-//! [`GgmlType::is_integer`](quant_core::GgmlType::is_integer), not by a match) are never
-//! converted: a load puts their bytes on the device or in host memory as they are and reports
-//! them as [`LoadPath::Kept`]; asking for their values as floats is
-//! [`LoadError::IntegerTensor`].
+//! The [planner](plan) is the only place that decides what a tensor needs. Executors carry
+//! plans out over one shared core (error context, the one fallback to the CPU reference,
+//! report rows) and return what they load; nothing is kept behind. A [`TensorCache`] is there
+//! for callers that load single tensors again and again; whole-model loads never use it.
+//!
+//! Integer tensors (I8, I16, I32, I64: indices or ids, not weights) are never converted: a
+//! load puts their bytes on the device or in host memory as they are and reports them as
+//! [`LoadPath::Kept`]; asking for their values as floats is [`LoadError::IntegerTensor`].
 //!
 //! When a format's kernel cannot run on a device (no code object, compile or launch error), the
 //! loader falls back to the CPU reference and uploads its result, logs a warning and counts it in
 //! the [`LoadReport`]; with [`FallbackPolicy::Deny`] that is an error instead.
 #![warn(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
+mod cache;
 mod error;
+mod exec;
+mod options;
 mod pipeline;
 mod placement;
+pub mod plan;
 mod report;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use parking_lot::Mutex;
 use quant_core::cpu::{self, CpuPath};
 use quant_core::{OutputDType, QuantFormat};
 use quant_gguf::{GgufFile, OpenOptions, TensorInfo};
-use quant_gpu::{check_region, Backend, Buffer, DeviceKind, DeviceTensor, GpuError, TensorDType};
+use quant_gpu::{Backend, Buffer, DeviceTensor};
 
+pub use cache::TensorCache;
 pub use error::LoadError;
-pub use pipeline::{LoadAs, PipelineOptions, Progress, Strategy, ALIGN};
+pub use exec::{HostData, HostTensor};
+pub use options::{FallbackPolicy, LoadAs, LoaderOptions, PipelineOptions, Progress, Strategy};
 pub use placement::{layer_of, DevicePlacement, Placement};
-pub use report::{LoadPath, LoadReport, TensorLoad};
+pub use plan::{Region, Target, TensorPlan, ALIGN};
+pub use report::{LoadPath, LoadReport, Loaded, TensorLoad};
 
-/// What to do when a format's kernel cannot run on the device.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FallbackPolicy {
-    /// Dequantize with the CPU reference and upload the result; warn and count it.
-    #[default]
-    Allow,
-    /// Fail the load.
-    Deny,
-}
-
-/// Options of [`GgufLoader::open_with`].
-#[derive(Clone, Copy, Debug)]
-pub struct LoaderOptions {
-    /// Map the file (`true`, zero-copy) or read it with ordinary positioned reads (`false`;
-    /// safe against files truncated by another process: a short read is an error, where a
-    /// mapping would raise SIGBUS). Unmapped, only the header is read on open; tensor bytes are
-    /// read on demand, into the pipeline's staging slots or, on the CPU paths, one tensor at a
-    /// time.
-    pub mmap: bool,
-    /// Kernel fallback policy.
-    pub fallback: FallbackPolicy,
-}
-
-impl Default for LoaderOptions {
-    fn default() -> Self {
-        LoaderOptions {
-            mmap: true,
-            fallback: FallbackPolicy::Allow,
-        }
-    }
-}
-
-type CacheKey = (String, LoadAs, DeviceKind, usize);
-
-/// The cache's key of tensor `name` loaded as `as_` onto `backend`'s device.
-fn cache_key(name: &str, as_: LoadAs, backend: &dyn Backend) -> CacheKey {
-    let info = backend.info();
-    (name.to_string(), as_, info.kind, info.ordinal)
-}
+use exec::{Core, Host, IntoCaller, Serial};
+use pipeline::{Job, Pipelined};
 
 /// Loads the tensors of one GGUF file onto a device or into host memory.
 pub struct GgufLoader {
     file: GgufFile,
     options: LoaderOptions,
-    cache: Mutex<HashMap<CacheKey, Arc<DeviceTensor>>>,
 }
 
 impl GgufLoader {
-    /// Opens (maps) a GGUF file.
+    /// Opens a GGUF file with the default options (read with positioned reads, not mapped).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         Self::open_with(path, LoaderOptions::default())
     }
@@ -106,16 +78,19 @@ impl GgufLoader {
 
     /// Wraps an already parsed file.
     pub fn from_file(file: GgufFile, options: LoaderOptions) -> Self {
-        GgufLoader {
-            file,
-            options,
-            cache: Mutex::new(HashMap::new()),
-        }
+        GgufLoader { file, options }
     }
 
     /// The parsed file.
     pub fn file(&self) -> &GgufFile {
         &self.file
+    }
+
+    fn core(&self) -> Core<'_> {
+        Core {
+            file: &self.file,
+            fallback: self.options.fallback,
+        }
     }
 
     /// A tensor's info, or an error naming the file and the tensor.
@@ -126,242 +101,102 @@ impl GgufLoader {
         })
     }
 
-    /// A tensor's bytes, after checking that the file on disk still has the size it had when
-    /// opened. A mapped file truncated by another process would otherwise kill this process with
-    /// SIGBUS on first touch of the lost pages. (A truncation racing with this very check can
-    /// still do that: `--no-mmap` is the safe choice for files that may change; there a short
-    /// read is an error naming the tensor.)
-    ///
-    /// Borrowed from the mapping, or (unmapped) read into a buffer of exactly the tensor's
-    /// size, which the caller drops before it reads the next tensor.
-    fn tensor_bytes(&self, t: &TensorInfo) -> Result<Cow<'_, [u8]>, LoadError> {
-        self.check_unchanged()?;
-        Ok(self.file.tensor_data(t)?)
-    }
-
-    /// [`LoadError::FileChanged`] if the file on disk no longer has the size it had when opened.
-    pub(crate) fn check_unchanged(&self) -> Result<(), LoadError> {
-        if let Ok(meta) = std::fs::metadata(self.file.path()) {
-            let was = self.file.file_len();
-            if meta.len() != was {
-                return Err(LoadError::FileChanged {
-                    file: self.file.path().to_path_buf(),
-                    was,
-                    now: meta.len(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn read_err(&self, t: &TensorInfo, reason: &str) -> LoadError {
-        LoadError::Read {
-            file: self.file.path().to_path_buf(),
-            tensor: t.name.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
     /// A tensor's bytes exactly as the file stores them (borrowed from the mapping, or read
-    /// into a buffer when the file is not mapped): how integer tensors, which are never
-    /// converted, are read.
+    /// into a buffer of exactly their size), after checking that the file still has the size
+    /// it had when opened.
     pub fn tensor_raw(&self, name: &str) -> Result<Cow<'_, [u8]>, LoadError> {
-        self.tensor_bytes(self.tensor(name)?)
+        let t = self.tensor(name)?;
+        let whole = plan::plan(t.ty, &t.dims, LoadAs::Native, None, Target::Host);
+        let spans = whole.map_err(|e| self.core().plan_err(t, e))?.spans;
+        self.core().read(t, &spans)
     }
 
     /// The registered format of a tensor; [`LoadError::IntegerTensor`] for an integer tensor
     /// (which no format converts: it is kept as it is), else [`LoadError::Unsupported`] when no
     /// linked format handles its type.
     pub fn format_of(&self, t: &TensorInfo) -> Result<&'static dyn QuantFormat, LoadError> {
-        if t.ty.is_integer() {
-            return Err(LoadError::IntegerTensor {
-                file: self.file.path().to_path_buf(),
-                tensor: t.name.clone(),
-                ty: t.ty,
-            });
-        }
-        quant_core::lookup(t.ty).ok_or_else(|| LoadError::Unsupported {
-            file: self.file.path().to_path_buf(),
-            tensor: t.name.clone(),
-            ty: t.ty,
-        })
+        self.core().value_format(t)
     }
 
-    pub(crate) fn elements(&self, t: &TensorInfo) -> Result<usize, LoadError> {
-        usize::try_from(t.n_elements).map_err(|_| LoadError::TooLarge {
-            file: self.file.path().to_path_buf(),
-            tensor: t.name.clone(),
-            elements: t.n_elements,
-        })
-    }
-
-    fn core_err(&self, t: &TensorInfo, source: quant_core::CoreError) -> LoadError {
-        LoadError::Core {
-            file: self.file.path().to_path_buf(),
-            tensor: t.name.clone(),
-            source,
-        }
-    }
-
-    pub(crate) fn gpu_err(
+    /// The plan of tensor `name` (or `region` of it) loaded as `as_` into `target`: what
+    /// work it takes, which bytes it reads, what it produces.
+    pub fn plan(
         &self,
-        t: &TensorInfo,
-        backend: &dyn Backend,
-        source: GpuError,
-    ) -> LoadError {
-        LoadError::Gpu {
-            file: self.file.path().to_path_buf(),
-            tensor: t.name.clone(),
-            device: device_label(backend),
-            source: Box::new(source),
-        }
+        name: &str,
+        as_: LoadAs,
+        region: Option<&Region>,
+        target: Target,
+    ) -> Result<TensorPlan, LoadError> {
+        self.core().plan(self.tensor(name)?, as_, region, target)
     }
 
     /// Dequantizes a tensor into host f32 with the chosen CPU path. An integer tensor is
     /// [`LoadError::IntegerTensor`] (read its bytes with [`GgufLoader::tensor_raw`]).
     pub fn dequantize_to_host(&self, name: &str, path: CpuPath) -> Result<Vec<f32>, LoadError> {
-        self.values(self.tensor(name)?, path)
-    }
-
-    /// A tensor's values in host f32, by the chosen CPU path.
-    fn values(&self, t: &TensorInfo, path: CpuPath) -> Result<Vec<f32>, LoadError> {
-        let format = self.format_of(t)?;
-        self.elements(t)?;
-        cpu::dequantize_to_vec(format, &self.tensor_bytes(t)?, path)
-            .map_err(|e| self.core_err(t, e))
-    }
-
-    /// Allocates device memory for `bytes`, uploads them (through pinned staging, or from
-    /// pageable memory as the old path did) and waits: the tensor as it lands on the device.
-    fn upload_tensor(
-        &self,
-        t: &TensorInfo,
-        backend: &dyn Backend,
-        bytes: &[u8],
-        dtype: TensorDType,
-        pageable: bool,
-    ) -> Result<DeviceTensor, LoadError> {
-        let upload = || -> Result<DeviceTensor, GpuError> {
-            let mut dst = backend.alloc(bytes.len())?;
-            if pageable {
-                backend.upload_pageable(bytes, &mut dst)?;
-            } else {
-                backend.upload(bytes, &mut dst)?;
-            }
-            backend.synchronize()?;
-            Ok(DeviceTensor {
-                buffer: dst,
-                shape: t.dims.clone(),
-                dtype,
-            })
-        };
-        upload().map_err(|e| self.gpu_err(t, backend, e))
-    }
-
-    /// What a kernel failure `e` becomes under the fallback policy: an error under
-    /// [`FallbackPolicy::Deny`], else the CPU reference's values uploaded, with a warning.
-    pub(crate) fn fall_back(
-        &self,
-        t: &TensorInfo,
-        backend: &dyn Backend,
-        dtype: OutputDType,
-        e: GpuError,
-    ) -> Result<(DeviceTensor, LoadPath), LoadError> {
-        if self.options.fallback == FallbackPolicy::Deny {
-            return Err(self.gpu_err(t, backend, e));
-        }
-        tracing::warn!(
-            tensor = %t.name,
-            device = %device_label(backend),
-            "the {} kernel could not run ({e}); falling back to the CPU reference",
-            t.ty
-        );
-        let dt = self.host_convert(t, backend, dtype, CpuPath::Reference, false)?;
-        Ok((dt, LoadPath::Fallback(e.to_string())))
+        let t = self.tensor(name)?;
+        let core = self.core();
+        let plan = core.plan(t, LoadAs::Values(OutputDType::F32), None, Target::Host)?;
+        let format = core.value_format(t)?;
+        let bytes = core.read(t, &plan.spans)?;
+        cpu::dequantize_to_vec(format, &bytes, path).map_err(|source| LoadError::Core {
+            file: self.file.path().to_path_buf(),
+            tensor: t.name.clone(),
+            source,
+        })
     }
 
     /// Loads one tensor onto `backend` as `dtype` (an [`OutputDType`] or [`LoadAs::Native`]):
-    /// uploads its quantized bytes, expands them with the format's kernel (or keeps them as
-    /// they are), and caches the result (a second call returns the cached tensor). An integer
-    /// tensor is uploaded as it is whatever `dtype` says ([`TensorDType::Native`] of its type).
+    /// uploads its quantized bytes and expands them with the format's kernel (or keeps them
+    /// as they are). An integer tensor is uploaded as it is whatever `dtype` says. The tensor
+    /// is the caller's; nothing is cached (see [`TensorCache`]).
+    pub fn load_tensor(
+        &self,
+        name: &str,
+        backend: &dyn Backend,
+        dtype: impl Into<LoadAs>,
+    ) -> Result<(DeviceTensor, TensorLoad), LoadError> {
+        self.load_region(name, None, backend, dtype)
+    }
+
+    /// [`GgufLoader::load_tensor`] without the report row.
     pub fn load_tensor_to_gpu(
         &self,
         name: &str,
         backend: &dyn Backend,
         dtype: impl Into<LoadAs>,
-    ) -> Result<Arc<DeviceTensor>, LoadError> {
-        self.load_tensor_reporting(name, backend, dtype)
-            .map(|(t, _)| t)
+    ) -> Result<DeviceTensor, LoadError> {
+        self.load_tensor(name, backend, dtype).map(|(t, _)| t)
     }
 
-    /// Like [`GgufLoader::load_tensor_to_gpu`], also returning what was done.
-    pub fn load_tensor_reporting(
+    /// Loads `region` of tensor `name` (the whole of it for `None`) onto `backend`, reading
+    /// only the bytes of its rows and of the blocks that cover its columns. On a device the
+    /// columns must start and end at block boundaries.
+    pub fn load_region(
         &self,
         name: &str,
+        region: Option<&Region>,
         backend: &dyn Backend,
         dtype: impl Into<LoadAs>,
-    ) -> Result<(Arc<DeviceTensor>, TensorLoad), LoadError> {
-        let as_ = dtype.into();
-        let start = Instant::now();
+    ) -> Result<(DeviceTensor, TensorLoad), LoadError> {
         let t = self.tensor(name)?;
-        let tdt = as_.tensor_dtype(t);
-        if let Some(hit) = self.cached_as(&t.name, as_, backend) {
-            let load = self.record(t, tdt, 0, 0, start.elapsed(), LoadPath::Cached);
-            return Ok((hit, load));
-        }
-        let data = self.tensor_bytes(t)?;
-        let dtype = match as_ {
-            LoadAs::Values(d) if !t.ty.is_integer() => d,
-            // The file's bytes untouched: native blocks, or an integer tensor kept as it is.
-            _ => {
-                let dt = self.upload_tensor(t, backend, &data, tdt, false)?;
-                let tensor = self.insert_cached(t, as_, backend, dt);
-                let path = if as_ == LoadAs::Native {
-                    LoadPath::Native
-                } else {
-                    LoadPath::Kept
-                };
-                let load = self.record(t, tdt, data.len() as u64, 0, start.elapsed(), path);
-                return Ok((tensor, load));
-            }
-        };
-        let format = self.format_of(t)?;
-        let n = self.elements(t)?;
-        let out_bytes = n * dtype.size();
-        let g = format.geometry();
+        let core = self.core();
+        let plan = core.plan(t, dtype.into(), region, Target::Device)?;
+        Serial { core, backend }.load(t, &plan)
+    }
 
-        let (tensor, uploaded, path) = match format.kernel() {
-            Some(spec) => {
-                let n_blocks = (n / g.block_elems) as u64;
-                let run = || -> Result<DeviceTensor, GpuError> {
-                    let mut src = backend.alloc(data.len())?;
-                    backend.upload(&data, &mut src)?;
-                    let mut dst = backend.alloc(out_bytes)?;
-                    backend.dequantize(spec, &src, n_blocks, &mut dst, dtype)?;
-                    backend.synchronize()?;
-                    Ok(DeviceTensor {
-                        buffer: dst,
-                        shape: t.dims.clone(),
-                        dtype: tdt,
-                    })
-                };
-                match run() {
-                    Ok(dt) => (dt, data.len() as u64, LoadPath::Kernel),
-                    Err(e) if is_kernel_failure(&e) => {
-                        let (dt, path) = self.fall_back(t, backend, dtype, e)?;
-                        (dt, out_bytes as u64, path)
-                    }
-                    Err(e) => return Err(self.gpu_err(t, backend, e)),
-                }
-            }
-            None => {
-                let dt = self.host_convert(t, backend, dtype, CpuPath::Fast, false)?;
-                (dt, out_bytes as u64, LoadPath::HostConvert)
-            }
-        };
-        let tensor = self.insert_cached(t, as_, backend, tensor);
-        let load = self.record(t, tdt, uploaded, out_bytes as u64, start.elapsed(), path);
-        Ok((tensor, load))
+    /// Loads `region` of tensor `name` (the whole of it for `None`) into host memory with the
+    /// fast CPU path: values rounded to the asked type, the native blocks, or an integer
+    /// tensor's bytes kept.
+    pub fn load_to_host(
+        &self,
+        name: &str,
+        region: Option<&Region>,
+        as_: LoadAs,
+    ) -> Result<(HostTensor, TensorLoad), LoadError> {
+        let t = self.tensor(name)?;
+        let core = self.core();
+        let plan = core.plan(t, as_, region, Target::Host)?;
+        Host { core }.load(t, &plan)
     }
 
     /// Dequantizes tensor `name` into device memory the caller owns: its values as `dtype` land
@@ -372,8 +207,7 @@ impl GgufLoader {
     /// `CudaBackend::on_stream`), and this returns when it has finished. Nothing is cached.
     ///
     /// Checked before anything is uploaded: `dst_offset` is a multiple of 16 bytes and the
-    /// values fit in `dst`. An integer tensor is [`LoadError::IntegerTensor`]; a kernel that
-    /// cannot run falls back to the CPU reference as [`FallbackPolicy`] says.
+    /// values fit in `dst` after it. An integer tensor is [`LoadError::IntegerTensor`].
     pub fn dequantize_into(
         &self,
         name: &str,
@@ -382,77 +216,10 @@ impl GgufLoader {
         dst_offset: usize,
         dtype: OutputDType,
     ) -> Result<TensorLoad, LoadError> {
-        let start = Instant::now();
         let t = self.tensor(name)?;
-        let format = self.format_of(t)?;
-        let n = self.elements(t)?;
-        let out_bytes = n
-            .checked_mul(dtype.size())
-            .ok_or_else(|| LoadError::TooLarge {
-                file: self.file.path().to_path_buf(),
-                tensor: t.name.clone(),
-                elements: t.n_elements,
-            })?;
-        let op = "dequantize_into";
-        let checks = || -> Result<(), GpuError> {
-            if dst_offset % quant_gpu::KERNEL_ALIGN != 0 {
-                return Err(GpuError::Misaligned {
-                    op,
-                    offset: dst_offset,
-                    align: quant_gpu::KERNEL_ALIGN,
-                });
-            }
-            check_region(op, dst_offset, out_bytes, dst.len())
-        };
-        checks().map_err(|e| self.gpu_err(t, backend, e))?;
-        let data = self.tensor_bytes(t)?;
-        let g = format.geometry();
-        let kernel = |dst: &mut Buffer| -> Result<(), GpuError> {
-            let spec = format.kernel().ok_or_else(|| GpuError::NoKernel {
-                format: format.name().to_string(),
-                reason: "the format has no kernel".into(),
-            })?;
-            let mut src = backend.alloc(data.len())?;
-            backend.upload(&data, &mut src)?;
-            let n_blocks = (n / g.block_elems) as u64;
-            backend.dequantize_at(spec, &src, 0, n_blocks, dst, dst_offset, dtype)?;
-            backend.synchronize()
-        };
-        let (uploaded, path) = match kernel(dst) {
-            Ok(()) => (data.len() as u64, LoadPath::Kernel),
-            Err(e) if is_kernel_failure(&e) => {
-                let reason = e.to_string();
-                if format.kernel().is_some() && self.options.fallback == FallbackPolicy::Deny {
-                    return Err(self.gpu_err(t, backend, e));
-                }
-                let bytes = cpu::encode_as(&self.values(t, CpuPath::Fast)?, dtype);
-                backend
-                    .upload_at(&bytes, dst, dst_offset)
-                    .map_err(|e| self.gpu_err(t, backend, e))?;
-                let path = if format.kernel().is_some() {
-                    tracing::warn!(
-                        tensor = %t.name,
-                        device = %device_label(backend),
-                        "the {} kernel could not run ({reason}); falling back to the CPU \
-                         reference",
-                        t.ty
-                    );
-                    LoadPath::Fallback(reason)
-                } else {
-                    LoadPath::HostConvert
-                };
-                (out_bytes as u64, path)
-            }
-            Err(e) => return Err(self.gpu_err(t, backend, e)),
-        };
-        Ok(self.record(
-            t,
-            dtype.into(),
-            uploaded,
-            out_bytes as u64,
-            start.elapsed(),
-            path,
-        ))
+        let core = self.core();
+        let plan = core.plan(t, LoadAs::Values(dtype), None, Target::Caller)?;
+        IntoCaller { core, backend }.load(t, &plan, dst, dst_offset)
     }
 
     /// [`GgufLoader::dequantize_into`] for an engine's raw device pointer: `len` bytes at `ptr`
@@ -475,142 +242,43 @@ impl GgufLoader {
         let t = self.tensor(name)?;
         // SAFETY: forwarded from this function's contract.
         let mut dst = unsafe { backend.wrap_device_memory(ptr, len) }
-            .map_err(|e| self.gpu_err(t, backend, e))?;
+            .map_err(|e| self.core().gpu_err(t, backend, e))?;
         self.dequantize_into(name, backend, &mut dst, 0, dtype)
     }
 
-    /// Takes a loaded tensor out of the cache (a later load loads it again), so that its
-    /// memory is freed as soon as the caller lets go of it; `Arc::try_unwrap` then gives the
-    /// caller sole ownership (for [`DeviceTensor::into_raw`]).
-    pub fn take_cached_as(
-        &self,
-        name: &str,
-        as_: LoadAs,
-        backend: &dyn Backend,
-    ) -> Option<Arc<DeviceTensor>> {
-        self.cache.lock().remove(&cache_key(name, as_, backend))
-    }
-
-    /// Caches `tensor` (unless another thread was first) and returns the cached one.
-    pub(crate) fn insert_cached(
-        &self,
-        t: &TensorInfo,
-        as_: LoadAs,
-        backend: &dyn Backend,
-        tensor: DeviceTensor,
-    ) -> Arc<DeviceTensor> {
-        self.cache
-            .lock()
-            .entry(cache_key(&t.name, as_, backend))
-            .or_insert(Arc::new(tensor))
-            .clone()
-    }
-
-    /// Dequantizes on the host, rounds to `dtype` and uploads the values (from pageable memory
-    /// if `pageable`, as the old path did).
-    pub(crate) fn host_convert(
-        &self,
-        t: &TensorInfo,
-        backend: &dyn Backend,
-        dtype: OutputDType,
-        path: CpuPath,
-        pageable: bool,
-    ) -> Result<DeviceTensor, LoadError> {
-        let bytes = cpu::encode_as(&self.values(t, path)?, dtype);
-        self.upload_tensor(t, backend, &bytes, dtype.into(), pageable)
-    }
-
-    /// The baseline: CPU dequantization (fast path) to f32, conversion to `dtype`, and an
-    /// upload from pageable memory, for one tensor (an integer tensor's bytes as they are).
-    fn cpu_dequant(
-        &self,
-        t: &TensorInfo,
-        backend: &dyn Backend,
-        dtype: OutputDType,
-    ) -> Result<TensorLoad, LoadError> {
-        let start = Instant::now();
-        let as_ = LoadAs::Values(dtype);
-        if self.cached_as(&t.name, as_, backend).is_some() {
-            return Ok(self.record(
-                t,
-                as_.tensor_dtype(t),
-                0,
-                0,
-                start.elapsed(),
-                LoadPath::Cached,
-            ));
-        }
-        if t.ty.is_integer() {
-            let data = self.tensor_bytes(t)?;
-            let dt = self.upload_tensor(t, backend, &data, as_.tensor_dtype(t), true)?;
-            self.insert_cached(t, as_, backend, dt);
-            let len = data.len() as u64;
-            let tdt = as_.tensor_dtype(t);
-            return Ok(self.record(t, tdt, len, 0, start.elapsed(), LoadPath::Kept));
-        }
-        // CPU dequantization (fast path), conversion to `dtype` (for f32 a plain copy, as the
-        // old path made), and a pageable upload.
-        let dt = self.host_convert(t, backend, dtype, CpuPath::Fast, true)?;
-        let len = dt.bytes();
-        self.insert_cached(t, as_, backend, dt);
-        Ok(self.record(
-            t,
-            as_.tensor_dtype(t),
-            len,
-            len,
-            start.elapsed(),
-            LoadPath::CpuDequant,
-        ))
-    }
-
-    pub(crate) fn record(
-        &self,
-        t: &TensorInfo,
-        dtype: TensorDType,
-        uploaded: u64,
-        produced: u64,
-        time: Duration,
-        path: LoadPath,
-    ) -> TensorLoad {
-        TensorLoad {
-            name: t.name.clone(),
-            ty: t.ty,
-            shape: t.dims.clone(),
-            dtype,
-            bytes_uploaded: uploaded,
-            bytes_produced: produced,
-            time,
-            path,
-        }
-    }
-
-    /// Loads every tensor onto `backend` as `dtype` with the default [`PipelineOptions`], and
-    /// reports what was done (rows in file order). The tensors stay in the loader's cache
-    /// ([`GgufLoader::cached`]).
+    /// Loads every tensor onto `backend` as `dtype` with the default [`PipelineOptions`].
     pub fn load_all(
         &self,
         backend: &dyn Backend,
         dtype: impl Into<LoadAs>,
-    ) -> Result<LoadReport, LoadError> {
-        self.load_with(
-            backend,
-            dtype.into(),
-            &PipelineOptions::default(),
-            &mut |_| {},
-        )
+    ) -> Result<Loaded<DeviceTensor>, LoadError> {
+        let opts = PipelineOptions::default();
+        self.load_with(backend, dtype.into(), &opts, &mut |_| {})
     }
 
     /// Loads every tensor onto `backend` as `as_` with `opts`, calling `progress` per chunk of
-    /// bytes queued and per tensor done. Rows are in file order.
+    /// bytes queued and per tensor done. Tensors and rows come back in file order.
     pub fn load_with(
         &self,
         backend: &dyn Backend,
         as_: LoadAs,
         opts: &PipelineOptions,
         progress: &mut dyn FnMut(&Progress),
-    ) -> Result<LoadReport, LoadError> {
+    ) -> Result<Loaded<DeviceTensor>, LoadError> {
         let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
         self.load_tensors(backend, &all, as_, opts, progress)
+    }
+
+    /// Plans `tensors` as `as_` into `target`.
+    fn plan_all<'t>(
+        &self,
+        tensors: &[&'t TensorInfo],
+        as_: LoadAs,
+        target: Target,
+    ) -> Result<Vec<Job<'t>>, LoadError> {
+        let core = self.core();
+        let plan = |t: &&'t TensorInfo| Ok((*t, core.plan(t, as_, None, target)?));
+        tensors.iter().map(plan).collect()
     }
 
     /// Loads `tensors` (of this file) onto one device: the body of [`GgufLoader::load_with`] and
@@ -622,52 +290,84 @@ impl GgufLoader {
         as_: LoadAs,
         opts: &PipelineOptions,
         progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Loaded<DeviceTensor>, LoadError> {
+        let start = Instant::now();
+        let core = self.core();
+        if opts.strategy == Strategy::CpuDequant && as_ == LoadAs::Native {
+            return Err(LoadError::Options {
+                file: self.file.path().to_path_buf(),
+                reason: "the cpu-dequant strategy produces values; it cannot keep native \
+                         blocks"
+                    .into(),
+            });
+        }
+        let target = match opts.strategy {
+            Strategy::CpuDequant => Target::Baseline,
+            _ => Target::Device,
+        };
+        let jobs = self.plan_all(tensors, as_, target)?;
+        let loaded = if opts.strategy == Strategy::Pipelined && backend.async_primitives() {
+            Pipelined {
+                core,
+                backend,
+                opts,
+            }
+            .load(&jobs, progress)?
+        } else {
+            let serial = Serial { core, backend };
+            let mut loaded = Vec::with_capacity(jobs.len());
+            for (t, plan) in &jobs {
+                let (tensor, row) = serial.load(t, plan)?;
+                progress(&Progress::Bytes(plan.spans.total()));
+                progress(&Progress::Tensor(&row));
+                loaded.push((tensor, row));
+            }
+            loaded
+        };
+        let (tensors, rows) = loaded.into_iter().unzip();
+        Ok(Loaded {
+            tensors,
+            report: LoadReport {
+                device: backend.info().label(),
+                tensors: rows,
+                total_time: start.elapsed(),
+            },
+        })
+    }
+
+    /// A measure, not a load: every tensor's bytes read into the pipeline's ring of pinned
+    /// slots and copied to the device through it, with no outputs and no kernels. Its total
+    /// time is what a load through the same ring cannot beat (docs/performance.md).
+    pub fn bare_copy(
+        &self,
+        backend: &dyn Backend,
+        opts: &PipelineOptions,
+        progress: &mut dyn FnMut(&Progress),
     ) -> Result<LoadReport, LoadError> {
         let start = Instant::now();
-        let mut report = LoadReport {
-            device: device_label(backend),
-            ..Default::default()
-        };
-        let strategy = match opts.strategy {
-            Strategy::Pipelined if !backend.async_primitives() => Strategy::Serial,
-            s => s,
-        };
-        match (strategy, as_) {
-            (Strategy::Pipelined, _) => {
-                report.tensors = pipeline::run(self, backend, tensors, as_, opts, progress)?;
-            }
-            (Strategy::Serial, _) => {
-                for t in tensors {
-                    let (_, load) = self.load_tensor_reporting(&t.name, backend, as_)?;
-                    progress(&Progress::Bytes(t.n_bytes));
-                    progress(&Progress::Tensor(&load));
-                    report.tensors.push(load);
-                }
-            }
-            (Strategy::CpuDequant, LoadAs::Values(dtype)) => {
-                for t in tensors {
-                    let load = self.cpu_dequant(t, backend, dtype)?;
-                    progress(&Progress::Bytes(t.n_bytes));
-                    progress(&Progress::Tensor(&load));
-                    report.tensors.push(load);
-                }
-            }
-            (Strategy::CpuDequant, LoadAs::Native) => {
-                return Err(LoadError::Options {
-                    file: self.file.path().to_path_buf(),
-                    reason: "the cpu-dequant strategy produces values; it cannot keep native \
-                             blocks"
-                        .into(),
-                });
-            }
+        let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
+        let jobs = self.plan_all(&all, LoadAs::Native, Target::Device)?;
+        let core = self.core();
+        Pipelined {
+            core,
+            backend,
+            opts,
         }
-        report.total_time = start.elapsed();
-        Ok(report)
+        .bare(&jobs, progress)?;
+        let row = |(t, p): &Job| {
+            let bytes = (p.spans.total(), 0);
+            core.row(t, p, bytes, std::time::Duration::ZERO, LoadPath::BareCopy)
+        };
+        Ok(LoadReport {
+            device: backend.info().label(),
+            tensors: jobs.iter().map(row).collect(),
+            total_time: start.elapsed(),
+        })
     }
 
     /// Loads each device's share of `placement` onto its backend (`backends[i]` for
-    /// `placement.devices[i]`), one thread per device, all at once. Returns one report per
-    /// device. `progress` is called from those threads.
+    /// `placement.devices[i]`), one thread per device, all at once. Returns what each device
+    /// got. `progress` is called from those threads.
     pub fn load_placed(
         &self,
         backends: &[&dyn Backend],
@@ -675,7 +375,7 @@ impl GgufLoader {
         as_: LoadAs,
         opts: &PipelineOptions,
         progress: &(dyn Fn(&Progress) + Sync),
-    ) -> Result<Vec<LoadReport>, LoadError> {
+    ) -> Result<Vec<Loaded<DeviceTensor>>, LoadError> {
         if backends.len() != placement.devices.len() {
             return Err(LoadError::Options {
                 file: self.file.path().to_path_buf(),
@@ -687,105 +387,50 @@ impl GgufLoader {
             });
         }
         let all = self.file.tensors();
-        let results: Vec<Result<LoadReport, LoadError>> = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             let handles: Vec<_> = backends
                 .iter()
                 .zip(&placement.devices)
                 .map(|(b, d)| {
                     let tensors: Vec<&TensorInfo> = d.tensors.iter().map(|&i| &all[i]).collect();
-                    s.spawn(move || {
-                        self.load_tensors(*b, &tensors, as_, opts, &mut |p| progress(p))
-                    })
+                    let load =
+                        move || self.load_tensors(*b, &tensors, as_, opts, &mut |p| progress(p));
+                    s.spawn(load)
                 })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            let joined = handles.into_iter().map(|h| h.join());
+            joined
+                .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
-        });
-        results.into_iter().collect()
+        })
     }
 
-    /// Dequantizes every tensor into host memory with the fast CPU path (the load when no GPU is
-    /// present), and reports what was done. Returns each tensor's bytes in file order: its
-    /// values as `dtype`, or for an integer tensor its bytes as the file stores them
-    /// ([`LoadPath::Kept`]).
+    /// Loads every tensor into host memory with the fast CPU path (the load when no GPU is
+    /// present): values as `as_` asks, the native blocks, or an integer tensor's bytes kept
+    /// ([`LoadPath::Kept`]). `progress` hears of each tensor.
     pub fn load_all_to_host(
         &self,
-        dtype: OutputDType,
-        progress: &mut dyn FnMut(&TensorLoad),
-    ) -> Result<(Vec<Vec<u8>>, LoadReport), LoadError> {
-        let start = Instant::now();
-        let mut report = LoadReport {
-            device: "cpu".to_string(),
-            ..Default::default()
-        };
-        let mut outputs = Vec::with_capacity(self.file.tensors().len());
-        for t in self.file.tensors() {
-            let t0 = Instant::now();
-            let (bytes, path) = if t.ty.is_integer() {
-                (self.tensor_bytes(t)?.into_owned(), LoadPath::Kept)
-            } else {
-                let values = self.dequantize_to_host(&t.name, CpuPath::Fast)?;
-                (cpu::encode_as(&values, dtype), LoadPath::Cpu)
-            };
-            let load = self.record(
-                t,
-                LoadAs::Values(dtype).tensor_dtype(t),
-                0,
-                bytes.len() as u64,
-                t0.elapsed(),
-                path,
-            );
-            progress(&load);
-            report.tensors.push(load);
-            outputs.push(bytes);
-        }
-        report.total_time = start.elapsed();
-        Ok((outputs, report))
-    }
-
-    /// A tensor already loaded onto a device as values of `dtype`, if cached.
-    pub fn cached(
-        &self,
-        name: &str,
-        dtype: OutputDType,
-        backend: &dyn Backend,
-    ) -> Option<Arc<DeviceTensor>> {
-        self.cached_as(name, dtype.into(), backend)
-    }
-
-    /// A tensor already loaded onto a device as `as_`, if cached.
-    pub fn cached_as(
-        &self,
-        name: &str,
         as_: LoadAs,
-        backend: &dyn Backend,
-    ) -> Option<Arc<DeviceTensor>> {
-        self.cache
-            .lock()
-            .get(&cache_key(name, as_, backend))
-            .cloned()
+        progress: &mut dyn FnMut(&TensorLoad),
+    ) -> Result<Loaded<HostTensor>, LoadError> {
+        let start = Instant::now();
+        let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
+        let host = Host { core: self.core() };
+        let mut tensors = Vec::with_capacity(all.len());
+        let mut rows = Vec::with_capacity(all.len());
+        for (t, plan) in self.plan_all(&all, as_, Target::Host)? {
+            let (tensor, row) = host.load(t, &plan)?;
+            progress(&row);
+            tensors.push(tensor);
+            rows.push(row);
+        }
+        Ok(Loaded {
+            tensors,
+            report: LoadReport {
+                device: "cpu".to_string(),
+                tensors: rows,
+                total_time: start.elapsed(),
+            },
+        })
     }
-
-    /// Drops every cached device tensor (frees their device memory once no one holds them).
-    pub fn clear_cache(&self) {
-        self.cache.lock().clear();
-    }
-}
-
-/// Whether a device error means "this format's kernel cannot run here" (fallback applies) rather
-/// than a device fault that a CPU fallback would not cure (out of memory, lost device).
-pub(crate) fn is_kernel_failure(e: &GpuError) -> bool {
-    matches!(
-        e,
-        GpuError::Compile { .. }
-            | GpuError::CodeObject { .. }
-            | GpuError::NoKernel { .. }
-            | GpuError::Launch { .. }
-    )
-}
-
-pub(crate) fn device_label(backend: &dyn Backend) -> String {
-    backend.info().label()
 }

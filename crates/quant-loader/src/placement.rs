@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use quant_gguf::GgufFile;
 use quant_gpu::MemInfo;
 
-use crate::{LoadAs, LoadError};
+use crate::error::LoadError;
+use crate::options::LoadAs;
+use crate::plan::{self, Target};
 
 /// One device's share.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,6 +33,13 @@ pub struct Placement {
     pub devices: Vec<DevicePlacement>,
     /// Bytes kept free on every device for the ring and the runtime.
     pub reserve: u64,
+}
+
+/// Bytes `t` takes on a device loaded as `as_` (its bytes in the file if it cannot be
+/// planned: the load itself then reports why).
+fn device_bytes(t: &quant_gguf::TensorInfo, as_: LoadAs) -> u64 {
+    let planned = plan::plan(t.ty, &t.dims, as_, None, Target::Device);
+    planned.map_or(t.n_bytes, |p| p.out_bytes)
 }
 
 /// The layer number of a tensor named `blk.N.…`, or `None`.
@@ -77,7 +86,7 @@ impl Placement {
 
         let mut layers: BTreeMap<u32, (u64, Vec<usize>)> = BTreeMap::new();
         for (i, t) in file.tensors().iter().enumerate() {
-            let bytes = as_.output_bytes(t);
+            let bytes = device_bytes(t, as_);
             match layer_of(&t.name) {
                 Some(l) => {
                     let e = layers.entry(l).or_default();
@@ -223,7 +232,7 @@ mod tests {
                 d.bytes,
                 d.tensors
                     .iter()
-                    .map(|&i| F32.output_bytes(&f.tensors()[i]))
+                    .map(|&i| device_bytes(&f.tensors()[i], F32))
                     .sum::<u64>()
             );
         }

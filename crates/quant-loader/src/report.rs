@@ -17,12 +17,15 @@ pub enum LoadPath {
     Fallback(String),
     /// Dequantized on the CPU into host memory (no device).
     Cpu,
-    /// Served from the loader's cache of device tensors.
+    /// Served from a [`TensorCache`](crate::TensorCache).
     Cached,
     /// The quantized blocks were copied to the device untouched (`--dtype native`).
     Native,
     /// The baseline strategy: dequantized on the CPU, uploaded from pageable memory.
     CpuDequant,
+    /// Read and copied through the pipeline's ring with nothing else
+    /// ([`GgufLoader::bare_copy`](crate::GgufLoader::bare_copy)): no tensor was made.
+    BareCopy,
     /// An integer tensor (I8, I16, I32, I64: indices or ids, not weights) kept as it is: its
     /// bytes copied to the device or into host memory unchanged, whatever values were asked
     /// for. Its [`TensorLoad::dtype`] is [`TensorDType::Native`] of its type.
@@ -41,6 +44,7 @@ impl LoadPath {
             LoadPath::Native => "native",
             LoadPath::CpuDequant => "cpu-dequant",
             LoadPath::Kept => "kept",
+            LoadPath::BareCopy => "bare-copy",
         }
     }
 }
@@ -110,5 +114,29 @@ impl LoadReport {
         } else {
             (self.bytes_uploaded() + self.bytes_produced()) as f64 / secs / 1e9
         }
+    }
+}
+
+/// What a whole-model load returns: the tensors, and the report with one row per tensor
+/// (`tensors[i]` is the tensor of `report.tensors[i]`), in the order asked.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    /// The tensors.
+    pub tensors: Vec<T>,
+    /// What was done.
+    pub report: LoadReport,
+}
+
+impl<T> Loaded<T> {
+    /// The tensor named `name`, if it was loaded.
+    pub fn get(&self, name: &str) -> Option<&T> {
+        let i = self.report.tensors.iter().position(|r| r.name == name)?;
+        self.tensors.get(i)
+    }
+
+    /// Each tensor with its name, in order.
+    pub fn into_named(self) -> impl Iterator<Item = (String, T)> {
+        let names = self.report.tensors.into_iter().map(|r| r.name);
+        names.zip(self.tensors)
     }
 }

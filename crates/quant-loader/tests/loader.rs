@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 
 use quant_core::cpu::{self, CpuPath};
 use quant_core::OutputDType;
-use quant_loader::{FallbackPolicy, GgufLoader, LoadError, LoadPath, LoaderOptions};
+use quant_loader::{
+    FallbackPolicy, GgufLoader, LoadAs, LoadError, LoadPath, LoaderOptions, TensorCache,
+};
 
 mod common;
 use common::TestBackend;
@@ -58,8 +60,10 @@ fn open(policy: FallbackPolicy) -> GgufLoader {
 fn load_all_runs_kernels_for_quantized_tensors_and_reports() {
     let loader = open(FallbackPolicy::Deny);
     let b = backend(Mode::Works);
-    let report = loader.load_all(&b, OutputDType::F16).unwrap();
+    let loaded = loader.load_all(&b, OutputDType::F16).unwrap();
+    let report = &loaded.report;
     assert_eq!(report.tensors.len(), loader.file().tensors().len());
+    assert_eq!(loaded.tensors.len(), report.tensors.len());
     assert_eq!(report.fallbacks(), 0);
     for (t, info) in report.tensors.iter().zip(loader.file().tensors()) {
         let quantized = info.ty.geometry().is_some_and(|g| g.is_quantized());
@@ -81,9 +85,7 @@ fn load_all_runs_kernels_for_quantized_tensors_and_reports() {
             );
         }
         // The device tensor holds the rounded CPU reference.
-        let dt = loader
-            .cached(&t.name, OutputDType::F16, &b)
-            .expect("cached");
+        let dt = loaded.get(&t.name).expect("returned");
         let want = cpu::encode_as(
             &loader
                 .dequantize_to_host(&t.name, CpuPath::Reference)
@@ -94,18 +96,38 @@ fn load_all_runs_kernels_for_quantized_tensors_and_reports() {
         assert_eq!(dt.shape, info.dims);
     }
     assert!(b.launches.load(Ordering::SeqCst) > 0);
-    // A second load is served from the cache without launching.
+}
+
+#[test]
+fn a_tensor_cache_serves_a_second_load_without_launching() {
+    let loader = open(FallbackPolicy::Deny);
+    let b = backend(Mode::Works);
+    let cache = TensorCache::new();
+    let name = "blk.0.attn_q.weight";
+    let as_ = LoadAs::Values(OutputDType::F16);
+    let load = || loader.load_tensor(name, &b, as_);
+    let (first, row) = cache.get_or_load(name, as_, &b, load).unwrap();
+    assert_eq!(row.path, LoadPath::Kernel);
     let before = b.launches.load(Ordering::SeqCst);
-    let again = loader.load_all(&b, OutputDType::F16).unwrap();
-    assert!(again.tensors.iter().all(|t| t.path == LoadPath::Cached));
+    let (again, row) = cache.get_or_load(name, as_, &b, load).unwrap();
+    assert_eq!((row.path, row.bytes_uploaded), (LoadPath::Cached, 0));
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
     assert_eq!(b.launches.load(Ordering::SeqCst), before);
+    // Taken out, it is the caller's alone, and the next load loads again.
+    drop((first, again));
+    let taken = cache.take(name, as_, &b).expect("cached");
+    assert!(std::sync::Arc::try_unwrap(taken).is_ok(), "the only holder");
+    assert!(cache.get(name, as_, &b).is_none());
+    let (_, row) = cache.get_or_load(name, as_, &b, load).unwrap();
+    assert_eq!(row.path, LoadPath::Kernel);
 }
 
 #[test]
 fn a_failing_kernel_falls_back_visibly_or_fails_under_deny() {
     let b = backend(Mode::LaunchFails);
     let loader = open(FallbackPolicy::Allow);
-    let report = loader.load_all(&b, OutputDType::F32).unwrap();
+    let loaded = loader.load_all(&b, OutputDType::F32).unwrap();
+    let report = &loaded.report;
     let quantized = loader
         .file()
         .tensors()
@@ -116,7 +138,7 @@ fn a_failing_kernel_falls_back_visibly_or_fails_under_deny() {
     for t in &report.tensors {
         if let LoadPath::Fallback(why) = &t.path {
             assert!(why.contains("test device refuses"), "{why}");
-            let dt = loader.cached(&t.name, OutputDType::F32, &b).unwrap();
+            let dt = loaded.get(&t.name).unwrap();
             let want = cpu::encode_as(
                 &loader
                     .dequantize_to_host(&t.name, CpuPath::Reference)
@@ -295,8 +317,6 @@ fn dequantize_into_writes_the_reference_bits_at_the_offset_and_nothing_else() {
         assert!(got[..256].iter().all(|&x| x == 0xAB), "{}", info.name);
         assert_eq!(&got[256..256 + want.len()], &want[..], "{}", info.name);
         assert!(got[256 + want.len()..].iter().all(|&x| x == 0xAB));
-        // Nothing was cached: the engine owns the result.
-        assert!(loader.cached(&info.name, OutputDType::Bf16, &b).is_none());
     }
 }
 
@@ -334,10 +354,9 @@ fn dequantize_into_refuses_a_short_or_misaligned_destination_naming_the_tensor()
     assert!(matches!(err, LoadError::NoTensor { .. }), "{err}");
 }
 
-/// A loaded tensor can leave the loader: taken out of the cache it is the caller's alone, and
-/// `into_raw` hands over its address without freeing it.
+/// A loaded tensor is the caller's: `into_raw` hands over its address without freeing it.
 #[test]
-fn a_tensor_taken_from_the_cache_is_the_callers_and_gives_up_its_memory() {
+fn a_loaded_tensor_is_the_callers_and_gives_up_its_memory() {
     let loader = open(FallbackPolicy::Deny);
     let b = backend(Mode::Works);
     let name = "blk.0.ffn_down.weight";
@@ -347,12 +366,6 @@ fn a_tensor_taken_from_the_cache_is_the_callers_and_gives_up_its_memory() {
     let ptr = t.device_ptr();
     assert_ne!(ptr, 0);
     assert_eq!(t.device(), (quant_gpu::DeviceKind::Cuda, 7));
-    drop(t);
-    let t = loader
-        .take_cached_as(name, OutputDType::F32.into(), &b)
-        .expect("cached");
-    assert!(loader.cached(name, OutputDType::F32, &b).is_none());
-    let t = std::sync::Arc::try_unwrap(t).expect("the only holder");
     let want = t.download(&b).unwrap();
     let raw = t.into_raw();
     assert_eq!(raw.allocation.ptr, ptr);

@@ -12,7 +12,7 @@ use quant_core::{GgmlType, OutputDType};
 use quant_gguf::GgufWriter;
 use quant_gpu::TensorDType;
 use quant_loader::{
-    GgufLoader, LoadAs, LoadError, LoadPath, LoadReport, PipelineOptions, Strategy,
+    GgufLoader, LoadAs, LoadError, LoadPath, LoadReport, PipelineOptions, Strategy, Target,
 };
 
 mod common;
@@ -146,7 +146,10 @@ fn check_rows(report: &LoadReport, loader: &GgufLoader, dtype: OutputDType, valu
     assert_eq!(report.tensors.len(), 7);
     assert_eq!(report.kept(), 4);
     for (row, t) in report.tensors.iter().zip(loader.file().tensors()) {
-        if t.ty.is_integer() {
+        if matches!(
+            t.ty,
+            GgmlType::I8 | GgmlType::I16 | GgmlType::I32 | GgmlType::I64
+        ) {
             assert_eq!(row.path, LoadPath::Kept, "{}", t.name);
             assert_eq!(row.dtype, TensorDType::Native(t.ty), "{}", t.name);
         } else {
@@ -215,8 +218,9 @@ fn a_host_load_keeps_integers_as_they_are() {
     let (path, t) = write_file("host");
     let loader = GgufLoader::open(&path).unwrap();
     for dtype in OutputDType::ALL {
-        let (outputs, report) = loader.load_all_to_host(dtype, &mut |_| {}).unwrap();
-        check_rows(&report, &loader, dtype, LoadPath::Cpu);
+        let loaded = loader.load_all_to_host(dtype.into(), &mut |_| {}).unwrap();
+        let (outputs, report) = (&loaded.tensors, &loaded.report);
+        check_rows(report, &loader, dtype, LoadPath::Cpu);
         let by_name = |n: &str| {
             let i = loader
                 .file()
@@ -224,19 +228,19 @@ fn a_host_load_keeps_integers_as_they_are() {
                 .iter()
                 .position(|t| t.name == n)
                 .unwrap();
-            (&outputs[i], &report.tensors[i])
+            (outputs[i].to_le_bytes(), &report.tensors[i])
         };
         for (name, _, bytes) in integer_bytes(&t) {
             let (out, row) = by_name(name);
-            assert_eq!(out.as_slice(), bytes, "{name} {dtype}");
+            assert_eq!(out, bytes, "{name} {dtype}");
             assert_eq!(row.bytes_produced, bytes.len() as u64);
         }
         let (out, _) = by_name("scale.f64");
         let want: Vec<f32> = f64_expected().into_iter().map(f32::from_bits).collect();
-        assert_eq!(out, &cpu::encode_as(&want, dtype), "{dtype}");
+        assert_eq!(out, cpu::encode_as(&want, dtype), "{dtype}");
         let (out, _) = by_name("w.f32");
         let f32s: Vec<f32> = u32s(&t.f32).into_iter().map(f32::from_bits).collect();
-        assert_eq!(out, &cpu::encode_as(&f32s, dtype));
+        assert_eq!(out, cpu::encode_as(&f32s, dtype));
     }
     std::fs::remove_file(path).ok();
 }
@@ -262,16 +266,17 @@ fn a_device_load_keeps_integers_as_they_are_on_every_strategy() {
         for dtype in OutputDType::ALL {
             let loader = GgufLoader::open(&path).unwrap();
             let b = TestBackend::new(0);
-            let report = loader
+            let loaded = loader
                 .load_with(&b, dtype.into(), &ring(strategy), &mut |_| {})
                 .unwrap();
+            let report = &loaded.report;
             assert_eq!(b.violations(), Vec::<String>::new());
-            check_rows(&report, &loader, dtype, values.clone());
+            check_rows(report, &loader, dtype, values.clone());
             for (name, ty, bytes) in integer_bytes(&t) {
                 let row = report.tensors.iter().find(|r| r.name == name).unwrap();
                 assert_eq!(row.bytes_uploaded, bytes.len() as u64, "{name}");
                 assert_eq!(row.bytes_produced, 0, "{name}");
-                let dt = loader.cached(name, dtype, &b).unwrap();
+                let dt = loaded.get(name).unwrap();
                 assert_eq!(dt.dtype, TensorDType::Native(ty));
                 assert_eq!(dt.bytes(), bytes.len() as u64);
                 assert_eq!(
@@ -280,11 +285,11 @@ fn a_device_load_keeps_integers_as_they_are_on_every_strategy() {
                     "{name} {strategy:?} {dtype}"
                 );
             }
-            let dt = loader.cached("scale.f64", dtype, &b).unwrap();
+            let dt = loaded.get("scale.f64").unwrap();
             let want: Vec<f32> = f64_expected().into_iter().map(f32::from_bits).collect();
             assert_eq!(dt.download(&b).unwrap(), cpu::encode_as(&want, dtype));
             // The quantized tensor beside them still went through its kernel.
-            let q = loader.cached("q.weight", dtype, &b).unwrap();
+            let q = loaded.get("q.weight").unwrap();
             let v = loader
                 .dequantize_to_host("q.weight", CpuPath::Reference)
                 .unwrap();
@@ -302,35 +307,28 @@ fn one_integer_tensor_onto_a_device_and_natively() {
     let (path, t) = write_file("one");
     let loader = GgufLoader::open(&path).unwrap();
     let b = TestBackend::new(0);
-    let (dt, load) = loader
-        .load_tensor_reporting("tok.ids", &b, OutputDType::F16)
-        .unwrap();
+    let (dt, load) = loader.load_tensor("tok.ids", &b, OutputDType::F16).unwrap();
     assert_eq!(load.path, LoadPath::Kept);
     assert_eq!(load.path.label(), "kept");
     assert_eq!(dt.dtype, TensorDType::Native(GgmlType::I32));
     assert_eq!(dt.download(&b).unwrap(), t.i32);
-    // A second call is served from the cache.
-    let (_, again) = loader
-        .load_tensor_reporting("tok.ids", &b, OutputDType::F16)
-        .unwrap();
-    assert_eq!(again.path, LoadPath::Cached);
     // Asked for natively, an integer tensor is simply native.
-    let (dt, load) = loader
-        .load_tensor_reporting("mask.i8", &b, LoadAs::Native)
-        .unwrap();
+    let (dt, load) = loader.load_tensor("mask.i8", &b, LoadAs::Native).unwrap();
     assert_eq!(load.path, LoadPath::Native);
     assert_eq!(dt.download(&b).unwrap(), t.i8);
 
-    // Sizes on the device, for placements.
-    let info = loader.tensor("big.i64").unwrap();
+    // Sizes on the device, for placements: an integer tensor is kept whatever is asked.
     for dtype in OutputDType::ALL {
-        assert_eq!(LoadAs::Values(dtype).output_bytes(info), 24);
+        let p = loader
+            .plan("big.i64", dtype.into(), None, Target::Device)
+            .unwrap();
         assert_eq!(
-            LoadAs::Values(dtype).tensor_dtype(info),
-            TensorDType::Native(GgmlType::I64)
+            (p.out_bytes, p.dtype),
+            (24, TensorDType::Native(GgmlType::I64))
         );
     }
-    let f = loader.tensor("scale.f64").unwrap();
-    assert_eq!(LoadAs::Values(OutputDType::F16).output_bytes(f), 360 * 2);
+    let as_ = LoadAs::Values(OutputDType::F16);
+    let f = loader.plan("scale.f64", as_, None, Target::Device).unwrap();
+    assert_eq!(f.out_bytes, 360 * 2);
     std::fs::remove_file(path).ok();
 }

@@ -42,6 +42,14 @@ fn tiny_ring() -> PipelineOptions {
     }
 }
 
+fn open_mapped(path: &std::path::Path) -> GgufLoader {
+    let opts = LoaderOptions {
+        mmap: true,
+        fallback: FallbackPolicy::Allow,
+    };
+    GgufLoader::open_with(path, opts).unwrap()
+}
+
 fn reference(loader: &GgufLoader, name: &str, dtype: OutputDType) -> Vec<u8> {
     cpu::encode_as(
         &loader.dequantize_to_host(name, CpuPath::Reference).unwrap(),
@@ -61,12 +69,13 @@ fn a_ring_of_two_tiny_slots_loads_every_tensor_bit_exactly() {
             let b = TestBackend::new(0);
             let mut bytes = 0u64;
             let mut rows = 0usize;
-            let report = loader
+            let loaded = loader
                 .load_with(&b, dtype.into(), &tiny_ring(), &mut |p| match p {
                     Progress::Bytes(n) => bytes += n,
                     Progress::Tensor(_) => rows += 1,
                 })
                 .unwrap();
+            let report = &loaded.report;
             let v = b.violations();
             assert!(v.is_empty(), "{file} {dtype}: {:?}", &v[..v.len().min(3)]);
             assert_eq!(report.tensors.len(), loader.file().tensors().len());
@@ -85,7 +94,7 @@ fn a_ring_of_two_tiny_slots_loads_every_tensor_bit_exactly() {
                 };
                 assert_eq!(row.path, want_path, "{}", t.name);
                 assert_eq!(row.dtype, TensorDType::Values(dtype));
-                let dt = loader.cached(&t.name, dtype, &b).expect("cached");
+                let dt = loaded.get(&t.name).expect("returned");
                 assert_eq!(
                     dt.download(&b).unwrap(),
                     reference(&loader, &t.name, dtype),
@@ -104,13 +113,6 @@ fn a_ring_of_two_tiny_slots_loads_every_tensor_bit_exactly() {
                 b.launches.load(Ordering::SeqCst) as u64 > quantized_bytes / 4096,
                 "chunked"
             );
-            // A second load is served from the cache.
-            let again = loader.load_with(&b, dtype.into(), &tiny_ring(), &mut |_| {});
-            assert!(again
-                .unwrap()
-                .tensors
-                .iter()
-                .all(|t| t.path == LoadPath::Cached));
         }
     }
 }
@@ -127,14 +129,14 @@ fn many_readers_finishing_in_any_order_give_the_same_bits() {
     for round in 0..4 {
         let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
         let b = TestBackend::new(0);
-        loader
+        let loaded = loader
             .load_with(&b, OutputDType::F16.into(), &opts, &mut |_| {})
             .unwrap();
         let v = b.violations();
         assert!(v.is_empty(), "round {round}: {:?}", &v[..v.len().min(3)]);
         assert!(b.host_allocs.lock().unwrap().len() <= 8);
         for t in loader.file().tensors() {
-            let dt = loader.cached(&t.name, OutputDType::F16, &b).unwrap();
+            let dt = loaded.get(&t.name).unwrap();
             assert_eq!(
                 dt.download(&b).unwrap(),
                 reference(&loader, &t.name, OutputDType::F16),
@@ -200,16 +202,17 @@ fn the_checker_catches_a_copy_over_a_slot_a_kernel_still_reads() {
 fn native_keeps_the_blocks_and_says_so() {
     let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
     let b = TestBackend::new(0);
-    let report = loader
+    let loaded = loader
         .load_with(&b, LoadAs::Native, &tiny_ring(), &mut |_| {})
         .unwrap();
+    let report = &loaded.report;
     assert_eq!(b.violations(), Vec::<String>::new());
     assert_eq!(b.launches.load(Ordering::SeqCst), 0, "no kernel runs");
     for (row, t) in report.tensors.iter().zip(loader.file().tensors()) {
         assert_eq!(row.path, LoadPath::Native);
         assert_eq!(row.dtype, TensorDType::Native(t.ty));
         assert_eq!(row.bytes_uploaded, t.n_bytes);
-        let dt = loader.cached_as(&t.name, LoadAs::Native, &b).unwrap();
+        let dt = loaded.get(&t.name).unwrap();
         assert_eq!(dt.dtype, TensorDType::Native(t.ty));
         assert_eq!(dt.bytes(), t.n_bytes);
         assert_eq!(
@@ -234,7 +237,7 @@ fn native_keeps_the_blocks_and_says_so() {
 #[test]
 fn ordinary_reads_give_the_same_bits_as_the_mapping() {
     let path = data("tiny-llama-q4_0.gguf");
-    let mapped = GgufLoader::open(&path).unwrap();
+    let mapped = open_mapped(&path);
     let read = GgufLoader::open_with(
         &path,
         LoaderOptions {
@@ -245,7 +248,7 @@ fn ordinary_reads_give_the_same_bits_as_the_mapping() {
     .unwrap();
     assert!(!read.file().is_mapped());
     // The same mapped file again, filling the ring with positioned reads.
-    let direct = GgufLoader::open(&path).unwrap();
+    let direct = open_mapped(&path);
     let direct_opts = PipelineOptions {
         direct_reads: true,
         ..tiny_ring()
@@ -255,20 +258,16 @@ fn ordinary_reads_give_the_same_bits_as_the_mapping() {
         TestBackend::new(0),
         TestBackend::new(0),
     );
-    mapped
-        .load_with(&b1, OutputDType::F16.into(), &tiny_ring(), &mut |_| {})
-        .unwrap();
-    read.load_with(&b2, OutputDType::F16.into(), &tiny_ring(), &mut |_| {})
-        .unwrap();
-    direct
-        .load_with(&b3, OutputDType::F16.into(), &direct_opts, &mut |_| {})
-        .unwrap();
+    let f16 = OutputDType::F16.into();
+    let a = mapped.load_with(&b1, f16, &tiny_ring(), &mut |_| {});
+    let c = read.load_with(&b2, f16, &tiny_ring(), &mut |_| {});
+    let d = direct.load_with(&b3, f16, &direct_opts, &mut |_| {});
+    let (a, c, d) = (a.unwrap(), c.unwrap(), d.unwrap());
     for t in mapped.file().tensors() {
-        let a = mapped.cached(&t.name, OutputDType::F16, &b1).unwrap();
-        let want = a.download(&b1).unwrap();
-        let c = read.cached(&t.name, OutputDType::F16, &b2).unwrap();
+        let want = a.get(&t.name).unwrap().download(&b1).unwrap();
+        let c = c.get(&t.name).unwrap();
         assert_eq!(want, c.download(&b2).unwrap(), "{}", t.name);
-        let d = direct.cached(&t.name, OutputDType::F16, &b3).unwrap();
+        let d = d.get(&t.name).unwrap();
         assert_eq!(want, d.download(&b3).unwrap(), "{}", t.name);
     }
 }
@@ -301,7 +300,6 @@ fn an_unmapped_file_truncated_after_opening_is_an_error_in_the_pipeline() {
         loader
             .load_with(&b, OutputDType::F16.into(), &opts, &mut |_| {})
             .unwrap();
-        loader.clear_cache();
         std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -331,9 +329,10 @@ fn a_failing_kernel_in_the_pipeline_falls_back_or_fails_under_deny() {
     let mut b = TestBackend::new(0);
     b.launch_fails = true;
     let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
-    let report = loader
+    let loaded = loader
         .load_with(&b, OutputDType::Bf16.into(), &tiny_ring(), &mut |_| {})
         .unwrap();
+    let report = &loaded.report;
     let quantized = loader
         .file()
         .tensors()
@@ -344,7 +343,7 @@ fn a_failing_kernel_in_the_pipeline_falls_back_or_fails_under_deny() {
     for t in &report.tensors {
         if let LoadPath::Fallback(why) = &t.path {
             assert!(why.contains("test device refuses"), "{why}");
-            let dt = loader.cached(&t.name, OutputDType::Bf16, &b).unwrap();
+            let dt = loaded.get(&t.name).unwrap();
             assert_eq!(
                 dt.download(&b).unwrap(),
                 reference(&loader, &t.name, OutputDType::Bf16)
@@ -423,9 +422,10 @@ fn the_cpu_dequant_baseline_uploads_pageable_values_with_the_same_bits() {
         strategy: Strategy::CpuDequant,
         ..tiny_ring()
     };
-    let report = loader
+    let loaded = loader
         .load_with(&b, OutputDType::F32.into(), &opts, &mut |_| {})
         .unwrap();
+    let report = &loaded.report;
     assert_eq!(
         b.pageable_uploads.load(Ordering::SeqCst),
         loader.file().tensors().len()
@@ -434,7 +434,7 @@ fn the_cpu_dequant_baseline_uploads_pageable_values_with_the_same_bits() {
     for (row, t) in report.tensors.iter().zip(loader.file().tensors()) {
         assert_eq!(row.path, LoadPath::CpuDequant);
         assert_eq!(row.bytes_uploaded, t.n_elements * 4, "f32 values go up");
-        let dt = loader.cached(&t.name, OutputDType::F32, &b).unwrap();
+        let dt = loaded.get(&t.name).unwrap();
         assert_eq!(
             dt.download(&b).unwrap(),
             reference(&loader, &t.name, OutputDType::F32)
@@ -483,12 +483,10 @@ fn a_placement_over_two_devices_loads_each_share_on_its_device() {
         .sum();
     assert_eq!(*seen.lock().unwrap(), quantized);
     for (d, (b, r)) in [&b0, &b1].into_iter().zip(&reports).enumerate() {
-        assert_eq!(r.tensors.len(), placement.devices[d].tensors.len());
+        assert_eq!(r.report.tensors.len(), placement.devices[d].tensors.len());
         for &i in &placement.devices[d].tensors {
             let t = &loader.file().tensors()[i];
-            let dt = loader
-                .cached(&t.name, OutputDType::F16, b)
-                .expect("on its device");
+            let dt = r.get(&t.name).expect("on its device");
             assert_eq!(dt.buffer.device(), (DeviceKind::Cuda, d));
             assert_eq!(
                 dt.download(b).unwrap(),

@@ -5,7 +5,7 @@ use pyo3::exceptions::{PyException, PyKeyError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
-use quant_loader::LoadError;
+use quantforge::loader::LoadError;
 
 pyo3::create_exception!(
     quantforge,

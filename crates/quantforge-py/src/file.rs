@@ -9,14 +9,13 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
-use quant_core::cpu::CpuPath;
-use quant_core::OutputDType;
-use quant_gguf::{MetaArray, MetaValue, TensorInfo};
-use quant_gpu::{Backend, DeviceSpec};
-use quant_loader::{
-    FallbackPolicy, GgufLoader, LoadAs, LoadPath, LoaderOptions, PipelineOptions, Progress,
+use quantforge::core::cpu::HostValues;
+use quantforge::gguf::{MetaArray, MetaValue, TensorInfo};
+use quantforge::gpu::{Backend, DeviceSpec, TensorDType};
+use quantforge::loader::{
+    FallbackPolicy, GgufLoader, HostData as Data, LoadAs, LoadPath, LoaderOptions, PipelineOptions,
+    Progress,
 };
-use rayon::prelude::*;
 
 use crate::backends;
 use crate::errors::{Error, QuantforgeError};
@@ -25,18 +24,11 @@ use crate::tensor::{Elem, HostData, Tensor};
 /// Parses an output type: `f32`/`float32`/`float`, `f16`/`float16`/`half`,
 /// `bf16`/`bfloat16`, or `native` (the quantized blocks as bytes).
 pub(crate) fn parse_dtype(s: &str) -> PyResult<LoadAs> {
-    let d = match s.trim().to_ascii_lowercase().as_str() {
-        "f32" | "float32" | "float" => LoadAs::Values(OutputDType::F32),
-        "f16" | "float16" | "half" => LoadAs::Values(OutputDType::F16),
-        "bf16" | "bfloat16" => LoadAs::Values(OutputDType::Bf16),
-        "native" => LoadAs::Native,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "dtype '{s}': expected f32/float32, f16/float16, bf16/bfloat16 or native"
-            )))
-        }
-    };
-    Ok(d)
+    LoadAs::from_name(s.trim()).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "dtype '{s}': expected f32/float32, f16/float16, bf16/bfloat16 or native"
+        ))
+    })
 }
 
 /// A GGUF file opened for loading onto one device (`"cpu"`, `"cuda:N"`, `"auto"`) as one type
@@ -70,8 +62,7 @@ impl File {
     }
 }
 
-/// Loads tensor `t` of `loader` as `as_`: onto `backend`, taken out of the loader's cache so
-/// that the returned tensor alone holds it, or (no backend) into host memory.
+/// Loads tensor `t` of `loader` as `as_`: onto `backend`, or (no backend) into host memory.
 fn load_one(
     loader: &GgufLoader,
     backend: Option<&Arc<dyn Backend>>,
@@ -80,9 +71,8 @@ fn load_one(
 ) -> Result<Tensor, Error> {
     match backend {
         Some(b) => {
-            let (dt, load) = loader.load_tensor_reporting(&t.name, b.as_ref(), as_)?;
-            drop(loader.take_cached_as(&t.name, as_, b.as_ref()));
-            Tensor::on_device(dt, b.clone(), t, &load.path).map_err(|e| msg(loader, e))
+            let (dt, load) = loader.load_tensor(&t.name, b.as_ref(), as_)?;
+            Tensor::on_device(Arc::new(dt), b.clone(), t, &load.path).map_err(|e| msg(loader, e))
         }
         None => host_tensor(loader, t, as_),
     }
@@ -92,66 +82,36 @@ fn msg(loader: &GgufLoader, e: String) -> Error {
     Error::Msg(format!("{}: {e}", loader.file().path().display()))
 }
 
-/// Tensor `t` in host memory: f32 values as the loader returns them (no copy), f16/bf16 rounded
-/// to nearest-even from them (as `quant_core::cpu::encode_as` rounds), the blocks as bytes, or
-/// an integer tensor's values.
+/// Tensor `t` in host memory as the loader's host path makes it: values (f32 as they are,
+/// f16/bf16 bits), the blocks as bytes, or a kept integer tensor's values.
 fn host_tensor(loader: &GgufLoader, t: &TensorInfo, as_: LoadAs) -> Result<Tensor, Error> {
-    let (data, elem, path) = if t.ty.is_integer() {
-        let elem =
-            t.ty.geometry()
-                .and_then(|g| Elem::integer(g.block_bytes))
-                .ok_or_else(|| {
-                    msg(
-                        loader,
-                        format!("tensor '{}': {} has no element size", t.name, t.ty),
-                    )
-                })?;
-        let raw = loader.tensor_raw(&t.name)?;
-        let data = HostData::integers(&raw, elem).ok_or_else(|| {
-            msg(
-                loader,
-                format!(
-                    "tensor '{}': {} bytes are not whole {} values",
+    let (host, row) = loader.load_to_host(&t.name, None, as_)?;
+    let (data, elem) = match (host.data, host.dtype) {
+        (Data::Values(HostValues::F32(v)), _) => (HostData::F32(v), Elem::F32),
+        (Data::Values(HostValues::Bits16(v)), TensorDType::Values(d)) => {
+            (HostData::U16(v), Elem::of_values(d))
+        }
+        (Data::Bytes(b), TensorDType::Native(ty)) if row.path == LoadPath::Kept => {
+            let elem = ty.geometry().and_then(|g| Elem::integer(g.block_bytes));
+            let data = elem.and_then(|e| Some((HostData::integers(&b, e)?, e)));
+            data.ok_or_else(|| {
+                let why = format!(
+                    "tensor '{}': {} bytes are not whole {ty} values",
                     t.name,
-                    raw.len(),
-                    elem.name()
-                ),
-            )
-        })?;
-        (data, elem, LoadPath::Kept)
-    } else {
-        match as_ {
-            LoadAs::Native => (
-                HostData::U8(loader.tensor_raw(&t.name)?.into_owned()),
-                Elem::U8,
-                LoadPath::Native,
-            ),
-            LoadAs::Values(d) => {
-                let v = loader.dequantize_to_host(&t.name, CpuPath::Fast)?;
-                let (data, elem) = match d {
-                    OutputDType::F32 => (HostData::F32(v), Elem::F32),
-                    OutputDType::F16 => (
-                        HostData::U16(
-                            v.par_iter()
-                                .map(|&x| half::f16::from_f32(x).to_bits())
-                                .collect(),
-                        ),
-                        Elem::F16,
-                    ),
-                    OutputDType::Bf16 => (
-                        HostData::U16(
-                            v.par_iter()
-                                .map(|&x| half::bf16::from_f32(x).to_bits())
-                                .collect(),
-                        ),
-                        Elem::Bf16,
-                    ),
-                };
-                (data, elem, LoadPath::Cpu)
-            }
+                    b.len()
+                );
+                msg(loader, why)
+            })?
+        }
+        (Data::Bytes(b), _) => (HostData::U8(b), Elem::U8),
+        (Data::Values(_), dtype) => {
+            return Err(msg(
+                loader,
+                format!("tensor '{}': values as {dtype:?}", t.name),
+            ))
         }
     };
-    Tensor::host(data, t, elem, &path).map_err(|e| msg(loader, e))
+    Tensor::host(data, t, elem, &row.path).map_err(|e| msg(loader, e))
 }
 
 /// A progress bar over `total` bytes on stderr (drawn only when stderr is a terminal).
@@ -207,11 +167,11 @@ fn meta_array<'py>(py: Python<'py>, a: &MetaArray) -> PyResult<Bound<'py, PyAny>
 #[pymethods]
 impl File {
     /// Opens `path` (a `str` or `os.PathLike`) for loading onto `device` (`"cpu"`, `"cuda:N"`,
-    /// `"hip:N"`, `"auto"`) as `dtype` (`"f32"`, `"f16"`, `"bf16"`, `"native"`). With
-    /// `mmap=False` the file is read with positioned reads instead of being mapped (safe
-    /// against files truncated by another process).
+    /// `"hip:N"`, `"auto"`) as `dtype` (`"f32"`, `"f16"`, `"bf16"`, `"native"`). The file is
+    /// read with positioned reads; with `mmap=True` it is mapped instead (as fast, but a file
+    /// truncated by another process while it is read kills the interpreter with SIGBUS).
     #[new]
-    #[pyo3(signature = (path, device="cpu", dtype="f32", mmap=true))]
+    #[pyo3(signature = (path, device="cpu", dtype="f32", mmap=false))]
     fn new(py: Python<'_>, path: PathBuf, device: &str, dtype: &str, mmap: bool) -> PyResult<Self> {
         let spec: DeviceSpec = device
             .trim()
@@ -359,45 +319,12 @@ impl File {
                             bar.inc(*n);
                         }
                     };
-                    let loaded = loader.load_with(
-                        b.as_ref(),
-                        as_,
-                        &PipelineOptions::default(),
-                        &mut on_progress,
-                    );
-                    let report = match loaded {
-                        Ok(r) => r,
-                        Err(e) => {
-                            // Free what the failed load left in the cache.
-                            loader.clear_cache();
-                            return Err(e.into());
-                        }
-                    };
-                    let paths: std::collections::HashMap<&str, &LoadPath> = report
-                        .tensors
-                        .iter()
-                        .map(|l| (l.name.as_str(), &l.path))
-                        .collect();
-                    for t in tensors {
-                        let path = paths.get(t.name.as_str()).copied().ok_or_else(|| {
-                            msg(
-                                &loader,
-                                format!("tensor '{}' was loaded but has no report row", t.name),
-                            )
-                        })?;
-                        let dt =
-                            loader
-                                .take_cached_as(&t.name, as_, b.as_ref())
-                                .ok_or_else(|| {
-                                    msg(
-                                        &loader,
-                                        format!(
-                                            "tensor '{}' was loaded but is not in the cache",
-                                            t.name
-                                        ),
-                                    )
-                                })?;
-                        let tensor = Tensor::on_device(dt, b.clone(), t, path)
+                    let opts = PipelineOptions::default();
+                    let loaded = loader.load_with(b.as_ref(), as_, &opts, &mut on_progress)?;
+                    let rows = loaded.report.tensors.into_iter();
+                    for ((dt, row), t) in loaded.tensors.into_iter().zip(rows).zip(tensors) {
+                        let dt = Arc::new(dt);
+                        let tensor = Tensor::on_device(dt, b.clone(), t, &row.path)
                             .map_err(|e| msg(&loader, e))?;
                         out.push((t.name.clone(), tensor));
                     }

@@ -19,10 +19,10 @@ use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use quant_core::{GgmlType, OutputDType};
-use quant_gguf::TensorInfo;
-use quant_gpu::{Backend, DeviceKind, DeviceTensor, TensorDType};
-use quant_loader::LoadPath;
+use quantforge::core::{GgmlType, OutputDType};
+use quantforge::gguf::TensorInfo;
+use quantforge::gpu::{Backend, DeviceKind, DeviceTensor, TensorDType};
+use quantforge::loader::LoadPath;
 
 use crate::errors::QuantforgeError;
 
@@ -91,7 +91,7 @@ impl Elem {
     }
 
     /// The values of an output type.
-    fn of_values(d: OutputDType) -> Elem {
+    pub(crate) fn of_values(d: OutputDType) -> Elem {
         match d {
             OutputDType::F32 => Elem::F32,
             OutputDType::F16 => Elem::F16,

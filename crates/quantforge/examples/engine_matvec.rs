@@ -123,9 +123,8 @@ fn run() -> Result<bool, Box<dyn Error>> {
         //    between the load and its kernel: both are on its stream, in that order.
         let tensor = loader.load_tensor_to_gpu(name, &backend, OutputDType::F16)?;
         let y_loaded = matvec_on(&stream, &matvec, tensor.device_ptr(), &x_dev, rows, cols)?;
-        // Done with it: out of the loader's cache, so that its memory is freed now.
+        // Done with it: the tensor is ours, and its memory is freed now.
         drop(tensor);
-        loader.take_cached_as(name, OutputDType::F16.into(), &backend);
 
         // 2. The engine's memory: a cudarc allocation quantforge writes into.
         let mut w: CudaSlice<f16> = stream.alloc_zeros(rows * cols)?;

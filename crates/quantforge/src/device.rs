@@ -1,21 +1,45 @@
 //! Opening a device from a [`DeviceSpec`] with the backends this build has.
 
+use std::path::PathBuf;
+
 use quant_gpu::{Backend, DeviceKind, DeviceSpec, GpuError};
+
+/// How GPUs are opened.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceOptions {
+    /// A folder of ahead-of-time cubins (`<format>/sm_XX.cubin`, as `cargo xtask
+    /// build-kernels` writes them): CUDA devices take the best one that fits each format and
+    /// compile the rest with NVRTC. `None`: NVRTC, or `QUANTFORGE_CUDA_KERNEL_DIR`.
+    pub prebuilt_cubins: Option<PathBuf>,
+}
 
 /// Opens the device `spec` names. `Ok(None)` means the CPU: asked for, or `auto` with no GPU
 /// present. `auto` tries CUDA devices first, then HIP, and takes ordinal 0.
 pub fn open(spec: DeviceSpec) -> Result<Option<Box<dyn Backend>>, GpuError> {
+    open_with(spec, &DeviceOptions::default())
+}
+
+/// [`open`] with options.
+pub fn open_with(
+    spec: DeviceSpec,
+    options: &DeviceOptions,
+) -> Result<Option<Box<dyn Backend>>, GpuError> {
+    match resolve(spec) {
+        Some((kind, ordinal)) => open_gpu(kind, ordinal, options).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The GPU `spec` names, `auto` resolved to the first CUDA device, else the first HIP one;
+/// `None` for the CPU.
+pub fn resolve(spec: DeviceSpec) -> Option<(DeviceKind, usize)> {
     match spec {
-        DeviceSpec::Cpu => Ok(None),
-        DeviceSpec::Gpu(kind, ordinal) => open_gpu(kind, ordinal).map(Some),
-        DeviceSpec::Auto => {
-            for kind in [DeviceKind::Cuda, DeviceKind::Hip] {
-                if count(kind).unwrap_or(0) > 0 {
-                    return open_gpu(kind, 0).map(Some);
-                }
-            }
-            Ok(None)
-        }
+        DeviceSpec::Cpu => None,
+        DeviceSpec::Gpu(kind, ordinal) => Some((kind, ordinal)),
+        DeviceSpec::Auto => [DeviceKind::Cuda, DeviceKind::Hip]
+            .into_iter()
+            .find(|&k| count(k).unwrap_or(0) > 0)
+            .map(|k| (k, 0)),
     }
 }
 
@@ -44,12 +68,22 @@ pub fn count(kind: DeviceKind) -> Result<usize, GpuError> {
     }
 }
 
-fn open_gpu(kind: DeviceKind, ordinal: usize) -> Result<Box<dyn Backend>, GpuError> {
-    let _ = ordinal;
+fn open_gpu(
+    kind: DeviceKind,
+    ordinal: usize,
+    options: &DeviceOptions,
+) -> Result<Box<dyn Backend>, GpuError> {
+    let _ = (ordinal, options);
     match kind {
         DeviceKind::Cuda => {
             #[cfg(feature = "cuda")]
-            return Ok(Box::new(quant_cuda::CudaBackend::new(ordinal)?));
+            {
+                let backend = quant_cuda::CudaBackend::new(ordinal)?;
+                return Ok(match &options.prebuilt_cubins {
+                    Some(dir) => Box::new(backend.with_prebuilt_cubins(dir.clone())),
+                    None => Box::new(backend),
+                });
+            }
             #[cfg(not(feature = "cuda"))]
             return Err(GpuError::NotCompiled {
                 kind,
@@ -80,7 +114,7 @@ pub fn open_all(specs: &[DeviceSpec]) -> Result<Vec<Box<dyn Backend>>, GpuError>
     specs
         .iter()
         .map(|s| match *s {
-            DeviceSpec::Gpu(kind, ordinal) => open_gpu(kind, ordinal),
+            DeviceSpec::Gpu(kind, ordinal) => open_gpu(kind, ordinal, &DeviceOptions::default()),
             _ => Err(GpuError::NoDevice {
                 kind: DeviceKind::Cuda,
                 ordinal: 0,

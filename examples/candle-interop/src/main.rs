@@ -20,7 +20,6 @@
 
 use std::error::Error;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::DevicePtr;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
@@ -95,12 +94,8 @@ fn run() -> Result<bool, Box<dyn Error>> {
 
         // 1. quantforge allocates, candle takes the allocation over.
         let handed_over = {
-            drop(loader.load_tensor_to_gpu(name, &backend, OutputDType::F16)?);
-            let t = loader
-                .take_cached_as(name, OutputDType::F16.into(), &backend)
-                .ok_or("the loaded tensor is not in the cache")?;
-            let raw = Arc::try_unwrap(t)
-                .map_err(|_| "the tensor is shared")?
+            let raw = loader
+                .load_tensor_to_gpu(name, &backend, OutputDType::F16)?
                 .into_raw();
             // SAFETY: a device allocation of this context holding rows * cols f16 values, given
             // up by quantforge; the slice owns it from now on.

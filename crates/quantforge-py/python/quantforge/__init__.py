@@ -186,7 +186,9 @@ class safe_open:
             nearest-even from the f32 values), ``"native"`` (the quantized blocks as ``uint8``,
             shape ``(rows, row_bytes)``), or ``torch.float16``-style dtypes. Integer tensors keep
             their own type whatever this says.
-        mmap: map the file (default) or read it with positioned reads.
+        mmap: map the file instead of reading it with positioned reads (the default). As
+            fast, but a file truncated by another process while it is read kills the
+            interpreter with SIGBUS.
 
     Use it as a context manager (the file is closed on exit) or call :meth:`close`. Tensors
     already returned stay valid after the file is closed.
@@ -198,7 +200,7 @@ class safe_open:
         framework: Optional[str] = "pt",
         device: Any = "cpu",
         dtype: Any = None,
-        mmap: bool = True,
+        mmap: bool = False,
     ) -> None:
         self._framework = _framework_name(framework)
         device_name = _device_name(device)

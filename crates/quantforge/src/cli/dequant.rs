@@ -13,7 +13,7 @@ use quantforge::core::cpu::CpuPath;
 use quantforge::core::{GgmlType, OutputDType};
 use quantforge::gguf::{Escaped, GgufWriter, MetaValue};
 use quantforge::gpu::DeviceSpec;
-use quantforge::loader::GgufLoader;
+use quantforge::loader::{GgufLoader, LoadError};
 
 /// Arguments of `dequant`.
 #[derive(clap::Args, Debug)]
@@ -33,19 +33,12 @@ pub struct Args {
     /// failing.
     #[arg(long)]
     skip_unsupported: bool,
-    /// Read the file with ordinary reads instead of mapping it.
-    #[arg(long)]
-    no_mmap: bool,
+    #[command(flatten)]
+    read: super::ReadArgs,
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let loader = GgufLoader::open_with(
-        &a.file,
-        quantforge::loader::LoaderOptions {
-            mmap: !a.no_mmap,
-            ..Default::default()
-        },
-    )?;
+    let loader = GgufLoader::open_with(&a.file, a.read.options(Default::default()))?;
     let file = loader.file();
     let backend = super::open_device(a.device)?;
 
@@ -62,13 +55,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let mut todo = Vec::new();
     let mut kept = Vec::new();
     for t in selected {
-        if t.ty.is_integer() {
-            kept.push(format!("{} ({})", Escaped(&t.name), t.ty));
-            todo.push(t);
-            continue;
-        }
         match loader.format_of(t) {
-            Ok(_) => todo.push(t),
+            Ok(_) => todo.push((t, false)),
+            Err(LoadError::IntegerTensor { .. }) => {
+                kept.push(format!("{} ({})", Escaped(&t.name), t.ty));
+                todo.push((t, true));
+            }
             Err(_) if a.skip_unsupported => {
                 skipped.push(format!("{} ({})", Escaped(&t.name), t.ty))
             }
@@ -97,14 +89,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         w.add_metadata(k.clone(), v.clone())?;
     }
 
-    let bar = ProgressBar::new(todo.iter().map(|t| t.n_elements).sum());
+    let bar = ProgressBar::new(todo.iter().map(|(t, _)| t.n_elements).sum());
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} elements {msg}")
             .expect("static template"),
     );
-    for t in todo {
+    for (t, integer) in todo {
         bar.set_message(Escaped(&t.name).to_string());
-        if t.ty.is_integer() {
+        if integer {
             // Indices or ids, not weights: their bytes and type as they are.
             w.add_tensor(t.name.clone(), &t.dims, t.ty, loader.tensor_raw(&t.name)?)?;
             bar.inc(t.n_elements);
@@ -117,11 +109,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
             }
             Some(b) => {
                 let dt = loader.load_tensor_to_gpu(&t.name, b.as_ref(), OutputDType::F32)?;
-                let bytes = dt
-                    .download(b.as_ref())
-                    .with_context(|| format!("downloading '{}'", Escaped(&t.name)))?;
-                loader.clear_cache();
-                bytes
+                dt.download(b.as_ref())
+                    .with_context(|| format!("downloading '{}'", Escaped(&t.name)))?
             }
         };
         w.add_tensor(t.name.clone(), &t.dims, GgmlType::F32, Cow::Owned(values))?;

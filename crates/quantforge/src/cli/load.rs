@@ -1,5 +1,5 @@
 //! `quantforge load [FILE] [--device D[,D...]] [--dtype f32|f16|bf16|native]
-//! [--strategy pipelined|serial|cpu-dequant]`: the main job.
+//! [--strategy pipelined|serial|cpu-dequant] [--mmap] [--bare-copy]`: the main job.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quantforge::gguf::Escaped;
 use quantforge::gpu::{Backend, DeviceSpec};
 use quantforge::loader::{
-    FallbackPolicy, GgufLoader, LoadAs, LoadPath, LoadReport, LoaderOptions, PipelineOptions,
-    Placement, Progress, Strategy,
+    FallbackPolicy, GgufLoader, LoadAs, LoadPath, LoadReport, PipelineOptions, Placement, Progress,
+    Strategy,
 };
 
 /// Arguments of `load`.
@@ -44,13 +44,16 @@ pub struct Args {
     /// Fail instead of falling back to the CPU when a kernel cannot run.
     #[arg(long)]
     no_fallback: bool,
-    /// Read the file with ordinary reads instead of mapping it.
-    #[arg(long)]
-    no_mmap: bool,
-    /// Fill the ring with positioned reads of the file (pread) instead of copying out of the
-    /// mapping.
+    #[command(flatten)]
+    read: super::ReadArgs,
+    /// With --mmap: fill the ring with positioned reads of the file (pread) instead of copying
+    /// out of the mapping.
     #[arg(long)]
     direct_reads: bool,
+    /// Measure, don't load: read every tensor's bytes into the ring and copy them to the
+    /// device through it, with no outputs and no kernels (the bare loop a load is held to).
+    #[arg(long, conflicts_with = "strategy")]
+    bare_copy: bool,
     /// Print the totals only, not the per-tensor table.
     #[arg(long)]
     quiet: bool,
@@ -89,14 +92,11 @@ fn bar(total: u64, hidden: bool) -> ProgressBar {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let path = a.file.clone().unwrap_or_else(super::default_model);
-    let options = LoaderOptions {
-        mmap: !a.no_mmap,
-        fallback: if a.no_fallback {
-            FallbackPolicy::Deny
-        } else {
-            FallbackPolicy::Allow
-        },
-    };
+    let options = a.read.options(if a.no_fallback {
+        FallbackPolicy::Deny
+    } else {
+        FallbackPolicy::Allow
+    });
     let pipe = PipelineOptions {
         strategy: a.strategy,
         ring_slots: a.ring_slots.max(1),
@@ -114,22 +114,25 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let backend = super::open_device(specs[0])?;
     let bar = bar(total, a.no_progress);
     let wall = Instant::now();
-    let report = match &backend {
-        Some(b) => loader.load_with(b.as_ref(), a.dtype, &pipe, &mut |p| match p {
-            Progress::Bytes(n) => bar.inc(*n),
-            Progress::Tensor(t) => bar.set_message(Escaped(&t.name).to_string()),
-        })?,
-        None => {
-            let LoadAs::Values(dtype) = a.dtype else {
-                bail!("--dtype native needs a GPU");
-            };
-            loader
-                .load_all_to_host(dtype, &mut |l| {
-                    // The bar counts file bytes, as on a device.
-                    bar.inc(loader.file().tensor(&l.name).map_or(0, |t| t.n_bytes));
-                    bar.set_message(Escaped(&l.name).to_string());
-                })?
-                .1
+    let mut progress = |p: &Progress| match p {
+        Progress::Bytes(n) => bar.inc(*n),
+        Progress::Tensor(t) => bar.set_message(Escaped(&t.name).to_string()),
+    };
+    // The tensors are dropped after the wall time is taken, as an engine would keep them.
+    let (report, _tensors) = match (&backend, a.bare_copy) {
+        (Some(b), true) => (loader.bare_copy(b.as_ref(), &pipe, &mut progress)?, None),
+        (Some(b), false) => {
+            let loaded = loader.load_with(b.as_ref(), a.dtype, &pipe, &mut progress)?;
+            (loaded.report, Some(loaded.tensors))
+        }
+        (None, true) => bail!("--bare-copy measures a copy to a GPU; there is none"),
+        (None, false) => {
+            let loaded = loader.load_all_to_host(a.dtype, &mut |l| {
+                // The bar counts file bytes, as on a device.
+                bar.inc(loader.file().tensor(&l.name).map_or(0, |t| t.n_bytes));
+                bar.set_message(Escaped(&l.name).to_string());
+            })?;
+            (loaded.report, None)
         }
     };
     let wall = wall.elapsed();
@@ -137,6 +140,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     print_report(&path, &report, a.quiet);
     // On the CPU there is no upload, so no strategy: say where the values went instead.
     let how = match &backend {
+        Some(_) if a.bare_copy => "the bare copy loop".to_string(),
         Some(_) => format!("{:?}", a.strategy),
         None => "the CPU fast path".to_string(),
     };
@@ -203,13 +207,14 @@ fn run_placed(
     let refs: Vec<&dyn Backend> = backends.iter().map(|b| b.as_ref()).collect();
     let bar = bar(total, a.no_progress);
     let wall = Instant::now();
-    let reports = loader.load_placed(&refs, &placement, a.dtype, pipe, &|p| {
+    let loaded = loader.load_placed(&refs, &placement, a.dtype, pipe, &|p| {
         if let Progress::Bytes(n) = p {
             bar.inc(*n)
         }
     })?;
     let wall = wall.elapsed();
     bar.finish_and_clear();
+    let reports: Vec<&LoadReport> = loaded.iter().map(|l| &l.report).collect();
     for r in &reports {
         print_report(path, r, a.quiet);
     }

@@ -72,6 +72,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// How a command reads the file: positioned reads (the default) or a mapping.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct ReadArgs {
+    /// Map the file instead of reading it with positioned reads (the default). As fast, but a
+    /// file truncated by another process while it is read kills this process with SIGBUS
+    /// (docs/reliability.md).
+    #[arg(long, conflicts_with = "no_mmap")]
+    mmap: bool,
+    /// Read the file with positioned reads, not a mapping (the default; kept for scripts).
+    #[arg(long)]
+    no_mmap: bool,
+}
+
+impl ReadArgs {
+    /// Loader options with this choice and `fallback`.
+    fn options(
+        self,
+        fallback: quantforge::loader::FallbackPolicy,
+    ) -> quantforge::loader::LoaderOptions {
+        quantforge::loader::LoaderOptions {
+            mmap: self.mmap,
+            fallback,
+        }
+    }
+}
+
 /// Parses `--dtype`.
 fn parse_dtype(s: &str) -> Result<OutputDType, String> {
     OutputDType::from_name(s)

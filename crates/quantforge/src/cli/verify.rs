@@ -10,7 +10,7 @@ use quantforge::core::cpu::CpuPath;
 use quantforge::core::OutputDType;
 use quantforge::gguf::Escaped;
 use quantforge::gpu::DeviceSpec;
-use quantforge::loader::GgufLoader;
+use quantforge::loader::{GgufLoader, LoadError};
 
 /// Arguments of `verify`.
 #[derive(clap::Args, Debug)]
@@ -20,10 +20,8 @@ pub struct Args {
     /// The device to check: auto, cuda[:N], hip[:N] (cpu checks the fast CPU path).
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
-    /// Read the file with ordinary reads instead of mapping it (safe if the file may change
-    /// while it is read; see docs/reliability.md, section 8).
-    #[arg(long)]
-    no_mmap: bool,
+    #[command(flatten)]
+    read: super::ReadArgs,
 }
 
 /// Counts values whose bits differ (a NaN matches any NaN: GPUs return a canonical NaN).
@@ -40,13 +38,7 @@ fn mismatches(reference: &[f32], got: &[u8]) -> usize {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    let loader = GgufLoader::open_with(
-        &a.file,
-        quantforge::loader::LoaderOptions {
-            mmap: !a.no_mmap,
-            ..Default::default()
-        },
-    )?;
+    let loader = GgufLoader::open_with(&a.file, a.read.options(Default::default()))?;
     let backend = super::open_device(a.device)?;
     let mut bad = 0;
     let mut unsupported = 0;
@@ -57,37 +49,33 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "tensor", "type", "elements", "differ"
     )?;
     for t in loader.file().tensors() {
-        if t.ty.is_integer() {
+        let skipped = match loader.format_of(t) {
+            Ok(_) => None,
+            Err(LoadError::IntegerTensor { .. }) => {
+                kept += 1;
+                Some("skipped: integer, kept as it is")
+            }
+            Err(_) => {
+                unsupported += 1;
+                Some("unsupported type")
+            }
+        };
+        if let Some(why) = skipped {
             writeln!(
                 out,
-                "{:<32} {:<8} {:>12} {:>10}  skipped: integer, kept as it is",
+                "{:<32} {:<8} {:>12} {:>10}  {why}",
                 Escaped(&t.name),
                 t.ty.to_string(),
                 t.n_elements,
                 "-"
             )?;
-            kept += 1;
-            continue;
-        }
-        if loader.format_of(t).is_err() {
-            writeln!(
-                out,
-                "{:<32} {:<8} {:>12} {:>10}  unsupported type",
-                Escaped(&t.name),
-                t.ty.to_string(),
-                t.n_elements,
-                "-"
-            )?;
-            unsupported += 1;
             continue;
         }
         let reference = loader.dequantize_to_host(&t.name, CpuPath::Reference)?;
         let got: Vec<u8> = match &backend {
             Some(b) => {
-                let (dt, load) =
-                    loader.load_tensor_reporting(&t.name, b.as_ref(), OutputDType::F32)?;
+                let (dt, load) = loader.load_tensor(&t.name, b.as_ref(), OutputDType::F32)?;
                 let bytes = dt.download(b.as_ref())?;
-                loader.clear_cache();
                 if let quantforge::loader::LoadPath::Fallback(why) = &load.path {
                     eprintln!(
                         "warning: '{}' fell back to the CPU: {why}",

@@ -1,0 +1,233 @@
+//! Executors: they carry out [`TensorPlan`]s and return what they load.
+//!
+//! Each strategy is a small type over one shared [`Core`]: [`Serial`] (tensor by tensor onto a
+//! device), [`Host`] (into host memory), [`IntoCaller`] (into device memory the caller owns)
+//! and the pipeline (module `pipeline`). The core holds the parsed file and the fallback
+//! policy, and writes once what they all need: the error context (file, tensor), reading a
+//! plan's bytes, values made on the host, the one fallback to the CPU reference, and the
+//! report rows. Executors take the parsed file, never the loader.
+
+mod host;
+mod into;
+mod serial;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use quant_core::cpu::{self, CpuPath, HostValues};
+use quant_core::{OutputDType, QuantFormat};
+use quant_gguf::{GgufFile, TensorInfo};
+use quant_gpu::{Backend, GpuError};
+
+use crate::error::LoadError;
+use crate::options::{FallbackPolicy, LoadAs};
+use crate::plan::{self, PlanError, Region, Spans, Target, TensorPlan, Trim};
+use crate::report::{LoadPath, TensorLoad};
+
+pub use host::{Host, HostData, HostTensor};
+pub(crate) use into::IntoCaller;
+pub(crate) use serial::Serial;
+
+/// What every executor shares: the file and the fallback policy.
+#[derive(Clone, Copy)]
+pub(crate) struct Core<'f> {
+    pub file: &'f GgufFile,
+    pub fallback: FallbackPolicy,
+}
+
+impl<'f> Core<'f> {
+    /// Plans `t` (or `region` of it) as `as_` into `target`, with the error naming the tensor.
+    pub fn plan(
+        &self,
+        t: &TensorInfo,
+        as_: LoadAs,
+        region: Option<&Region>,
+        target: Target,
+    ) -> Result<TensorPlan, LoadError> {
+        plan::plan(t.ty, &t.dims, as_, region, target).map_err(|e| self.plan_err(t, e))
+    }
+
+    /// The format that gives `t` its values.
+    pub fn value_format(&self, t: &TensorInfo) -> Result<&'static dyn QuantFormat, LoadError> {
+        plan::value_format(t.ty).map_err(|e| self.plan_err(t, e))
+    }
+
+    /// A planning failure as the loader's error, naming the file and tensor.
+    pub fn plan_err(&self, t: &TensorInfo, e: PlanError) -> LoadError {
+        let (file, tensor) = (self.file.path().to_path_buf(), t.name.clone());
+        match e {
+            PlanError::Integer(ty) => LoadError::IntegerTensor { file, tensor, ty },
+            PlanError::Unsupported(ty) => LoadError::Unsupported { file, tensor, ty },
+            PlanError::TooLarge(elements) => LoadError::TooLarge {
+                file,
+                tensor,
+                elements,
+            },
+            source => LoadError::Plan {
+                file,
+                tensor,
+                source,
+            },
+        }
+    }
+
+    /// A device failure on `t`.
+    pub fn gpu_err(&self, t: &TensorInfo, backend: &dyn Backend, e: GpuError) -> LoadError {
+        LoadError::Gpu {
+            file: self.file.path().to_path_buf(),
+            tensor: t.name.clone(),
+            device: backend.info().label(),
+            source: Box::new(e),
+        }
+    }
+
+    /// A failure reading `t`'s bytes.
+    pub fn read_err(&self, t: &TensorInfo, reason: &str) -> LoadError {
+        LoadError::Read {
+            file: self.file.path().to_path_buf(),
+            tensor: t.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// [`LoadError::FileChanged`] if the file on disk no longer has the size it had when
+    /// opened: a mapped file that shrank would raise SIGBUS on the lost pages, and an
+    /// unmapped one would give bytes of two versions of the file.
+    pub fn check_unchanged(&self) -> Result<(), LoadError> {
+        if let Ok(meta) = std::fs::metadata(self.file.path()) {
+            let was = self.file.file_len();
+            if meta.len() != was {
+                return Err(LoadError::FileChanged {
+                    file: self.file.path().to_path_buf(),
+                    was,
+                    now: meta.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes `spans` of `t`'s data: borrowed from the mapping when they are one run of
+    /// it, else read (or gathered) into a buffer of exactly their size.
+    pub fn read(&self, t: &TensorInfo, spans: &Spans) -> Result<Cow<'f, [u8]>, LoadError> {
+        self.check_unchanged()?;
+        if spans.first == 0 && spans.total() == t.n_bytes {
+            return Ok(self.file.tensor_data(t)?);
+        }
+        let total = usize::try_from(spans.total()).map_err(|_| self.too_large(t))?;
+        let mut out = vec![0u8; total];
+        let mut at = 0usize;
+        for (offset, len) in spans.segments(0, spans.total()) {
+            let dst = &mut out[at..at + len as usize];
+            self.file.read_tensor_at(t, offset, dst)?;
+            at += len as usize;
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    fn too_large(&self, t: &TensorInfo) -> LoadError {
+        LoadError::TooLarge {
+            file: self.file.path().to_path_buf(),
+            tensor: t.name.clone(),
+            elements: t.n_elements,
+        }
+    }
+
+    /// Values of `bytes` (whole blocks of `format`) by the CPU `path`, rounded to `dtype` and
+    /// cut by `trim`.
+    pub fn host_values(
+        &self,
+        t: &TensorInfo,
+        format: &dyn QuantFormat,
+        bytes: &[u8],
+        dtype: OutputDType,
+        trim: Option<Trim>,
+        path: CpuPath,
+    ) -> Result<HostValues, LoadError> {
+        let values =
+            cpu::dequantize_to_vec(format, bytes, path).map_err(|source| LoadError::Core {
+                file: self.file.path().to_path_buf(),
+                tensor: t.name.clone(),
+                source,
+            })?;
+        let values = match trim {
+            Some(trim) => trimmed(values, trim),
+            None => values,
+        };
+        Ok(HostValues::round(values, dtype))
+    }
+
+    /// The one fallback: a kernel of `plan` failed with `e`. Under [`FallbackPolicy::Deny`]
+    /// that is the error; otherwise a warning, and the CPU reference's values of `bytes` as
+    /// the plan's output bytes, with the path that says why.
+    pub fn fall_back(
+        &self,
+        t: &TensorInfo,
+        backend: &dyn Backend,
+        plan: &TensorPlan,
+        bytes: &[u8],
+        e: GpuError,
+    ) -> Result<(Vec<u8>, LoadPath), LoadError> {
+        let plan::Work::Kernel { format, dtype, .. } = plan.work else {
+            return Err(self.gpu_err(t, backend, e));
+        };
+        if self.fallback == FallbackPolicy::Deny {
+            return Err(self.gpu_err(t, backend, e));
+        }
+        tracing::warn!(
+            tensor = %t.name,
+            device = %backend.info().label(),
+            "the {} kernel could not run ({e}); falling back to the CPU reference",
+            t.ty
+        );
+        let values = self.host_values(t, format, bytes, dtype, plan.trim, CpuPath::Reference)?;
+        Ok((values.to_le_bytes(), LoadPath::Fallback(e.to_string())))
+    }
+
+    /// The report row of `t` loaded by `plan`: `bytes` are (uploaded, produced).
+    pub fn row(
+        &self,
+        t: &TensorInfo,
+        plan: &TensorPlan,
+        (uploaded, produced): (u64, u64),
+        time: Duration,
+        path: LoadPath,
+    ) -> TensorLoad {
+        TensorLoad {
+            name: t.name.clone(),
+            ty: t.ty,
+            shape: plan.shape.clone(),
+            dtype: plan.dtype,
+            bytes_uploaded: uploaded,
+            bytes_produced: produced,
+            time,
+            path,
+        }
+    }
+}
+
+/// Whether a device error means "this format's kernel cannot run here" (the fallback applies)
+/// rather than a device fault that a CPU fallback would not cure (out of memory, lost device).
+pub(crate) fn is_kernel_failure(e: &GpuError) -> bool {
+    matches!(
+        e,
+        GpuError::Compile { .. }
+            | GpuError::CodeObject { .. }
+            | GpuError::NoKernel { .. }
+            | GpuError::Launch { .. }
+    )
+}
+
+/// The `skip..skip + keep` values of each row of `covered` values.
+fn trimmed(values: Vec<f32>, trim: Trim) -> Vec<f32> {
+    let (covered, skip, keep) = (
+        trim.covered as usize,
+        trim.skip as usize,
+        trim.keep as usize,
+    );
+    values
+        .chunks_exact(covered)
+        .flat_map(|row| &row[skip..skip + keep])
+        .copied()
+        .collect()
+}

@@ -1,0 +1,290 @@
+//! [`Pipelined`]: whole-model loading through a ring of staging slots, written once on top of
+//! the [`Backend`] primitives.
+//!
+//! ```text
+//!  reader thread r, its slot s:  fill host slot (pinned) from the file
+//!                                   │ copy queue: H2D into the slot's device memory
+//!                                   │ fence
+//!                                   ▼
+//!                                compute queue: kernels read the slot at offsets, write outputs
+//!                                   │ fence (the slot's device memory free again)
+//! ```
+//!
+//! The planner cuts tensors into pieces of whole blocks and packs them into slot-sized batches
+//! (a large tensor spans several batches, many small ones share one). Each reader thread
+//! (module `reader`) owns a few slots (module `ring`); it takes the next batch, fills one of
+//! its slots and issues the batch itself. Batches are independent (each writes its own ranges
+//! of its tensors' outputs), so the order in which readers issue them does not matter. An
+//! allocator thread (module `outputs`) creates the outputs in job order while the first
+//! batches are read. So reading, copying and dequantizing overlap, and host memory beyond the
+//! page cache is the ring, whatever the model's size.
+//!
+//! Native blocks and kept integer tensors are copied from the host slot straight into their
+//! outputs, and no kernel runs for them. Tensors whose values are made on the host (the float
+//! formats, which have no kernel) and those whose kernel failed are loaded after the stream,
+//! one by one.
+
+mod outputs;
+mod phases;
+mod reader;
+mod ring;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc;
+
+use quant_gguf::TensorInfo;
+use quant_gpu::{Backend, DeviceTensor, Queue};
+
+use crate::error::LoadError;
+use crate::exec::{Core, Serial};
+use crate::options::{PipelineOptions, Progress};
+use crate::plan::{plan_batches, Batch, JobShape, TensorPlan, Work};
+use crate::report::TensorLoad;
+use outputs::{Output, Shared};
+use reader::{has_kernels, Source, Stream};
+use ring::Ring;
+
+/// A planned tensor.
+pub(crate) type Job<'a> = (&'a TensorInfo, TensorPlan);
+
+/// Loads planned tensors through the ring.
+pub(crate) struct Pipelined<'a> {
+    pub core: Core<'a>,
+    pub backend: &'a dyn Backend,
+    pub opts: &'a PipelineOptions,
+}
+
+impl Pipelined<'_> {
+    /// Loads `jobs`; tensors and rows come back in their order. `progress` hears of bytes as
+    /// batches are queued and of each tensor at the end.
+    pub fn load(
+        &self,
+        jobs: &[Job],
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<(DeviceTensor, TensorLoad)>, LoadError> {
+        let ringed = |(_, p): &&Job| matches!(p.work, Work::Kernel { .. } | Work::Copy { .. });
+        let piped: Vec<Job> = jobs.iter().filter(ringed).cloned().collect();
+        let mut streamed = self.stream(&piped, false, progress)?.into_iter();
+        let serial = Serial {
+            core: self.core,
+            backend: self.backend,
+        };
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let loaded = if ringed(&job) {
+                let (out, time) = streamed.next().expect("one output per piped job");
+                self.finish(&serial, job, out, time)?
+            } else {
+                serial.load(job.0, &job.1)?
+            };
+            done.push(loaded);
+        }
+        for (_, row) in &done {
+            progress(&Progress::Tensor(row));
+        }
+        Ok(done)
+    }
+
+    /// The bare loop: every job's bytes read into the ring and copied to the device, with no
+    /// outputs and no kernels. Returns the bytes moved.
+    pub fn bare(
+        &self,
+        jobs: &[Job],
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<u64, LoadError> {
+        let stream = self.stream(jobs, true, progress)?;
+        drop(stream);
+        Ok(jobs.iter().map(|(_, p)| p.spans.total()).sum())
+    }
+
+    /// A streamed job's tensor and row: its output, or its fallback if its kernel failed.
+    fn finish(
+        &self,
+        serial: &Serial,
+        (t, plan): &Job,
+        out: Output,
+        time: std::time::Duration,
+    ) -> Result<(DeviceTensor, TensorLoad), LoadError> {
+        let core = &self.core;
+        if let Some(e) = out.failed {
+            drop(out.buffer);
+            let t0 = std::time::Instant::now();
+            let bytes = core.read(t, &plan.spans)?;
+            let (values, path) = core.fall_back(t, self.backend, plan, &bytes, e)?;
+            let buffer = serial.upload(t, &values, false)?;
+            let row = core.row(
+                t,
+                plan,
+                (values.len() as u64, plan.out_bytes),
+                t0.elapsed(),
+                path,
+            );
+            let tensor = DeviceTensor {
+                buffer,
+                shape: plan.shape.clone(),
+                dtype: plan.dtype,
+            };
+            return Ok((tensor, row));
+        }
+        let produced = match plan.work {
+            Work::Kernel { .. } => plan.out_bytes,
+            _ => 0,
+        };
+        let row = core.row(
+            t,
+            plan,
+            (plan.spans.total(), produced),
+            time,
+            plan.work.path(),
+        );
+        let buffer = out.buffer.expect("every output was allocated");
+        let tensor = DeviceTensor {
+            buffer,
+            shape: plan.shape.clone(),
+            dtype: plan.dtype,
+        };
+        Ok((tensor, row))
+    }
+
+    /// Streams `jobs` (kernels and copies only) through the ring and returns each job's output
+    /// and time; `bare` streams copies only and returns no outputs.
+    fn stream(
+        &self,
+        jobs: &[Job],
+        bare: bool,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Vec<(Output, std::time::Duration)>, LoadError> {
+        let shapes: Vec<JobShape> = jobs.iter().map(|(_, p)| JobShape::of(p)).collect();
+        let slot_bytes = self.opts.slot_bytes.max(1);
+        let batches = plan_batches(&shapes, slot_bytes).map_err(|reason| LoadError::Options {
+            file: self.core.file.path().to_path_buf(),
+            reason,
+        })?;
+        let sizes: Vec<usize> = match bare {
+            true => Vec::new(),
+            false => jobs.iter().map(|(_, p)| p.out_bytes as usize).collect(),
+        };
+        let shared = Shared::new(sizes.len());
+        if batches.is_empty() {
+            // Nothing to copy (tensors of no blocks): empty outputs.
+            let alloc = |bytes| self.backend.alloc(bytes);
+            shared.allocate(&sizes, alloc, |k, e| {
+                self.core.gpu_err(jobs[k].0, self.backend, e)
+            });
+        } else {
+            let stream = Stream {
+                core: self.core,
+                backend: self.backend,
+                jobs,
+                source: self.source(jobs[0].0)?,
+                shared: &shared,
+                dev_bytes: dev_bytes(&batches, |b| bare || has_kernels(jobs, b)),
+                bare,
+                batches: &batches,
+                next: AtomicUsize::new(0),
+            };
+            let ran = self.run_threads(&stream, &sizes, progress);
+            if let Some(e) = shared.take_error() {
+                return Err(e);
+            }
+            ran?;
+        }
+        let times: Vec<_> = (0..sizes.len()).map(|k| shared.job_time(k)).collect();
+        let outputs = shared.outputs.into_iter().map(|o| o.into_inner());
+        Ok(outputs.zip(times).collect())
+    }
+
+    /// Where the readers get bytes: the parsed file, or with `direct_reads` on a mapped file
+    /// positioned reads of the file opened again.
+    fn source(&self, first: &TensorInfo) -> Result<Source, LoadError> {
+        #[cfg(unix)]
+        if self.opts.direct_reads && self.core.file.is_mapped() {
+            let f = std::fs::File::open(self.core.file.path())
+                .map_err(|e| self.core.read_err(first, &format!("opening the file: {e}")))?;
+            return Ok(Source::Read(f));
+        }
+        let _ = first;
+        Ok(Source::File)
+    }
+
+    /// Runs the allocator thread and the readers, reports progress on this thread, then drains
+    /// both queues and frees the rings. Errors are left in `stream.shared`.
+    fn run_threads(
+        &self,
+        stream: &Stream,
+        sizes: &[usize],
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(), LoadError> {
+        let (shared, backend, core) = (stream.shared, self.backend, &self.core);
+        let first = stream.jobs[0].0;
+        let spawn_err =
+            |e: std::io::Error| core.read_err(first, &format!("starting a thread: {e}"));
+        // At most one reader per slot, so that the ring stays within `ring_slots`.
+        let n_slots = self.opts.ring_slots.max(1);
+        let n_readers = self
+            .opts
+            .readers
+            .max(1)
+            .min(n_slots)
+            .min(stream.batches.len());
+        let per_reader = n_slots / n_readers;
+        let host_bytes = stream.batches.iter().map(|b| b.used).max().unwrap_or(0);
+        let (sent, received) = mpsc::channel::<u64>();
+        let rings = std::thread::scope(|s| -> Result<Vec<Ring>, LoadError> {
+            let alloc_err = |k: usize, e| core.gpu_err(stream.jobs[k].0, backend, e);
+            let allocate = move || shared.allocate(sizes, |b| backend.alloc(b), alloc_err);
+            let named = |name: String| std::thread::Builder::new().name(name);
+            named("qf-alloc".into())
+                .spawn_scoped(s, allocate)
+                .map_err(spawn_err)?;
+            let mut handles = Vec::with_capacity(n_readers);
+            for r in 0..n_readers {
+                let sent = sent.clone();
+                let read = move || {
+                    let mut ring = Ring::new(per_reader, host_bytes);
+                    let result = stream.read_and_issue(&mut ring, &sent);
+                    result.map_err(|e| shared.fail(e)).map(|()| ring)
+                };
+                match named(format!("qf-reader-{r}")).spawn_scoped(s, read) {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        shared.fail(spawn_err(e));
+                        break;
+                    }
+                }
+            }
+            drop(sent);
+            for n in received {
+                progress(&Progress::Bytes(n));
+            }
+            let mut rings = Vec::with_capacity(handles.len());
+            for h in handles {
+                match h.join() {
+                    Ok(Ok(ring)) => rings.push(ring),
+                    Ok(Err(())) => {} // recorded in `shared`
+                    Err(_) => shared.fail(core.read_err(first, "a reader thread panicked")),
+                }
+            }
+            Ok(rings)
+        })?;
+        let last_issue = shared.elapsed();
+        // Let queued work finish before the rings' memory goes.
+        let drained = backend
+            .record(Queue::Copy)
+            .and_then(|copies| copies.wait())
+            .and_then(|()| backend.synchronize());
+        shared.phases.log(
+            &backend.info().label(),
+            (stream.batches.len(), n_readers, per_reader),
+            (last_issue, shared.elapsed()),
+        );
+        drop(rings);
+        drained.map_err(|e| core.gpu_err(first, backend, e))
+    }
+}
+
+/// Device bytes a slot needs: the largest batch that goes through device memory.
+fn dev_bytes(batches: &[Batch], through_device: impl Fn(&Batch) -> bool) -> usize {
+    let used = batches.iter().filter(|b| through_device(b)).map(|b| b.used);
+    used.max().unwrap_or(0)
+}

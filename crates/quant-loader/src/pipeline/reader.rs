@@ -1,0 +1,201 @@
+//! A reader thread: takes the next batch, fills one of its slots from the file and issues the
+//! batch itself: the copy (after the kernels that last read the slot's device memory), the
+//! kernels (after the copy, on the compute queue) and a fence. No batch waits for a hand-off
+//! to another thread, and a slot stays with the core that writes it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use quant_gguf::TensorInfo;
+use quant_gpu::{Backend, GpuError, Queue};
+
+use super::outputs::Shared;
+use super::phases::PhaseCounters;
+use super::ring::{Ring, Slot};
+use crate::error::LoadError;
+use crate::exec::{is_kernel_failure, Core};
+use crate::plan::{Batch, Piece, TensorPlan, Work};
+
+/// Where reader threads get file bytes.
+pub(super) enum Source {
+    /// The file through the parsed `GgufFile`: a copy out of its mapping, or (unmapped) a
+    /// positioned read of the file it keeps open.
+    File,
+    /// `direct_reads` on a mapped file: positioned reads of a separately opened `File`.
+    #[cfg(unix)]
+    Read(std::fs::File),
+}
+
+/// Whether a batch holds a kernel's piece.
+pub(super) fn has_kernels(jobs: &[(&TensorInfo, TensorPlan)], batch: &Batch) -> bool {
+    let kernel = |p: &Piece| matches!(jobs[p.job].1.work, Work::Kernel { .. });
+    batch.pieces.iter().any(kernel)
+}
+
+/// What every reader thread of one stream shares.
+pub(super) struct Stream<'s> {
+    pub core: Core<'s>,
+    pub backend: &'s dyn Backend,
+    /// The jobs that travel through the ring.
+    pub jobs: &'s [(&'s TensorInfo, TensorPlan)],
+    pub batches: &'s [Batch],
+    pub source: Source,
+    pub shared: &'s Shared,
+    /// Device bytes of a slot.
+    pub dev_bytes: usize,
+    /// Copies only: no outputs, no kernels (the bare loop).
+    pub bare: bool,
+    /// The next batch to take.
+    pub next: AtomicUsize,
+}
+
+impl Stream<'_> {
+    fn gpu(&self, e: GpuError) -> LoadError {
+        self.core.gpu_err(self.jobs[0].0, self.backend, e)
+    }
+
+    fn has_kernels(&self, batch: &Batch) -> bool {
+        !self.bare && has_kernels(self.jobs, batch)
+    }
+
+    /// Takes batches until none is left or the load failed; `sent` gets each batch's bytes.
+    pub fn read_and_issue(&self, ring: &mut Ring, sent: &Sender<u64>) -> Result<(), LoadError> {
+        let phases = &self.shared.phases;
+        while !self.shared.aborted() {
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            let Some(batch) = self.batches.get(i) else {
+                return Ok(());
+            };
+            let taken = self.shared.since_start();
+            for p in &batch.pieces {
+                self.shared.started[p.job].fetch_min(taken, Ordering::Relaxed);
+            }
+            let slot = ring.next_slot(self.backend).map_err(|e| self.gpu(e))?;
+            let t = Instant::now();
+            let host = slot.host.as_mut_slice().map_err(|e| {
+                let first = self.jobs[batch.pieces[0].job].0;
+                self.core
+                    .read_err(first, &format!("waiting for a staging slot: {e}"))
+            })?;
+            PhaseCounters::add(&phases.slot_waits, t);
+            let t = Instant::now();
+            self.fill(batch, host)?;
+            PhaseCounters::add(&phases.reading, t);
+            self.issue(batch, slot)?;
+            let _ = sent.send(batch.pieces.iter().map(|p| p.len as u64).sum());
+        }
+        Ok(())
+    }
+
+    /// Reads one batch's pieces into a host slot whose last copy has finished.
+    fn fill(&self, batch: &Batch, host: &mut [u8]) -> Result<(), LoadError> {
+        if let Source::File = self.source {
+            if self.core.file.is_mapped() {
+                self.core.check_unchanged()?;
+            }
+        }
+        for p in &batch.pieces {
+            let (t, plan) = &self.jobs[p.job];
+            let mut at = p.slot_offset;
+            for (offset, len) in plan.spans.segments(p.job_offset, p.len as u64) {
+                let dst = &mut host[at..at + len as usize];
+                self.read(t, offset, dst)?;
+                at += len as usize;
+            }
+        }
+        Ok(())
+    }
+
+    fn read(&self, t: &TensorInfo, offset: u64, dst: &mut [u8]) -> Result<(), LoadError> {
+        match &self.source {
+            Source::File => Ok(self.core.file.read_tensor_at(t, offset, dst)?),
+            #[cfg(unix)]
+            Source::Read(f) => {
+                use std::os::unix::fs::FileExt;
+                let at = self.core.file.data_offset() + t.offset + offset;
+                f.read_exact_at(dst, at).map_err(|e| {
+                    let reason = format!("reading {} bytes at {at}: {e}", dst.len());
+                    self.core.read_err(t, &reason)
+                })
+            }
+        }
+    }
+
+    /// Queues batch `batch`, filled into `slot`: see the module's doc.
+    fn issue(&self, batch: &Batch, slot: &mut Slot) -> Result<(), LoadError> {
+        let shared = self.shared;
+        let t = Instant::now();
+        let last_job = batch.pieces.last().expect("batches are not empty").job;
+        if !self.bare && !shared.wait_for_output(last_job) {
+            return Ok(()); // aborted; the error is already recorded
+        }
+        PhaseCounters::add(&shared.phases.output_waits, t);
+        let t = Instant::now();
+        let now = shared.since_start();
+        shared.phases.first_issue.fetch_min(now, Ordering::Relaxed);
+        let kernels = self.has_kernels(batch);
+        if kernels || self.bare {
+            let b = self.backend;
+            slot.prepare_device_memory(b, self.dev_bytes)
+                .map_err(|e| self.gpu(e))?;
+            let dev = slot.dev.as_mut().expect("prepared above");
+            b.upload_async(Queue::Copy, &mut slot.host, 0..batch.used, dev, 0)
+                .map_err(|e| self.gpu(e))?;
+            // Kernels wait for the fence the copy left on the host slot (a backend that
+            // copied synchronously left none, and none is needed).
+            if let (Some(copied), true) = (slot.host.pending(), kernels) {
+                b.wait_fence(Queue::Compute, copied)
+                    .map_err(|e| self.gpu(e))?;
+            }
+        }
+        if !self.bare {
+            for p in &batch.pieces {
+                self.issue_piece(p, slot)?;
+            }
+        }
+        if kernels {
+            let fence = self.backend.record(Queue::Compute);
+            slot.kernels_done = Some(fence.map_err(|e| self.gpu(e))?);
+        }
+        let now = shared.since_start();
+        for p in &batch.pieces {
+            shared.finished[p.job].fetch_max(now, Ordering::Relaxed);
+        }
+        PhaseCounters::add(&shared.phases.issuing, t);
+        Ok(())
+    }
+
+    /// Queues one piece: a kernel reading the slot's device memory, or a copy of the blocks
+    /// from the host slot straight into the output.
+    fn issue_piece(&self, p: &Piece, slot: &mut Slot) -> Result<(), LoadError> {
+        let (t, plan) = &self.jobs[p.job];
+        let b = self.backend;
+        let mut out = self.shared.outputs[p.job].lock();
+        let out = &mut *out;
+        let buffer = out.buffer.as_mut().expect("waited for above");
+        match plan.work {
+            Work::Kernel { spec, dtype, .. } if out.failed.is_none() => {
+                let dev = slot
+                    .dev
+                    .as_ref()
+                    .expect("allocated for a batch with kernels");
+                let at = p.first_block as usize * plan.geometry.block_elems * dtype.size();
+                let r = b.dequantize_at(spec, dev, p.slot_offset, p.n_blocks, buffer, at, dtype);
+                match r {
+                    Ok(()) => {}
+                    Err(e) if is_kernel_failure(&e) => out.failed = Some(e),
+                    Err(e) => return Err(self.core.gpu_err(t, b, e)),
+                }
+            }
+            Work::Kernel { .. } => {} // failed before: the tensor falls back after the stream
+            Work::Copy { .. } | Work::Host { .. } => {
+                let range = p.slot_offset..p.slot_offset + p.len;
+                let at = p.job_offset as usize;
+                b.upload_async(Queue::Copy, &mut slot.host, range, buffer, at)
+                    .map_err(|e| self.core.gpu_err(t, b, e))?;
+            }
+        }
+        Ok(())
+    }
+}
