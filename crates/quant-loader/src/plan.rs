@@ -441,16 +441,21 @@ pub(crate) struct JobShape {
 }
 
 impl JobShape {
-    /// The shape of a planned tensor in the pipeline.
+    /// The shape of a planned tensor in the pipeline. A slot holds what goes to the device:
+    /// the blocks, or for values made on the host the values.
     pub fn of(plan: &TensorPlan) -> JobShape {
         let g = plan.geometry;
-        let block_multiple = match plan.work {
-            Work::Kernel { dtype, .. } => block_multiple((g.block_elems * dtype.size()) as u64),
-            _ => 1,
+        let (block_bytes, block_multiple) = match plan.work {
+            Work::Kernel { dtype, .. } => {
+                let m = block_multiple((g.block_elems * dtype.size()) as u64);
+                (g.block_bytes, m)
+            }
+            Work::Host { dtype, .. } => (g.block_elems * dtype.size(), 1),
+            Work::Copy { .. } => (g.block_bytes, 1),
         };
         JobShape {
             blocks: plan.blocks,
-            block_bytes: g.block_bytes,
+            block_bytes,
             block_multiple,
         }
     }

@@ -20,9 +20,9 @@
 //! page cache is the ring, whatever the model's size.
 //!
 //! Native blocks and kept integer tensors are copied from the host slot straight into their
-//! outputs, and no kernel runs for them. Tensors whose values are made on the host (the float
-//! formats, which have no kernel) and those whose kernel failed are loaded after the stream,
-//! one by one.
+//! outputs, and no kernel runs for them; so are the values of the float formats (which have no
+//! kernel), which the reader makes on the host as it fills the slot. Tensors whose kernel
+//! failed are loaded after the stream, one by one, through the one fallback.
 
 mod outputs;
 mod phases;
@@ -62,7 +62,8 @@ impl Pipelined<'_> {
         jobs: &[Job],
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Vec<(DeviceTensor, TensorLoad)>, LoadError> {
-        let ringed = |(_, p): &&Job| matches!(p.work, Work::Kernel { .. } | Work::Copy { .. });
+        // Everything but a region's values cut on the host goes through the ring.
+        let ringed = |(_, p): &&Job| !matches!(p.work, Work::Host { .. }) || p.trim.is_none();
         let piped: Vec<Job> = jobs.iter().filter(ringed).cloned().collect();
         let mut streamed = self.stream(&piped, false, progress)?.into_iter();
         let serial = Serial {
@@ -126,17 +127,12 @@ impl Pipelined<'_> {
             };
             return Ok((tensor, row));
         }
-        let produced = match plan.work {
-            Work::Kernel { .. } => plan.out_bytes,
-            _ => 0,
+        let bytes = match plan.work {
+            Work::Kernel { .. } => (plan.spans.total(), plan.out_bytes),
+            Work::Host { .. } => (plan.out_bytes, plan.out_bytes),
+            Work::Copy { .. } => (plan.spans.total(), 0),
         };
-        let row = core.row(
-            t,
-            plan,
-            (plan.spans.total(), produced),
-            time,
-            plan.work.path(),
-        );
+        let row = core.row(t, plan, bytes, time, plan.work.path());
         let buffer = out.buffer.expect("every output was allocated");
         let tensor = DeviceTensor {
             buffer,

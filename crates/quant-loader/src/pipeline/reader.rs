@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
+use quant_core::cpu;
 use quant_gguf::TensorInfo;
 use quant_gpu::{Backend, GpuError, Queue};
 
@@ -83,9 +84,14 @@ impl Stream<'_> {
             self.fill(batch, host)?;
             PhaseCounters::add(&phases.reading, t);
             self.issue(batch, slot)?;
-            let _ = sent.send(batch.pieces.iter().map(|p| p.len as u64).sum());
+            let _ = sent.send(batch.pieces.iter().map(|p| self.file_bytes(p)).sum());
         }
         Ok(())
+    }
+
+    /// Bytes of the file behind piece `p`.
+    fn file_bytes(&self, p: &Piece) -> u64 {
+        p.n_blocks * self.jobs[p.job].1.geometry.block_bytes as u64
     }
 
     /// Reads one batch's pieces into a host slot whose last copy has finished.
@@ -97,12 +103,36 @@ impl Stream<'_> {
         }
         for p in &batch.pieces {
             let (t, plan) = &self.jobs[p.job];
-            let mut at = p.slot_offset;
-            for (offset, len) in plan.spans.segments(p.job_offset, p.len as u64) {
-                let dst = &mut host[at..at + len as usize];
-                self.read(t, offset, dst)?;
-                at += len as usize;
+            let dst = &mut host[p.slot_offset..p.slot_offset + p.len];
+            match plan.work {
+                Work::Host { format, dtype, .. } => {
+                    // The slot takes the values: read the blocks aside, then convert.
+                    let bb = plan.geometry.block_bytes as u64;
+                    let mut blocks = vec![0u8; (p.n_blocks * bb) as usize];
+                    self.read_spans(t, plan, p.first_block * bb, &mut blocks)?;
+                    let mut values = vec![0f32; p.len / dtype.size()];
+                    format.dequantize_fast(&blocks, &mut values);
+                    dst.copy_from_slice(&cpu::encode_as(&values, dtype));
+                }
+                _ => self.read_spans(t, plan, p.job_offset, dst)?,
             }
+        }
+        Ok(())
+    }
+
+    /// Reads `dst.len()` bytes of `plan`'s spans, from byte `at` of them read one after
+    /// another.
+    fn read_spans(
+        &self,
+        t: &TensorInfo,
+        plan: &TensorPlan,
+        at: u64,
+        dst: &mut [u8],
+    ) -> Result<(), LoadError> {
+        let mut done = 0;
+        for (offset, len) in plan.spans.segments(at, dst.len() as u64) {
+            self.read(t, offset, &mut dst[done..done + len as usize])?;
+            done += len as usize;
         }
         Ok(())
     }
