@@ -339,30 +339,40 @@ pub fn use_more_bits(layer: u64, n_layer: u64) -> bool {
 /// multiple of 32 either. Other types, and rows that fit, are returned unchanged. No llama
 /// preset needs it (all their rows are multiples of 256; a test checks).
 pub fn k_quant_fallback(ty: GgmlType, row_len: u64) -> GgmlType {
-    use GgmlType as T;
-    let fallback = match ty {
-        T::IQ1_S
-        | T::IQ1_M
-        | T::IQ2_XXS
-        | T::IQ2_XS
-        | T::IQ2_S
-        | T::IQ3_XXS
-        | T::IQ3_S
-        | T::IQ4_XS => T::IQ4_NL,
-        T::Q2_K | T::Q3_K | T::TQ1_0 | T::TQ2_0 => T::Q4_0,
-        T::Q4_K => T::Q5_0,
-        T::Q5_K => T::Q5_1,
-        T::Q6_K => T::Q8_0,
-        _ => return ty,
+    let Some(&(_, fallback)) = FALLBACKS.iter().find(|(from, _)| *from == ty) else {
+        return ty;
     };
     if row_len % block_elems(ty) == 0 {
         ty
     } else if row_len % block_elems(fallback) == 0 {
         fallback
     } else {
-        T::F16
+        GgmlType::F16
     }
 }
+
+/// llama.cpp's `tensor_type_fallback` as data: a quantization policy (which type a tensor gets),
+/// not knowledge of any format's bytes.
+const FALLBACKS: [(GgmlType, GgmlType); 15] = {
+    use GgmlType as T;
+    [
+        (T::IQ1_S, T::IQ4_NL),
+        (T::IQ1_M, T::IQ4_NL),
+        (T::IQ2_XXS, T::IQ4_NL),
+        (T::IQ2_XS, T::IQ4_NL),
+        (T::IQ2_S, T::IQ4_NL),
+        (T::IQ3_XXS, T::IQ4_NL),
+        (T::IQ3_S, T::IQ4_NL),
+        (T::IQ4_XS, T::IQ4_NL),
+        (T::Q2_K, T::Q4_0),
+        (T::Q3_K, T::Q4_0),
+        (T::TQ1_0, T::Q4_0),
+        (T::TQ2_0, T::Q4_0),
+        (T::Q4_K, T::Q5_0),
+        (T::Q5_K, T::Q5_1),
+        (T::Q6_K, T::Q8_0),
+    ]
+};
 
 #[cfg(test)]
 mod tests {

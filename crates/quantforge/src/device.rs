@@ -77,13 +77,7 @@ fn open_gpu(
     match kind {
         DeviceKind::Cuda => {
             #[cfg(feature = "cuda")]
-            {
-                let backend = quant_cuda::CudaBackend::new(ordinal)?;
-                return Ok(match &options.prebuilt_cubins {
-                    Some(dir) => Box::new(backend.with_prebuilt_cubins(dir.clone())),
-                    None => Box::new(backend),
-                });
-            }
+            return open_cuda(ordinal, options);
             #[cfg(not(feature = "cuda"))]
             return Err(GpuError::NotCompiled {
                 kind,
@@ -100,6 +94,15 @@ fn open_gpu(
             });
         }
     }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize, options: &DeviceOptions) -> Result<Box<dyn Backend>, GpuError> {
+    let backend = quant_cuda::CudaBackend::new(ordinal)?;
+    Ok(match &options.prebuilt_cubins {
+        Some(dir) => Box::new(backend.with_prebuilt_cubins(dir.clone())),
+        None => Box::new(backend),
+    })
 }
 
 /// Parses a comma-separated `--device` list (`cuda:0,cuda:1`). A single entry parses as
