@@ -1,10 +1,24 @@
 //! Kernel timing against the device's own copy bandwidth, for any [`Backend`].
 //!
-//! Each measurement warms up, then times every launch with device events and reports the
-//! median. Inputs rotate over several buffers and outputs over two, so that (with the default
-//! sizes) no launch finds its data in L2. Bandwidth counts bytes read plus bytes written.
+//! Two kinds of measurement:
+//!
+//! * **Streaming** ([`bench_dequant`], [`bench_copy`]): each measurement warms up, then times
+//!   every launch with device events and reports the median. Inputs rotate over several buffers
+//!   and outputs over two, so that (with the default sizes) no launch finds its data in L2: the
+//!   figure is what the card's memory lets the kernel reach.
+//! * **Resident** ([`bench_resident_dequant`], [`bench_resident_copy`]): one input and one
+//!   output, together within a byte budget well under the L2 cache, launched back to back
+//!   ([`ResidentConfig::launches_per_run`] launches between two device events, the run's time
+//!   divided by the launches), the median over many runs. Memory does not limit these launches,
+//!   and one launch's latency is spread over many, so the figure is the kernel's compute
+//!   ceiling: the memory bandwidth it could feed ([`ResidentResult::fed_gbps`]), which is the
+//!   same on cards whose SMs are the same, whatever their memory.
+//!
+//! Bandwidth counts bytes read plus bytes written.
 
-use quant_core::{random_bytes, OutputDType, QuantFormat};
+use std::time::Instant;
+
+use quant_core::{random_bytes, BlockGeometry, OutputDType, QuantFormat};
 
 use crate::{Backend, Buffer, GpuError};
 
@@ -158,6 +172,226 @@ pub fn bench_dequant(
     ))
 }
 
+/// Default byte budget of a resident measurement, input plus output: 24 MB, under half of the
+/// smallest L2 the issue targets (50 MB on an H100, 60 MB on an H200), so that the data stays
+/// in L2 across launches whichever partition of the cache a block lands in.
+pub const DEFAULT_RESIDENT_BUDGET: usize = 24_000_000;
+
+/// A timed run whose host spent at least this fraction of the device's time issuing its
+/// launches is reported as launch-bound ([`ResidentResult::launch_bound`]): the device may have
+/// waited for the host, so the figure is a floor of the kernel's speed, not its ceiling.
+pub const LAUNCH_BOUND_RATIO: f64 = 0.9;
+
+/// Sizes and repetitions of a resident measurement (see the module docs).
+#[derive(Clone, Debug)]
+pub struct ResidentConfig {
+    /// Bytes of input plus output, at most; sized down to whole blocks.
+    pub budget_bytes: usize,
+    /// Launches back to back between the two events of one timed run.
+    pub launches_per_run: usize,
+    /// Timed runs; the median is reported.
+    pub runs: usize,
+}
+
+impl Default for ResidentConfig {
+    fn default() -> Self {
+        ResidentConfig {
+            budget_bytes: DEFAULT_RESIDENT_BUDGET,
+            launches_per_run: 200,
+            runs: 20,
+        }
+    }
+}
+
+/// One resident measurement. Times are per launch: each run's device time divided by
+/// [`ResidentResult::launches_per_run`].
+#[derive(Clone, Debug)]
+pub struct ResidentResult {
+    /// What was timed (`"Q4_K->f16"`, `"copy"`).
+    pub label: String,
+    /// Values written by one launch (0 for a copy).
+    pub elements: u64,
+    /// Bytes read plus written by one launch.
+    pub bytes_moved: u64,
+    /// Launches per timed run.
+    pub launches_per_run: usize,
+    /// Timed runs.
+    pub runs: usize,
+    /// Median over runs of the device's milliseconds per launch.
+    pub median_ms: f64,
+    /// Fastest run, milliseconds per launch.
+    pub min_ms: f64,
+    /// Slowest run, milliseconds per launch.
+    pub max_ms: f64,
+    /// Median over runs of the host's milliseconds to issue one launch.
+    pub host_ms: f64,
+}
+
+impl ResidentResult {
+    /// 10^9 values written per second at the median.
+    pub fn gelem_per_s(&self) -> f64 {
+        self.elements as f64 / (self.median_ms * 1e-3) / 1e9
+    }
+
+    /// Bytes moved per value written: the format's block bytes per element plus the output
+    /// type's size (NaN for a copy).
+    pub fn bytes_per_element(&self) -> f64 {
+        self.bytes_moved as f64 / self.elements as f64
+    }
+
+    /// The memory bandwidth the kernel can feed, GB/s: [`Self::gelem_per_s`] ×
+    /// [`Self::bytes_per_element`]. A kernel keeps up with a card whose streaming copy is below
+    /// this figure.
+    pub fn fed_gbps(&self) -> f64 {
+        self.gelem_per_s() * self.bytes_per_element()
+    }
+
+    /// GB/s (10^9 bytes) read plus written at the median: a copy's figure, and a kernel's
+    /// [`Self::fed_gbps`] computed from bytes.
+    pub fn gbps(&self) -> f64 {
+        self.bytes_moved as f64 / (self.median_ms * 1e-3) / 1e9
+    }
+
+    /// Whether the host took nearly as long to issue the launches as the device to run them
+    /// ([`LAUNCH_BOUND_RATIO`]): the device may then have idled between launches, and a larger
+    /// budget (more work per launch) gives a truer figure.
+    pub fn launch_bound(&self) -> bool {
+        self.host_ms >= LAUNCH_BOUND_RATIO * self.median_ms
+    }
+}
+
+/// Whole blocks of `g` that fit in `budget` bytes together with their `dtype` output; an error
+/// when not even one block does.
+pub fn resident_blocks(
+    g: BlockGeometry,
+    dtype: OutputDType,
+    budget: usize,
+) -> Result<u64, GpuError> {
+    let per_block = g.block_bytes + g.block_elems * dtype.size();
+    match budget / per_block {
+        0 => Err(GpuError::BufferSize {
+            op: "resident bench budget",
+            have: budget,
+            need: per_block,
+        }),
+        n => Ok(n as u64),
+    }
+}
+
+/// Device and host milliseconds per launch, one pair per timed run.
+struct Runs {
+    device_ms: Vec<f64>,
+    host_ms: Vec<f64>,
+}
+
+/// Times `cfg.runs` runs of `cfg.launches_per_run` calls of `op` each. One untimed run first
+/// (module load, clocks); before each timed run, a synchronisation and one untimed run queued
+/// ahead of it, so that the device has work while the host queues the timed launches.
+fn time_runs(
+    backend: &dyn Backend,
+    cfg: &ResidentConfig,
+    op: &mut dyn FnMut() -> Result<(), GpuError>,
+) -> Result<Runs, GpuError> {
+    let launches = cfg.launches_per_run.max(1);
+    let mut burst = || (0..launches).try_for_each(|_| op());
+    burst()?;
+    let mut runs = Runs {
+        device_ms: Vec::with_capacity(cfg.runs),
+        host_ms: Vec::with_capacity(cfg.runs),
+    };
+    for _ in 0..cfg.runs {
+        backend.synchronize()?;
+        burst()?;
+        let mut host_s = 0.0;
+        let ms = backend.time_events(1, &mut || {
+            let t = Instant::now();
+            let r = burst();
+            host_s = t.elapsed().as_secs_f64();
+            r
+        })?;
+        let device_ms = ms.first().copied().map_or(f64::NAN, f64::from);
+        runs.device_ms.push(device_ms / launches as f64);
+        runs.host_ms.push(host_s * 1e3 / launches as f64);
+    }
+    backend.synchronize()?;
+    Ok(runs)
+}
+
+fn summarize_resident(
+    label: String,
+    elements: u64,
+    bytes_moved: u64,
+    cfg: &ResidentConfig,
+    runs: Runs,
+) -> ResidentResult {
+    let ms = &runs.device_ms;
+    ResidentResult {
+        label,
+        elements,
+        bytes_moved,
+        launches_per_run: cfg.launches_per_run.max(1),
+        runs: ms.len(),
+        median_ms: median(ms.clone()),
+        min_ms: ms.iter().copied().reduce(f64::min).unwrap_or(f64::NAN),
+        max_ms: ms.iter().copied().reduce(f64::max).unwrap_or(f64::NAN),
+        host_ms: median(runs.host_ms),
+    }
+}
+
+/// Times a device-to-device copy of `cfg.budget_bytes / 2` bytes into one buffer, over and
+/// over (it moves the budget: bytes read plus written), for reference next to
+/// [`bench_resident_dequant`].
+pub fn bench_resident_copy(
+    backend: &dyn Backend,
+    cfg: &ResidentConfig,
+) -> Result<ResidentResult, GpuError> {
+    let bytes = (cfg.budget_bytes / 2).max(16);
+    let src = upload_random(backend, bytes, 0x5eed)?;
+    let mut dst = backend.alloc(bytes)?;
+    let runs = time_runs(backend, cfg, &mut || backend.copy(&src, &mut dst))?;
+    Ok(summarize_resident(
+        "copy".into(),
+        0,
+        2 * bytes as u64,
+        cfg,
+        runs,
+    ))
+}
+
+/// Times `format`'s kernel producing `dtype` on data resident in L2: the most whole blocks
+/// whose bytes and output fit in `cfg.budget_bytes` ([`resident_blocks`]), random with finite
+/// scales ([`QuantFormat::make_scales_finite`]), one input and one output buffer.
+pub fn bench_resident_dequant(
+    backend: &dyn Backend,
+    format: &'static dyn QuantFormat,
+    dtype: OutputDType,
+    cfg: &ResidentConfig,
+) -> Result<ResidentResult, GpuError> {
+    let kernel = format.kernel().ok_or_else(|| GpuError::NoKernel {
+        format: format.name().to_string(),
+        reason: "the format has no GPU kernel".into(),
+    })?;
+    let g = format.geometry();
+    let n_blocks = resident_blocks(g, dtype, cfg.budget_bytes)?;
+    let n = n_blocks as usize;
+    let mut blocks = random_bytes(n * g.block_bytes, 0xb10c);
+    format.make_scales_finite(&mut blocks);
+    let mut src = backend.alloc(blocks.len())?;
+    backend.upload(&blocks, &mut src)?;
+    let out_bytes = n * g.block_elems * dtype.size();
+    let mut dst = backend.alloc(out_bytes)?;
+    let runs = time_runs(backend, cfg, &mut || {
+        backend.dequantize(kernel, &src, n_blocks, &mut dst, dtype)
+    })?;
+    Ok(summarize_resident(
+        format!("{}->{}", format.name(), dtype),
+        (n * g.block_elems) as u64,
+        (blocks.len() + out_bytes) as u64,
+        cfg,
+        runs,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +404,336 @@ mod tests {
         assert_eq!(r.median_ms, 2.5);
         // 1000 bytes in 2.5 ms = 400 kB/s.
         assert!((r.gbps() - 4e-4).abs() < 1e-12);
+    }
+
+    /// A host-memory backend with a modelled device clock: each launch advances it by a fixed
+    /// cost (times `slow_factor` on every third timed run), each copy by a cost per byte, and
+    /// `time_events` reports how far it moved during each call of `op`.
+    mod fake {
+        use std::any::Any;
+        use std::sync::Mutex;
+
+        use quant_core::{GgmlType, KernelSpec, OutputDType, QuantFormat};
+
+        use crate::{Backend, Buffer, DeviceInfo, DeviceKind, GpuError, MemInfo, RawBuffer};
+
+        #[derive(Debug)]
+        struct Mem(Vec<u8>);
+        impl RawBuffer for Mem {
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+            fn device_ptr(&self) -> u64 {
+                self.0.as_ptr() as u64
+            }
+            fn release(&mut self) {}
+            fn as_any(&self) -> &dyn Any {
+                self
+            }
+            fn as_any_mut(&mut self) -> &mut dyn Any {
+                self
+            }
+        }
+
+        /// What the fake saw.
+        #[derive(Default, Debug)]
+        pub struct Log {
+            /// Milliseconds on the device clock.
+            pub clock_ms: f64,
+            pub allocs: Vec<usize>,
+            /// `n_blocks` of each launch.
+            pub launches: Vec<u64>,
+            pub copies: usize,
+            pub timed_calls: usize,
+            pub syncs: usize,
+        }
+
+        pub struct Fake {
+            pub info: DeviceInfo,
+            /// Device milliseconds per launch.
+            pub launch_ms: f64,
+            /// Device milliseconds per byte copied.
+            pub copy_ms_per_byte: f64,
+            /// Launches during every third timed call cost this many times more.
+            pub slow_factor: f64,
+            pub log: Mutex<Log>,
+        }
+
+        impl Fake {
+            pub fn new(launch_ms: f64) -> Self {
+                Fake {
+                    info: DeviceInfo {
+                        kind: DeviceKind::Cuda,
+                        ordinal: 0,
+                        name: "fake".into(),
+                        arch: "none".into(),
+                        total_memory: 1 << 30,
+                        warp_size: 32,
+                        multiprocessors: 1,
+                    },
+                    launch_ms,
+                    copy_ms_per_byte: 0.0,
+                    slow_factor: 1.0,
+                    log: Mutex::default(),
+                }
+            }
+            fn tick(&self, ms: f64) {
+                let mut log = self.log.lock().unwrap();
+                let slow = log.timed_calls % 3 == 2;
+                log.clock_ms += if slow { ms * self.slow_factor } else { ms };
+            }
+        }
+
+        impl Backend for Fake {
+            fn info(&self) -> &DeviceInfo {
+                &self.info
+            }
+            fn mem_info(&self) -> Result<MemInfo, GpuError> {
+                Ok(MemInfo {
+                    free: 1 << 30,
+                    total: 1 << 30,
+                })
+            }
+            fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError> {
+                self.log.lock().unwrap().allocs.push(bytes);
+                Ok(Buffer::new(
+                    Box::new(Mem(vec![0; bytes])),
+                    DeviceKind::Cuda,
+                    0,
+                ))
+            }
+            fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
+                assert!(src.len() <= dst.len());
+                Ok(())
+            }
+            fn download(&self, _: &Buffer, _: &mut [u8]) -> Result<(), GpuError> {
+                Ok(())
+            }
+            fn fill(&self, _: &mut Buffer, _: u8) -> Result<(), GpuError> {
+                Ok(())
+            }
+            fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
+                assert_eq!(src.len(), dst.len());
+                self.log.lock().unwrap().copies += 1;
+                self.tick(src.len() as f64 * self.copy_ms_per_byte);
+                Ok(())
+            }
+            fn dequantize(
+                &self,
+                kernel: &'static KernelSpec,
+                src: &Buffer,
+                n_blocks: u64,
+                dst: &mut Buffer,
+                dtype: OutputDType,
+            ) -> Result<(), GpuError> {
+                let g = kernel.geometry;
+                assert!(src.len() >= n_blocks as usize * g.block_bytes);
+                assert!(dst.len() >= n_blocks as usize * g.block_elems * dtype.size());
+                self.log.lock().unwrap().launches.push(n_blocks);
+                self.tick(self.launch_ms);
+                Ok(())
+            }
+            fn synchronize(&self) -> Result<(), GpuError> {
+                self.log.lock().unwrap().syncs += 1;
+                Ok(())
+            }
+            fn time_events(
+                &self,
+                iters: usize,
+                op: &mut dyn FnMut() -> Result<(), GpuError>,
+            ) -> Result<Vec<f32>, GpuError> {
+                (0..iters)
+                    .map(|_| {
+                        let start = self.log.lock().unwrap().clock_ms;
+                        op()?;
+                        let mut log = self.log.lock().unwrap();
+                        log.timed_calls += 1;
+                        Ok((log.clock_ms - start) as f32)
+                    })
+                    .collect()
+            }
+        }
+
+        /// Q8_0's geometry: 32 values in 34 bytes.
+        pub static SPEC: KernelSpec = KernelSpec {
+            format: "fake",
+            file_name: "fake/kernel.hip",
+            source: "",
+            entry_f32: "f32",
+            entry_f16: "f16",
+            entry_bf16: "bf16",
+            hsaco_env: "FAKE_DEQUANT_HSACO",
+            threads_per_group: 256,
+            blocks_per_group: 8,
+            geometry: quant_core::BlockGeometry {
+                block_elems: 32,
+                block_bytes: 34,
+            },
+        };
+
+        /// A format with [`SPEC`] as its kernel (not registered).
+        pub struct Format;
+        impl QuantFormat for Format {
+            fn ggml_type(&self) -> GgmlType {
+                GgmlType(8)
+            }
+            fn name(&self) -> &'static str {
+                "FAKE"
+            }
+            fn geometry(&self) -> quant_core::BlockGeometry {
+                SPEC.geometry
+            }
+            fn layout_doc(&self) -> &'static str {
+                ""
+            }
+            fn dequantize_reference(&self, _: &[u8], _: &mut [f32]) {}
+            fn dequantize_fast(&self, _: &[u8], _: &mut [f32]) {}
+            fn kernel(&self) -> Option<&'static KernelSpec> {
+                Some(&SPEC)
+            }
+        }
+        pub static FORMAT: Format = Format;
+    }
+
+    /// Equal within f32 precision (device event times are f32).
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-6 * b.abs()
+    }
+
+    #[test]
+    fn resident_sizing_takes_whole_blocks_within_the_budget() {
+        let g = fake::SPEC.geometry;
+        // 34 + 32 * 4 = 162 bytes per block and its f32 output: 6 blocks in 1000 bytes.
+        assert_eq!(resident_blocks(g, OutputDType::F32, 1000).unwrap(), 6);
+        // 34 + 64 = 98 per block with f16: 10 blocks (980 bytes).
+        assert_eq!(resident_blocks(g, OutputDType::F16, 1000).unwrap(), 10);
+        assert_eq!(resident_blocks(g, OutputDType::Bf16, 98).unwrap(), 1);
+        // Q4_K's geometry in the default budget, f16: 24e6 / (144 + 512) = 36585 blocks.
+        let q4k = BlockGeometry {
+            block_elems: 256,
+            block_bytes: 144,
+        };
+        let n = resident_blocks(q4k, OutputDType::F16, DEFAULT_RESIDENT_BUDGET).unwrap();
+        assert_eq!(n, 36585);
+        assert!(n * 656 <= DEFAULT_RESIDENT_BUDGET as u64);
+        assert!((n + 1) * 656 > DEFAULT_RESIDENT_BUDGET as u64);
+        let e = resident_blocks(g, OutputDType::F32, 161).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GpuError::BufferSize {
+                    have: 161,
+                    need: 162,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn resident_figures_follow_from_elements_bytes_and_time() {
+        let r = ResidentResult {
+            label: "x".into(),
+            elements: 1_000_000,
+            bytes_moved: 2_500_000,
+            launches_per_run: 100,
+            runs: 1,
+            median_ms: 0.001,
+            min_ms: 0.001,
+            max_ms: 0.001,
+            host_ms: 0.0005,
+        };
+        // 10^6 values in 1 µs: 1000 Gelem/s; 2.5 bytes per value: 2500 GB/s fed.
+        assert!(close(r.gelem_per_s(), 1000.0));
+        assert!(close(r.bytes_per_element(), 2.5));
+        assert!(close(r.fed_gbps(), 2500.0));
+        assert!(close(r.gbps(), r.fed_gbps()));
+        assert!(!r.launch_bound());
+        let slow_host = ResidentResult {
+            host_ms: 0.00095,
+            ..r
+        };
+        assert!(slow_host.launch_bound());
+    }
+
+    #[test]
+    fn resident_dequant_divides_each_run_by_its_launches_and_takes_the_median() {
+        // 5 µs per launch; every third timed run three times slower (a noisy neighbour).
+        let b = fake::Fake {
+            slow_factor: 3.0,
+            ..fake::Fake::new(0.005)
+        };
+        let cfg = ResidentConfig {
+            budget_bytes: 1000,
+            launches_per_run: 150,
+            runs: 7,
+        };
+        let r = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F16, &cfg).unwrap();
+        assert_eq!(r.label, "FAKE->f16");
+        assert_eq!((r.elements, r.bytes_moved), (320, 980));
+        assert_eq!((r.launches_per_run, r.runs), (150, 7));
+        assert!(close(r.median_ms, 0.005), "{r:?}");
+        assert!(close(r.min_ms, 0.005) && close(r.max_ms, 0.015), "{r:?}");
+        // 320 values in 5 µs = 0.064 Gelem/s; 980 / 320 bytes per value = 3.0625.
+        assert!(close(r.gelem_per_s(), 0.064));
+        assert!(close(r.bytes_per_element(), 34.0 / 32.0 + 2.0));
+        assert!(close(r.fed_gbps(), 0.196));
+        assert!(r.host_ms.is_finite() && r.host_ms >= 0.0);
+
+        let log = b.log.lock().unwrap();
+        assert_eq!(
+            log.allocs,
+            [340, 640],
+            "one input and one output within the budget"
+        );
+        assert_eq!(log.timed_calls, 7);
+        // A warm-up run, then before each timed run one untimed run queued ahead of it.
+        assert_eq!(log.launches.len(), 150 * (1 + 2 * 7));
+        assert!(log.launches.iter().all(|&n| n == 10));
+        assert!(log.syncs >= 7);
+    }
+
+    #[test]
+    fn resident_copy_moves_the_budget() {
+        let b = fake::Fake {
+            copy_ms_per_byte: 1e-9,
+            ..fake::Fake::new(0.0)
+        };
+        let cfg = ResidentConfig {
+            budget_bytes: 2_000_000,
+            launches_per_run: 100,
+            runs: 5,
+        };
+        let r = bench_resident_copy(&b, &cfg).unwrap();
+        assert_eq!(
+            (r.label.as_str(), r.elements, r.bytes_moved),
+            ("copy", 0, 2_000_000)
+        );
+        // 10^6 bytes at 1e-9 ms a byte: 1 µs per copy, 2 MB moved: 2000 GB/s.
+        assert!(close(r.median_ms, 0.001), "{r:?}");
+        assert!(close(r.gbps(), 2000.0));
+        let log = b.log.lock().unwrap();
+        assert_eq!(log.allocs, [1_000_000, 1_000_000]);
+        assert_eq!(log.copies, 100 * (1 + 2 * 5));
+    }
+
+    #[test]
+    fn resident_budget_below_one_block_is_an_error_before_any_allocation() {
+        let b = fake::Fake::new(0.001);
+        let cfg = ResidentConfig {
+            budget_bytes: 100,
+            ..ResidentConfig::default()
+        };
+        let e = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F32, &cfg).unwrap_err();
+        assert!(e.to_string().contains("162"), "{e}");
+        assert!(b.log.lock().unwrap().allocs.is_empty());
+    }
+
+    #[test]
+    fn resident_defaults_stay_well_under_l2_and_time_at_least_100_launches() {
+        let c = ResidentConfig::default();
+        assert!(c.budget_bytes <= 25_000_000, "half of an H100's 50 MB L2");
+        assert!(c.launches_per_run >= 100 && c.runs >= 20);
     }
 }

@@ -253,6 +253,48 @@ fn bench_cpu_json_has_the_documented_fields() {
 }
 
 #[test]
+fn bench_resident_without_a_gpu_is_a_clear_error() {
+    // The bench's default device is the CPU, which has no resident mode.
+    let o = qf(&["bench", "--resident", "--format", "q4_k"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("--resident") && err.contains("--device cuda"),
+        "{err}"
+    );
+    assert!(out.is_empty() && !err.contains("panicked"), "{out}{err}");
+
+    // Arguments are checked before any device is opened.
+    let o = qf(&[
+        "bench",
+        "--resident",
+        "--device",
+        "cuda:0",
+        "--launches",
+        "10",
+    ]);
+    assert!(text(&o).1.contains("at least 100"), "{}", text(&o).1);
+    let o = qf(&[
+        "bench",
+        "--resident",
+        "--device",
+        "cuda",
+        "--resident-mb",
+        "0",
+    ]);
+    assert!(text(&o).1.contains("--resident-mb"), "{}", text(&o).1);
+    // The resident options need --resident; --elements sizes the ordinary bench only.
+    for args in [
+        &["bench", "--resident-mb", "10"][..],
+        &["bench", "--launches", "300"],
+        &["bench", "--resident", "--elements", "4096"],
+    ] {
+        let o = qf(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o).1);
+    }
+}
+
+#[test]
 fn bad_input_gets_a_clear_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.gguf");

@@ -1,5 +1,28 @@
 //! `quantforge bench [--device D] [--format NAME] [--json]`: dequantization throughput of each
 //! registered format against a memory copy measured in the same run. A benchmark, not a test.
+//!
+//! `--resident` (a GPU only) times each kernel on data that stays in L2 instead, many launches
+//! back to back per timed run (`quant_gpu::bench::bench_resident_dequant`): the kernel's compute
+//! ceiling and the memory bandwidth it could feed. Its `--json` is one object:
+//!
+//! ```text
+//! { "mode": "resident", "device": "cuda:0 (NVIDIA H100 80GB HBM3)",
+//!   "budget_bytes": 24000000, "launches_per_run": 200, "runs": 20,
+//!   "copy": { "bytes_moved", "us_per_launch", "host_us_per_launch", "launch_bound",
+//!             "gbytes_per_s", "before_gbytes_per_s", "after_gbytes_per_s" },
+//!   "rows": [ { "format", "dtype", "blocks", "elements", "bytes_per_element",
+//!               "us_per_launch", "us_per_launch_min", "us_per_launch_max",
+//!               "host_us_per_launch", "launch_bound", "gelem_per_s",
+//!               "fed_gbytes_per_s", "copy_gbytes_per_s" }, ... ] }
+//! ```
+//!
+//! `copy` is the better of a resident copy before and one after the kernels (both figures
+//! given), moving the budget (half read, half written). `elements` and `blocks` are per launch; `us_per_launch` is the median over runs of a run's
+//! device time divided by its launches; `fed_gbytes_per_s` = `gelem_per_s` ×
+//! `bytes_per_element` (block bytes per element plus the output type's size); `launch_bound`
+//! says the host took nearly as long to issue the launches as the device to run them, so the
+//! figure is a floor (a larger `--resident-mb` helps). The ordinary bench's JSON (an array of
+//! rows) is unchanged.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +31,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use quantforge::core::cpu::{self, CpuPath};
 use quantforge::core::{random_bytes, registry, OutputDType, QuantFormat};
-use quantforge::gpu::bench::{bench_copy, bench_dequant, median, BenchConfig};
+use quantforge::gpu::bench::{
+    bench_copy, bench_dequant, bench_resident_copy, bench_resident_dequant, median, BenchConfig,
+    ResidentConfig, ResidentResult,
+};
 use quantforge::gpu::{Backend, DeviceSpec};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -28,11 +54,24 @@ pub struct Args {
     /// Elements per run on the CPU (default 2^20: cache-resident, as ggml's own quantize-perf
     /// test measures); on a device, sizes each launch to about 6 bytes
     /// per element moved (default 768 MiB per launch).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resident")]
     elements: Option<usize>,
     /// Timed runs per figure (the median is reported), after warm-up.
     #[arg(long, default_value_t = 20)]
     iters: usize,
+    /// On a GPU: time each kernel on data resident in L2 (input plus output within
+    /// --resident-mb), --launches launches per timed run: the kernel's compute ceiling and the
+    /// memory bandwidth it could feed, next to a resident copy.
+    #[arg(long)]
+    resident: bool,
+    /// With --resident: input plus output bytes per launch, at most, in MB (10^6 bytes). Keep
+    /// it well under the card's L2 (50 MB on an H100, 60 MB on an H200).
+    #[arg(long, default_value_t = 24.0, requires = "resident")]
+    resident_mb: f64,
+    /// With --resident: launches back to back between the two events of one timed run (at
+    /// least 100, so that one launch's latency does not dominate).
+    #[arg(long, default_value_t = 200, requires = "resident")]
+    launches: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -76,6 +115,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bail!("--iters must be at least 1");
     }
     let formats = selected_formats(&a.formats)?;
+    if a.resident {
+        return run_resident(&a, &formats, &mut out);
+    }
     let backend = super::open_device(a.device)?;
     let rows = match &backend {
         None => bench_cpu(&formats, &a)?,
@@ -238,4 +280,318 @@ fn bench_device(
         }
     }
     Ok(rows)
+}
+
+/// `--resident --json`: the whole run (see the module docs).
+#[derive(Serialize, Debug)]
+struct ResidentReport {
+    mode: &'static str,
+    device: String,
+    budget_bytes: usize,
+    launches_per_run: usize,
+    runs: usize,
+    copy: ResidentCopy,
+    rows: Vec<ResidentRow>,
+}
+
+/// The resident copy: the better of one before and one after the kernels.
+#[derive(Serialize, Debug)]
+struct ResidentCopy {
+    bytes_moved: u64,
+    us_per_launch: f64,
+    host_us_per_launch: f64,
+    launch_bound: bool,
+    gbytes_per_s: f64,
+    before_gbytes_per_s: f64,
+    after_gbytes_per_s: f64,
+}
+
+/// One format and output type, resident in L2; figures per launch.
+#[derive(Serialize, Debug)]
+struct ResidentRow {
+    format: String,
+    dtype: String,
+    blocks: u64,
+    elements: u64,
+    bytes_per_element: f64,
+    us_per_launch: f64,
+    us_per_launch_min: f64,
+    us_per_launch_max: f64,
+    host_us_per_launch: f64,
+    launch_bound: bool,
+    gelem_per_s: f64,
+    fed_gbytes_per_s: f64,
+    copy_gbytes_per_s: f64,
+}
+
+/// The resident measurement's sizes from the arguments, checked.
+fn resident_config(a: &Args) -> Result<ResidentConfig> {
+    if a.launches < 100 {
+        bail!(
+            "--launches must be at least 100: fewer would time the launch latency, not the kernel"
+        );
+    }
+    if !(a.resident_mb.is_finite() && a.resident_mb > 0.0) {
+        bail!("--resident-mb must be a positive number of MB");
+    }
+    Ok(ResidentConfig {
+        budget_bytes: (a.resident_mb * 1e6) as usize,
+        launches_per_run: a.launches,
+        runs: a.iters,
+    })
+}
+
+/// `bench --resident`: needs a GPU; the CPU bench is cache-resident already.
+fn run_resident(
+    a: &Args,
+    formats: &[&'static dyn QuantFormat],
+    out: &mut dyn Write,
+) -> Result<ExitCode> {
+    let cfg = resident_config(a)?;
+    if matches!(a.device, DeviceSpec::Cpu) {
+        bail!(
+            "--resident times GPU kernels on data held in L2: pass --device cuda[:N], hip[:N] or \
+             auto (on the CPU, the ordinary bench is cache-resident already)"
+        );
+    }
+    let Some(b) = super::open_device(a.device)? else {
+        bail!("--resident needs a GPU, and --device auto found none");
+    };
+    let report = bench_resident(b.as_ref(), formats, a, &cfg)?;
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print_resident(&report, out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_resident(
+    b: &dyn Backend,
+    formats: &[&'static dyn QuantFormat],
+    a: &Args,
+    cfg: &ResidentConfig,
+) -> Result<ResidentReport> {
+    let dtypes = if a.dtypes.is_empty() {
+        OutputDType::ALL.to_vec()
+    } else {
+        a.dtypes.clone()
+    };
+    let before = bench_resident_copy(b, cfg)?;
+    let mut results = Vec::new();
+    for &f in formats {
+        if f.kernel().is_none() {
+            eprintln!("{}: no kernel, skipped", f.name());
+            continue;
+        }
+        for &dtype in &dtypes {
+            let r = bench_resident_dequant(b, f, dtype, cfg)
+                .with_context(|| format!("{} -> {dtype}", f.name()))?;
+            results.push((f, dtype, r));
+        }
+    }
+    let after = bench_resident_copy(b, cfg)?;
+    let copy_gbps = before.gbps().max(after.gbps());
+    let rows = results
+        .into_iter()
+        .map(|(f, dtype, r)| resident_row(f, dtype, &r, copy_gbps))
+        .collect();
+    Ok(ResidentReport {
+        mode: "resident",
+        device: b.info().label(),
+        budget_bytes: cfg.budget_bytes,
+        launches_per_run: cfg.launches_per_run,
+        runs: cfg.runs,
+        copy: resident_copy(before, after),
+        rows,
+    })
+}
+
+/// One row of the resident table from a measurement; times in microseconds.
+fn resident_row(
+    f: &dyn QuantFormat,
+    dtype: OutputDType,
+    r: &ResidentResult,
+    copy_gbps: f64,
+) -> ResidentRow {
+    ResidentRow {
+        format: f.name().to_string(),
+        dtype: dtype.name().to_string(),
+        blocks: r.elements / f.geometry().block_elems as u64,
+        elements: r.elements,
+        bytes_per_element: r.bytes_per_element(),
+        us_per_launch: r.median_ms * 1e3,
+        us_per_launch_min: r.min_ms * 1e3,
+        us_per_launch_max: r.max_ms * 1e3,
+        host_us_per_launch: r.host_ms * 1e3,
+        launch_bound: r.launch_bound(),
+        gelem_per_s: r.gelem_per_s(),
+        fed_gbytes_per_s: r.fed_gbps(),
+        copy_gbytes_per_s: copy_gbps,
+    }
+}
+
+/// The better of the copies before and after the kernels, with both figures.
+fn resident_copy(before: ResidentResult, after: ResidentResult) -> ResidentCopy {
+    let (before_gbps, after_gbps) = (before.gbps(), after.gbps());
+    let best = if after_gbps > before_gbps {
+        after
+    } else {
+        before
+    };
+    ResidentCopy {
+        bytes_moved: best.bytes_moved,
+        us_per_launch: best.median_ms * 1e3,
+        host_us_per_launch: best.host_ms * 1e3,
+        launch_bound: best.launch_bound(),
+        gbytes_per_s: best.gbps(),
+        before_gbytes_per_s: before_gbps,
+        after_gbytes_per_s: after_gbps,
+    }
+}
+
+fn print_resident(r: &ResidentReport, out: &mut dyn Write) -> Result<()> {
+    writeln!(
+        out,
+        "{}: resident, input + output <= {:.1} MB, {} launches per run, median of {} runs",
+        r.device,
+        r.budget_bytes as f64 / 1e6,
+        r.launches_per_run,
+        r.runs
+    )?;
+    let c = &r.copy;
+    writeln!(
+        out,
+        "copy: {:.1} MB moved, {:.2} us per launch, {:.1} GB/s (before {:.1}, after {:.1}){}",
+        c.bytes_moved as f64 / 1e6,
+        c.us_per_launch,
+        c.gbytes_per_s,
+        c.before_gbytes_per_s,
+        c.after_gbytes_per_s,
+        if c.launch_bound { "  launch-bound" } else { "" }
+    )?;
+    writeln!(
+        out,
+        "{:<8} {:<5} {:>10} {:>7} {:>9} {:>9} {:>10} {:>8} {:>7}",
+        "format", "dtype", "elements", "B/elem", "us", "host us", "Gelem/s", "fed GB/s", "% copy"
+    )?;
+    for w in &r.rows {
+        writeln!(
+            out,
+            "{:<8} {:<5} {:>10} {:>7.4} {:>9.2} {:>9.2} {:>10.1} {:>8.1} {:>6.1}%{}",
+            w.format,
+            w.dtype,
+            w.elements,
+            w.bytes_per_element,
+            w.us_per_launch,
+            w.host_us_per_launch,
+            w.gelem_per_s,
+            w.fed_gbytes_per_s,
+            100.0 * w.fed_gbytes_per_s / w.copy_gbytes_per_s,
+            if w.launch_bound { "  launch-bound" } else { "" }
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(label: &str, elements: u64, bytes_moved: u64, median_ms: f64) -> ResidentResult {
+        ResidentResult {
+            label: label.into(),
+            elements,
+            bytes_moved,
+            launches_per_run: 200,
+            runs: 20,
+            median_ms,
+            min_ms: median_ms * 0.9,
+            max_ms: median_ms * 1.5,
+            host_ms: median_ms / 4.0,
+        }
+    }
+
+    fn q4_k() -> &'static dyn QuantFormat {
+        registry().iter().find(|f| f.name() == "Q4_K").unwrap()
+    }
+
+    #[test]
+    fn a_resident_row_has_per_launch_figures_in_microseconds() {
+        // 36585 Q4_K blocks to f16 (the 24 MB default): 9 365 760 values and
+        // 36585 * (144 + 512) = 23 999 760 bytes moved, in 8 µs a launch.
+        let r = result("Q4_K->f16", 36585 * 256, 36585 * 656, 0.008);
+        let w = resident_row(q4_k(), OutputDType::F16, &r, 7000.0);
+        assert_eq!((w.format.as_str(), w.dtype.as_str()), ("Q4_K", "f16"));
+        assert_eq!((w.blocks, w.elements), (36585, 9_365_760));
+        assert!((w.bytes_per_element - (144.0 / 256.0 + 2.0)).abs() < 1e-12);
+        assert!((w.us_per_launch - 8.0).abs() < 1e-9);
+        assert!((w.us_per_launch_max - 12.0).abs() < 1e-9);
+        assert!((w.host_us_per_launch - 2.0).abs() < 1e-9 && !w.launch_bound);
+        // 9 365 760 values in 8 µs: 1170.72 Gelem/s, × 2.5625 B = 2999.97 GB/s fed.
+        assert!((w.gelem_per_s - 1170.72).abs() < 1e-6);
+        assert!((w.fed_gbytes_per_s - 23_999_760.0 / 8e-6 / 1e9).abs() < 1e-6);
+        assert_eq!(w.copy_gbytes_per_s, 7000.0);
+    }
+
+    #[test]
+    fn the_resident_copy_is_the_better_of_before_and_after() {
+        let before = result("copy", 0, 24_000_000, 0.004); // 6000 GB/s
+        let after = result("copy", 0, 24_000_000, 0.003); // 8000 GB/s
+        let c = resident_copy(before.clone(), after.clone());
+        assert!((c.gbytes_per_s - 8000.0).abs() < 1e-6);
+        assert!((c.us_per_launch - 3.0).abs() < 1e-9);
+        assert!((c.before_gbytes_per_s - 6000.0).abs() < 1e-6);
+        let c = resident_copy(after, before);
+        assert!((c.gbytes_per_s - 8000.0).abs() < 1e-6);
+        assert!((c.after_gbytes_per_s - 6000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_resident_json_has_the_documented_fields() {
+        let copy = result("copy", 0, 24_000_000, 0.004);
+        let r = result("Q4_K->f32", 256, 144 + 1024, 0.001);
+        let report = ResidentReport {
+            mode: "resident",
+            device: "cuda:0 (test)".into(),
+            budget_bytes: 24_000_000,
+            launches_per_run: 200,
+            runs: 20,
+            copy: resident_copy(copy.clone(), copy),
+            rows: vec![resident_row(q4_k(), OutputDType::F32, &r, 6000.0)],
+        };
+        let v = serde_json::to_value(&report).unwrap();
+        for key in ["mode", "device", "budget_bytes", "launches_per_run", "runs"] {
+            assert!(!v[key].is_null(), "missing {key}");
+        }
+        for key in [
+            "bytes_moved",
+            "us_per_launch",
+            "host_us_per_launch",
+            "launch_bound",
+            "gbytes_per_s",
+            "before_gbytes_per_s",
+            "after_gbytes_per_s",
+        ] {
+            assert!(!v["copy"][key].is_null(), "missing copy.{key}");
+        }
+        for key in [
+            "format",
+            "dtype",
+            "blocks",
+            "elements",
+            "bytes_per_element",
+            "us_per_launch",
+            "us_per_launch_min",
+            "us_per_launch_max",
+            "host_us_per_launch",
+            "launch_bound",
+            "gelem_per_s",
+            "fed_gbytes_per_s",
+            "copy_gbytes_per_s",
+        ] {
+            assert!(!v["rows"][0][key].is_null(), "missing rows[0].{key}");
+        }
+        assert_eq!(v["mode"], "resident");
+    }
 }
