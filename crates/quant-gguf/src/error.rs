@@ -607,7 +607,7 @@ mod tests {
         assert_traits::<GgufError>();
     }
 
-    /// Names, keys and fields are shown escaped in every message (issue 12, fault 4): a
+    /// Names, keys and fields are shown escaped in every message: a
     /// name from a file cannot clear the screen or set the terminal's title.
     #[test]
     fn messages_escape_what_comes_from_a_file() {

@@ -24,7 +24,7 @@ pub const DEFAULT_ALIGNMENT: u32 = 32;
 
 /// Largest `general.alignment` accepted (64 KiB, the largest common page size, ARM64's and
 /// POWER's). ggml accepts any power of two; real files use 32 to 4096. The bound keeps a tiny
-/// file from making a tool pad its output to gigabytes (issue 12).
+/// file from making a tool pad its output to gigabytes.
 pub const MAX_ALIGNMENT: u32 = 1 << 16;
 
 /// Whether `a` is an alignment quantforge accepts: a power of two from 1 to [`MAX_ALIGNMENT`].

@@ -173,7 +173,7 @@ pub fn bench_dequant(
 }
 
 /// Default byte budget of a resident measurement, input plus output: 24 MB, under half of the
-/// smallest L2 the issue targets (50 MB on an H100, 60 MB on an H200), so that the data stays
+/// smallest L2 of the cards it is meant for (50 MB on an H100, 60 MB on an H200), so that the data stays
 /// in L2 across launches whichever partition of the cache a block lands in.
 pub const DEFAULT_RESIDENT_BUDGET: usize = 24_000_000;
 

@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, default_value = "f32", value_parser = parse_load_as)]
     dtype: LoadAs,
     /// pipelined (ring of pinned slots, copy and compute queues), serial (tensor by tensor), or
-    /// cpu-dequant (the old path, as a baseline: CPU dequantization, pageable upload).
+    /// cpu-dequant (a baseline: CPU dequantization, pageable upload).
     #[arg(long, default_value = "pipelined", value_parser = parse_strategy)]
     strategy: Strategy,
     /// Ring slots of the pipeline, in all, shared out among the readers.
