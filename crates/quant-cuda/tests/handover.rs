@@ -308,11 +308,7 @@ fn into_raw_outlives_the_tensor_and_memory_returns_after_50_tensors() {
         let mut held = Vec::new();
         for i in 0..50 {
             let (name, dtype) = (&names[i % names.len()], DTYPES[i / names.len() % 3]);
-            drop(loader.load_tensor_to_gpu(name, &e.backend, dtype).unwrap());
-            let t = loader
-                .take_cached_as(name, dtype.into(), &e.backend)
-                .expect("cached");
-            held.push(Arc::try_unwrap(t).expect("the only holder"));
+            held.push(loader.load_tensor_to_gpu(name, &e.backend, dtype).unwrap());
         }
         let loaded = free("with 50 tensors");
         for (i, t) in held.into_iter().enumerate() {
@@ -334,15 +330,9 @@ fn into_raw_outlives_the_tensor_and_memory_returns_after_50_tensors() {
 
     // into_raw: the tensor goes, its memory stays.
     let name = "blk.0.ffn_down.weight";
-    drop(
-        loader
-            .load_tensor_to_gpu(name, &e.backend, OutputDType::F32)
-            .unwrap(),
-    );
     let t = loader
-        .take_cached_as(name, OutputDType::F32.into(), &e.backend)
-        .expect("cached");
-    let t = Arc::try_unwrap(t).expect("the only holder");
+        .load_tensor_to_gpu(name, &e.backend, OutputDType::F32)
+        .unwrap();
     let want = t.download(&e.backend).unwrap();
     let ptr = t.device_ptr();
     let raw = t.into_raw();
