@@ -38,6 +38,20 @@ pub enum LoadError {
         /// Size now.
         now: u64,
     },
+    /// The file was rewritten on disk after it was opened, at the same size: its modification
+    /// or status-change time, or the inode or device its path names, differ from when it was
+    /// opened. Bytes read since may mix two versions of the file.
+    #[error(
+        "{file}: the file was modified on disk since it was opened ({what}); bytes read from \
+         it may mix two versions: reopen it",
+        file = file.display()
+    )]
+    FileModified {
+        /// The file.
+        file: PathBuf,
+        /// What differs (`modification time`, `inode`, ...).
+        what: String,
+    },
     /// No linked format handles the tensor's type.
     #[error("{file}: tensor '{tensor}' has type {ty}, which no linked format handles", file = file.display())]
     Unsupported {

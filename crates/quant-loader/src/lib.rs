@@ -55,12 +55,14 @@ pub use placement::{layer_of, DevicePlacement, Placement};
 pub use plan::{Region, Target, TensorPlan, ALIGN};
 pub use report::{LoadPath, LoadReport, Loaded, TensorLoad};
 
-use exec::{Core, Host, IntoCaller, Serial};
+use exec::{Core, Host, IntoCaller, Serial, Stamp};
 use pipeline::{Job, Pipelined};
 
 /// Loads the tensors of one GGUF file onto a device or into host memory.
 pub struct GgufLoader {
     file: GgufFile,
+    /// How the file stood on disk when opened (checked after every read).
+    opened: Option<Stamp>,
     options: LoaderOptions,
 }
 
@@ -72,13 +74,24 @@ impl GgufLoader {
 
     /// Opens a GGUF file with options.
     pub fn open_with(path: impl AsRef<Path>, options: LoaderOptions) -> Result<Self, LoadError> {
+        // Taken before the header is read, so that a rewrite during the open is seen too.
+        let opened = Stamp::of(path.as_ref());
         let file = GgufFile::open_with(path, OpenOptions { mmap: options.mmap })?;
-        Ok(Self::from_file(file, options))
+        Ok(GgufLoader {
+            file,
+            opened,
+            options,
+        })
     }
 
-    /// Wraps an already parsed file.
+    /// Wraps an already parsed file (its state on disk is taken now).
     pub fn from_file(file: GgufFile, options: LoaderOptions) -> Self {
-        GgufLoader { file, options }
+        let opened = Stamp::of(file.path());
+        GgufLoader {
+            file,
+            opened,
+            options,
+        }
     }
 
     /// The parsed file.
@@ -89,6 +102,7 @@ impl GgufLoader {
     fn core(&self) -> Core<'_> {
         Core {
             file: &self.file,
+            opened: self.opened,
             fallback: self.options.fallback,
         }
     }

@@ -246,6 +246,97 @@ fn a_file_that_changes_size_after_open_is_an_error_not_a_crash() {
     }
 }
 
+/// Every load path of `loader` on tensor `name`: the error each gives, or `None` if it loads.
+fn errors_of_every_path(loader: &GgufLoader, name: &str) -> Vec<Option<LoadError>> {
+    let serial = backend(Mode::Works);
+    let piped = TestBackend::new(8);
+    vec![
+        loader.dequantize_to_host(name, CpuPath::Fast).err(),
+        loader.load_to_host(name, None, LoadAs::Native).err(),
+        loader.tensor_raw(name).err(),
+        loader
+            .load_tensor_to_gpu(name, &serial, OutputDType::F32)
+            .err(),
+        loader.load_all(&piped, OutputDType::F16).err(),
+        loader
+            .load_all_to_host(LoadAs::Values(OutputDType::F32), &mut |_| {})
+            .err(),
+    ]
+}
+
+/// A file rewritten in place at the same size (another version of the model copied over it,
+/// say) is an error naming the file on every load path, mapped or not, rather than a load
+/// mixing bytes of two versions: the loader records the file's modification and
+/// status-change times, inode and device when it opens it and compares them after each read.
+/// Nothing is reported while the file is left alone.
+#[test]
+fn a_file_rewritten_in_place_at_the_same_size_is_an_error_naming_it() {
+    use std::os::unix::fs::FileExt;
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for mmap in [true, false] {
+        let dir = std::env::temp_dir().join(format!("qf-rewrite-{}-{mmap}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rewritten.gguf");
+        std::fs::copy(model(), &path).unwrap();
+        // An old modification time, so that the rewrite below changes it whatever the clock's
+        // granularity.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        f.set_modified(hour_ago).unwrap();
+        let options = LoaderOptions {
+            mmap,
+            fallback: FallbackPolicy::Allow,
+        };
+        let loader = GgufLoader::open_with(&path, options).unwrap();
+        let t = loader.file().tensors()[0].clone();
+        for (i, e) in errors_of_every_path(&loader, &t.name).iter().enumerate() {
+            assert!(
+                e.is_none(),
+                "mmap {mmap}, path {i}: untouched file refused: {e:?}"
+            );
+        }
+
+        // Another writer flips the first tensor's bytes in place: same size, same inode.
+        let at = loader.file().data_offset() + t.offset;
+        let mut bytes = vec![0u8; t.n_bytes as usize];
+        f.read_exact_at(&mut bytes, at).unwrap();
+        let flipped: Vec<u8> = bytes.iter().map(|b| !b).collect();
+        f.write_all_at(&flipped, at).unwrap();
+        let check = |loader: &GgufLoader, what: &str| {
+            for (i, e) in errors_of_every_path(loader, &t.name)
+                .into_iter()
+                .enumerate()
+            {
+                let e = e.unwrap_or_else(|| panic!("mmap {mmap}, path {i}: rewrite not seen"));
+                assert!(
+                    matches!(&e, LoadError::FileModified { what: w, .. } if w.contains(what)),
+                    "mmap {mmap}, path {i}: {e:?}"
+                );
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("rewritten.gguf") && msg.contains("modified"),
+                    "{msg}"
+                );
+            }
+        };
+        check(&loader, "modification time");
+        // A writer that puts the old modification time back is seen by the status-change time.
+        f.set_modified(hour_ago).unwrap();
+        check(&loader, "status-change time");
+
+        // Replaced by another file of the same size (renamed over it): another inode.
+        let loader = GgufLoader::open_with(&path, options).unwrap();
+        let other = dir.join("other.gguf");
+        std::fs::copy(&path, &other).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        check(&loader, "inode");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
 #[test]
 fn sixteen_threads_loading_different_tensors_get_the_bits_of_a_serial_load() {
     let path = model().with_file_name("tiny-llama-q4_0.gguf");

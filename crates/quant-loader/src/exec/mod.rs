@@ -28,11 +28,74 @@ pub use host::{Host, HostData, HostTensor};
 pub(crate) use into::IntoCaller;
 pub(crate) use serial::Serial;
 
-/// What every executor shares: the file and the fallback policy.
+/// What every executor shares: the file, how it stood on disk when opened, and the fallback
+/// policy.
 #[derive(Clone, Copy)]
 pub(crate) struct Core<'f> {
     pub file: &'f GgufFile,
+    pub opened: Option<Stamp>,
     pub fallback: FallbackPolicy,
+}
+
+/// How a file stands on disk: its modification and status-change times, inode and device.
+/// Recorded when the loader opens the file and compared with the file's path after every
+/// read, so that a file rewritten in place at the same size is an error rather than a load
+/// that mixes bytes of two versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    /// The stamp of the file at `path` now; `None` where it cannot be read.
+    pub fn of(path: &std::path::Path) -> Option<Stamp> {
+        std::fs::metadata(path).ok().map(|m| Stamp::from_meta(&m))
+    }
+
+    #[cfg(unix)]
+    fn from_meta(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn from_meta(m: &std::fs::Metadata) -> Stamp {
+        let since = |t: std::io::Result<std::time::SystemTime>| {
+            let d = t
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            d.map_or((0, 0), |d| {
+                (d.as_secs() as i64, i64::from(d.subsec_nanos()))
+            })
+        };
+        Stamp {
+            mtime: since(m.modified()),
+            ctime: (0, 0),
+            ino: 0,
+            dev: 0,
+        }
+    }
+
+    /// What differs between this stamp and `now`, if anything.
+    fn differs(&self, now: &Stamp) -> Option<&'static str> {
+        if (self.ino, self.dev) != (now.ino, now.dev) {
+            Some("its path names another file: inode or device differ")
+        } else if self.mtime != now.mtime {
+            Some("modification time differs")
+        } else if self.ctime != now.ctime {
+            Some("status-change time differs")
+        } else {
+            None
+        }
+    }
 }
 
 impl<'f> Core<'f> {
@@ -92,25 +155,44 @@ impl<'f> Core<'f> {
 
     /// [`LoadError::FileChanged`] if the file on disk no longer has the size it had when
     /// opened: a mapped file that shrank would raise SIGBUS on the lost pages, and an
-    /// unmapped one would give bytes of two versions of the file.
+    /// unmapped one would give bytes of two versions of the file. [`LoadError::FileModified`]
+    /// if it has that size but was rewritten since the loader opened it (its [`Stamp`]
+    /// differs). Called before and after reads.
     pub fn check_unchanged(&self) -> Result<(), LoadError> {
-        if let Ok(meta) = std::fs::metadata(self.file.path()) {
-            let was = self.file.file_len();
-            if meta.len() != was {
-                return Err(LoadError::FileChanged {
-                    file: self.file.path().to_path_buf(),
-                    was,
-                    now: meta.len(),
-                });
-            }
+        let Ok(meta) = std::fs::metadata(self.file.path()) else {
+            return Ok(());
+        };
+        let was = self.file.file_len();
+        if meta.len() != was {
+            return Err(LoadError::FileChanged {
+                file: self.file.path().to_path_buf(),
+                was,
+                now: meta.len(),
+            });
         }
-        Ok(())
+        match self
+            .opened
+            .and_then(|s| s.differs(&Stamp::from_meta(&meta)))
+        {
+            Some(what) => Err(LoadError::FileModified {
+                file: self.file.path().to_path_buf(),
+                what: what.to_string(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The bytes `spans` of `t`'s data: borrowed from the mapping when they are one run of
-    /// it, else read (or gathered) into a buffer of exactly their size.
+    /// it, else read (or gathered) into a buffer of exactly their size. The file is checked
+    /// before and after ([`Core::check_unchanged`]).
     pub fn read(&self, t: &TensorInfo, spans: &Spans) -> Result<Cow<'f, [u8]>, LoadError> {
         self.check_unchanged()?;
+        let bytes = self.read_spans(t, spans)?;
+        self.check_unchanged()?;
+        Ok(bytes)
+    }
+
+    fn read_spans(&self, t: &TensorInfo, spans: &Spans) -> Result<Cow<'f, [u8]>, LoadError> {
         if spans.first == 0 && spans.total() == t.n_bytes {
             return Ok(self.file.tensor_data(t)?);
         }

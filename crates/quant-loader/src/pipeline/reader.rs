@@ -117,7 +117,8 @@ impl Stream<'_> {
                 _ => self.read_spans(t, plan, p.job_offset, dst)?,
             }
         }
-        Ok(())
+        // After the bytes are in the slot: a file rewritten while they were read is an error.
+        self.core.check_unchanged()
     }
 
     /// Reads `dst.len()` bytes of `plan`'s spans, from byte `at` of them read one after
