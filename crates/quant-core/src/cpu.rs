@@ -163,6 +163,49 @@ pub fn dequantize_to_vec(
     Ok(out)
 }
 
+/// Dequantizes `src` (whole blocks of `format`) by `path` straight into `dst` as the
+/// little-endian bytes of `dtype` values, on all cores, a task's values at a time: no buffer of
+/// the whole tensor's f32 values. `dst` must hold exactly the values' bytes.
+pub fn dequantize_into_bytes(
+    format: &dyn QuantFormat,
+    src: &[u8],
+    dst: &mut [u8],
+    dtype: OutputDType,
+    path: CpuPath,
+) -> Result<(), CoreError> {
+    let n = elements_in(format, src.len())?;
+    if n.checked_mul(dtype.size()) != Some(dst.len()) {
+        return Err(length_error(format, src.len(), dst.len() / dtype.size()));
+    }
+    let g = format.geometry();
+    let blocks_per_task = (ELEMS_PER_TASK / g.block_elems).max(1);
+    let (elems, bytes) = (
+        blocks_per_task * g.block_elems,
+        blocks_per_task * g.block_bytes,
+    );
+    let run = |(d, s): (&mut [u8], &[u8])| {
+        let mut values = vec![0f32; d.len() / dtype.size()];
+        match path {
+            CpuPath::Reference => format.dequantize_reference(s, &mut values),
+            CpuPath::Fast => format.dequantize_fast(s, &mut values),
+        }
+        d.copy_from_slice(&encode_as(&values, dtype));
+    };
+    let out_bytes = elems * dtype.size();
+    match path {
+        // The reference is single-threaded by definition.
+        CpuPath::Reference => dst
+            .chunks_mut(out_bytes)
+            .zip(src.chunks(bytes))
+            .for_each(run),
+        CpuPath::Fast => dst
+            .par_chunks_mut(out_bytes)
+            .zip(src.par_chunks(bytes))
+            .for_each(run),
+    }
+    Ok(())
+}
+
 /// Values in host memory as a requested output type holds them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostValues {

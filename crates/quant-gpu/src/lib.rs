@@ -374,6 +374,28 @@ pub trait Backend: Send + Sync {
             })
         }
     }
+
+    /// [`Backend::dequantize`] queued on a stream of the caller's (a `CUstream` or
+    /// `hipStream_t` of this backend's device context, as an integer; 0 is the legacy default
+    /// stream), not on the backend's own queues, and not waited for: the caller orders it with
+    /// its other work on that stream. Nothing is allocated. Default, for backends without
+    /// streams (the test backends): [`Backend::dequantize`] at once, `stream` unused.
+    ///
+    /// # Safety
+    /// `stream` must be a live stream of this backend's device context; `src` and `dst` must
+    /// stay allocated until the kernel has run.
+    unsafe fn dequantize_on_stream(
+        &self,
+        kernel: &'static KernelSpec,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+        stream: usize,
+    ) -> Result<(), GpuError> {
+        let _ = stream;
+        self.dequantize(kernel, src, n_blocks, dst, dtype)
+    }
 }
 
 #[cfg(test)]

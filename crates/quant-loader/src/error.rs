@@ -89,6 +89,14 @@ pub enum LoadError {
         /// Why.
         source: PlanError,
     },
+    /// Blocks a caller handed over (no file) cannot be expanded as asked.
+    #[error("blocks of {ty}: {reason}")]
+    Blocks {
+        /// Their type.
+        ty: GgmlType,
+        /// What was expected and what came.
+        reason: String,
+    },
     /// The tensor's size does not fit this machine's address space.
     #[error("{file}: tensor '{tensor}' is too large for this machine ({elements} elements)", file = file.display())]
     TooLarge {

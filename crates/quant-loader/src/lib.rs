@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::too_many_lines)]
 
+pub mod blocks;
 mod cache;
 mod error;
 mod exec;
