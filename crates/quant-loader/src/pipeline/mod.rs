@@ -87,15 +87,9 @@ impl Pipelined<'_> {
     }
 
     /// The bare loop: every job's bytes read into the ring and copied to the device, with no
-    /// outputs and no kernels. Returns the bytes moved.
-    pub fn bare(
-        &self,
-        jobs: &[Job],
-        progress: &mut dyn FnMut(&Progress),
-    ) -> Result<u64, LoadError> {
-        let stream = self.stream(jobs, true, progress)?;
-        drop(stream);
-        Ok(jobs.iter().map(|(_, p)| p.spans.total()).sum())
+    /// outputs and no kernels.
+    pub fn bare(&self, jobs: &[Job], progress: &mut dyn FnMut(&Progress)) -> Result<(), LoadError> {
+        self.stream(jobs, true, progress).map(drop)
     }
 
     /// A streamed job's tensor and row: its output, or its fallback if its kernel failed.
