@@ -82,9 +82,6 @@ pub struct KernelSpec {
     pub entry_f16: &'static str,
     /// Entry point producing bf16 bits.
     pub entry_bf16: &'static str,
-    /// Environment variable that may name an HSACO code object built ahead of time
-    /// (`"Q4_K_DEQUANT_HSACO"`).
-    pub hsaco_env: &'static str,
     /// Threads per launched group (thread block). A multiple of 64, so that it fills whole
     /// wavefronts on AMD CDNA as well as whole warps elsewhere.
     pub threads_per_group: u32,
@@ -97,13 +94,13 @@ pub struct KernelSpec {
 }
 
 /// Builds a format's [`KernelSpec`] whose entry points come from one `QF_DEQUANT_ENTRIES(PREFIX,
-/// ...)` line of its `kernel.hip` (`PREFIX_to_fp32_kernel`, `_to_fp16_kernel`, `_to_bf16_kernel`),
-/// with the HSACO variable `<FORMAT>_DEQUANT_HSACO`:
+/// ...)` line of its `kernel.hip` (`PREFIX_to_fp32_kernel`, `_to_fp16_kernel`, `_to_bf16_kernel`);
+/// the prefix is the format's name too:
 ///
 /// ```ignore
 /// pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
 ///     prefix: "q8_0", file: "quant-q8_0/kernel.hip", source: include_str!("../kernel.hip"),
-///     hsaco_env: "Q8_0_DEQUANT_HSACO", threads: 256, blocks_per_group: 128,
+///     threads: 256, blocks_per_group: 128,
 ///     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 /// };
 /// ```
@@ -111,7 +108,7 @@ pub struct KernelSpec {
 macro_rules! kernel_spec {
     (
         prefix: $prefix:literal, file: $file:literal, source: $source:expr,
-        hsaco_env: $env:literal, threads: $threads:expr, blocks_per_group: $bpg:expr,
+        threads: $threads:expr, blocks_per_group: $bpg:expr,
         geometry: ($elems:expr, $bytes:expr) $(,)?
     ) => {
         $crate::KernelSpec {
@@ -121,7 +118,6 @@ macro_rules! kernel_spec {
             entry_f32: concat!($prefix, "_to_fp32_kernel"),
             entry_f16: concat!($prefix, "_to_fp16_kernel"),
             entry_bf16: concat!($prefix, "_to_bf16_kernel"),
-            hsaco_env: $env,
             threads_per_group: $threads,
             blocks_per_group: $bpg,
             geometry: $crate::BlockGeometry {

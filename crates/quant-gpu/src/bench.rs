@@ -562,7 +562,6 @@ mod tests {
             entry_f32: "f32",
             entry_f16: "f16",
             entry_bf16: "bf16",
-            hsaco_env: "FAKE_DEQUANT_HSACO",
             threads_per_group: 256,
             blocks_per_group: 8,
             geometry: quant_core::BlockGeometry {

@@ -288,7 +288,6 @@ mod tests {
             entry_f32: "t_f32",
             entry_f16: "t_f16",
             entry_bf16: "t_bf16",
-            hsaco_env: "T_DEQUANT_HSACO",
             threads_per_group: threads,
             blocks_per_group,
             geometry: BlockGeometry {

@@ -34,7 +34,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "iq1_s", file: "quant-iq1s/kernel.hip",
     source: quant_tables::kernel_source!(["iq1s_grid"], "../kernel.hip"),
-    hsaco_env: "IQ1_S_DEQUANT_HSACO", threads: 256, blocks_per_group: 32,
+    threads: 256, blocks_per_group: 32,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

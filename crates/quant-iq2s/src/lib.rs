@@ -37,7 +37,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "iq2_s", file: "quant-iq2s/kernel.hip",
     source: quant_tables::kernel_source!(["iq2s_grid"], "../kernel.hip"),
-    hsaco_env: "IQ2_S_DEQUANT_HSACO", threads: 256, blocks_per_group: 32,
+    threads: 256, blocks_per_group: 32,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

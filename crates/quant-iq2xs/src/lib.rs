@@ -32,7 +32,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "iq2_xs", file: "quant-iq2xs/kernel.hip",
     source: quant_tables::kernel_source!(["iq2xs_grid", "ksigns_iq2xs"], "../kernel.hip"),
-    hsaco_env: "IQ2_XS_DEQUANT_HSACO", threads: 256, blocks_per_group: 32,
+    threads: 256, blocks_per_group: 32,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

@@ -26,7 +26,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "iq4_nl", file: "quant-iq4nl/kernel.hip",
     source: quant_tables::kernel_source!(["kvalues_iq4nl"], "../kernel.hip"),
-    hsaco_env: "IQ4_NL_DEQUANT_HSACO", threads: 256, blocks_per_group: 256,
+    threads: 256, blocks_per_group: 256,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

@@ -33,7 +33,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "iq4_xs", file: "quant-iq4xs/kernel.hip",
     source: quant_tables::kernel_source!(["kvalues_iq4nl"], "../kernel.hip"),
-    hsaco_env: "IQ4_XS_DEQUANT_HSACO", threads: 256, blocks_per_group: 32,
+    threads: 256, blocks_per_group: 32,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

@@ -26,7 +26,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "mxfp4", file: "quant-mxfp4/kernel.hip",
     source: quant_tables::kernel_source!(["kvalues_mxfp4"], "../kernel.hip"),
-    hsaco_env: "MXFP4_DEQUANT_HSACO", threads: 256, blocks_per_group: 256,
+    threads: 256, blocks_per_group: 256,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

@@ -32,7 +32,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "nvfp4", file: "quant-nvfp4/kernel.hip",
     source: quant_tables::kernel_source!(["kvalues_mxfp4"], "../kernel.hip"),
-    hsaco_env: "NVFP4_DEQUANT_HSACO", threads: 256, blocks_per_group: 128,
+    threads: 256, blocks_per_group: 128,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

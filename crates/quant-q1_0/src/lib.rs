@@ -23,7 +23,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 /// The GPU kernels of `kernel.hip`.
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "q1_0", file: "quant-q1_0/kernel.hip", source: include_str!("../kernel.hip"),
-    hsaco_env: "Q1_0_DEQUANT_HSACO", threads: 256, blocks_per_group: 64,
+    threads: 256, blocks_per_group: 64,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

@@ -22,7 +22,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 /// The GPU kernels of `kernel.hip`.
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "q2_0", file: "quant-q2_0/kernel.hip", source: include_str!("../kernel.hip"),
-    hsaco_env: "Q2_0_DEQUANT_HSACO", threads: 256, blocks_per_group: 128,
+    threads: 256, blocks_per_group: 128,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

@@ -6,6 +6,6 @@ use quant_core::KernelSpec;
 /// Entry points and launch geometry of `kernel.hip`.
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "q4_0", file: "quant-q4_0/kernel.hip", source: include_str!("../kernel.hip"),
-    hsaco_env: "Q4_0_DEQUANT_HSACO", threads: 256, blocks_per_group: 256,
+    threads: 256, blocks_per_group: 256,
     geometry: (crate::BLOCK_ELEMS, crate::BLOCK_BYTES),
 };

@@ -22,7 +22,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 /// The GPU kernels of `kernel.hip`.
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "q5_1", file: "quant-q5_1/kernel.hip", source: include_str!("../kernel.hip"),
-    hsaco_env: "Q5_1_DEQUANT_HSACO", threads: 256, blocks_per_group: 256,
+    threads: 256, blocks_per_group: 256,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

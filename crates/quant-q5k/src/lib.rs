@@ -31,7 +31,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 /// The GPU kernels of `kernel.hip`.
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "q5_k", file: "quant-q5k/kernel.hip", source: include_str!("../kernel.hip"),
-    hsaco_env: "Q5_K_DEQUANT_HSACO", threads: 256, blocks_per_group: 32,
+    threads: 256, blocks_per_group: 32,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 

@@ -6,6 +6,6 @@ use quant_core::KernelSpec;
 /// Entry points and launch geometry of `kernel.hip`.
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "q6_k", file: "quant-q6k/kernel.hip", source: include_str!("../kernel.hip"),
-    hsaco_env: "Q6_K_DEQUANT_HSACO", threads: 256, blocks_per_group: 32,
+    threads: 256, blocks_per_group: 32,
     geometry: (crate::BLOCK_ELEMS, crate::BLOCK_BYTES),
 };

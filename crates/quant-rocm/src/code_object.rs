@@ -2,7 +2,8 @@
 //!
 //! For a format's [`KernelSpec`] and a device architecture the bytes come from, in order:
 //!
-//! 1. the file named by the environment variable `spec.hsaco_env` (`Q4_K_DEQUANT_HSACO`), if set;
+//! 1. the file named by the format's environment variable, [`hsaco_env`] (`Q4_K_DEQUANT_HSACO`
+//!    for `q4_k`), if set;
 //! 2. the object embedded at build time from `target/kernels/<format>/<arch>.hsaco`
 //!    (`cargo xtask build-kernels`).
 //!
@@ -64,6 +65,13 @@ pub struct CodeObject {
     pub arch: String,
 }
 
+/// The environment variable that may name `spec`'s HSACO file in place of the embedded one: the
+/// format's name in capitals, then `_DEQUANT_HSACO` (`Q4_K_DEQUANT_HSACO` for `q4_k`). Derived
+/// here, on the AMD side, so that the vendor-neutral [`KernelSpec`] carries nothing of HIP's.
+pub fn hsaco_env(spec: &KernelSpec) -> String {
+    format!("{}_DEQUANT_HSACO", spec.format.to_ascii_uppercase())
+}
+
 /// Resolves the code object of `spec` for a device of architecture `arch` (a base name such
 /// as `gfx90a`), reading the real environment and the objects embedded in this build.
 pub fn resolve(spec: &KernelSpec, arch: &str) -> Result<CodeObject, GpuError> {
@@ -85,15 +93,16 @@ pub fn resolve_with(
     embedded: &[Embedded],
     kernels_dir: &Path,
 ) -> Result<CodeObject, GpuError> {
-    if let Some(p) = env(spec.hsaco_env).filter(|p| !p.is_empty()) {
+    let var = hsaco_env(spec);
+    if let Some(p) = env(&var).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(p);
         let bytes = std::fs::read(&path).map_err(|e| GpuError::CodeObject {
             path: path.clone(),
-            reason: format!("named by {}, but cannot be read: {e}", spec.hsaco_env),
+            reason: format!("named by {var}, but cannot be read: {e}"),
         })?;
         let found = inspect(&bytes, arch).map_err(|reason| GpuError::CodeObject {
             path: path.clone(),
-            reason: format!("named by {}: {reason}", spec.hsaco_env),
+            reason: format!("named by {var}: {reason}"),
         })?;
         return Ok(CodeObject {
             path,
@@ -123,7 +132,7 @@ pub fn resolve_with(
                 } else {
                     have.join(", ")
                 },
-                spec.hsaco_env
+                var
             ),
         });
     };
@@ -235,7 +244,6 @@ mod tests {
         entry_f32: "a",
         entry_f16: "b",
         entry_bf16: "c",
-        hsaco_env: "Q4_K_DEQUANT_HSACO",
         threads_per_group: 256,
         blocks_per_group: 8,
         geometry: quant_core::BlockGeometry {
@@ -243,6 +251,16 @@ mod tests {
             block_bytes: 144,
         },
     };
+
+    #[test]
+    fn the_variable_is_the_format_name_in_capitals() {
+        assert_eq!(hsaco_env(&SPEC), "Q4_K_DEQUANT_HSACO");
+        let spec = KernelSpec {
+            format: "iq2_xxs",
+            ..SPEC
+        };
+        assert_eq!(hsaco_env(&spec), "IQ2_XXS_DEQUANT_HSACO");
+    }
 
     /// A minimal AMDGPU ELF header for `mach`.
     fn fake_hsaco(mach: u32) -> Vec<u8> {

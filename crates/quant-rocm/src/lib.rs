@@ -6,10 +6,10 @@
 //! * Kernels are never compiled at run time. `cargo xtask build-kernels` compiles each
 //!   registered format's `kernel.hip` to HSACO for gfx906, gfx908, gfx90a, gfx940 and gfx1030;
 //!   this crate's build script embeds what it finds in `target/kernels/<format>/<arch>.hsaco`.
-//!   At run time the file named by the format's `*_DEQUANT_HSACO` variable wins over the
-//!   embedded copy ([`code_object`]). A missing or broken object is a
-//!   [`GpuError::CodeObject`](quant_gpu::GpuError::CodeObject) naming the file: there is no
-//!   silent fallback.
+//!   At run time the file named by the format's `<FORMAT>_DEQUANT_HSACO` variable
+//!   ([`code_object::hsaco_env`]) wins over the embedded copy ([`code_object`]). A missing or
+//!   broken object is a [`GpuError::CodeObject`](quant_gpu::GpuError::CodeObject) naming the
+//!   file: there is no silent fallback.
 //! * Modules and their functions are loaded once per device and format and shared
 //!   ([`quant_gpu::ModuleCache`]); a launch of zero blocks loads nothing.
 //! * Every launch, whole-buffer or at byte offsets (`dequantize_at`), is checked and sized by
@@ -153,7 +153,8 @@ mod tests {
                 file.display()
             );
             let f = file.clone();
-            let env = move |k: &str| (k == spec.hsaco_env).then(|| f.clone().into_os_string());
+            let var = code_object::hsaco_env(spec);
+            let env = move |k: &str| (k == var).then(|| f.clone().into_os_string());
             let co = code_object::resolve_with(spec, "gfx90a", &env, &[], Path::new("/x")).unwrap();
             assert!(co.from_env);
             assert_eq!(co.path, file);

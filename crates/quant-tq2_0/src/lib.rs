@@ -25,7 +25,7 @@ pub const LAYOUT_DOC: &str = include_str!("../LAYOUT.md");
 /// The GPU kernels of `kernel.hip`.
 pub static KERNEL: KernelSpec = quant_core::kernel_spec! {
     prefix: "tq2_0", file: "quant-tq2_0/kernel.hip", source: include_str!("../kernel.hip"),
-    hsaco_env: "TQ2_0_DEQUANT_HSACO", threads: 256, blocks_per_group: 32,
+    threads: 256, blocks_per_group: 32,
     geometry: (BLOCK_ELEMS, BLOCK_BYTES),
 };
 
