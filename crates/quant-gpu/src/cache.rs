@@ -1,8 +1,9 @@
-//! [`ModuleCache`]: loaded kernel modules by key (format, or device and format), each built once.
+//! [`ModuleCache`]: loaded kernel modules by key, each built once; [`ContextModules`]: one
+//! such cache per device context, shared by every backend of that context.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// One key's slot: filled once, under its own lock.
 type Slot<M> = Arc<Mutex<Option<Arc<M>>>>;
@@ -68,6 +69,66 @@ impl<K: Eq + Hash, M> ModuleCache<K, M> {
     }
 }
 
+/// The module caches of one vendor, one per scope (a device context and where its kernels come
+/// from): every backend whose scope is equal gets the same [`ModuleCache`], so that backends
+/// opened on several streams of one context build each format's module once.
+///
+/// The registry holds its caches weakly: a cache, and the modules in it, live as long as one
+/// backend of its scope holds it. A scope that comes back after all its backends are gone (a
+/// context destroyed and another made at the same address, say) gets a new, empty cache, never
+/// modules of the context that went.
+pub struct ContextModules<S, M> {
+    scopes: Mutex<Vec<(S, Weak<FormatModules<M>>)>>,
+}
+
+/// The modules of one scope, by format name.
+type FormatModules<M> = ModuleCache<&'static str, M>;
+
+impl<S, M> ContextModules<S, M> {
+    /// An empty registry (for a `static`).
+    pub const fn new() -> Self {
+        ContextModules {
+            scopes: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<S, M> Default for ContextModules<S, M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S, M> std::fmt::Debug for ContextModules<S, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let live = lock(&self.scopes)
+            .iter()
+            .filter(|(_, cache)| cache.strong_count() > 0)
+            .count();
+        f.debug_struct("ContextModules")
+            .field("scopes", &live)
+            .finish()
+    }
+}
+
+impl<S: PartialEq + Clone, M> ContextModules<S, M> {
+    /// The cache of `scope`: the one a live backend of that scope holds, else a new one.
+    pub fn get(&self, scope: &S) -> Arc<ModuleCache<&'static str, M>> {
+        let mut scopes = lock(&self.scopes);
+        scopes.retain(|(_, cache)| cache.strong_count() > 0);
+        if let Some(cache) = scopes
+            .iter()
+            .find(|(s, _)| s == scope)
+            .and_then(|(_, cache)| cache.upgrade())
+        {
+            return cache;
+        }
+        let cache = Arc::new(ModuleCache::new());
+        scopes.push((scope.clone(), Arc::downgrade(&cache)));
+        cache
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +183,21 @@ mod tests {
                 .unwrap(),
             3
         );
+    }
+
+    #[test]
+    fn one_cache_per_live_scope() {
+        let reg: ContextModules<(u32, &str), u32> = ContextModules::new();
+        let a = reg.get(&(1, "nvrtc"));
+        assert!(Arc::ptr_eq(&a, &reg.get(&(1, "nvrtc"))));
+        assert!(!Arc::ptr_eq(&a, &reg.get(&(2, "nvrtc"))));
+        assert!(!Arc::ptr_eq(&a, &reg.get(&(1, "dir"))));
+        a.get_or_try_init("q4_k", || Ok::<_, ()>(7)).unwrap();
+        assert_eq!(reg.get(&(1, "nvrtc")).get(&"q4_k").as_deref(), Some(&7));
+        // Once no backend holds it, the scope starts afresh.
+        drop(a);
+        assert!(reg.get(&(1, "nvrtc")).get(&"q4_k").is_none());
+        assert_eq!(format!("{reg:?}"), "ContextModules { scopes: 0 }");
     }
 
     #[test]

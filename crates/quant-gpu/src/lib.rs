@@ -15,11 +15,15 @@
 //! What every backend needs once is written here: [`plan_launch`] checks and sizes a kernel
 //! launch from the spec (buffer ranges, offsets, alignment, grid), [`ModuleCache`] holds loaded
 //! modules per key, and [`code_object`] reads cubin and HSACO files with every offset checked.
+//! The CUDA and HIP backends themselves are written once too, as [`driver::GpuBackend`] over a
+//! vendor's [`driver::Driver`] (the raw calls that differ between vendors).
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod bench;
 mod cache;
 pub mod code_object;
+pub mod driver;
 mod error;
 mod launch;
 mod spec;
@@ -30,7 +34,7 @@ use std::any::Any;
 use std::fmt;
 use std::ops::Range;
 
-pub use cache::ModuleCache;
+pub use cache::{ContextModules, ModuleCache};
 pub use error::GpuError;
 pub use launch::{
     check_foreign_memory, plan_launch, BufferRegion, DeviceLimits, LaunchPlan, KERNEL_ALIGN,
@@ -257,6 +261,7 @@ pub trait Backend: Send + Sync {
     /// The memory must stay allocated, and must not be used by anything else that conflicts with
     /// this backend's writes, until the returned buffer is dropped and the work queued on it has
     /// finished ([`Backend::synchronize`] or [`Backend::make_stream_wait`]).
+    #[allow(unsafe_code)] // a contract on the caller; the default touches nothing
     unsafe fn wrap_device_memory(&self, ptr: u64, len: usize) -> Result<Buffer, GpuError> {
         let _ = (ptr, len);
         Err(GpuError::Unsupported {
@@ -276,6 +281,7 @@ pub trait Backend: Send + Sync {
     ///
     /// # Safety
     /// `stream` must be a live stream of this backend's device and context (or a sentinel).
+    #[allow(unsafe_code)] // a contract on the caller; the default touches nothing
     unsafe fn make_stream_wait(&self, stream: usize) -> Result<(), GpuError> {
         let _ = stream;
         self.synchronize()
@@ -384,6 +390,7 @@ pub trait Backend: Send + Sync {
     /// # Safety
     /// `stream` must be a live stream of this backend's device context; `src` and `dst` must
     /// stay allocated until the kernel has run.
+    #[allow(unsafe_code)] // a contract on the caller; the default touches nothing
     unsafe fn dequantize_on_stream(
         &self,
         kernel: &'static KernelSpec,
