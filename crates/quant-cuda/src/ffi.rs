@@ -146,6 +146,8 @@ pub(crate) struct DeviceFacts {
     pub total_memory: u64,
     pub warp_size: u32,
     pub multiprocessors: u32,
+    pub max_threads_per_block: u32,
+    pub max_grid_x: u32,
 }
 
 impl Device {
@@ -311,6 +313,15 @@ impl Device {
         }
     }
 
+    /// Whether `host` is page-locked memory of this context, which [`Device::upload_async`]
+    /// copies from.
+    pub fn owns_pinned(&self, host: &HostBuffer) -> bool {
+        host.raw()
+            .as_any()
+            .downcast_ref::<Pinned>()
+            .is_some_and(|p| p.ctx.cu_ctx() == self.ctx.cu_ctx())
+    }
+
     /// `bytes` bytes of page-locked host memory, zeroed.
     pub fn pinned(&self, bytes: usize) -> Res<Pinned> {
         self.bind()?;
@@ -382,17 +393,20 @@ impl Device {
         Ok(())
     }
 
-    /// Name, compute capability, memory, warp size and multiprocessor count.
+    /// Name, compute capability, memory, warp size, multiprocessor count and launch limits.
     pub fn facts(&self) -> Res<DeviceFacts> {
         use sys::CUdevice_attribute as A;
         let attr = |a| -> Res<i32> { Ok(self.ctx.attribute(a)?) };
+        let count = |a| -> Res<u32> { Ok(attr(a)?.max(0) as u32) };
         Ok(DeviceFacts {
             name: self.ctx.name()?,
             major: attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
             minor: attr(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
             total_memory: self.ctx.total_mem()? as u64,
-            warp_size: attr(A::CU_DEVICE_ATTRIBUTE_WARP_SIZE)?.max(0) as u32,
-            multiprocessors: attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(0) as u32,
+            warp_size: count(A::CU_DEVICE_ATTRIBUTE_WARP_SIZE)?,
+            multiprocessors: count(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            max_threads_per_block: count(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?,
+            max_grid_x: count(A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X)?,
         })
     }
 

@@ -5,14 +5,21 @@
 //! crate starts on machines without CUDA, where [`device_count`] and [`CudaBackend::new`] return
 //! [`GpuError::NoDevice`].
 //!
+//! The backend is quant-gpu's [`GpuBackend`] (every check, launch plan, module cache, error
+//! shape and event timing of a GPU backend, written once for CUDA and HIP) over this crate's
+//! driver: the CUDA calls themselves and where kernels come from.
+//!
 //! * Kernels are compiled on first use from each format's embedded `kernel.hip` with NVRTC, for
 //!   the device's own architecture (`sm_XX` cubin, `--fmad=false`, the portability header passed
-//!   as a named header), and cached per backend and format; concurrent first uses compile once.
-//!   If `QUANTFORGE_CUDA_KERNEL_DIR` is set, `<dir>/<format>/<sm_XX>.cubin` is loaded instead;
-//!   its ELF is checked with [`quant_gpu::code_object`] and its `sm_XX` against the device's
-//!   compute capability ([`check_cubin_arch`]) before the driver sees it.
-//! * Launches are checked and sized by [`quant_gpu::plan_launch`], from the spec's block
-//!   geometry.
+//!   as a named header). If `QUANTFORGE_CUDA_KERNEL_DIR` is set, `<dir>/<format>/<sm_XX>.cubin`
+//!   is loaded instead; shipped cubins are used where one fits the device
+//!   ([`CudaBackend::with_prebuilt_cubins`]). A cubin's ELF is checked with
+//!   [`quant_gpu::code_object`] and its `sm_XX` against the device's compute capability
+//!   ([`check_cubin_arch`]) before the driver sees it.
+//! * Modules are shared by every backend of one CUDA context that takes kernels from the same
+//!   place (backends on several engine streams of one context build each format once), and
+//!   concurrent first uses build once.
+//! * Launches are checked and sized by [`quant_gpu::plan_launch`] with the device's own limits.
 //! * Uploads and large downloads go through two reused pinned staging buffers, so that the host
 //!   copy of one chunk overlaps the DMA of the other.
 //! * The pipeline primitives of [`Backend`] are real: page-locked [`HostBuffer`]s, a second
@@ -22,69 +29,41 @@
 //!   [`CudaBackend::on_stream`]; [`cudarc`] is re-exported so the types are the engine's), and
 //!   takes tensors back by pointer: [`Backend::wrap_device_memory`] checks the engine's memory
 //!   with the driver, [`Backend::make_stream_wait`] orders the engine's other streams.
-//! * Kernels come from NVRTC, from a folder of cubins ([`KERNEL_DIR_ENV`]), or from shipped
-//!   cubins where one fits the device ([`CudaBackend::with_prebuilt_cubins`]).
 //! * All `unsafe` code lives in one private module (`ffi`); everything above it is safe.
 //!
 //! `quant_gpu::bench` times kernels against a device-to-device copy with device events.
+//!
+//! [`HostBuffer`]: quant_gpu::HostBuffer
+//! [`Queue::Copy`]: quant_gpu::Queue::Copy
+//! [`Fence`]: quant_gpu::Fence
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod driver;
 #[allow(unsafe_code)]
 mod ffi;
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The `cudarc` this backend is built on, re-exported so that an engine names the same
 /// `CudaContext` and `CudaStream` types it takes ([`CudaBackend::on_stream`]).
 pub use cudarc;
 use cudarc::driver::{CudaContext, CudaStream};
-use parking_lot::Mutex;
 use quant_gpu::code_object::{Elf64, EM_CUDA};
-use quant_gpu::{
-    check_region, check_upload, plan_launch, Backend, Buffer, BufferRegion, DeviceInfo, DeviceKind,
-    DeviceLimits, Fence, GpuError, HostBuffer, KernelSpec, MemInfo, ModuleCache, OutputDType,
-    Queue, RawBuffer,
-};
+use quant_gpu::driver::{DelegateBackend, GpuBackend};
+use quant_gpu::{Backend, Buffer, DeviceKind, GpuError, KernelSpec, OutputDType};
+
+use driver::{CudaDriver, KernelSource};
 
 /// Environment variable naming a folder of cubins built ahead of time:
 /// `<dir>/<format>/<sm_XX>.cubin` (for example `target/kernels/q4_k/sm_90.cubin`).
 pub const KERNEL_DIR_ENV: &str = "QUANTFORGE_CUDA_KERNEL_DIR";
 
-/// Bytes of each of the two pinned staging buffers.
-const STAGING_CHUNK: usize = 16 << 20;
-
-/// Transfers up to this size skip the staging buffers.
-const DIRECT_LIMIT: usize = 1 << 20;
-
 /// Number of CUDA devices, or [`GpuError::NoDevice`] when the driver is missing or reports
 /// none usable. Never panics.
 pub fn device_count() -> Result<usize, GpuError> {
-    ffi::device_count().map_err(|e| GpuError::NoDevice {
-        kind: DeviceKind::Cuda,
-        ordinal: 0,
-        reason: e.message,
-    })
-}
-
-/// The three entry points of one format's module.
-struct KernelModule {
-    f32: ffi::Function,
-    f16: ffi::Function,
-    bf16: ffi::Function,
-}
-
-impl KernelModule {
-    fn entry(&self, dtype: OutputDType) -> &ffi::Function {
-        match dtype {
-            OutputDType::F32 => &self.f32,
-            OutputDType::F16 => &self.f16,
-            OutputDType::Bf16 => &self.bf16,
-        }
-    }
+    ffi::device_count().map_err(|e| no_device(0, e.message))
 }
 
 /// Checks that a cubin built for `sm_<cubin_sm>` runs on a device of compute capability
@@ -123,55 +102,15 @@ pub fn best_prebuilt_cubin(dir: &Path, capability: (u32, u32)) -> Option<PathBuf
         .map(|(_, path)| path)
 }
 
-/// A device allocation of this backend, behind a [`Buffer`].
+/// One NVIDIA GPU through the CUDA driver API: a [`Backend`] (through [`DelegateBackend`]).
 #[derive(Debug)]
-struct CudaBuffer {
-    mem: ffi::DevMem,
-}
-
-impl RawBuffer for CudaBuffer {
-    fn len(&self) -> usize {
-        self.mem.len()
-    }
-    fn device_ptr(&self) -> u64 {
-        self.mem.addr()
-    }
-    fn owns_memory(&self) -> bool {
-        self.mem.owned()
-    }
-    fn release(&mut self) {
-        self.mem.release();
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-}
-
-/// One NVIDIA GPU through the CUDA driver API.
 pub struct CudaBackend {
-    device: ffi::Device,
-    info: DeviceInfo,
-    kernel_dir: Option<PathBuf>,
-    /// Cubins shipped beside the program ([`CudaBackend::with_prebuilt_cubins`]): the best one
-    /// for this device per format, else NVRTC. Not used when `kernel_dir` is set.
-    prebuilt: Option<PathBuf>,
-    /// Compute capability `(major, minor)`.
-    capability: (u32, u32),
-    modules: ModuleCache<&'static str, KernelModule>,
-    staging: Mutex<Option<ffi::Staging>>,
-    modules_built: AtomicUsize,
+    gpu: GpuBackend<CudaDriver>,
 }
 
-impl std::fmt::Debug for CudaBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaBackend")
-            .field("info", &self.info)
-            .field("kernel_dir", &self.kernel_dir)
-            .field("prebuilt", &self.prebuilt)
-            .finish_non_exhaustive()
+impl DelegateBackend for CudaBackend {
+    fn delegate(&self) -> &dyn Backend {
+        &self.gpu
     }
 }
 
@@ -183,17 +122,10 @@ fn no_device(ordinal: usize, reason: String) -> GpuError {
     }
 }
 
-fn kernel_dir_from_env() -> Option<PathBuf> {
-    std::env::var_os(KERNEL_DIR_ENV)
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-}
-
-fn driver_err(op: impl Into<String>) -> impl FnOnce(ffi::FfiError) -> GpuError {
-    let op = op.into();
-    move |e| GpuError::Driver {
-        op,
-        reason: e.message,
+fn kernel_source_from_env() -> KernelSource {
+    match std::env::var_os(KERNEL_DIR_ENV).filter(|d| !d.is_empty()) {
+        Some(dir) => KernelSource::Dir(PathBuf::from(dir)),
+        None => KernelSource::Nvrtc,
     }
 }
 
@@ -201,14 +133,16 @@ impl CudaBackend {
     /// Opens CUDA device `ordinal` (its primary context, which the CUDA runtime and so
     /// PyTorch and CuPy share). Reads [`KERNEL_DIR_ENV`] once, here.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
-        Self::with_kernel_dir(ordinal, kernel_dir_from_env())
+        let device = ffi::Device::open(ordinal).map_err(|e| no_device(ordinal, e.message))?;
+        Self::from_device(device, ordinal, kernel_source_from_env())
     }
 
     /// Opens CUDA device `ordinal`, loading cubins from `kernel_dir` (as
     /// [`KERNEL_DIR_ENV`] would) or, with `None`, compiling them with NVRTC.
     pub fn with_kernel_dir(ordinal: usize, kernel_dir: Option<PathBuf>) -> Result<Self, GpuError> {
         let device = ffi::Device::open(ordinal).map_err(|e| no_device(ordinal, e.message))?;
-        Self::from_device(device, ordinal, kernel_dir)
+        let source = kernel_dir.map_or(KernelSource::Nvrtc, KernelSource::Dir);
+        Self::from_device(device, ordinal, source)
     }
 
     /// Opens the device of an engine's cudarc context, with streams of this backend's own.
@@ -216,72 +150,88 @@ impl CudaBackend {
     pub fn on_context(ctx: Arc<CudaContext>) -> Result<Self, GpuError> {
         let ordinal = ctx.ordinal();
         let device = ffi::Device::on_context(ctx).map_err(|e| no_device(ordinal, e.message))?;
-        Self::from_device(device, ordinal, kernel_dir_from_env())
+        Self::from_device(device, ordinal, kernel_source_from_env())
     }
 
     /// Opens the device of an engine's cudarc stream and queues every kernel and every
     /// synchronous copy on that stream, so that the engine's later work on it is ordered after
     /// the loads without a synchronisation. (The pipelined whole-model load also copies on a
     /// second stream of its own; its kernels, on the engine's stream, wait for those copies, and
-    /// [`Backend::make_stream_wait`] orders any other stream.) Reads [`KERNEL_DIR_ENV`].
+    /// [`Backend::make_stream_wait`] orders any other stream.) Backends on several streams of
+    /// one context share their modules. Reads [`KERNEL_DIR_ENV`].
     pub fn on_stream(stream: Arc<CudaStream>) -> Result<Self, GpuError> {
         let ordinal = stream.context().ordinal();
         let device = ffi::Device::on_stream(stream).map_err(|e| no_device(ordinal, e.message))?;
-        Self::from_device(device, ordinal, kernel_dir_from_env())
-    }
-
-    /// The cudarc context this backend works in (the device's primary context unless the
-    /// engine gave another).
-    pub fn context(&self) -> &Arc<CudaContext> {
-        self.device.context()
-    }
-
-    /// The engine's stream, when opened with [`CudaBackend::on_stream`].
-    pub fn engine_stream(&self) -> Option<&Arc<CudaStream>> {
-        self.device.engine_stream()
-    }
-
-    /// The raw `CUstream` on which kernels are queued (the engine's, with
-    /// [`CudaBackend::on_stream`]).
-    pub fn compute_stream(&self) -> cudarc::driver::sys::CUstream {
-        self.device.compute_stream()
+        Self::from_device(device, ordinal, kernel_source_from_env())
     }
 
     fn from_device(
         device: ffi::Device,
         ordinal: usize,
-        kernel_dir: Option<PathBuf>,
+        source: KernelSource,
     ) -> Result<Self, GpuError> {
-        let no_device = |reason: String| no_device(ordinal, reason);
-        let facts = device.facts().map_err(|e| no_device(e.message))?;
-        let capability = (
-            u32::try_from(facts.major).unwrap_or(0),
-            u32::try_from(facts.minor).unwrap_or(0),
-        );
-        let info = DeviceInfo {
-            kind: DeviceKind::Cuda,
-            ordinal,
-            name: facts.name,
-            arch: format!("sm_{}{}", facts.major, facts.minor),
-            total_memory: facts.total_memory,
-            warp_size: facts.warp_size,
-            multiprocessors: facts.multiprocessors,
-        };
+        let driver = CudaDriver::new(device, ordinal, source).map_err(|e| no_device(ordinal, e))?;
         Ok(CudaBackend {
-            device,
-            info,
-            kernel_dir,
-            prebuilt: None,
-            capability,
-            modules: ModuleCache::new(),
-            staging: Mutex::new(None),
-            modules_built: AtomicUsize::new(0),
+            gpu: GpuBackend::new(driver),
         })
     }
 
-    /// How many kernel modules this backend has compiled or loaded so far (one per format used).
+    /// The cudarc context this backend works in (the device's primary context unless the
+    /// engine gave another).
+    pub fn context(&self) -> &Arc<CudaContext> {
+        self.gpu.driver().device.context()
+    }
+
+    /// The engine's stream, when opened with [`CudaBackend::on_stream`].
+    pub fn engine_stream(&self) -> Option<&Arc<CudaStream>> {
+        self.gpu.driver().device.engine_stream()
+    }
+
+    /// The raw `CUstream` on which kernels are queued (the engine's, with
+    /// [`CudaBackend::on_stream`]).
+    pub fn compute_stream(&self) -> cudarc::driver::sys::CUstream {
+        self.gpu.driver().device.compute_stream()
+    }
+
+    /// Uses the cubins under `dir` (`<dir>/<format>/sm_XX.cubin`, as `cargo xtask
+    /// build-kernels` writes them; the Python wheel ships them) where one runs on this device:
+    /// per format the newest `sm_XX` of the device's major version not above its minor version
+    /// ([`best_prebuilt_cubin`]: an sm_80 cubin serves sm_86 and sm_89 devices); formats with
+    /// none, and devices of another generation, are compiled with NVRTC as without this. A set
+    /// [`KERNEL_DIR_ENV`] (or [`CudaBackend::with_kernel_dir`]) takes precedence.
+    pub fn with_prebuilt_cubins(self, dir: PathBuf) -> Self {
+        let gpu = self.gpu.with_driver(|d| {
+            if !matches!(d.source, KernelSource::Dir(_)) {
+                d.source = KernelSource::Prebuilt(dir);
+            }
+        });
+        CudaBackend { gpu }
+    }
+
+    /// How many kernel modules this backend has compiled or loaded so far (one per format that
+    /// no other backend of its context and kernel source had loaded).
     pub fn modules_built(&self) -> usize {
-        self.modules_built.load(Ordering::SeqCst)
+        self.gpu.modules_built()
+    }
+
+    /// Builds (or loads) `spec`'s module now rather than on first launch.
+    pub fn prepare(&self, spec: &'static KernelSpec) -> Result<(), GpuError> {
+        self.gpu.prepare(spec)
+    }
+
+    /// [`Backend::dequantize`] with at most `max_groups` groups launched (the kernels stride
+    /// over the rest). `None` launches one group per `blocks_per_group` blocks.
+    pub fn dequantize_with_grid(
+        &self,
+        kernel: &'static KernelSpec,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+        max_groups: Option<u32>,
+    ) -> Result<(), GpuError> {
+        self.gpu
+            .dequantize_with_grid(kernel, src, n_blocks, dst, dtype, max_groups)
     }
 
     /// Path of a format's cubin for this device under `dir`: `<dir>/<format>/<sm_XX>.cubin`.
@@ -301,18 +251,7 @@ impl CudaBackend {
     /// Compiles `spec`'s source with NVRTC for this device and returns the cubin (what
     /// [`KERNEL_DIR_ENV`] expects to find ahead of time).
     pub fn compile_cubin(&self, spec: &KernelSpec) -> Result<Vec<u8>, GpuError> {
-        ffi::nvrtc_compile(
-            spec.source,
-            spec.file_name,
-            quant_core::PORTABILITY_HEADER,
-            quant_core::PORTABILITY_HEADER_NAME,
-            &Self::nvrtc_options(&self.info.arch),
-        )
-        .map_err(|log| GpuError::Compile {
-            file: spec.file_name,
-            arch: self.info.arch.clone(),
-            log,
-        })
+        self.gpu.driver().compile_cubin(spec)
     }
 
     /// NVRTC's version, `(major, minor)`, if the library is installed.
@@ -333,421 +272,6 @@ impl CudaBackend {
                 elf.machine()
             )),
         }
-    }
-
-    /// Uses the cubins under `dir` (`<dir>/<format>/sm_XX.cubin`, as `cargo xtask
-    /// build-kernels` writes them; the Python wheel ships them) where one runs on this device:
-    /// per format the newest `sm_XX` of the device's major version not above its minor version
-    /// ([`best_prebuilt_cubin`]: an sm_80 cubin serves sm_86 and sm_89 devices); formats with
-    /// none, and devices of another generation, are compiled with NVRTC as without this. A set
-    /// [`KERNEL_DIR_ENV`] (or [`CudaBackend::with_kernel_dir`]) takes precedence.
-    pub fn with_prebuilt_cubins(mut self, dir: PathBuf) -> Self {
-        self.prebuilt = Some(dir);
-        self
-    }
-
-    fn build_module(&self, spec: &'static KernelSpec) -> Result<KernelModule, GpuError> {
-        let read = |path: PathBuf| match std::fs::read(&path) {
-            Ok(image) => Ok((image, Some(path))),
-            Err(e) => Err(GpuError::CodeObject {
-                path,
-                reason: format!("cannot read it: {e}"),
-            }),
-        };
-        let prebuilt = match (&self.kernel_dir, &self.prebuilt) {
-            (None, Some(dir)) => best_prebuilt_cubin(&dir.join(spec.format), self.capability),
-            _ => None,
-        };
-        let (image, origin) = match (&self.kernel_dir, prebuilt) {
-            (Some(dir), _) => read(Self::cubin_path(dir, spec.format, &self.info.arch))?,
-            (None, Some(path)) => read(path)?,
-            (None, None) => (self.compile_cubin(spec)?, None),
-        };
-        let bad = |reason: String| match &origin {
-            Some(path) => GpuError::CodeObject {
-                path: path.clone(),
-                reason,
-            },
-            None => GpuError::NoKernel {
-                format: spec.format.to_string(),
-                reason,
-            },
-        };
-        let sm = Self::check_cubin(&image).map_err(&bad)?;
-        if origin.is_some() {
-            check_cubin_arch(sm, self.capability).map_err(&bad)?;
-        }
-        let module = self
-            .device
-            .load_module(&image)
-            .map_err(|e| bad(format!("the driver cannot load it: {}", e.message)))?;
-        let entry = |name: &str| {
-            module
-                .function(name)
-                .map_err(|e| bad(format!("entry point {name}: {}", e.message)))
-        };
-        let built = KernelModule {
-            f32: entry(spec.entry_f32)?,
-            f16: entry(spec.entry_f16)?,
-            bf16: entry(spec.entry_bf16)?,
-        };
-        self.modules_built.fetch_add(1, Ordering::SeqCst);
-        Ok(built)
-    }
-
-    /// The module of `spec`, built or loaded on first use.
-    fn module(&self, spec: &'static KernelSpec) -> Result<Arc<KernelModule>, GpuError> {
-        self.modules
-            .get_or_try_init(spec.format, || self.build_module(spec))
-    }
-
-    /// Builds (or loads) `spec`'s module now rather than on first launch.
-    pub fn prepare(&self, spec: &'static KernelSpec) -> Result<(), GpuError> {
-        self.module(spec).map(|_| ())
-    }
-
-    fn raw<'a>(&self, buf: &'a Buffer, op: &'static str) -> Result<&'a CudaBuffer, GpuError> {
-        if buf.device() != (DeviceKind::Cuda, self.info.ordinal) {
-            return Err(GpuError::ForeignBuffer { op });
-        }
-        buf.raw()
-            .as_any()
-            .downcast_ref::<CudaBuffer>()
-            .ok_or(GpuError::ForeignBuffer { op })
-    }
-
-    fn raw_mut<'a>(
-        &self,
-        buf: &'a mut Buffer,
-        op: &'static str,
-    ) -> Result<&'a mut CudaBuffer, GpuError> {
-        if buf.device() != (DeviceKind::Cuda, self.info.ordinal) {
-            return Err(GpuError::ForeignBuffer { op });
-        }
-        buf.raw_mut()
-            .as_any_mut()
-            .downcast_mut::<CudaBuffer>()
-            .ok_or(GpuError::ForeignBuffer { op })
-    }
-
-    /// [`Backend::dequantize`] with at most `max_groups` groups launched (the kernels stride
-    /// over the rest). `None` launches one group per `blocks_per_group` blocks.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dequantize_with_grid(
-        &self,
-        kernel: &'static KernelSpec,
-        src: &Buffer,
-        n_blocks: u64,
-        dst: &mut Buffer,
-        dtype: OutputDType,
-        max_groups: Option<u32>,
-    ) -> Result<(), GpuError> {
-        self.launch_range(kernel, (src, 0), n_blocks, (dst, 0), dtype, max_groups)
-    }
-
-    /// The one launch path: `n_blocks` blocks at `src.0[src.1..]` into `dst.0[dst.1..]`.
-    #[allow(clippy::too_many_arguments)]
-    fn launch_range(
-        &self,
-        kernel: &'static KernelSpec,
-        (src, src_offset): (&Buffer, usize),
-        n_blocks: u64,
-        (dst, dst_offset): (&mut Buffer, usize),
-        dtype: OutputDType,
-        max_groups: Option<u32>,
-    ) -> Result<(), GpuError> {
-        let src_raw = self.raw(src, "dequantize")?;
-        let plan = plan_launch(
-            kernel,
-            n_blocks,
-            BufferRegion::new(src_raw.len(), src_offset),
-            BufferRegion::new(dst.len(), dst_offset),
-            dtype,
-            DeviceLimits::default(),
-        )?;
-        if plan.is_empty() {
-            return Ok(());
-        }
-        let plan = match max_groups {
-            Some(cap) => plan.with_max_groups(cap),
-            None => plan,
-        };
-        let module = self.module(kernel)?;
-        let entry = kernel.entry(dtype);
-        let dst_raw = self.raw_mut(dst, "dequantize")?;
-        self.device
-            .launch(module.entry(dtype), &plan, &src_raw.mem, &mut dst_raw.mem)
-            .map_err(|e| GpuError::Launch {
-                entry,
-                file: kernel.file_name,
-                reason: e.message,
-            })
-    }
-
-    fn with_staging<T>(
-        &self,
-        f: impl FnOnce(&ffi::Device, &mut ffi::Staging) -> Result<T, ffi::FfiError>,
-        op: &'static str,
-    ) -> Result<T, GpuError> {
-        let mut guard = self.staging.lock();
-        if guard.is_none() {
-            *guard = Some(
-                self.device
-                    .staging(STAGING_CHUNK)
-                    .map_err(driver_err("allocating pinned staging memory"))?,
-            );
-        }
-        let staging = guard.as_mut().expect("just filled");
-        f(&self.device, staging).map_err(driver_err(op))
-    }
-}
-
-impl Backend for CudaBackend {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-
-    fn mem_info(&self) -> Result<MemInfo, GpuError> {
-        let (free, total) = self.device.mem_info().map_err(driver_err("cuMemGetInfo"))?;
-        Ok(MemInfo { free, total })
-    }
-
-    fn alloc(&self, bytes: usize) -> Result<Buffer, GpuError> {
-        match self.device.alloc(bytes) {
-            Ok(mem) => Ok(Buffer::new(
-                Box::new(CudaBuffer { mem }),
-                DeviceKind::Cuda,
-                self.info.ordinal,
-            )),
-            Err(e) if e.out_of_memory => {
-                let (free, total) = self
-                    .device
-                    .mem_info()
-                    .unwrap_or((0, self.info.total_memory));
-                Err(GpuError::OutOfMemory {
-                    device: format!("cuda:{} ({})", self.info.ordinal, self.info.name),
-                    wanted: bytes as u64,
-                    free,
-                    total,
-                })
-            }
-            Err(e) => Err(driver_err(format!("allocating {bytes} bytes"))(e)),
-        }
-    }
-
-    fn upload(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
-        self.upload_at(src, dst, 0)
-    }
-
-    fn download(&self, src: &Buffer, dst: &mut [u8]) -> Result<(), GpuError> {
-        if src.len() < dst.len() {
-            return Err(GpuError::BufferSize {
-                op: "download",
-                have: src.len(),
-                need: dst.len(),
-            });
-        }
-        let raw = self.raw(src, "download")?;
-        if dst.len() <= DIRECT_LIMIT {
-            return self
-                .device
-                .download_direct(&raw.mem, 0, dst)
-                .map_err(driver_err("download"));
-        }
-        self.with_staging(
-            |dev, st| dev.download_staged(st, &raw.mem, 0, dst),
-            "download",
-        )
-    }
-
-    fn fill(&self, buf: &mut Buffer, value: u8) -> Result<(), GpuError> {
-        let raw = self.raw_mut(buf, "fill")?;
-        self.device
-            .memset(&mut raw.mem, value)
-            .map_err(driver_err("cuMemsetD8Async"))
-    }
-
-    fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
-        if src.len() != dst.len() {
-            return Err(GpuError::BufferSize {
-                op: "copy",
-                have: dst.len(),
-                need: src.len(),
-            });
-        }
-        let s = self.raw(src, "copy")?;
-        let d = self.raw_mut(dst, "copy")?;
-        self.device
-            .copy_d2d(&s.mem, &mut d.mem, s.len())
-            .map_err(driver_err("cuMemcpyDtoDAsync"))
-    }
-
-    fn dequantize(
-        &self,
-        kernel: &'static KernelSpec,
-        src: &Buffer,
-        n_blocks: u64,
-        dst: &mut Buffer,
-        dtype: OutputDType,
-    ) -> Result<(), GpuError> {
-        self.dequantize_with_grid(kernel, src, n_blocks, dst, dtype, None)
-    }
-
-    fn synchronize(&self) -> Result<(), GpuError> {
-        self.device
-            .synchronize()
-            .map_err(driver_err("cuStreamSynchronize"))
-    }
-
-    #[allow(unsafe_code)] // the trait's contract; the driver calls are in `ffi`
-    unsafe fn wrap_device_memory(&self, ptr: u64, len: usize) -> Result<Buffer, GpuError> {
-        quant_gpu::check_foreign_memory(ptr, len)?;
-        // SAFETY: the caller keeps the memory alive (this method's contract).
-        let mem = unsafe { self.device.wrap(ptr, len) }.map_err(|e| GpuError::ForeignMemory {
-            ptr,
-            len,
-            reason: e.message,
-        })?;
-        Ok(Buffer::new(
-            Box::new(CudaBuffer { mem }),
-            DeviceKind::Cuda,
-            self.info.ordinal,
-        ))
-    }
-
-    #[allow(unsafe_code)] // the trait's contract; the driver calls are in `ffi`
-    unsafe fn make_stream_wait(&self, stream: usize) -> Result<(), GpuError> {
-        // SAFETY: the caller vouches for the stream (this method's contract).
-        unsafe { self.device.make_stream_wait(stream) }.map_err(driver_err("cuStreamWaitEvent"))
-    }
-
-    fn time_events(
-        &self,
-        iters: usize,
-        op: &mut dyn FnMut() -> Result<(), GpuError>,
-    ) -> Result<Vec<f32>, GpuError> {
-        let ev = |_| {
-            self.device
-                .timing_event()
-                .map_err(driver_err("cuEventCreate"))
-        };
-        let mut pairs = Vec::with_capacity(iters);
-        for i in 0..iters {
-            let (start, end) = (ev(i)?, ev(i)?);
-            self.device
-                .record(&start)
-                .map_err(driver_err("cuEventRecord"))?;
-            op()?;
-            self.device
-                .record(&end)
-                .map_err(driver_err("cuEventRecord"))?;
-            pairs.push((start, end));
-        }
-        pairs
-            .iter()
-            .map(|(s, e)| s.elapsed_ms(e).map_err(driver_err("cuEventElapsedTime")))
-            .collect()
-    }
-
-    fn async_primitives(&self) -> bool {
-        true
-    }
-
-    fn alloc_host(&self, bytes: usize) -> Result<HostBuffer, GpuError> {
-        let p = self
-            .device
-            .pinned(bytes)
-            .map_err(driver_err(format!("cuMemHostAlloc of {bytes} bytes")))?;
-        Ok(HostBuffer::new(Box::new(p)))
-    }
-
-    fn upload_async(
-        &self,
-        queue: Queue,
-        src: &mut HostBuffer,
-        range: std::ops::Range<usize>,
-        dst: &mut Buffer,
-        dst_offset: usize,
-    ) -> Result<(), GpuError> {
-        check_upload(&range, src.len(), dst_offset, dst.len())?;
-        if !src.is_pinned() {
-            return self.upload_at(&src.as_slice()[range], dst, dst_offset);
-        }
-        let raw = self.raw_mut(dst, "upload_async")?;
-        self.device
-            .upload_async(queue, src, range, &mut raw.mem, dst_offset)
-            .map_err(driver_err("cuMemcpyHtoDAsync (pinned)"))
-    }
-
-    fn upload_at(&self, src: &[u8], dst: &mut Buffer, dst_offset: usize) -> Result<(), GpuError> {
-        check_region("upload_at", dst_offset, src.len(), dst.len())?;
-        let raw = self.raw_mut(dst, "upload_at")?;
-        if src.len() <= DIRECT_LIMIT {
-            return self
-                .device
-                .upload_direct(src, &mut raw.mem, dst_offset)
-                .map_err(driver_err("upload"));
-        }
-        self.with_staging(
-            |dev, st| dev.upload_staged(st, src, &mut raw.mem, dst_offset),
-            "upload",
-        )
-    }
-
-    fn upload_pageable(&self, src: &[u8], dst: &mut Buffer) -> Result<(), GpuError> {
-        if dst.len() < src.len() {
-            return Err(GpuError::BufferSize {
-                op: "upload_pageable",
-                have: dst.len(),
-                need: src.len(),
-            });
-        }
-        let raw = self.raw_mut(dst, "upload_pageable")?;
-        self.device
-            .upload_direct(src, &mut raw.mem, 0)
-            .map_err(driver_err("cuMemcpyHtoD (pageable)"))
-    }
-
-    fn record(&self, queue: Queue) -> Result<Fence, GpuError> {
-        let e = self
-            .device
-            .record_on(queue)
-            .map_err(driver_err("cuEventRecord"))?;
-        Ok(Fence::new(queue, Box::new(e)))
-    }
-
-    fn wait_fence(&self, queue: Queue, fence: &Fence) -> Result<(), GpuError> {
-        let Some(raw) = fence.raw() else {
-            return Ok(());
-        };
-        match raw.as_any().downcast_ref::<ffi::Event>() {
-            Some(e) => self
-                .device
-                .wait_on(queue, e)
-                .map_err(driver_err("cuStreamWaitEvent")),
-            // A fence of another backend: wait on the host, which is always correct.
-            None => fence.wait(),
-        }
-    }
-
-    fn dequantize_at(
-        &self,
-        kernel: &'static KernelSpec,
-        src: &Buffer,
-        src_offset: usize,
-        n_blocks: u64,
-        dst: &mut Buffer,
-        dst_offset: usize,
-        dtype: OutputDType,
-    ) -> Result<(), GpuError> {
-        self.launch_range(
-            kernel,
-            (src, src_offset),
-            n_blocks,
-            (dst, dst_offset),
-            dtype,
-            None,
-        )
     }
 }
 

@@ -316,8 +316,15 @@ fn concurrent_first_use_compiles_once() {
     if !gpu_tests_enabled("concurrent_first_use_compiles_once") {
         return;
     }
-    // A fresh backend, so that its module cache is empty.
-    let be = Arc::new(CudaBackend::with_kernel_dir(0, None).expect("CUDA device"));
+    // A backend whose module cache no other backend shares: backends of one context share
+    // modules when they take kernels from the same place, and no other test takes them from
+    // this (empty) folder of prebuilt cubins, so every format compiles with NVRTC, here.
+    let prebuilt = tempfile::tempdir().unwrap();
+    let be = Arc::new(
+        CudaBackend::with_kernel_dir(0, None)
+            .expect("CUDA device")
+            .with_prebuilt_cubins(prebuilt.path().to_path_buf()),
+    );
     let ty = GgmlType::Q4_K;
     let f = format(ty);
     let src = random_blocks(ty, 1000, 0x4000);

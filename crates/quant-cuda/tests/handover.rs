@@ -351,3 +351,37 @@ fn into_raw_outlives_the_tensor_and_memory_returns_after_50_tensors() {
     let end = free("after letting them go");
     assert_eq!(end, start, "device memory did not come back");
 }
+
+/// Backends on two streams of one context, or on the context itself, share the modules that the
+/// first built: a second engine stream costs no compilation.
+#[test]
+fn backends_of_one_context_share_their_modules() {
+    let Some(e) = engine("backends_of_one_context_share_their_modules") else {
+        return;
+    };
+    let spec = quant_core::lookup(GgmlType::Q6_K)
+        .and_then(|f| f.kernel())
+        .expect("Q6_K has a kernel");
+    e.backend.prepare(spec).unwrap();
+    let second = CudaBackend::on_stream(e.ctx.new_stream().unwrap()).unwrap();
+    let on_context = CudaBackend::on_context(e.ctx.clone()).unwrap();
+    for b in [&second, &on_context] {
+        b.prepare(spec).unwrap();
+        assert_eq!(b.modules_built(), 0, "the context's module was not shared");
+    }
+    // And the shared module runs on the second stream.
+    let format = quant_core::lookup(GgmlType::Q6_K).unwrap();
+    let mut blocks = random_bytes(64 * format.geometry().block_bytes, 0x0C7);
+    format.make_scales_finite(&mut blocks);
+    let reference = cpu::dequantize_to_vec(format, &blocks, CpuPath::Reference).unwrap();
+    let want = cpu::encode_as(&reference, OutputDType::Bf16);
+    let mut src = second.alloc(blocks.len()).unwrap();
+    second.upload(&blocks, &mut src).unwrap();
+    let mut dst = second.alloc(want.len()).unwrap();
+    second
+        .dequantize(spec, &src, 64, &mut dst, OutputDType::Bf16)
+        .unwrap();
+    let mut got = vec![0u8; want.len()];
+    second.download(&dst, &mut got).unwrap();
+    assert_eq!(first_difference(OutputDType::Bf16, &want, &got), None);
+}
