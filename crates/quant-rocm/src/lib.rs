@@ -10,14 +10,19 @@
 //!   ([`code_object::hsaco_env`]) wins over the embedded copy ([`code_object`]). A missing or
 //!   broken object is a [`GpuError::CodeObject`](quant_gpu::GpuError::CodeObject) naming the
 //!   file: there is no silent fallback.
-//! * Modules and their functions are loaded once per device and format and shared
-//!   ([`quant_gpu::ModuleCache`]); a launch of zero blocks loads nothing.
+//! * The backend is quant-gpu's [`GpuBackend`](quant_gpu::driver::GpuBackend), the same code as
+//!   CUDA's, over this crate's driver (the HIP calls, streams, staging and code objects): buffer
+//!   checks, launch planning, error shapes and event timing are written once there, and
+//!   unit-tested there against a fake driver.
+//! * Modules and their functions are loaded once per device and format and shared by every
+//!   backend of that device while one lives ([`quant_gpu::ContextModules`]); a launch of zero
+//!   blocks loads nothing.
 //! * Every launch, whole-buffer or at byte offsets (`dequantize_at`), is checked and sized by
 //!   [`quant_gpu::plan_launch`] from the spec's block geometry and the device's limits; the FFI
 //!   wrapper checks the plan's ranges against the buffers once more.
 //! * Uploads go through two pinned staging buffers used in turn; work runs in order on the
 //!   backend's non-blocking compute stream; [`Backend::time_events`](quant_gpu::Backend) uses
-//!   HIP events.
+//!   HIP events, read after the last timed run.
 //! * The pipeline primitives of [`quant_gpu::Backend`] are implemented, so the pipelined loader
 //!   overlaps reads, copies and kernels on AMD GPUs as well (`async_primitives()` is true):
 //!   page-locked [`HostBuffer`](quant_gpu::HostBuffer)s (`hipHostMalloc`, zeroed); a second
@@ -53,10 +58,11 @@
 
 mod backend;
 pub mod code_object;
+mod driver;
 #[allow(unsafe_code)]
 mod ffi;
 
-pub use backend::{device_count, runtime_version, HipBackend, HipBuffer};
+pub use backend::{device_count, runtime_version, HipBackend};
 /// The HIP bindings this backend is built on, re-exported so that an engine names the same
 /// `hipStream_t` and `hipDevice_t` types [`HipBackend::on_stream`] takes (and can `hipFree` what
 /// [`quant_gpu::Buffer::into_raw`] hands over).
