@@ -121,18 +121,12 @@ pub fn write_random_model(path: &Path, tensors: &[(&str, quantforge::core::GgmlT
 
 /// The GPU the GPU suites run on: `None` (with a visible SKIPPED line) unless
 /// `QUANTFORGE_GPU_TESTS=1`; then a missing GPU panics. `QUANTFORGE_GPU_KIND=hip` picks HIP.
+/// The switch is `quantforge::gpu::testing`'s, shared with the backends' own suites.
 pub fn test_gpu(test: &str) -> Option<Box<dyn quantforge::gpu::Backend>> {
-    use quantforge::gpu::{DeviceKind, DeviceSpec};
-    if std::env::var("QUANTFORGE_GPU_TESTS").as_deref() != Ok("1") {
-        eprintln!("SKIPPED: GPU test {test} (set QUANTFORGE_GPU_TESTS=1 on a machine with a GPU)");
-        return None;
-    }
-    let kind = match std::env::var("QUANTFORGE_GPU_KIND").as_deref() {
-        Ok("hip") => DeviceKind::Hip,
-        _ => DeviceKind::Cuda,
-    };
-    let b = quantforge::device::open(DeviceSpec::Gpu(kind, 0))
-        .unwrap_or_else(|e| panic!("QUANTFORGE_GPU_TESTS=1 but no {kind} GPU: {e}"))
+    use quantforge::gpu::testing::{expect_device, gpu_test_kind};
+    use quantforge::gpu::DeviceSpec;
+    let kind = gpu_test_kind(test)?;
+    let b = expect_device(kind, quantforge::device::open(DeviceSpec::Gpu(kind, 0)))
         .expect("a GPU spec opens a GPU");
     eprintln!("GPU test {test} on {}", b.info());
     Some(b)

@@ -1,19 +1,19 @@
 //! GPU tests of the CUDA backend and the format kernels against the CPU references.
 //!
-//! Gate: with `QUANTFORGE_GPU_TESTS=1` a missing GPU fails every test loudly; without it each
+//! Gate (`quant_gpu::testing`, the switch of every GPU suite): with `QUANTFORGE_GPU_TESTS=1` a
+//! missing GPU fails every test loudly; without it (or with `QUANTFORGE_GPU_KIND=hip`) each
 //! test prints a `SKIPPED:` line on stderr (visible even though libtest captures output) and
-//! returns (CI has no GPU). Run them one at a time
-//! (`--test-threads=1`): several allocate gigabytes.
+//! returns (CI has no GPU). Run them one at a time (`--test-threads=1`): several allocate
+//! gigabytes.
 
-mod common;
-use common::gpu_tests_enabled;
 use std::sync::{Arc, Barrier, OnceLock};
 
 use quant_core::cpu::{self, CpuPath};
 use quant_core::random_bytes;
 use quant_core::{GgmlType, OutputDType, QuantFormat};
 use quant_cuda::CudaBackend;
-use quant_gpu::{Backend, GpuError};
+use quant_gpu::testing::{expect_device, gpu_tests_enabled};
+use quant_gpu::{Backend, DeviceKind, GpuError};
 use rayon::prelude::*;
 
 // Link the format crates so that their registrations exist.
@@ -29,20 +29,18 @@ const POISON: u8 = 0x7B;
 /// The shared backend on device 0; panics (fails the test) when the GPU tests are enabled but
 /// no device can be opened.
 fn backend(test: &str) -> Option<&'static CudaBackend> {
-    if !gpu_tests_enabled(test) {
+    if !gpu_tests_enabled(DeviceKind::Cuda, test) {
         return None;
     }
     static BACKEND: OnceLock<CudaBackend> = OnceLock::new();
-    Some(BACKEND.get_or_init(|| match CudaBackend::new(0) {
-        Ok(b) => {
-            eprintln!(
-                "device: {} nvrtc {:?}",
-                b.info(),
-                CudaBackend::nvrtc_version()
-            );
-            b
-        }
-        Err(e) => panic!("QUANTFORGE_GPU_TESTS=1 but no usable CUDA device: {e}"),
+    Some(BACKEND.get_or_init(|| {
+        let b = expect_device(DeviceKind::Cuda, CudaBackend::new(0));
+        eprintln!(
+            "device: {} nvrtc {:?}",
+            b.info(),
+            CudaBackend::nvrtc_version()
+        );
+        b
     }))
 }
 
@@ -313,7 +311,7 @@ fn launch_checks_buffer_sizes() {
 
 #[test]
 fn concurrent_first_use_compiles_once() {
-    if !gpu_tests_enabled("concurrent_first_use_compiles_once") {
+    if !gpu_tests_enabled(DeviceKind::Cuda, "concurrent_first_use_compiles_once") {
         return;
     }
     // A backend whose module cache no other backend shares: backends of one context share

@@ -12,8 +12,6 @@
 //! without it each test prints `SKIPPED:` on stderr and returns. The tests take a lock, so that
 //! (c)'s free-memory figures see no other test's allocations.
 
-mod common;
-use common::gpu_tests_enabled;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -25,7 +23,8 @@ use quant_cuda::cudarc::driver::{
 };
 use quant_cuda::cudarc::nvrtc;
 use quant_cuda::CudaBackend;
-use quant_gpu::{Backend, GpuError};
+use quant_gpu::testing::{expect_device, gpu_tests_enabled};
+use quant_gpu::{Backend, DeviceKind, GpuError};
 use quant_loader::{GgufLoader, LoadPath};
 
 // Link the formats of the model the tests load, so that their registrations exist.
@@ -47,14 +46,14 @@ struct Engine {
 /// no usable device.
 fn engine(test: &str) -> Option<Engine> {
     static DEVICE: Mutex<()> = Mutex::new(());
-    if !gpu_tests_enabled(test) {
+    if !gpu_tests_enabled(DeviceKind::Cuda, test) {
         return None;
     }
     let lock = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     // cudarc panics without libcuda; quantforge says why instead.
     match quant_cuda::device_count() {
         Ok(n) if n > 0 => {}
-        other => panic!("QUANTFORGE_GPU_TESTS=1 but no usable CUDA device: {other:?}"),
+        other => expect_device(DeviceKind::Cuda, Err(format!("{other:?}"))),
     }
     let ctx = CudaContext::new(0).expect("cudarc context on device 0");
     let stream = ctx.new_stream().expect("the engine's stream");

@@ -29,6 +29,8 @@ mod launch;
 mod spec;
 mod stage;
 mod tensor;
+#[doc(hidden)]
+pub mod testing;
 
 use std::any::Any;
 use std::fmt;

@@ -2,10 +2,10 @@
 //! events as fences) and of the hand-over API for engines (device pointers, `into_raw`, caller
 //! memory wrapped and written, `make_stream_wait`, `HipBackend::on_stream`).
 //!
-//! Gate: they run with `QUANTFORGE_GPU_TESTS=1` and `QUANTFORGE_GPU_KIND=hip` (the switches of
-//! the workspace's GPU suites), and then a missing AMD GPU fails them loudly. Otherwise each
-//! prints a `SKIPPED:` line on stderr and returns: no machine of this project has an AMD GPU,
-//! so these have never run. The hand-over tests call the HIP runtime directly, as an engine
+//! Gate (`quant_gpu::testing`): they run with `QUANTFORGE_GPU_TESTS=1` and
+//! `QUANTFORGE_GPU_KIND=hip` (the switches of the workspace's GPU suites), and then a missing
+//! AMD GPU fails them loudly. Otherwise each prints a `SKIPPED:` line on stderr and returns: no
+//! machine of this project has an AMD GPU, so these have never run. The hand-over tests call the HIP runtime directly, as an engine
 //! would, through the bindings `quant_rocm` re-exports.
 
 use std::ffi::c_void;
@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use quant_core::cpu::{self, CpuPath};
 use quant_core::{random_bytes, registry, OutputDType, QuantFormat};
+use quant_gpu::testing::{expect_device, gpu_tests_enabled};
 use quant_gpu::{Backend, DeviceKind, DeviceTensor, Fence, GpuError, Queue, RawFence, TensorDType};
 use quant_rocm::hip_runtime_sys as hip;
 use quant_rocm::HipBackend;
@@ -24,25 +25,14 @@ use quant_q4k as _;
 use quant_q6k as _;
 
 fn backend(test: &str) -> Option<&'static HipBackend> {
-    let on = std::env::var("QUANTFORGE_GPU_TESTS").as_deref() == Ok("1")
-        && std::env::var("QUANTFORGE_GPU_KIND").as_deref() == Ok("hip");
-    if !on {
-        use std::io::Write;
-        // Straight to the stderr handle, so that the line stays visible under libtest.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: set QUANTFORGE_GPU_TESTS=1 QUANTFORGE_GPU_KIND=hip to run the HIP GPU test \
-             {test}"
-        );
+    if !gpu_tests_enabled(DeviceKind::Hip, test) {
         return None;
     }
     static BACKEND: OnceLock<HipBackend> = OnceLock::new();
-    Some(BACKEND.get_or_init(|| match HipBackend::new(0) {
-        Ok(b) => {
-            eprintln!("device: {}", b.info());
-            b
-        }
-        Err(e) => panic!("QUANTFORGE_GPU_TESTS=1 QUANTFORGE_GPU_KIND=hip but no AMD GPU: {e}"),
+    Some(BACKEND.get_or_init(|| {
+        let b = expect_device(DeviceKind::Hip, HipBackend::new(0));
+        eprintln!("device: {}", b.info());
+        b
     }))
 }
 
