@@ -354,10 +354,33 @@ impl Driver for CudaDriver {
     ) -> DriverResult<()> {
         self.device
             .launch(module.get(dtype), plan, src, dst)
-            .map_err(op(format!(
-                "cuLaunchKernel({} x {})",
-                plan.groups(),
-                plan.threads_per_group()
-            )))
+            .map_err(op(launch_op(plan)))
     }
+
+    #[allow(unsafe_code)] // the trait's contract; the driver calls are in `ffi`
+    unsafe fn launch_on_stream(
+        &self,
+        module: &Entries<ffi::Function>,
+        dtype: OutputDType,
+        plan: &LaunchPlan,
+        src: &ffi::DevMem,
+        dst: &mut ffi::DevMem,
+        stream: usize,
+    ) -> DriverResult<()> {
+        let stream = stream as cudarc::driver::sys::CUstream;
+        // SAFETY: the caller vouches for the stream and the buffers (this method's contract).
+        unsafe {
+            self.device
+                .launch_on(module.get(dtype), plan, src, dst, stream)
+        }
+        .map_err(op(launch_op(plan)))
+    }
+}
+
+fn launch_op(plan: &LaunchPlan) -> String {
+    format!(
+        "cuLaunchKernel({} x {})",
+        plan.groups(),
+        plan.threads_per_group()
+    )
 }

@@ -757,6 +757,25 @@ impl Device {
         src: &DevMem,
         dst: &mut DevMem,
     ) -> Res<()> {
+        // SAFETY: the compute stream is alive while `self` is, and the buffers are borrowed
+        // from their owners, which free them only after the stream has finished with them.
+        unsafe { self.launch_on(function, plan, src, dst, self.stream) }
+    }
+
+    /// [`Device::launch`] on `stream`, a stream of this context (or a sentinel the driver takes
+    /// as a stream: null, `CU_STREAM_LEGACY`, `CU_STREAM_PER_THREAD`), not waited for.
+    ///
+    /// # Safety
+    /// `stream` must be a live stream of this context, and `src` and `dst` must stay allocated
+    /// until the kernel has run.
+    pub unsafe fn launch_on(
+        &self,
+        function: &Function,
+        plan: &LaunchPlan,
+        src: &DevMem,
+        dst: &mut DevMem,
+        stream: sys::CUstream,
+    ) -> Res<()> {
         self.check_mem(src)?;
         self.check_mem(dst)?;
         plan.check_fits(src.len, dst.len).map_err(err)?;
@@ -779,14 +798,14 @@ impl Device {
         // SAFETY: the function takes (pointer, pointer, u64), the parameters live across the
         // call (the driver copies them), and the pointers point into device allocations of this
         // context with `n_blocks` blocks of input and their values of output in bounds (checked
-        // above with `LaunchPlan::fits`).
+        // above with `LaunchPlan::fits`); the caller vouches for the stream.
         unsafe {
             cu::launch_kernel(
                 function.0,
                 (plan.groups(), 1, 1),
                 (plan.threads_per_group(), 1, 1),
                 0,
-                self.stream,
+                stream,
                 &mut params,
             )?
         };

@@ -384,3 +384,39 @@ fn backends_of_one_context_share_their_modules() {
     second.download(&dst, &mut got).unwrap();
     assert_eq!(first_difference(OutputDType::Bf16, &want, &got), None);
 }
+
+/// `dequantize_on_stream` queues the kernel on a stream of the engine's, not the backend's: the
+/// values are there once that stream is synchronised.
+#[test]
+fn dequantize_on_stream_runs_on_the_callers_stream() {
+    let Some(e) = engine("dequantize_on_stream_runs_on_the_callers_stream") else {
+        return;
+    };
+    let format = quant_core::lookup(GgmlType::Q4_K).expect("Q4_K is registered");
+    let spec = format.kernel().expect("Q4_K has a kernel");
+    let n_blocks = 300;
+    let mut blocks = random_bytes(n_blocks * format.geometry().block_bytes, 0x57E4);
+    format.make_scales_finite(&mut blocks);
+    let reference = cpu::dequantize_to_vec(format, &blocks, CpuPath::Reference).unwrap();
+    for dtype in DTYPES {
+        let want = cpu::encode_as(&reference, dtype);
+        let mut src = e.backend.alloc(blocks.len()).unwrap();
+        e.backend.upload(&blocks, &mut src).unwrap();
+        let mut dst = e.backend.alloc(want.len()).unwrap();
+        e.backend.fill(&mut dst, 0xFF).unwrap();
+        e.backend.synchronize().unwrap();
+        let theirs = e.ctx.new_stream().unwrap();
+        let handle = theirs.cu_stream() as usize;
+        let n = n_blocks as u64;
+        // SAFETY: a live stream of the backend's context; the buffers outlive its synchronize.
+        unsafe {
+            e.backend
+                .dequantize_on_stream(spec, &src, n, &mut dst, dtype, handle)
+        }
+        .unwrap();
+        theirs.synchronize().unwrap();
+        let mut got = vec![0u8; want.len()];
+        e.backend.download(&dst, &mut got).unwrap();
+        assert_eq!(first_difference(dtype, &want, &got), None, "{dtype}");
+    }
+}

@@ -75,6 +75,16 @@ impl From<DriverError> for GpuError {
 /// What a [`Driver`] call returns.
 pub type DriverResult<T> = Result<T, DriverError>;
 
+/// The error of a failed launch of `kernel`'s entry point for `dtype`.
+fn launch_error(kernel: &KernelSpec, dtype: OutputDType) -> impl FnOnce(DriverError) -> GpuError {
+    let (entry, file) = (kernel.entry(dtype), kernel.file_name);
+    move |e| GpuError::Launch {
+        entry,
+        file,
+        reason: e.to_string(),
+    }
+}
+
 /// The raw operations of one GPU through one vendor API: what differs between CUDA and HIP.
 ///
 /// [`GpuBackend`] calls these after its own checks: buffers are this driver's, ranges lie inside
@@ -184,6 +194,23 @@ pub trait Driver: Send + Sync + Sized + 'static {
         src: &Self::Mem,
         dst: &mut Self::Mem,
     ) -> DriverResult<()>;
+    /// [`Driver::launch`] queued on the caller's `stream` (a raw stream handle of this device's
+    /// context, as an integer; 0 is the default stream) instead of the compute queue, and not
+    /// waited for.
+    ///
+    /// # Safety
+    /// `stream` must be a live stream of this device and context, and `src` and `dst` must stay
+    /// allocated until the kernel has run.
+    #[allow(unsafe_code)] // a contract on the caller
+    unsafe fn launch_on_stream(
+        &self,
+        module: &Self::Module,
+        dtype: OutputDType,
+        plan: &LaunchPlan,
+        src: &Self::Mem,
+        dst: &mut Self::Mem,
+        stream: usize,
+    ) -> DriverResult<()>;
 }
 
 /// The three entry points of one format's module, one per output type.
@@ -216,6 +243,9 @@ impl<F> Entries<F> {
         }
     }
 }
+
+/// A checked launch and the module it runs; `None` when there is nothing to launch.
+type Prepared<M> = Option<(LaunchPlan, Arc<M>)>;
 
 /// A [`Backend`] over a vendor's [`Driver`]: every check, downcast, launch plan, module cache
 /// and error shape written once (see the [module docs](self)).
@@ -332,9 +362,8 @@ impl<D: Driver> GpuBackend<D> {
         Buffer::new(Box::new(mem), info.kind, info.ordinal)
     }
 
-    /// The one launch path: `n_blocks` blocks at `src[src_offset..]` into `dst[dst_offset..]`,
-    /// checked and sized by [`plan_launch`] with the device's limits, at most `max_groups`
-    /// groups. Zero blocks return before any module is loaded.
+    /// A launch on the compute queue: `n_blocks` blocks at `src[src_offset..]` into
+    /// `dst[dst_offset..]`, at most `max_groups` groups.
     fn launch_range(
         &self,
         kernel: &'static KernelSpec,
@@ -346,29 +375,38 @@ impl<D: Driver> GpuBackend<D> {
     ) -> Result<(), GpuError> {
         let src = self.mem(src, "dequantize")?;
         let dst = self.mem_mut(dst, "dequantize")?;
-        let plan = plan_launch(
-            kernel,
-            n_blocks,
+        let regions = (
             BufferRegion::new(src.len(), src_offset),
             BufferRegion::new(dst.len(), dst_offset),
-            dtype,
-            self.driver.limits(),
-        )?;
-        if plan.is_empty() {
+        );
+        let Some((plan, module)) = self.prepare_launch(kernel, n_blocks, regions, dtype)? else {
             return Ok(());
-        }
+        };
         let plan = match max_groups {
             Some(cap) => plan.with_max_groups(cap),
             None => plan,
         };
-        let module = self.module(kernel)?;
         self.driver
             .launch(&module, dtype, &plan, src, dst)
-            .map_err(|e| GpuError::Launch {
-                entry: kernel.entry(dtype),
-                file: kernel.file_name,
-                reason: e.to_string(),
-            })
+            .map_err(launch_error(kernel, dtype))
+    }
+
+    /// The one check of a launch: `n_blocks` blocks of `kernel`'s format in the source region,
+    /// their values in the destination region, planned by [`plan_launch`] with the device's
+    /// limits, and the module. `None` when there is nothing to launch: zero blocks load no
+    /// module.
+    fn prepare_launch(
+        &self,
+        kernel: &'static KernelSpec,
+        n_blocks: u64,
+        (src, dst): (BufferRegion, BufferRegion),
+        dtype: OutputDType,
+    ) -> Result<Prepared<D::Module>, GpuError> {
+        let plan = plan_launch(kernel, n_blocks, src, dst, dtype, self.driver.limits())?;
+        if plan.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((plan, self.module(kernel)?)))
     }
 
     /// The error for a failed allocation of `bytes` bytes.
@@ -588,6 +626,35 @@ impl<D: Driver> Backend for GpuBackend<D> {
             dtype,
             None,
         )
+    }
+    /// Checked and planned as on the compute queue ([`plan_launch`], the device's limits), then
+    /// queued on the caller's stream ([`Driver::launch_on_stream`]).
+    #[allow(unsafe_code)] // the trait's contract, passed on to the driver
+    unsafe fn dequantize_on_stream(
+        &self,
+        kernel: &'static KernelSpec,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+        stream: usize,
+    ) -> Result<(), GpuError> {
+        let src = self.mem(src, "dequantize_on_stream")?;
+        let dst = self.mem_mut(dst, "dequantize_on_stream")?;
+        let regions = (
+            BufferRegion::whole(src.len()),
+            BufferRegion::whole(dst.len()),
+        );
+        let Some((plan, module)) = self.prepare_launch(kernel, n_blocks, regions, dtype)? else {
+            return Ok(());
+        };
+        // SAFETY: the caller vouches for the stream and the buffers' lifetime (this method's
+        // contract).
+        unsafe {
+            self.driver
+                .launch_on_stream(&module, dtype, &plan, src, dst, stream)
+        }
+        .map_err(launch_error(kernel, dtype))
     }
 }
 

@@ -343,6 +343,25 @@ impl Driver for HipDriver {
             .stream
             .launch_dequant(module.entries.get(dtype), plan, src, dst)?)
     }
+
+    /// On the caller's `hipStream_t` of this device (`0`: the device's null stream); the
+    /// sentinels `1` and `2` are refused before any runtime call.
+    #[allow(unsafe_code)] // the trait's contract; the runtime calls are in `ffi`
+    unsafe fn launch_on_stream(
+        &self,
+        module: &LoadedModule,
+        dtype: OutputDType,
+        plan: &LaunchPlan,
+        src: &DeviceMem,
+        dst: &mut DeviceMem,
+        stream: usize,
+    ) -> DriverResult<()> {
+        let raw = stream as hip_runtime_sys::hipStream_t;
+        // SAFETY: the caller vouches for the stream (this method's contract); the borrowed
+        // handle is used for this launch only and never destroyed.
+        let stream = unsafe { Stream::borrowed(self.info.ordinal, raw) }?;
+        Ok(stream.launch_dequant(module.entries.get(dtype), plan, src, dst)?)
+    }
 }
 
 #[cfg(test)]

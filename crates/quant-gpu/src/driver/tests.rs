@@ -307,6 +307,18 @@ impl Driver for Fake {
         dst.bytes[plan.dst_range()].fill(0xAB);
         Ok(())
     }
+    unsafe fn launch_on_stream(
+        &self,
+        module: &&'static str,
+        dtype: OutputDType,
+        plan: &LaunchPlan,
+        src: &FakeMem,
+        dst: &mut FakeMem,
+        stream: usize,
+    ) -> DriverResult<()> {
+        self.note(format!("on stream {stream:#x}"));
+        self.launch(module, dtype, plan, src, dst)
+    }
 }
 
 const fn spec(format: &'static str, threads: u32, blocks_per_group: u32) -> KernelSpec {
@@ -508,6 +520,42 @@ fn launches_are_planned_with_the_devices_own_limits() {
     let e = b.dequantize(&T, &src, 101, &mut dst, OutputDType::F16);
     assert!(matches!(e, Err(GpuError::BufferSize { .. })));
     assert!(log(&b).is_empty(), "refused launches reach no driver");
+}
+
+#[test]
+fn launches_on_a_callers_stream_are_checked_and_planned_alike() {
+    let mut fake = Fake::new(15, "nvrtc");
+    fake.limits.max_groups = 3;
+    let b = GpuBackend::new(fake);
+    let src = b.alloc(100 * 16).unwrap();
+    let mut dst = b.alloc(100 * 32 * 4).unwrap();
+    let mut other = Buffer::new(Box::new(OtherMem), DeviceKind::Cuda, 0);
+    // SAFETY: the fake driver only logs the stream.
+    unsafe {
+        b.dequantize_on_stream(&T, &src, 100, &mut dst, OutputDType::F32, 0)
+            .unwrap();
+        b.dequantize_on_stream(&T, &src, 0, &mut dst, OutputDType::F32, 0)
+            .unwrap();
+        let e = b.dequantize_on_stream(&T, &src, 101, &mut dst, OutputDType::F32, 0);
+        assert!(matches!(e, Err(GpuError::BufferSize { .. })), "{e:?}");
+        let e = b.dequantize_on_stream(&T, &src, 1, &mut other, OutputDType::F32, 0);
+        assert!(matches!(
+            e,
+            Err(GpuError::ForeignBuffer {
+                op: "dequantize_on_stream"
+            })
+        ));
+    }
+    let calls = log(&b);
+    let from = calls.iter().position(|c| c == "load t").unwrap();
+    assert_eq!(
+        calls[from..],
+        [
+            "load t",
+            "on stream 0x0",
+            "launch t f32 3x64 0..1600 -> 0..12800"
+        ]
+    );
 }
 
 #[test]
@@ -725,10 +773,12 @@ fn a_delegating_backend_forwards_every_method() {
     let fence = b.record(Queue::Compute).unwrap();
     b.wait_fence(Queue::Copy, &fence).unwrap();
     b.time_events(1, &mut || Ok(())).unwrap();
-    // SAFETY: the fake driver never touches either.
+    // SAFETY: the fake driver never touches the addresses nor the stream.
     unsafe {
         b.wrap_device_memory(0x1000, 16).unwrap();
         b.make_stream_wait(0x10).unwrap();
+        b.dequantize_on_stream(&T, &buf, 2, &mut out, OutputDType::F16, 0x20)
+            .unwrap();
     }
     let calls = log(&w.0);
     for call in [
@@ -746,6 +796,8 @@ fn a_delegating_backend_forwards_every_method() {
         "elapsed_ms",
         "wrap 0x1000",
         "make_stream_wait 0x10",
+        "on stream 0x20",
+        "launch t f16 1x64 0..32 -> 0..128",
     ] {
         assert!(calls.iter().any(|c| c == call), "{call} not in {calls:?}");
     }
