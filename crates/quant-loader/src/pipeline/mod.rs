@@ -154,7 +154,7 @@ impl Pipelined<'_> {
             true => Vec::new(),
             false => jobs.iter().map(|(_, p)| p.out_bytes as usize).collect(),
         };
-        let shared = Shared::new(sizes.len());
+        let shared = Shared::new(jobs.len());
         if batches.is_empty() {
             // Nothing to copy (tensors of no blocks): empty outputs.
             let alloc = |bytes| self.backend.alloc(bytes);
@@ -179,7 +179,7 @@ impl Pipelined<'_> {
             }
             ran?;
         }
-        let times: Vec<_> = (0..sizes.len()).map(|k| shared.job_time(k)).collect();
+        let times: Vec<_> = (0..jobs.len()).map(|k| shared.job_time(k)).collect();
         let outputs = shared.outputs.into_iter().map(|o| o.into_inner());
         Ok(outputs.zip(times).collect())
     }
