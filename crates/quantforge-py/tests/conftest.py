@@ -100,3 +100,85 @@ def write_gguf(path: Path, tensors: Dict[str, "np.ndarray"]) -> None:
 def golden(request) -> Path:
     """Each golden file in turn."""
     return request.param
+
+
+# ---- raw GGUF files: any tensor type, sparse data, large metadata ------------------------------
+
+#: ggml type id -> (elements, bytes) of a block, for the types the tests write.
+BLOCKS = {0: (1, 4), 1: (1, 2), 8: (32, 34), 12: (256, 144), 14: (256, 210)}
+#: GGUF metadata value types by name.
+META_TYPES = {
+    "u8": (0, "B"), "i8": (1, "b"), "u16": (2, "H"), "i16": (3, "h"), "u32": (4, "I"),
+    "i32": (5, "i"), "f32": (6, "f"), "bool": (7, "?"), "u64": (10, "Q"), "i64": (11, "q"),
+    "f64": (12, "d"),
+}
+
+
+def _gguf_str(s) -> bytes:
+    import struct
+
+    raw = s.encode() if isinstance(s, str) else bytes(s)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def _meta_value(kind: str, value) -> bytes:
+    """One metadata value: ``("str", s)``, ``("u32", 7)``, ``("array", "u8", bytes_or_list)``
+    and so on (an array's values may be raw little-endian bytes, written as they are)."""
+    import struct
+
+    if kind == "str":
+        return struct.pack("<I", 8) + _gguf_str(value)
+    if kind == "array":
+        elem, values = value
+        if elem == "str":
+            body = b"".join(_gguf_str(v) for v in values)
+            n = len(values)
+        else:
+            code, fmt = META_TYPES[elem]
+            if isinstance(values, (bytes, bytearray, memoryview)):
+                body = bytes(values)
+                n = len(body) // struct.calcsize("<" + fmt)
+            else:
+                body = struct.pack(f"<{len(values)}{fmt}", *values)
+                n = len(values)
+        code = 8 if elem == "str" else META_TYPES[elem][0]
+        return struct.pack("<IIQ", 9, code, n) + body
+    code, fmt = META_TYPES[kind]
+    return struct.pack("<I", code) + struct.pack("<" + fmt, value)
+
+
+def write_raw_gguf(path: Path, tensors, metadata=None, align: int = 32) -> int:
+    """Writes a GGUF v3 file without gguf-py: ``tensors`` is a list of ``(name, ggml_type,
+    dims_in_ggml_order, data)`` where ``data`` is the tensor's bytes, or ``None`` for zero
+    bytes left as a hole in a sparse file (so that a file of gigabytes costs no disk and no
+    time to write); ``metadata`` maps a key to ``(kind, value)`` (see ``_meta_value``).
+    Returns the size of the header (magic to the data section)."""
+    import struct
+
+    metadata = metadata or {}
+    header = bytearray(b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(metadata)))
+    for key, (kind, value) in metadata.items():
+        header += _gguf_str(key)
+        header += _meta_value(kind, value)
+    offset, places = 0, []
+    for name, ty, dims, data in tensors:
+        elems, block = BLOCKS[ty]
+        count = 1
+        for d in dims:
+            count *= d
+        n_bytes = count // elems * block
+        assert data is None or len(data) == n_bytes, name
+        header += _gguf_str(name) + struct.pack("<I", len(dims))
+        header += b"".join(struct.pack("<Q", d) for d in dims)
+        header += struct.pack("<IQ", ty, offset)
+        places.append((offset, n_bytes, data))
+        offset += n_bytes + (-n_bytes % align)
+    header += bytes(-len(header) % align)
+    with open(path, "wb") as f:
+        f.write(header)
+        for at, n_bytes, data in places:
+            if data is not None:
+                f.seek(len(header) + at)
+                f.write(data)
+        f.truncate(len(header) + offset)
+    return len(header)
