@@ -1,5 +1,6 @@
 //! One backend per GPU per process, shared by every `File` and kept alive by every `Tensor` on
-//! it: kernels are compiled (NVRTC) or loaded once per device, not once per file.
+//! it: kernels are compiled (NVRTC) or loaded once per device, not once per file. The map is
+//! never dropped: a forked child must not run the parent's backends' destructors.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,6 +9,8 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use quantforge::device::DeviceOptions;
 use quantforge::gpu::{Backend, DeviceKind, DeviceSpec, GpuError};
+
+use crate::process;
 
 type Key = (DeviceKind, usize);
 
@@ -26,10 +29,30 @@ pub(crate) fn set_prebuilt_cubins(dir: PathBuf) {
 
 /// The backend of the device `spec` names, opened on first use; `None` for the CPU (asked for,
 /// or `auto` with no GPU present). `auto` takes the first CUDA device, else the first HIP one.
+///
+/// In a process forked from one that used the GPU, a GPU (or `auto`) is refused before the
+/// driver is touched ([`process::gpu_used_by_parent`]): the driver does not survive a fork.
 pub(crate) fn open(spec: DeviceSpec) -> Result<Option<Arc<dyn Backend>>, GpuError> {
+    if spec == DeviceSpec::Cpu {
+        return Ok(None);
+    }
+    if let Some(parent) = process::gpu_used_by_parent() {
+        return Err(GpuError::NoDevice {
+            kind: match spec {
+                DeviceSpec::Gpu(kind, _) => kind,
+                _ => DeviceKind::Cuda,
+            },
+            ordinal: match spec {
+                DeviceSpec::Gpu(_, o) => o,
+                _ => 0,
+            },
+            reason: process::forked_gpu_error(parent),
+        });
+    }
     let Some(key) = quantforge::device::resolve(spec) else {
         return Ok(None);
     };
+    process::note_gpu_use();
     // Held while opening, so that two threads asking for the same device open it once.
     let mut map = BACKENDS.get_or_init(Default::default).lock();
     if let Some(b) = map.get(&key) {

@@ -56,6 +56,10 @@ pub(crate) enum Error {
     /// Anything else, already worded (naming the file and tensor itself).
     #[error("{0}")]
     Msg(String),
+    /// A Python exception raised while the load ran: `KeyboardInterrupt` from a signal
+    /// handler, seen by a check between chunks of the work.
+    #[error("{0}")]
+    Py(PyErr),
 }
 
 impl Error {
@@ -67,6 +71,7 @@ impl Error {
                 Ok(t) => PyErr::from_type(t.clone(), e.to_string()),
                 Err(err) => err,
             },
+            Error::Py(e) => e,
             e => QuantforgeError::new_err(e.to_string()),
         }
     }

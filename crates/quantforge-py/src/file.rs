@@ -1,25 +1,27 @@
 //! [`File`]: one GGUF file opened for one device and one output type.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
-use pyo3::IntoPyObjectExt;
-use quantforge::core::cpu::HostValues;
-use quantforge::gguf::{MetaArray, MetaValue, TensorInfo};
-use quantforge::gpu::{Backend, DeviceSpec, TensorDType};
+use pyo3::types::{PyDict, PyTuple};
+use quantforge::gguf::TensorInfo;
+use quantforge::gpu::{Backend, DeviceSpec};
 use quantforge::loader::{
-    FallbackPolicy, GgufLoader, HostData as Data, LoadAs, LoadPath, LoaderOptions, PipelineOptions,
-    Progress,
+    FallbackPolicy, GgufLoader, LoadAs, LoaderOptions, PipelineOptions, Progress,
 };
 
 use crate::backends;
+use crate::cancel::Cancellable;
 use crate::errors::{Error, QuantforgeError};
-use crate::tensor::{Elem, HostData, Tensor};
+use crate::host::{self, check_signals, Interrupt};
+use crate::meta::Arrays;
+use crate::tensor::Tensor;
 
 /// Parses an output type: `f32`/`float32`/`float`, `f16`/`float16`/`half`,
 /// `bf16`/`bfloat16`, or `native` (the quantized blocks as bytes).
@@ -62,19 +64,21 @@ impl File {
     }
 }
 
-/// Loads tensor `t` of `loader` as `as_`: onto `backend`, or (no backend) into host memory.
+/// Loads tensor `t` of `loader` as `as_`: onto `backend`, or (no backend) into host memory,
+/// `interrupt` checked between chunks.
 fn load_one(
     loader: &GgufLoader,
     backend: Option<&Arc<dyn Backend>>,
     t: &TensorInfo,
     as_: LoadAs,
+    interrupt: Interrupt<'_>,
 ) -> Result<Tensor, Error> {
     match backend {
         Some(b) => {
             let (dt, load) = loader.load_tensor(&t.name, b.as_ref(), as_)?;
             Tensor::on_device(Arc::new(dt), b.clone(), t, &load.path).map_err(|e| msg(loader, e))
         }
-        None => host_tensor(loader, t, as_),
+        None => host::load(loader, t, as_, interrupt),
     }
 }
 
@@ -82,36 +86,69 @@ fn msg(loader: &GgufLoader, e: String) -> Error {
     Error::Msg(format!("{}: {e}", loader.file().path().display()))
 }
 
-/// Tensor `t` in host memory as the loader's host path makes it: values (f32 as they are,
-/// f16/bf16 bits), the blocks as bytes, or a kept integer tensor's values.
-fn host_tensor(loader: &GgufLoader, t: &TensorInfo, as_: LoadAs) -> Result<Tensor, Error> {
-    let (host, row) = loader.load_to_host(&t.name, None, as_)?;
-    let (data, elem) = match (host.data, host.dtype) {
-        (Data::Values(HostValues::F32(v)), _) => (HostData::F32(v), Elem::F32),
-        (Data::Values(HostValues::Bits16(v)), TensorDType::Values(d)) => {
-            (HostData::U16(v), Elem::of_values(d))
+/// Every tensor of `loader` into host memory, in file order, `interrupt` checked between
+/// chunks; `bar` advances by each tensor's bytes in the file.
+fn load_all_host(
+    loader: &GgufLoader,
+    as_: LoadAs,
+    bar: Option<&ProgressBar>,
+    interrupt: Interrupt<'_>,
+) -> Result<Vec<(String, Tensor)>, Error> {
+    let tensors = loader.file().tensors();
+    let mut out = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        out.push((t.name.clone(), host::load(loader, t, as_, interrupt)?));
+        if let Some(bar) = bar {
+            bar.inc(t.n_bytes);
         }
-        (Data::Bytes(b), TensorDType::Native(ty)) if row.path == LoadPath::Kept => {
-            let elem = ty.geometry().and_then(|g| Elem::integer(g.block_bytes));
-            let data = elem.and_then(|e| Some((HostData::integers(&b, e)?, e)));
-            data.ok_or_else(|| {
-                let why = format!(
-                    "tensor '{}': {} bytes are not whole {ty} values",
-                    t.name,
-                    b.len()
-                );
-                msg(loader, why)
-            })?
+    }
+    Ok(out)
+}
+
+/// Every tensor of `loader` onto `backend` by the pipelined load. The progress callback (on
+/// this thread) checks for Python signals every few milliseconds; a signal's exception sets
+/// the flag that makes the backend refuse new work ([`Cancellable`]), so the load stops at
+/// its readers' next step, frees what it took, and the exception is returned.
+fn load_all_device(
+    loader: &GgufLoader,
+    backend: &Arc<dyn Backend>,
+    as_: LoadAs,
+    bar: Option<&ProgressBar>,
+) -> Result<Vec<(String, Tensor)>, Error> {
+    let cancelled = AtomicBool::new(false);
+    let mut raised: Option<Error> = None;
+    let mut last_check = Instant::now();
+    let mut on_progress = |p: &Progress| {
+        if let (Some(bar), Progress::Bytes(n)) = (bar, p) {
+            bar.inc(*n);
         }
-        (Data::Bytes(b), _) => (HostData::U8(b), Elem::U8),
-        (Data::Values(_), dtype) => {
-            return Err(msg(
-                loader,
-                format!("tensor '{}': values as {dtype:?}", t.name),
-            ))
+        if raised.is_none() && last_check.elapsed() >= Duration::from_millis(20) {
+            last_check = Instant::now();
+            if let Err(e) = check_signals() {
+                cancelled.store(true, Ordering::Relaxed);
+                raised = Some(e);
+            }
         }
     };
-    Tensor::host(data, t, elem, &row.path).map_err(|e| msg(loader, e))
+    let guarded = Cancellable {
+        inner: backend.as_ref(),
+        cancelled: &cancelled,
+    };
+    let opts = PipelineOptions::default();
+    let loaded = loader.load_with(&guarded, as_, &opts, &mut on_progress);
+    if let Some(e) = raised {
+        return Err(e); // what was loaded (or the load's error) is dropped: all is freed
+    }
+    let loaded = loaded?;
+    let rows = loaded.report.tensors.into_iter();
+    let tensors = loader.file().tensors();
+    let mut out = Vec::with_capacity(tensors.len());
+    for ((dt, row), t) in loaded.tensors.into_iter().zip(rows).zip(tensors) {
+        let tensor = Tensor::on_device(Arc::new(dt), backend.clone(), t, &row.path)
+            .map_err(|e| msg(loader, e))?;
+        out.push((t.name.clone(), tensor));
+    }
+    Ok(out)
 }
 
 /// A progress bar over `total` bytes on stderr (drawn only when stderr is a terminal).
@@ -126,42 +163,6 @@ fn progress_bar(total: u64, label: &str) -> ProgressBar {
     bar.set_style(style);
     bar.set_prefix(label.to_string());
     bar
-}
-
-fn meta_value<'py>(py: Python<'py>, v: &MetaValue) -> PyResult<Bound<'py, PyAny>> {
-    match v {
-        MetaValue::U8(x) => x.into_bound_py_any(py),
-        MetaValue::I8(x) => x.into_bound_py_any(py),
-        MetaValue::U16(x) => x.into_bound_py_any(py),
-        MetaValue::I16(x) => x.into_bound_py_any(py),
-        MetaValue::U32(x) => x.into_bound_py_any(py),
-        MetaValue::I32(x) => x.into_bound_py_any(py),
-        MetaValue::U64(x) => x.into_bound_py_any(py),
-        MetaValue::I64(x) => x.into_bound_py_any(py),
-        MetaValue::F32(x) => f64::from(*x).into_bound_py_any(py),
-        MetaValue::F64(x) => x.into_bound_py_any(py),
-        MetaValue::Bool(x) => x.into_bound_py_any(py),
-        MetaValue::String(s) => s.into_bound_py_any(py),
-        MetaValue::Array(a) => meta_array(py, a),
-    }
-}
-
-fn meta_array<'py>(py: Python<'py>, a: &MetaArray) -> PyResult<Bound<'py, PyAny>> {
-    if let Some(strs) = a.strs() {
-        return PyList::new(py, strs)?.into_bound_py_any(py);
-    }
-    if let Some(inner) = a.arrays() {
-        let items = inner
-            .iter()
-            .map(|x| meta_array(py, x))
-            .collect::<PyResult<Vec<_>>>()?;
-        return PyList::new(py, items)?.into_bound_py_any(py);
-    }
-    let items = a
-        .iter()
-        .map(|x| meta_value(py, &x))
-        .collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, items)?.into_bound_py_any(py)
 }
 
 #[pymethods]
@@ -247,13 +248,16 @@ impl File {
             .collect())
     }
 
-    /// The metadata: GGUF key -> `str`, `int`, `float`, `bool` or `list` (nested for arrays of
-    /// arrays), in file order.
+    /// The metadata: GGUF key -> `str`, `int`, `float` or `bool`; arrays of numbers or booleans
+    /// as compact arrays (a numpy array when numpy can be imported, else an `array.array`, or
+    /// a `memoryview` of format `?` for booleans), arrays of strings as lists of `str`, arrays
+    /// of arrays as lists. In file order.
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let loader = self.loader()?;
+        let arrays = Arrays::new(py)?;
         let d = PyDict::new(py);
         for (k, v) in loader.file().metadata() {
-            d.set_item(k, meta_value(py, v)?)?;
+            d.set_item(k, arrays.value(v)?)?;
         }
         Ok(d)
     }
@@ -274,7 +278,8 @@ impl File {
     }
 
     /// Loads tensor `name` (as `dtype` if given, else as the file's output type) and returns
-    /// it as a `Tensor`. The GIL is released while loading.
+    /// it as a `Tensor`. The GIL is released while loading (on the CPU, Ctrl-C is seen between
+    /// chunks of rows).
     #[pyo3(signature = (name, dtype=None))]
     fn get(&self, py: Python<'_>, name: &str, dtype: Option<&str>) -> PyResult<Tensor> {
         let as_ = self.dtype_or(dtype)?;
@@ -282,16 +287,17 @@ impl File {
         let backend = self.backend.clone();
         py.detach(|| {
             let t = loader.tensor(name)?;
-            load_one(&loader, backend.as_ref(), t, as_)
+            load_one(&loader, backend.as_ref(), t, as_, &check_signals)
         })
         .map_err(|e| e.into_py(py))
     }
 
     /// Loads every tensor (as `dtype` if given, else as the file's output type) and returns
     /// `[(name, Tensor)]` in file order. On a GPU this is the pipelined whole-model load; on
-    /// the CPU each tensor is dequantized on all cores. With `progress=True` a progress bar
-    /// (bytes of the file) is drawn on stderr when it is a terminal. The GIL is released while
-    /// loading.
+    /// the CPU each tensor is dequantized on all cores, in chunks of rows. With
+    /// `progress=True` a progress bar (bytes of the file) is drawn on stderr when it is a
+    /// terminal. The GIL is released while loading; Python signals are checked every few
+    /// milliseconds, so Ctrl-C stops the load (`KeyboardInterrupt`) and frees what it took.
     #[pyo3(signature = (progress=false, dtype=None))]
     fn load_all(
         &self,
@@ -308,36 +314,12 @@ impl File {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         py.detach(|| -> Result<Vec<(String, Tensor)>, Error> {
-            let tensors = loader.file().tensors();
-            let total: u64 = tensors.iter().map(|t| t.n_bytes).sum();
+            let total: u64 = loader.file().tensors().iter().map(|t| t.n_bytes).sum();
             let bar = progress.then(|| progress_bar(total, &label));
-            let mut out = Vec::with_capacity(tensors.len());
-            match &backend {
-                Some(b) => {
-                    let mut on_progress = |p: &Progress| {
-                        if let (Some(bar), Progress::Bytes(n)) = (&bar, p) {
-                            bar.inc(*n);
-                        }
-                    };
-                    let opts = PipelineOptions::default();
-                    let loaded = loader.load_with(b.as_ref(), as_, &opts, &mut on_progress)?;
-                    let rows = loaded.report.tensors.into_iter();
-                    for ((dt, row), t) in loaded.tensors.into_iter().zip(rows).zip(tensors) {
-                        let dt = Arc::new(dt);
-                        let tensor = Tensor::on_device(dt, b.clone(), t, &row.path)
-                            .map_err(|e| msg(&loader, e))?;
-                        out.push((t.name.clone(), tensor));
-                    }
-                }
-                None => {
-                    for t in tensors {
-                        out.push((t.name.clone(), host_tensor(&loader, t, as_)?));
-                        if let Some(bar) = &bar {
-                            bar.inc(t.n_bytes);
-                        }
-                    }
-                }
-            }
+            let out = match &backend {
+                Some(b) => load_all_device(&loader, b, as_, bar.as_ref())?,
+                None => load_all_host(&loader, as_, bar.as_ref(), &check_signals)?,
+            };
             if let Some(bar) = bar {
                 bar.finish();
             }

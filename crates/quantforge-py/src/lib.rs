@@ -20,8 +20,12 @@
 #![warn(missing_docs)]
 
 mod backends;
+mod cancel;
 mod errors;
 mod file;
+mod host;
+mod meta;
+mod process;
 mod tensor;
 
 use pyo3::prelude::*;

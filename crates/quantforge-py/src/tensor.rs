@@ -8,15 +8,18 @@
 //! object and its consumers lets go.
 
 use std::ffi::c_void;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dlpark::ffi::{DLDataType, DLDataTypeCode, DLDevice, DLDeviceType};
 use dlpark::ffi::{DLManagedTensor, DLManagedTensorVersioned};
 use dlpark::metadata::Dynamic;
-use dlpark::python::{export_dlpack, CudaStreamRequest, DlpackExporter, ExportRequest};
+use dlpark::python::{
+    export_dlpack, CudaStreamRequest, DlpackExporter, ExportAbi, ExportRequest,
+};
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use quantforge::core::{GgmlType, OutputDType};
@@ -25,6 +28,7 @@ use quantforge::gpu::{Backend, DeviceKind, DeviceTensor, TensorDType};
 use quantforge::loader::LoadPath;
 
 use crate::errors::QuantforgeError;
+use crate::process;
 
 static LIVE_HOST: AtomicU64 = AtomicU64::new(0);
 static LIVE_DEVICE: AtomicU64 = AtomicU64::new(0);
@@ -113,7 +117,7 @@ impl Elem {
 }
 
 /// Host memory owned by Rust, typed so that its alignment suits its elements.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum HostData {
     /// f32 values (the loader's vector, kept as it is).
     F32(Vec<f32>),
@@ -156,6 +160,24 @@ impl HostData {
         }
     }
 
+    /// Little-endian bytes as values of `elem` (`None` if they are not whole values).
+    fn from_le_bytes(bytes: Vec<u8>, elem: Elem) -> Option<HostData> {
+        fn read<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Option<Vec<T>> {
+            let whole = bytes.len().is_multiple_of(N);
+            whole.then(|| {
+                let v = bytes.chunks_exact(N);
+                v.map(|c| f(c.try_into().expect("chunks of N bytes")))
+                    .collect()
+            })
+        }
+        match elem {
+            Elem::F32 => read(&bytes, f32::from_le_bytes).map(HostData::F32),
+            Elem::F16 | Elem::Bf16 => read(&bytes, u16::from_le_bytes).map(HostData::U16),
+            Elem::U8 => Some(HostData::U8(bytes)),
+            _ => HostData::integers(&bytes, elem),
+        }
+    }
+
     /// An integer tensor's little-endian bytes as values of `elem` (one of the integer types).
     pub(crate) fn integers(bytes: &[u8], elem: Elem) -> Option<HostData> {
         fn read<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
@@ -189,8 +211,13 @@ enum Place {
 
 /// A tensor's memory, counted in [`live_bytes`] from creation to drop.
 pub(crate) struct Storage {
-    place: Place,
+    /// Dropped by hand: device memory is left alone in a process forked from the one that
+    /// made it (the driver's state there is the parent's copy, and freeing through it could
+    /// hang or fail).
+    place: ManuallyDrop<Place>,
     counted: u64,
+    /// The process that made it.
+    pid: u32,
 }
 
 impl Storage {
@@ -207,18 +234,27 @@ impl Storage {
                 n
             }
         };
-        Arc::new(Storage { place, counted })
+        Arc::new(Storage {
+            place: ManuallyDrop::new(place),
+            counted,
+            pid: process::pid(),
+        })
+    }
+
+    /// Whether this is device memory made by another process (this one was forked from it).
+    fn inherited_device_memory(&self) -> bool {
+        matches!(*self.place, Place::Device { .. }) && self.pid != process::pid()
     }
 
     fn data_ptr(&self) -> u64 {
-        match &self.place {
+        match &*self.place {
             Place::Host(h) => h.ptr() as u64,
             Place::Device { tensor, .. } => tensor.device_ptr(),
         }
     }
 
     fn capacity(&self) -> usize {
-        match &self.place {
+        match &*self.place {
             Place::Host(h) => h.bytes(),
             Place::Device { tensor, .. } => tensor.buffer.len(),
         }
@@ -227,11 +263,15 @@ impl Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        let counter = match self.place {
+        let counter = match *self.place {
             Place::Host(_) => &LIVE_HOST,
             Place::Device { .. } => &LIVE_DEVICE,
         };
         counter.fetch_sub(self.counted, Ordering::SeqCst);
+        if !self.inherited_device_memory() {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.place) };
+        }
     }
 }
 
@@ -347,7 +387,7 @@ impl Tensor {
     }
 
     fn dl_device(&self) -> DLDevice {
-        match &self.storage.place {
+        match &*self.storage.place {
             Place::Host(_) => DLDevice::CPU,
             Place::Device { tensor, .. } => match tensor.device() {
                 (DeviceKind::Cuda, o) => DLDevice::cuda(o as i32),
@@ -359,18 +399,71 @@ impl Tensor {
         }
     }
 
-    /// A fresh managed tensor of the chosen ABI whose context holds the storage.
-    fn managed<M: ManagedTensorBase>(&self) -> PyResult<Managed<M>> {
+    /// A fresh managed tensor of the chosen ABI whose context holds the storage, with `flags`
+    /// (the versioned ABI only).
+    fn managed<M: ManagedTensorBase>(&self, flags: DlpackFlags) -> PyResult<Managed<M>> {
         let mut init = Dynamic::compact(self.shape.clone())
             .initialize_as::<M>(self.storage.clone())
             .map_err(|e| PyValueError::new_err(format!("DLPack export: {e}")))?;
         init.set_data(self.storage.data_ptr() as *mut c_void)
             .set_device(self.dl_device())
             .set_dtype(self.elem.dl());
+        // SAFETY: the only flag ever passed is IS_COPIED, for a copy made for this export alone
+        // (`copy_to`), whose storage nothing else holds once the copy's `Tensor` is dropped.
+        unsafe { init.set_flags_unchecked(flags) };
         // SAFETY: the data pointer is the storage's, which the context (an Arc clone) keeps
         // alive until the consumer's deleter runs; shape and compact strides were written by
-        // dlpark and match the storage's size (checked in Tensor::new); no flags are set.
+        // dlpark and match the storage's size (checked in Tensor::new).
         Ok(unsafe { init.finish() })
+    }
+
+    /// A copy of this tensor in new memory, on DLPack device `to` (its own if `None`): within
+    /// the host or one GPU, or from a GPU to the host. Other devices are a `BufferError`.
+    fn copy_to(&self, to: Option<DLDevice>) -> PyResult<Tensor> {
+        let here = self.dl_device();
+        let to = to.unwrap_or(here);
+        let failed = |e: quantforge::gpu::GpuError| {
+            QuantforgeError::new_err(format!("DLPack copy of a tensor on {}: {e}", self.device()))
+        };
+        let place = match &*self.storage.place {
+            Place::Host(h) if to == here => Place::Host(h.clone()),
+            Place::Device { tensor, backend } if to == here => {
+                let mut buffer = backend.alloc(tensor.buffer.len()).map_err(failed)?;
+                backend.copy(&tensor.buffer, &mut buffer).map_err(failed)?;
+                let copy = DeviceTensor {
+                    buffer,
+                    shape: tensor.shape.clone(),
+                    dtype: tensor.dtype,
+                };
+                Place::Device {
+                    tensor: Arc::new(copy),
+                    backend: backend.clone(),
+                }
+            }
+            Place::Device { tensor, backend } if to == DLDevice::CPU => {
+                let bytes = tensor.download(backend.as_ref()).map_err(failed)?;
+                let data = HostData::from_le_bytes(bytes, self.elem).ok_or_else(|| {
+                    QuantforgeError::new_err("DLPack copy: the device bytes are not whole values")
+                })?;
+                Place::Host(data)
+            }
+            _ => {
+                return Err(PyBufferError::new_err(format!(
+                    "cannot copy a tensor on {} to DLPack device ({}, {}): quantforge copies \
+                     within a device and from a GPU to the CPU; load the file onto that device",
+                    self.device(),
+                    to.device_type.0,
+                    to.device_id
+                )))
+            }
+        };
+        Ok(Tensor {
+            storage: Storage::new(place),
+            shape: self.shape.clone(),
+            elem: self.elem,
+            ggml_type: self.ggml_type,
+            path: self.path.clone(),
+        })
     }
 }
 
@@ -384,7 +477,7 @@ impl DlpackExporter for Tensor {
     }
 
     fn prepare_export(&self, _py: Python<'_>, request: &ExportRequest<'_>) -> PyResult<()> {
-        let Place::Device { tensor, backend } = &self.storage.place else {
+        let Place::Device { tensor, backend } = &*self.storage.place else {
             return Ok(());
         };
         let stream = match tensor.device().0 {
@@ -419,11 +512,11 @@ impl DlpackExporter for Tensor {
     }
 
     fn export_legacy(&self, _py: Python<'_>) -> PyResult<Managed<DLManagedTensor>> {
-        self.managed()
+        self.managed(DlpackFlags::empty())
     }
 
     fn export_versioned(&self, _py: Python<'_>) -> PyResult<Managed<DLManagedTensorVersioned>> {
-        self.managed()
+        self.managed(DlpackFlags::empty())
     }
 }
 
@@ -432,7 +525,11 @@ impl Tensor {
     /// DLPack export (the Python array API's protocol): a capsule holding this tensor's memory
     /// without a copy. On a GPU, the consumer's `stream` is made to wait for the load (omitted:
     /// CUDA's legacy default stream; `-1`: no ordering); `max_version` >= 1 selects the
-    /// versioned ABI; `copy=True` and other devices are refused (`BufferError`).
+    /// versioned ABI. `copy=True` exports a copy (flagged `IS_COPIED` in the versioned ABI);
+    /// `dl_device` another device than the tensor's makes a copy there (the CPU, from a GPU)
+    /// unless `copy=False`, which then raises `BufferError`, as does a device quantforge cannot
+    /// copy to. In a process forked from the one that loaded a GPU tensor, the tensor cannot be
+    /// exported (`BufferError`).
     #[pyo3(signature = (stream=None, *, max_version=None, dl_device=None, copy=None))]
     fn __dlpack__<'py>(
         &self,
@@ -442,10 +539,32 @@ impl Tensor {
         dl_device: Option<(u32, i32)>,
         copy: Option<bool>,
     ) -> PyResult<Py<PyAny>> {
+        if self.storage.inherited_device_memory() {
+            return Err(PyBufferError::new_err(process::forked_gpu_error(
+                self.storage.pid,
+            )));
+        }
         // `stream=None` passed explicitly means "omitted" too.
         let stream = stream.filter(|s| !s.is_none());
         let request = ExportRequest::parse(stream.as_ref(), max_version, dl_device, copy)?;
-        export_dlpack(self, py, request)
+        let elsewhere = request.device().is_some_and(|d| d != self.dl_device());
+        if copy != Some(true) && !(elsewhere && copy.is_none()) {
+            return export_dlpack(self, py, request);
+        }
+        let to = request.device();
+        let copied = py.detach(|| self.copy_to(to))?;
+        let request = ExportRequest::parse(stream.as_ref(), max_version, None, None)?;
+        copied.prepare_export(py, &request)?;
+        Ok(match request.abi() {
+            ExportAbi::Versioned => copied
+                .managed::<DLManagedTensorVersioned>(DlpackFlags::IS_COPIED)?
+                .into_pyobject(py)?
+                .unbind(),
+            ExportAbi::Legacy => copied
+                .managed::<DLManagedTensor>(DlpackFlags::empty())?
+                .into_pyobject(py)?
+                .unbind(),
+        })
     }
 
     /// `(device_type, device_id)`: `(1, 0)` for the CPU, `(2, N)` for CUDA device N, `(10, N)`
@@ -478,7 +597,7 @@ impl Tensor {
     /// `"cpu"`, `"cuda:N"` or `"hip:N"`.
     #[getter]
     fn device(&self) -> String {
-        match &self.storage.place {
+        match &*self.storage.place {
             Place::Host(_) => "cpu".into(),
             Place::Device { tensor, .. } => {
                 let (kind, o) = tensor.device();

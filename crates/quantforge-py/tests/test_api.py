@@ -60,11 +60,15 @@ def test_metadata_matches_gguf_py(path: Path) -> None:
     theirs = _gguf_py_metadata(reader)
     assert list(ours) == list(theirs)
     for k, v in theirs.items():
-        assert ours[k] == v, k
+        got = ours[k]
+        if isinstance(got, np.ndarray):  # arrays of numbers come as numpy arrays
+            assert isinstance(v, list), k
+            got = got.tolist()
+        assert got == v, k
         if isinstance(v, list) and v:
-            assert type(ours[k][0]) is type(v[0]), k
+            assert type(got[0]) is type(v[0]), k
         else:
-            assert type(ours[k]) is type(v), k
+            assert type(got) is type(v), k
 
 
 def test_metadata_value_types() -> None:
@@ -109,8 +113,6 @@ def test_dlpack_capsules_and_refusals() -> None:
     assert "dltensor_versioned" in repr(versioned)
     assert "dltensor" in repr(t.__dlpack__(stream=None, max_version=(0, 8)))
     t.__dlpack__(dl_device=(1, 0), copy=False)
-    with pytest.raises(BufferError):
-        t.__dlpack__(copy=True)
     with pytest.raises(BufferError):
         t.__dlpack__(dl_device=(2, 0))
 

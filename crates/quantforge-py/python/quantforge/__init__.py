@@ -20,6 +20,12 @@ tensor of shape ``(rows, row_bytes)``; integer tensors (I8 ... I64) keep their o
 Errors from the library raise :class:`QuantforgeError` (a missing tensor:
 :class:`MissingTensorError`, also a ``KeyError``) whose message names the file, the tensor and
 the reason; bad arguments raise ``ValueError``.
+
+Loads release the GIL and may run from many threads at once. On the CPU they run in chunks of
+rows on a thread pool each process makes for itself (so a forked child loads too), checking for
+signals between chunks: Ctrl-C raises ``KeyboardInterrupt`` within a chunk's time and frees
+what the load took. A file rewritten on disk after it was opened is an error, not a mix of two
+versions (``docs/reliability.md`` says where that cannot be seen).
 """
 
 from __future__ import annotations
@@ -251,7 +257,10 @@ class safe_open:
         return isinstance(name, str) and name in self._file
 
     def metadata(self) -> Dict[str, Any]:
-        """The GGUF metadata: key -> str, int, float, bool or list."""
+        """The GGUF metadata: key -> str, int, float or bool; an array of numbers or booleans
+        as a compact array (a ``numpy.ndarray`` of its type when numpy can be imported, else an
+        ``array.array``, or a ``memoryview`` of format ``'?'`` for booleans), an array of strings
+        as a list of str, an array of arrays as a list."""
         return self._file.metadata()
 
     def get_tensor(self, name: str) -> Any:
