@@ -25,6 +25,7 @@ mod errors;
 mod file;
 mod host;
 mod meta;
+mod ops;
 mod process;
 mod tensor;
 
@@ -60,6 +61,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MissingTensorError", errors::missing_tensor_type(py)?)?;
     m.add_function(wrap_pyfunction!(live_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(_set_prebuilt_cubins, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::ggml_type_info, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::_dequantize_host, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::_dequantize_cuda, m)?)?;
+    m.add_function(wrap_pyfunction!(ops::_random_blocks, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

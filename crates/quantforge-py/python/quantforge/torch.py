@@ -1,6 +1,13 @@
-"""PyTorch helpers, as ``safetensors.torch`` has them.
+"""PyTorch helpers, as ``safetensors.torch`` has them, and weights kept quantized in PyTorch.
 
-``torch`` is imported when a function here is called, not when this module is imported.
+``load_file`` loads a file's tensors. ``dequantize`` (and the ``ggml_dequantize`` and
+``dequantize_tensor`` forms that vLLM, diffusers and ComfyUI-GGUF call) expands GGUF blocks
+that a tensor already holds, through the ``quantforge::dequantize`` custom ops (torch 2.4 or
+later); ``GGUFLinear`` keeps a linear layer's weight as blocks and expands it in every forward
+pass; ``replace_linear`` swaps a model's ``nn.Linear`` modules for them; ``load_native`` gives
+a file's blocks with their types and shapes.
+
+``torch`` is imported when a function here is first used, not when this module is imported.
 """
 
 from __future__ import annotations
@@ -13,7 +20,32 @@ from ._native import File
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["load_file"]
+__all__ = [
+    "load_file",
+    "dequantize",
+    "ggml_dequantize",
+    "dequantize_tensor",
+    "GGUFLinear",
+    "NativeTensor",
+    "load_native",
+    "replace_linear",
+]
+
+_OPS = ("dequantize", "ggml_dequantize", "dequantize_tensor", "type_info")
+_NN = ("GGUFLinear", "NativeTensor", "load_native", "replace_linear")
+
+
+def __getattr__(name: str) -> Any:
+    """The op wrappers and layers, imported (and the custom ops registered) on first use."""
+    if name in _OPS:
+        from . import _torch_ops
+
+        return getattr(_torch_ops, name)
+    if name in _NN:
+        from . import _torch_nn
+
+        return getattr(_torch_nn, name)
+    raise AttributeError(f"module 'quantforge.torch' has no attribute {name!r}")
 
 
 def load_file(
