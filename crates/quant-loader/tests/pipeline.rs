@@ -503,3 +503,25 @@ fn a_placement_over_two_devices_loads_each_share_on_its_device() {
         .unwrap_err();
     assert!(err.to_string().contains("1 backends"), "{err}");
 }
+
+#[test]
+fn the_bare_copy_moves_every_byte_through_the_ring_and_makes_nothing() {
+    let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
+    let b = TestBackend::new(0);
+    let mut bytes = 0u64;
+    let report = loader
+        .bare_copy(&b, &tiny_ring(), &mut |p| {
+            if let Progress::Bytes(n) = p {
+                bytes += n;
+            }
+        })
+        .unwrap();
+    assert_eq!(b.violations(), Vec::<String>::new());
+    assert_eq!(b.launches.load(Ordering::SeqCst), 0, "no kernel runs");
+    let file_bytes: u64 = loader.file().tensors().iter().map(|t| t.n_bytes).sum();
+    assert_eq!((bytes, report.bytes_uploaded()), (file_bytes, file_bytes));
+    assert_eq!(report.tensors.len(), loader.file().tensors().len());
+    assert!(report.tensors.iter().all(|r| r.path == LoadPath::BareCopy));
+    // The ring's host slots, and no outputs: every device allocation is a slot.
+    assert!(b.host_allocs.lock().unwrap().len() <= 2);
+}
