@@ -31,7 +31,9 @@ impl Cancellable<'_> {
 }
 
 // Every method is forwarded, the trait's defaults included, so that the inner backend's own
-// implementations run; those that queue new work check the flag first.
+// implementations run; those that queue new work check the flag first. A method added to the
+// trait must be forwarded here too, or the wrapper would run its default instead of the
+// backend's.
 impl Backend for Cancellable<'_> {
     fn info(&self) -> &DeviceInfo {
         self.inner.info()
@@ -150,5 +152,22 @@ impl Backend for Cancellable<'_> {
         self.go_on("dequantize_at")?;
         self.inner
             .dequantize_at(kernel, src, src_offset, n_blocks, dst, dst_offset, dtype)
+    }
+
+    unsafe fn dequantize_on_stream(
+        &self,
+        kernel: &'static KernelSpec,
+        src: &Buffer,
+        n_blocks: u64,
+        dst: &mut Buffer,
+        dtype: OutputDType,
+        stream: usize,
+    ) -> Result<(), GpuError> {
+        self.go_on("dequantize_on_stream")?;
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            self.inner
+                .dequantize_on_stream(kernel, src, n_blocks, dst, dtype, stream)
+        }
     }
 }

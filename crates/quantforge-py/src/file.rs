@@ -59,6 +59,19 @@ impl File {
         Ok(loader.tensor(name)?)
     }
 
+    /// The file's backend, unless this process was forked from the one that opened it (the
+    /// GPU driver does not survive a fork: using it here could hang).
+    fn backend_here(&self) -> PyResult<Option<Arc<dyn Backend>>> {
+        match (&self.backend, crate::process::gpu_used_by_parent()) {
+            (Some(_), Some(parent)) => Err(QuantforgeError::new_err(format!(
+                "{}: {}",
+                self.path.display(),
+                crate::process::forked_gpu_error(parent)
+            ))),
+            (b, _) => Ok(b.clone()),
+        }
+    }
+
     fn dtype_or(&self, dtype: Option<&str>) -> PyResult<LoadAs> {
         dtype.map(parse_dtype).unwrap_or(Ok(self.dtype))
     }
@@ -284,7 +297,7 @@ impl File {
     fn get(&self, py: Python<'_>, name: &str, dtype: Option<&str>) -> PyResult<Tensor> {
         let as_ = self.dtype_or(dtype)?;
         let loader = self.loader()?;
-        let backend = self.backend.clone();
+        let backend = self.backend_here()?;
         py.detach(|| {
             let t = loader.tensor(name)?;
             load_one(&loader, backend.as_ref(), t, as_, &check_signals)
@@ -307,7 +320,7 @@ impl File {
     ) -> PyResult<Vec<(String, Tensor)>> {
         let as_ = self.dtype_or(dtype)?;
         let loader = self.loader()?;
-        let backend = self.backend.clone();
+        let backend = self.backend_here()?;
         let label = self
             .path
             .file_name()

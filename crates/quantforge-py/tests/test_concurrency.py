@@ -229,8 +229,8 @@ import json, os, sys, time
 import quantforge, quantforge.numpy
 
 path = sys.argv[1]
-with quantforge.File(path, device="cuda:0") as f:
-    gpu_tensor = f.get(f.keys()[0])
+gpu_file = quantforge.File(path, device="cuda:0")
+gpu_tensor = gpu_file.get(gpu_file.keys()[0])
 want = quantforge.numpy.load_file(path)
 
 pid = os.fork()
@@ -242,6 +242,12 @@ if pid == 0:
     except quantforge.QuantforgeError as e:
         if "fork" not in str(e):
             code = 11
+    try:
+        gpu_file.get(gpu_file.keys()[0])
+        code = 15  # loaded through the parent's device
+    except quantforge.QuantforgeError as e:
+        if "fork" not in str(e):
+            code = 16
     try:
         got = quantforge.numpy.load_file(path)
         if any(got[n].tobytes() != want[n].tobytes() for n in want):
