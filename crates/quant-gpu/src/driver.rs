@@ -627,6 +627,9 @@ impl<D: Driver> Backend for GpuBackend<D> {
             None,
         )
     }
+    fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
+        self.prepare(kernel)
+    }
     /// Checked and planned as on the compute queue ([`plan_launch`], the device's limits), then
     /// queued on the caller's stream ([`Driver::launch_on_stream`]).
     #[allow(unsafe_code)] // the trait's contract, passed on to the driver
@@ -760,6 +763,9 @@ impl<T: DelegateBackend> Backend for T {
     ) -> Result<(), GpuError> {
         self.delegate()
             .dequantize_at(kernel, src, src_offset, n_blocks, dst, dst_offset, dtype)
+    }
+    fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
+        self.delegate().prepare_kernel(kernel)
     }
     #[allow(unsafe_code)] // the trait's contract, passed on
     unsafe fn dequantize_on_stream(

@@ -383,6 +383,13 @@ pub trait Backend: Send + Sync {
         }
     }
 
+    /// Builds or loads `kernel`'s code now rather than at its first launch, so that a load can
+    /// do it beside its first reads. Default: nothing (a backend without modules).
+    fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
+        let _ = kernel;
+        Ok(())
+    }
+
     /// [`Backend::dequantize`] queued on a stream of the caller's (a `CUstream` or
     /// `hipStream_t` of this backend's device context, as an integer; 0 is the legacy default
     /// stream), not on the backend's own queues, and not waited for: the caller orders it with

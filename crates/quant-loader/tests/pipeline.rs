@@ -112,6 +112,18 @@ fn a_ring_of_two_tiny_slots_loads_every_tensor_bit_exactly() {
             let allocs = b.host_allocs.lock().unwrap().clone();
             assert!(!allocs.is_empty() && allocs.len() <= 2, "{allocs:?}");
             assert!(allocs.iter().all(|&n| n <= 4096), "{allocs:?}");
+            // Each kernel the model needs was prepared once, beside the first reads.
+            let mut prepared = b.prepared.lock().unwrap().clone();
+            prepared.sort_unstable();
+            let mut want: Vec<&str> = Vec::new();
+            for r in report.tensors.iter().filter(|r| r.path == LoadPath::Kernel) {
+                let name = quant_core::lookup(r.ty).unwrap().kernel().unwrap().format;
+                if !want.contains(&name) {
+                    want.push(name);
+                }
+            }
+            want.sort_unstable();
+            assert_eq!(prepared, want);
             // Large tensors were split into many launches.
             assert!(
                 b.launches.load(Ordering::SeqCst) as u64 > quantized_bytes / 4096,

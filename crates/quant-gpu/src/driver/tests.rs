@@ -760,6 +760,13 @@ fn a_delegating_backend_forwards_every_method() {
     b.download(&buf, &mut [0; 4]).unwrap();
     b.fill(&mut other, 0).unwrap();
     b.copy(&buf, &mut other).unwrap();
+    assert_eq!(w.0.modules_built(), 0);
+    b.prepare_kernel(&T).unwrap();
+    assert_eq!(
+        w.0.modules_built(),
+        1,
+        "built through the trait, not its default"
+    );
     let mut out = b.alloc(256).unwrap();
     b.dequantize(&T, &buf, 2, &mut out, OutputDType::F32)
         .unwrap();

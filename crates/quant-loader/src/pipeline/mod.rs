@@ -33,7 +33,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 
 use quant_gguf::TensorInfo;
-use quant_gpu::{Backend, DeviceTensor, Queue};
+use quant_gpu::{Backend, DeviceTensor, KernelSpec, Queue};
 
 use crate::error::LoadError;
 use crate::exec::{Core, Serial};
@@ -227,6 +227,17 @@ impl Pipelined<'_> {
             named("qf-alloc".into())
                 .spawn_scoped(s, allocate)
                 .map_err(spawn_err)?;
+            // Kernel code is built or loaded beside the first reads, not at the first launch.
+            // A kernel that cannot be prepared fails again at its launch, which reports it.
+            let kernels = kernels_of(stream.jobs);
+            let prepare = move || {
+                kernels
+                    .into_iter()
+                    .for_each(|k| drop(backend.prepare_kernel(k)))
+            };
+            named("qf-modules".into())
+                .spawn_scoped(s, prepare)
+                .map_err(spawn_err)?;
             let mut handles = Vec::with_capacity(n_readers);
             for r in 0..n_readers {
                 let sent = sent.clone();
@@ -271,6 +282,19 @@ impl Pipelined<'_> {
         drop(rings);
         drained.map_err(|e| core.gpu_err(first, backend, e))
     }
+}
+
+/// The distinct kernels `jobs` launch, in job order.
+fn kernels_of(jobs: &[Job]) -> Vec<&'static KernelSpec> {
+    let mut kernels: Vec<&'static KernelSpec> = Vec::new();
+    for (_, plan) in jobs {
+        if let Work::Kernel { spec, .. } = plan.work {
+            if !kernels.iter().any(|k| std::ptr::eq(*k, spec)) {
+                kernels.push(spec);
+            }
+        }
+    }
+    kernels
 }
 
 /// Device bytes a slot needs: the largest batch that goes through device memory.

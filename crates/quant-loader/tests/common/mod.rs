@@ -114,6 +114,8 @@ pub struct TestBackend {
     /// Device allocations larger than this fail with OutOfMemory.
     pub alloc_limit: usize,
     pub launches: AtomicUsize,
+    /// Kernels prepared ahead of their launches, by name.
+    pub prepared: Mutex<Vec<&'static str>>,
     pub host_allocs: Mutex<Vec<usize>>,
     pub pageable_uploads: AtomicUsize,
     pub free: u64,
@@ -138,6 +140,7 @@ impl TestBackend {
             launch_fails: false,
             alloc_limit: usize::MAX,
             launches: AtomicUsize::new(0),
+            prepared: Mutex::default(),
             host_allocs: Mutex::default(),
             pageable_uploads: AtomicUsize::new(0),
             free: 1 << 30,
@@ -174,6 +177,10 @@ pub fn dev_mut(b: &mut Buffer) -> &mut DevMem {
 impl Backend for TestBackend {
     fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+    fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
+        self.prepared.lock().unwrap().push(kernel.format);
+        Ok(())
     }
     fn mem_info(&self) -> Result<MemInfo, GpuError> {
         Ok(MemInfo {
