@@ -154,6 +154,10 @@ impl Backend for Cancellable<'_> {
             .dequantize_at(kernel, src, src_offset, n_blocks, dst, dst_offset, dtype)
     }
 
+    fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
+        self.inner.prepare_kernel(kernel)
+    }
+
     unsafe fn dequantize_on_stream(
         &self,
         kernel: &'static KernelSpec,
