@@ -49,7 +49,7 @@ pub struct File {
 }
 
 impl File {
-    fn loader(&self) -> PyResult<Arc<GgufLoader>> {
+    pub(crate) fn loader(&self) -> PyResult<Arc<GgufLoader>> {
         self.loader.lock().clone().ok_or_else(|| {
             QuantforgeError::new_err(format!("{}: the file is closed", self.path.display()))
         })
@@ -61,7 +61,7 @@ impl File {
 
     /// The file's backend, unless this process was forked from the one that opened it (the
     /// GPU driver does not survive a fork: using it here could hang).
-    fn backend_here(&self) -> PyResult<Option<Arc<dyn Backend>>> {
+    pub(crate) fn backend_here(&self) -> PyResult<Option<Arc<dyn Backend>>> {
         match (&self.backend, crate::process::gpu_used_by_parent()) {
             (Some(_), Some(parent)) => Err(QuantforgeError::new_err(format!(
                 "{}: {}",
@@ -72,7 +72,7 @@ impl File {
         }
     }
 
-    fn dtype_or(&self, dtype: Option<&str>) -> PyResult<LoadAs> {
+    pub(crate) fn dtype_or(&self, dtype: Option<&str>) -> PyResult<LoadAs> {
         dtype.map(parse_dtype).unwrap_or(Ok(self.dtype))
     }
 }

@@ -140,7 +140,7 @@ fn with_room_for(first: Data, t: &TensorInfo) -> Result<Data, String> {
 }
 
 /// The Python tensor of host data `data` of tensor `t`.
-fn to_tensor(
+pub(crate) fn to_tensor(
     loader: &GgufLoader,
     t: &TensorInfo,
     data: Data,

@@ -27,6 +27,7 @@ mod host;
 mod meta;
 mod ops;
 mod process;
+mod slice;
 mod tensor;
 
 use pyo3::prelude::*;
@@ -65,6 +66,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::_dequantize_host, m)?)?;
     m.add_function(wrap_pyfunction!(ops::_dequantize_cuda, m)?)?;
     m.add_function(wrap_pyfunction!(ops::_random_blocks, m)?)?;
+    m.add_function(wrap_pyfunction!(slice::_get_region, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

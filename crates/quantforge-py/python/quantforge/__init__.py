@@ -276,6 +276,17 @@ class safe_open:
         """The tensor's shape in PyTorch order, without loading it."""
         return tuple(self._file.tensor_shape(name))
 
+    def get_slice(self, name: str) -> "Slice":
+        """The tensor as a slice to index, as ``safetensors``' ``get_slice``: ``get_shape()``,
+        ``get_dtype()`` (``"F32"``, ``"F16"``, ``"BF16"``, ``"U8"`` for native blocks) and
+        ``[...]`` with slices of step 1, integers and ``...`` on any dimension. Indexing reads
+        only the rows it covers and, in each, the blocks that cover its columns."""
+        from ._slice import Slice
+
+        if name not in self:
+            self._file.tensor_type(name)  # raises MissingTensorError naming the file
+        return Slice(self, name)
+
     def get_native(self, name: str) -> Tuple[Any, str]:
         """The tensor's quantized blocks as a ``uint8`` tensor of shape ``(rows, row_bytes)``
         (integer tensors: their values) and its type name, e.g. ``(tensor, "Q4_K")``."""

@@ -1,0 +1,75 @@
+//! The native side of `safe_open(...).get_slice(name)[...]`: a region of a tensor (rows, and
+//! the values of each row in a column range), reading only the bytes of those rows and of the
+//! blocks that cover the columns (the loader's planner decides which).
+//!
+//! In host memory a column range that cuts blocks is trimmed after dequantization here; on a
+//! device the columns must start and end at block boundaries (the Python wrapper asks for the
+//! covering blocks and trims with the framework's own ops).
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use quantforge::gguf::TensorInfo;
+use quantforge::loader::{GgufLoader, Region, Target};
+
+use crate::errors::Error;
+use crate::file::File;
+use crate::host;
+use crate::tensor::Tensor;
+
+/// `rows` (flattened over every dimension but the first of ggml's) and `cols` (values of each
+/// row) of tensor `name`, as `dtype` if given, else as the file's output type, on the file's
+/// device. The result's shape is `(rows, cols)` in PyTorch order; with `dtype="native"` it is
+/// the blocks, `(rows, bytes)`.
+#[pyfunction]
+#[pyo3(signature = (file, name, rows, cols, dtype=None))]
+pub(crate) fn _get_region(
+    py: Python<'_>,
+    file: &File,
+    name: &str,
+    rows: (u64, u64),
+    cols: (u64, u64),
+    dtype: Option<&str>,
+) -> PyResult<Tensor> {
+    let as_ = file.dtype_or(dtype)?;
+    let loader = file.loader()?;
+    let backend = file.backend_here()?;
+    let region = Region {
+        rows: rows.0..rows.1,
+        cols: cols.0..cols.1,
+    };
+    py.detach(|| -> Result<Tensor, Error> {
+        let t = loader.tensor(name)?;
+        let target = if backend.is_some() {
+            Target::Device
+        } else {
+            Target::Host
+        };
+        let plan = loader.plan(name, as_, Some(&region), target)?;
+        let shaped = with_dims(t, plan.shape.clone());
+        match &backend {
+            Some(b) => {
+                let (dt, load) = loader.load_region(name, Some(&region), b.as_ref(), as_)?;
+                Tensor::on_device(Arc::new(dt), b.clone(), &shaped, &load.path)
+                    .map_err(|e| msg(&loader, e))
+            }
+            None => {
+                let (host, load) = loader.load_to_host(name, Some(&region), as_)?;
+                host::to_tensor(&loader, &shaped, host.data, host.dtype, &load.path)
+            }
+        }
+    })
+    .map_err(|e| e.into_py(py))
+}
+
+/// `t` with the region's dimensions (ggml order), for the shape the result is given.
+fn with_dims(t: &TensorInfo, dims: Vec<u64>) -> TensorInfo {
+    let mut shaped = t.clone();
+    shaped.n_elements = dims.iter().product();
+    shaped.dims = dims;
+    shaped
+}
+
+fn msg(loader: &GgufLoader, e: String) -> Error {
+    Error::Msg(format!("{}: {e}", loader.file().path().display()))
+}
