@@ -73,3 +73,30 @@ fn with_dims(t: &TensorInfo, dims: Vec<u64>) -> TensorInfo {
 fn msg(loader: &GgufLoader, e: String) -> Error {
     Error::Msg(format!("{}: {e}", loader.file().path().display()))
 }
+
+/// File bytes a region of tensor `name` reads (`rows` flattened as in [`_get_region`], `cols`
+/// values of each row): its rows' blocks that cover the columns.
+#[pyfunction]
+pub(crate) fn _region_bytes(
+    file: &File,
+    name: &str,
+    rows: (u64, u64),
+    cols: (u64, u64),
+) -> PyResult<u64> {
+    let loader = file.loader()?;
+    let region = Region {
+        rows: rows.0..rows.1,
+        cols: cols.0..cols.1,
+    };
+    let as_ = quantforge::loader::LoadAs::Native;
+    let plan = Python::attach(|py| {
+        loader
+            .plan(name, as_, Some(&region), Target::Host)
+            .or_else(|_| {
+                let f32_ = quantforge::core::OutputDType::F32.into();
+                loader.plan(name, f32_, Some(&region), Target::Host)
+            })
+            .map_err(|e| Error::from(e).into_py(py))
+    })?;
+    Ok(plan.spans.total())
+}

@@ -93,6 +93,14 @@ class Slice:
         index.append(0 if c_int else slice(None))
         return out[tuple(index)]
 
+    def bytes_read(self, dim0: Tuple[int, int], cols: Tuple[int, int]) -> int:
+        """File bytes that indexing ``[dim0[0]:dim0[1], ..., cols[0]:cols[1]]`` reads."""
+        shape = tuple(self.get_shape())
+        inner = math.prod(shape[1:-1])
+        rows = (dim0[0] * inner, dim0[1] * inner) if len(shape) > 1 else (0, 1)
+        v0, v1 = self._value_columns(cols[0], cols[1], shape[-1])
+        return _native._region_bytes(self._f._file, self._name, rows, (v0, v1))
+
     def _value_columns(self, c0: int, c1: int, width: int) -> Tuple[int, int]:
         """The values of a row that columns ``c0..c1`` of the result are (for native blocks the
         columns are bytes, which must fall on block boundaries)."""

@@ -12,7 +12,7 @@ a file's blocks with their types and shapes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 from . import PathLike, _device_name, _dtype_name
 from ._native import File
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "load_file",
+    "load_shards",
     "dequantize",
     "ggml_dequantize",
     "dequantize_tensor",
@@ -53,6 +54,8 @@ def load_file(
     device: Any = "cpu",
     dtype: Any = None,
     progress: bool = False,
+    tp: Optional[Tuple[int, int]] = None,
+    tp_plan: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, "torch.Tensor"]:
     """Loads every tensor of a GGUF file into a dict name -> ``torch.Tensor`` (file order).
 
@@ -65,15 +68,40 @@ def load_file(
             ``torch.bfloat16`` (rounded to nearest-even), or ``"native"`` (the quantized
             blocks as ``uint8``, shape ``(rows, row_bytes)``). Integer tensors keep their type.
         progress: draw a progress bar on stderr (when it is a terminal).
+        tp: ``(rank, world_size)``: load only this rank's shard of each tensor, reading only
+            its bytes (see :func:`load_shards`).
+        tp_plan: name patterns to ``"colwise"``, ``"rowwise"`` or ``"replicate"`` (default:
+            the plan for llama.cpp's tensor names).
 
     The tensors are handed over through DLPack: no copy, and each one's memory is freed when
     the torch tensor is.
     """
     import torch
 
+    if tp is not None:
+        return load_shards(filename, tp, tp_plan, device=device, dtype=dtype)[0]
     f = File(filename, device=_device_name(device), dtype=_dtype_name(dtype))
     try:
         loaded = f.load_all(progress=progress)
     finally:
         f.close()
     return {name: torch.from_dlpack(t) for name, t in loaded}
+
+
+def load_shards(
+    filename: PathLike,
+    tp: Tuple[int, int],
+    tp_plan: Optional[Mapping[str, str]] = None,
+    device: Any = "cpu",
+    dtype: Any = None,
+) -> Tuple[Dict[str, "torch.Tensor"], Any]:
+    """Rank ``tp[0]``'s shard of every tensor of a GGUF file, out of ``tp[1]`` ranks, and a
+    report of the file bytes this rank read (``report.bytes_read`` against
+    ``report.tensor_bytes``). Colwise tensors take their rows (on whole heads for Q, K, V;
+    per component for fused ``attn_qkv`` and gate/up), rowwise ones their columns; only the
+    rows and blocks a shard covers are read."""
+    from . import safe_open
+    from ._tp import load_shards as shards
+
+    with safe_open(filename, framework="pt", device=device, dtype=dtype) as f:
+        return shards(f, tp[0], tp[1], tp_plan)

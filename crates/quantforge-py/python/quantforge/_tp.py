@@ -1,0 +1,164 @@
+"""Tensor-parallel loading: each rank's shard of every tensor, read from the file alone (only the
+rows and blocks the shard covers), for ``quantforge.torch.load_file(..., tp=(rank, world))``.
+
+A plan maps name patterns (``fnmatch``: ``blk.*.attn_q.weight``) to transformers' tp_plan
+styles: ``"colwise"`` (split the output features, PyTorch's dimension 0), ``"rowwise"`` (split
+the input features, the last dimension) or ``"replicate"``. Splits respect what they cut:
+
+- Q, K and V (and a bias of theirs) split on whole attention heads; K and V are replicated in
+  groups when the world is larger than the KV head count, as vLLM does;
+- GGUF's fused ``attn_qkv`` (Q, K and V rows one after another) and a fused gate/up
+  (``ffn_gate_up``) split per component, each rank taking its part of each;
+- a split that does not fall on those boundaries, or that cuts blocks of native blocks, is a
+  ``ValueError`` naming the tensor and the sizes.
+
+Styles transformers also has (``colwise_rep``, ``packed_*``, ``local_*``, ...) are refused by
+name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+STYLES = ("colwise", "rowwise", "replicate")
+
+# llama.cpp's tensor names (llama and the families that share its names).
+LLAMA_PLAN: Dict[str, str] = {
+    "blk.*.attn_q.weight": "colwise",
+    "blk.*.attn_k.weight": "colwise",
+    "blk.*.attn_v.weight": "colwise",
+    "blk.*.attn_q.bias": "colwise",
+    "blk.*.attn_k.bias": "colwise",
+    "blk.*.attn_v.bias": "colwise",
+    "blk.*.attn_qkv.weight": "colwise",
+    "blk.*.attn_qkv.bias": "colwise",
+    "blk.*.attn_output.weight": "rowwise",
+    "blk.*.ffn_gate.weight": "colwise",
+    "blk.*.ffn_up.weight": "colwise",
+    "blk.*.ffn_gate_up.weight": "colwise",
+    "blk.*.ffn_down.weight": "rowwise",
+}
+
+
+@dataclass
+class ShardReport:
+    """What one rank read: the file bytes its shards took, against all the tensors' bytes."""
+
+    rank: int
+    world: int
+    bytes_read: int = 0
+    tensor_bytes: int = 0
+    per_tensor: Dict[str, Tuple[str, int]] = field(default_factory=dict)
+
+
+def style_of(name: str, plan: Mapping[str, str]) -> str:
+    """The plan's style for tensor ``name`` (``"replicate"`` when no pattern matches)."""
+    for pattern, style in plan.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            if style not in STYLES:
+                raise ValueError(
+                    f"tp_plan style {style!r} for {pattern!r} is not implemented; quantforge "
+                    f"implements {', '.join(STYLES)}"
+                )
+            return style
+    return "replicate"
+
+
+def _heads(meta: Mapping[str, Any]) -> Tuple[int, int]:
+    arch = meta.get("general.architecture", "llama")
+    n_head = int(meta.get(f"{arch}.attention.head_count", 0) or 0)
+    n_kv = int(meta.get(f"{arch}.attention.head_count_kv", n_head) or n_head)
+    return n_head, n_kv
+
+
+def _part(name: str, size: int, units: int, rank: int, world: int, what: str) -> Tuple[int, int]:
+    """Rank ``rank``'s range of ``size`` items made of ``units`` equal units (heads, or 1),
+    whole units each; ``units < world`` replicates groups of ranks over the units."""
+    if units <= 0 or size % units:
+        raise ValueError(f"{name}: {size} {what} are not {units} equal heads")
+    per = size // units
+    if units >= world:
+        if units % world:
+            raise ValueError(f"{name}: {units} heads do not split over {world} ranks")
+        n = units // world
+        return rank * n * per, (rank + 1) * n * per
+    if world % units:
+        raise ValueError(f"{name}: {units} KV heads cannot be replicated evenly over {world} ranks")
+    head = rank // (world // units)
+    return head * per, (head + 1) * per
+
+
+def row_ranges(name: str, rows: int, meta: Mapping[str, Any], rank: int, world: int) -> List[Tuple[int, int]]:
+    """The row ranges of rank ``rank`` of a colwise tensor: one range, or one per component of a
+    fused tensor."""
+    n_head, n_kv = _heads(meta)
+    base = name.rsplit(".", 1)[0]
+    if base.endswith("attn_qkv"):
+        if not n_head:
+            raise ValueError(f"{name}: the file gives no head counts to split Q, K and V on")
+        hd = rows // (n_head + 2 * n_kv)
+        if hd * (n_head + 2 * n_kv) != rows:
+            raise ValueError(f"{name}: {rows} rows are not Q ({n_head} heads) + K and V ({n_kv} heads each)")
+        parts, start = [], 0
+        for heads in (n_head, n_kv, n_kv):
+            a, b = _part(name, heads * hd, heads, rank, world, "rows")
+            parts.append((start + a, start + b))
+            start += heads * hd
+        return parts
+    if base.endswith("ffn_gate_up"):
+        half = rows // 2
+        a, b = _part(name, half, world, rank, world, "rows")
+        return [(a, b), (half + a, half + b)]
+    if base.endswith(("attn_q", "attn_k", "attn_v")) and n_head:
+        heads = n_head if base.endswith("attn_q") else n_kv
+        return [_part(name, rows, heads, rank, world, "rows")]
+    return [_part(name, rows, world, rank, world, "rows")]
+
+
+def load_shards(f: Any, rank: int, world: int, plan: Optional[Mapping[str, str]]) -> Tuple[Dict[str, Any], ShardReport]:
+    """Rank ``rank``'s shard of every tensor of the open ``safe_open`` file ``f``, as ``f``'s
+    framework gives tensors, with what the rank read."""
+    if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
+        raise ValueError(f"tp=({rank!r}, {world!r}): expected (rank, world_size) with 0 <= rank < world_size")
+    plan = LLAMA_PLAN if plan is None else plan
+    for pattern, style in plan.items():
+        style_of(pattern, {pattern: style})  # refuses an unknown style by name, up front
+    meta = f.metadata()
+    report = ShardReport(rank, world)
+    out: Dict[str, Any] = {}
+    for name in f.keys():
+        style = style_of(name, plan)
+        s = f.get_slice(name)
+        shape = s.get_shape()
+        if style == "replicate" or len(shape) == 0:
+            out[name] = s[...]
+            parts = [((0, shape[0] if shape else 1), (0, shape[-1] if shape else 1))]
+        elif style == "colwise":
+            ranges = row_ranges(name, shape[0], meta, rank, world)
+            pieces = [s[a:b] for a, b in ranges]
+            out[name] = pieces[0] if len(pieces) == 1 else _cat(pieces)
+            # A 1-D tensor's rows are its values: the bytes read are those columns.
+            one_d = len(shape) == 1
+            parts = [((0, 1), (a, b)) if one_d else ((a, b), (0, shape[-1])) for a, b in ranges]
+        else:
+            a, b = _part(name, shape[-1], world, rank, world, "columns")
+            out[name] = s[..., a:b]
+            parts = [((0, shape[0]), (a, b))] if len(shape) > 1 else [((0, 1), (a, b))]
+        read = sum(s.bytes_read(r, c) for r, c in parts)
+        report.bytes_read += read
+        report.tensor_bytes += s.bytes_read((0, shape[0] if len(shape) > 1 else 1), (0, shape[-1]))
+        report.per_tensor[name] = (style, read)
+    return out, report
+
+
+def _cat(pieces: List[Any]) -> Any:
+    first = pieces[0]
+    if hasattr(first, "new_empty"):  # torch
+        import torch
+
+        return torch.cat(pieces, dim=0)
+    import numpy
+
+    return numpy.concatenate(pieces, axis=0)
