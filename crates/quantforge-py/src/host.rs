@@ -55,11 +55,15 @@ pub(crate) fn load(
             rows: start..end,
             cols: 0..ne0,
         });
-        let (host, row) =
-            process::install(|| loader.load_to_host(&t.name, region.as_ref(), as_))
-                .map_err(|e| msg(loader, e))??;
+        let (host, row) = process::install(|| loader.load_to_host(&t.name, region.as_ref(), as_))
+            .map_err(|e| msg(loader, e))??;
         parts
-            .push(host.data, host.dtype, row.path, region.is_some().then_some(t))
+            .push(
+                host.data,
+                host.dtype,
+                row.path,
+                region.is_some().then_some(t),
+            )
             .map_err(|e| msg(loader, format!("tensor '{}': {e}", t.name)))?;
         start = end;
         if start >= rows {

@@ -33,7 +33,10 @@ impl<'py> Arrays<'py> {
             return np.call_method1("frombuffer", (buf, dtype));
         }
         if code == "?" {
-            let view = py.import("builtins")?.getattr("memoryview")?.call1((buf,))?;
+            let view = py
+                .import("builtins")?
+                .getattr("memoryview")?
+                .call1((buf,))?;
             return view.call_method1("cast", ("?",));
         }
         let arr = self.array.call1((code,))?;
@@ -71,8 +74,14 @@ impl<'py> Arrays<'py> {
             return PyList::new(py, strs)?.into_bound_py_any(py);
         }
         let items = match a.arrays() {
-            Some(inner) => inner.iter().map(|x| self.array(x)).collect::<PyResult<Vec<_>>>()?,
-            None => a.iter().map(|x| self.value(&x)).collect::<PyResult<Vec<_>>>()?,
+            Some(inner) => inner
+                .iter()
+                .map(|x| self.array(x))
+                .collect::<PyResult<Vec<_>>>()?,
+            None => a
+                .iter()
+                .map(|x| self.value(&x))
+                .collect::<PyResult<Vec<_>>>()?,
         };
         PyList::new(py, items)?.into_bound_py_any(py)
     }

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use dlpark::ffi::{DLDataType, DLDataTypeCode, DLDevice, DLDeviceType};
 use dlpark::ffi::{DLManagedTensor, DLManagedTensorVersioned};
 use dlpark::metadata::Dynamic;
-use dlpark::python::{
-    export_dlpack, CudaStreamRequest, DlpackExporter, ExportAbi, ExportRequest,
-};
+use dlpark::python::{export_dlpack, CudaStreamRequest, DlpackExporter, ExportAbi, ExportRequest};
 use dlpark::{DlpackFlags, Managed, ManagedTensorBase};
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
