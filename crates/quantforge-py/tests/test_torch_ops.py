@@ -178,6 +178,18 @@ def test_bad_input_gets_a_clear_error(call, error, words) -> None:
         call(blocks)
 
 
+def test_the_ops_called_directly_check_their_tensors() -> None:
+    blocks = random_blocks("Q4_0", 2, 64)
+    tid = qt.type_info("Q4_0")[0]
+    with pytest.raises(TypeError, match="torch.uint8"):
+        torch.ops.quantforge.dequantize(blocks.float(), tid, [2, 64], torch.float16)
+    with pytest.raises(ValueError, match="out must be contiguous"):
+        torch.ops.quantforge.dequantize_out(blocks, tid, torch.empty(64, 2).t())
+    # Sizes that disagree are refused by the native call, naming what was expected.
+    with pytest.raises(Exception, match="bytes"):
+        torch.ops.quantforge.dequantize(blocks, tid, [3, 64], torch.float16)
+
+
 def test_blocks_and_out_on_different_devices_are_refused() -> None:
     blocks = random_blocks("Q4_0", 2, 64)
     meta = torch.empty(2, 64, dtype=torch.float16, device="meta")

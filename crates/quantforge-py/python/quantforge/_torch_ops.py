@@ -119,7 +119,13 @@ def _check_dtype(dtype: torch.dtype) -> None:
 def _run(blocks: torch.Tensor, type_id: int, out: torch.Tensor) -> None:
     """Expands ``blocks`` into ``out`` (both contiguous, checked), on the CPU or on the current
     stream of the blocks' CUDA device."""
+    # The ops can be called directly (torch.ops.quantforge.*): the native call reads and
+    # writes memory by address, so what it is given is checked here as well.
     _, name, _, _ = type_info(type_id)
+    _check_blocks(blocks)
+    _check_dtype(out.dtype)
+    if not out.is_contiguous() or out.device != blocks.device:
+        raise ValueError(f"out must be contiguous and on {blocks.device}")
     n, dt = out.numel(), _DTYPE_NAMES[out.dtype]
     if blocks.device.type == "cpu":
         _native._dequantize_host(blocks.data_ptr(), blocks.numel(), type_id, n, out.data_ptr(), n * out.element_size(), dt)
