@@ -51,10 +51,12 @@ $PY -m venv "${venv_opts[@]}" "$tmp/venv"
 if [ "${QUANTFORGE_GPU_TESTS:-}" != 1 ]; then
     # The optional extras' real libraries, for the torch-op and diffusers tests: PyPI's torch
     # (it runs on the CPU; about 5 GB with its CUDA libraries, a minute or two to install),
-    # diffusers and accelerate (diffusers loads quantized models only with it).
-    echo "==> pip install torch diffusers accelerate"
+    # diffusers and accelerate (diffusers loads quantized models only with it), and the
+    # transformers release quantforge.transformers is tested with (its GGUF internals move
+    # between releases).
+    echo "==> pip install torch diffusers accelerate transformers"
     "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check 'torch>=2.4' \
-        'diffusers>=0.35,<0.43' accelerate
+        'diffusers>=0.35,<0.43' accelerate 'transformers==5.25.*'
 fi
 # The package must come from the wheel, not from the source tree.
 (cd "$tmp" && "$tmp/venv/bin/python" -c 'import quantforge, sys; assert "site-packages" in quantforge.__file__, quantforge.__file__; print("==> quantforge", quantforge.__version__, "from", quantforge.__file__)')

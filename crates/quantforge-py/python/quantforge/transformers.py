@@ -1,0 +1,108 @@
+"""transformers' world: a GGUF file's tensors under Hugging Face's names and layouts, with the
+config transformers reads from it (an optional extra: transformers is imported only here;
+tested with transformers 5.25).
+
+transformers' own tables are used at run time, not copies of them: the config keys and the
+architecture checks of ``load_gguf_checkpoint``, the name map of ``get_gguf_hf_weights_map`` and
+the per-architecture ``TensorProcessor`` (llama's reverse permutation of Q and K, gemma's norms,
+the MoE expert splits, ...). The values are ggml's (quantforge's dequantization, not gguf-py's,
+where the two differ: NaN signs in IQ2_XS/IQ3_S, quieting of f16 signalling NaNs), put through
+the same transform:
+
+- on the device, as torch tensors, for the processors whose transform only moves data or uses
+  IEEE basic arithmetic (the default processor, llama's, gemma2/3's): the same bits as
+  transformers' numpy;
+- on the CPU in float32 on numpy arrays, as transformers runs it, for every other processor
+  (its transform may call numpy functions such as ``log``), then moved to the device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Union
+
+__all__ = ["load_state_dict", "load_config", "TESTED_TRANSFORMERS"]
+
+TESTED_TRANSFORMERS = "5.25"
+
+# Processors whose transform is data movement or IEEE basic arithmetic on whatever array it is
+# given (checked against transformers 5.25's source): safe to run on device tensors.
+_DEVICE_SAFE = ("TensorProcessor", "LlamaTensorProcessor", "Gemma2TensorProcessor")
+
+
+def _parse(path: str) -> Dict[str, Any]:
+    """transformers' own parse of the file's metadata (config, tokenizer), no tensors; an
+    architecture transformers does not support is a ``ValueError`` naming it and those it
+    supports."""
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    try:
+        return load_gguf_checkpoint(path, return_tensors=False)
+    except ValueError as e:
+        if "not supported" not in str(e):
+            raise
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+        raise ValueError(f"{path}: {e} transformers supports: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}") from e
+
+
+def load_config(path: Union[str, "os.PathLike[str]"]) -> Any:
+    """The ``PretrainedConfig`` transformers makes for the file (``AutoConfig.for_model`` of
+    what its GGUF parse reads)."""
+    from transformers import AutoConfig
+
+    config = dict(_parse(os.fspath(path))["config"])
+    return AutoConfig.for_model(**config)
+
+
+def _architecture(path: str) -> str:
+    from . import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        return str(f.metadata().get("general.architecture", ""))
+
+
+def load_state_dict(
+    path: Union[str, "os.PathLike[str]"], device: Any = "cpu", dtype: Any = None
+) -> Dict[str, Any]:
+    """Every tensor of a GGUF file under the Hugging Face name transformers gives it, in its
+    layout, as ``torch.Tensor`` of ``dtype`` (``None``: float32) on ``device``: what
+    ``load_gguf_checkpoint(..., return_tensors=True)`` gives, with ggml's values."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+    )
+
+    from . import safe_open
+
+    path = os.fspath(path)
+    parsed = _parse(path)
+    config = load_config(path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    processor_class = TENSOR_PROCESSORS.get(_architecture(path), TensorProcessor)
+    processor = processor_class(config=parsed["config"])
+    mapping = get_gguf_hf_weights_map(model, processor)
+    on_device = processor_class.__name__ in _DEVICE_SAFE
+    where = device if on_device else "cpu"
+    out: Dict[str, Any] = {}
+    with safe_open(path, framework="pt", device=where, dtype="f32") as f:
+        for name in f.keys():
+            values = f.get_tensor(name)
+            result = processor.process(
+                weights=values if on_device else values.numpy(),
+                name=name,
+                tensor_key_mapping=mapping,
+                parsed_parameters=parsed,
+            )
+            if result.name not in mapping:
+                continue
+            t = result.weights
+            t = t.contiguous() if isinstance(t, torch.Tensor) else torch.from_numpy(t.copy())
+            if dtype is not None:
+                t = t.to(dtype)
+            out[mapping[result.name]] = t.to(device)
+    return out
