@@ -123,3 +123,16 @@ def test_an_architecture_transformers_lacks_is_named(tmp_path) -> None:
     w.close()
     with pytest.raises(ValueError, match="rwkv6.*llama"):
         qtf.load_state_dict(path)
+
+
+@pytest.mark.parametrize("arch, biases", [("llama", False), ("qwen2", True), ("gemma2", False)])
+def test_from_pretrained_gives_transformers_logits_bit_for_bit(tmp_path, arch, biases) -> None:
+    d = tmp_path / "model"
+    d.mkdir()
+    write(d / "m.gguf", arch, biases)
+    ours = qtf.from_pretrained(d / "m.gguf")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(d), gguf_file="m.gguf", dtype=torch.float32)
+    assert type(ours) is type(theirs)
+    x = torch.tensor([[1, 5, 9, 100, 1023]])
+    with torch.no_grad():
+        assert torch.equal(ours(x).logits, theirs(x).logits)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Union
 
-__all__ = ["load_state_dict", "load_config", "TESTED_TRANSFORMERS"]
+__all__ = ["from_pretrained", "load_state_dict", "load_config", "TESTED_TRANSFORMERS"]
 
 TESTED_TRANSFORMERS = "5.25"
 
@@ -106,3 +106,20 @@ def load_state_dict(
                 t = t.to(dtype)
             out[mapping[result.name]] = t.to(device)
     return out
+
+
+def from_pretrained(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", dtype: Any = None) -> Any:
+    """The model transformers would pick for the file's config (``AutoModelForCausalLM``'s
+    class), with :func:`load_state_dict`'s weights: built by transformers from the config and
+    that state dict (``from_pretrained(None, config=..., state_dict=...)``), so buffers it
+    computes (rotary ``inv_freq``), tied weights and modules kept in float32 come out as
+    transformers sets them. ``dtype=None`` is float32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    config = load_config(path)
+    state = load_state_dict(path, device=device, dtype=dtype)
+    model_class = AutoModelForCausalLM._model_mapping[type(config)]
+    device_map = None if str(device) == "cpu" else str(device)
+    return model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype, device_map=device_map)
