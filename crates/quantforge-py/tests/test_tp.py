@@ -60,6 +60,8 @@ def write_llama(path: Path, fused: bool) -> None:
         add(p + "attn_output.weight", "Q4_0", HIDDEN, HIDDEN, 80 + i)
         add(p + "ffn_down.weight", "Q6_K", HIDDEN, FF, 90 + i)
         w.add_tensor(p + "attn_norm.weight", np.ones(HIDDEN, dtype=np.float32))
+        w.add_tensor(p + "ffn_norm.weight", np.ones(HIDDEN, dtype=np.float32))
+    w.add_tensor("output_norm.weight", np.ones(HIDDEN, dtype=np.float32))
     add("output.weight", "Q6_K", 1024, HIDDEN, 2)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -149,3 +151,20 @@ def test_plans_and_splits_that_cannot_work_are_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="blocks of 210 bytes"):
         qt.load_shards(path, (0, 8), {"blk.*.ffn_down.weight": "rowwise"}, dtype="native")
     assert os.path.exists(path)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_the_tp_example_checks_and_runs_a_forward_pass_with_gloo(tmp_path, world) -> None:
+    """examples/tp_load.py under torchrun on the CPU (gloo): --check and --forward pass."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "gqa.gguf"
+    write_llama(path, False)
+    example = Path(__file__).resolve().parents[3] / "examples" / "tp_load.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={world}",
+           f"--master-port={free_port()}", str(example), str(path), "--device", "cpu", "--check", "--forward"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "check: PASS" in run.stdout and "forward: max error" in run.stdout and "PASS" in run.stdout, run.stdout
+    assert run.stdout.count("read ") == world, run.stdout
