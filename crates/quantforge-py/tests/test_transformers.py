@@ -136,3 +136,73 @@ def test_from_pretrained_gives_transformers_logits_bit_for_bit(tmp_path, arch, b
     x = torch.tensor([[1, 5, 9, 100, 1023]])
     with torch.no_grad():
         assert torch.equal(ours(x).logits, theirs(x).logits)
+
+
+def write_like_convert(path: Path, model) -> None:
+    """``model``'s weights (a Qwen2MoeForCausalLM) as llama.cpp's convert_hf_to_gguf.py writes
+    them, in F32: gguf-py's tensor names (transformers' own map, inverted), the experts as
+    ``ffn_{gate,up,down}_exps`` of shape (experts, rows, columns), the shared expert's gate as
+    a vector, and the expert sizes in ``expert_feed_forward_length`` /
+    ``expert_shared_feed_forward_length``."""
+    from transformers.modeling_gguf_pytorch_utils import Qwen2MoeTensorProcessor, get_gguf_hf_weights_map
+
+    c = model.config
+    to_gguf = {hf: g for g, hf in get_gguf_hf_weights_map(model, Qwen2MoeTensorProcessor(c.to_dict())).items()}
+    w = gguf.GGUFWriter(str(path), "qwen2moe")
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"] if hasattr(c, "rope_parameters") else c.rope_theta)
+    w.add_vocab_size(c.vocab_size)
+    w.add_expert_count(c.num_experts)
+    w.add_expert_used_count(c.num_experts_per_tok)
+    w.add_expert_feed_forward_length(c.moe_intermediate_size)
+    w.add_expert_shared_feed_forward_length(c.shared_expert_intermediate_size)
+    ff = c.moe_intermediate_size
+    for name, t in model.state_dict().items():
+        t = t.float().numpy()
+        if name.endswith("mlp.experts.gate_up_proj"):
+            base = "blk." + name.split(".")[2]
+            w.add_tensor(f"{base}.ffn_gate_exps.weight", np.ascontiguousarray(t[:, :ff]))
+            w.add_tensor(f"{base}.ffn_up_exps.weight", np.ascontiguousarray(t[:, ff:]))
+        elif name.endswith("shared_expert_gate.weight"):
+            w.add_tensor(to_gguf[name], t.reshape(-1))
+        elif name.endswith("mlp.experts.down_proj"):
+            w.add_tensor("blk." + name.split(".")[2] + ".ffn_down_exps.weight", t)
+        else:
+            w.add_tensor(to_gguf[name], t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_a_converted_qwen2moe_loads_with_its_expert_sizes(tmp_path) -> None:
+    config = transformers.Qwen2MoeConfig(
+        vocab_size=512, hidden_size=256, intermediate_size=512, moe_intermediate_size=128,
+        shared_expert_intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    original = transformers.Qwen2MoeForCausalLM(config).eval()
+    path = tmp_path / "qwen2moe.gguf"
+    write_like_convert(path, original)
+    # transformers 5.25 alone ignores the expert sizes: its experts get the default size and
+    # every expert weight mismatches.
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=path.name)
+    assert "qwen2moe" in qtf.CONFIG_CORRECTIONS
+    loaded = qtf.load_config(path)
+    assert (loaded.moe_intermediate_size, loaded.shared_expert_intermediate_size) == (128, 384)
+    want = original.state_dict()
+    got = qtf.load_state_dict(path)
+    assert set(got) == set(want)
+    for name, t in want.items():
+        assert torch.equal(got[name].reshape(t.shape), t.float()), name
+    x = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        assert torch.equal(qtf.from_pretrained(path)(x).logits, original(x).logits)

@@ -37,13 +37,39 @@ def _parse(path: str) -> Dict[str, Any]:
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     try:
-        return load_gguf_checkpoint(path, return_tensors=False)
+        return _corrected(path, load_gguf_checkpoint(path, return_tensors=False))
     except ValueError as e:
         if "not supported" not in str(e):
             raise
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
         raise ValueError(f"{path}: {e} transformers supports: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}") from e
+
+
+# quantforge's corrections to transformers' config parse, per GGUF architecture: metadata keys
+# transformers 5.25 ignores, and the config field each one sets. Without them transformers
+# refuses a qwen2moe file that llama.cpp's convert_hf_to_gguf.py wrote (every expert's size
+# taken from the dense feed-forward length: a size mismatch).
+CONFIG_CORRECTIONS: Dict[str, Dict[str, str]] = {
+    "qwen2moe": {
+        "expert_feed_forward_length": "moe_intermediate_size",
+        "expert_shared_feed_forward_length": "shared_expert_intermediate_size",
+    },
+}
+
+
+def _corrected(path: str, parsed: Dict[str, Any]) -> Dict[str, Any]:
+    """``parsed`` with :data:`CONFIG_CORRECTIONS` applied where the file has the key."""
+    from . import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata()
+    arch = str(meta.get("general.architecture", ""))
+    for key, field in CONFIG_CORRECTIONS.get(arch, {}).items():
+        value = meta.get(f"{arch}.{key}")
+        if value is not None:
+            parsed["config"][field] = int(value)
+    return parsed
 
 
 def load_config(path: Union[str, "os.PathLike[str]"]) -> Any:
@@ -89,6 +115,9 @@ def load_state_dict(
     on_device = processor_class.__name__ in _DEVICE_SAFE
     where = device if on_device else "cpu"
     out: Dict[str, Any] = {}
+    # Processors that merge tensors (the MoE experts) write into this, as transformers' loop
+    # lets them.
+    parsed["tensors"] = {}
     with safe_open(path, framework="pt", device=where, dtype="f32") as f:
         for name in f.keys():
             values = f.get_tensor(name)
@@ -105,6 +134,8 @@ def load_state_dict(
             if dtype is not None:
                 t = t.to(dtype)
             out[mapping[result.name]] = t.to(device)
+    for hf_name, t in parsed["tensors"].items():
+        out[hf_name] = (t if dtype is None else t.to(dtype)).to(device)
     return out
 
 
