@@ -12,11 +12,19 @@ use quantforge::{quant_float as _, quant_q4_0 as _, quant_q4k as _, quant_q6k as
 #[path = "../../../fuzz/checks/dequant.rs"]
 mod dequant_check;
 
+#[path = "../../../fuzz/checks/python_api.rs"]
+mod python_api_check;
+
 fn files(kind: &str, required: bool) -> Vec<PathBuf> {
+    target_files("dequant", kind, required)
+}
+
+/// The committed inputs of fuzz target `target` under `fuzz/<kind>/`.
+fn target_files(target: &str, kind: &str, required: bool) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz")
         .join(kind)
-        .join("dequant");
+        .join(target);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -75,4 +83,29 @@ fn dequant_formats_are_linked() {
     quant_core::registry()
         .require(&dequant_check::DEQUANT_EXPECTED)
         .unwrap();
+}
+
+/// The `python_api` target's corpus (the Rust entry points the Python package calls, with
+/// Python's arguments) replayed with its own check.
+#[test]
+fn python_api_corpus() {
+    let mut all = target_files("python_api", "corpus", true);
+    assert!(
+        all.len() >= 20,
+        "fuzz/corpus/python_api holds {}",
+        all.len()
+    );
+    all.extend(target_files("python_api", "artifacts", false));
+    let failed: Vec<String> = all
+        .iter()
+        .filter(|p| {
+            let data = std::fs::read(p).unwrap();
+            std::panic::catch_unwind(|| python_api_check::check_python_api(&data)).is_err()
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "python_api: checks failed on {failed:#?}"
+    );
 }
