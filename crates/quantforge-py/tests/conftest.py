@@ -182,3 +182,16 @@ def write_raw_gguf(path: Path, tensors, metadata=None, align: int = 32) -> int:
                 f.write(data)
         f.truncate(len(header) + offset)
     return len(header)
+
+
+@pytest.fixture(scope="module")
+def torch():
+    """torch with a CUDA device, for the GPU tests (run with ``QUANTFORGE_GPU_TESTS=1``): a
+    missing torch or device fails the test rather than skipping it."""
+    try:
+        import torch
+    except ImportError:
+        pytest.fail("QUANTFORGE_GPU_TESTS=1 but torch is not installed")
+    if not torch.cuda.is_available():
+        pytest.fail("QUANTFORGE_GPU_TESTS=1 but torch sees no CUDA device")
+    return torch

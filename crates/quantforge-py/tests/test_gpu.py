@@ -32,17 +32,6 @@ DEVICE = "cuda:0"
 MODEL = data_dir() / "tiny-llama-q4_k_m.gguf"
 
 
-@pytest.fixture(scope="module")
-def torch():
-    try:
-        import torch
-    except ImportError:
-        pytest.fail("QUANTFORGE_GPU_TESTS=1 but torch is not installed")
-    if not torch.cuda.is_available():
-        pytest.fail("QUANTFORGE_GPU_TESTS=1 but torch sees no CUDA device")
-    return torch
-
-
 def cpu_reference(path: Path) -> dict:
     """f32 values on the CPU, checked against ggml's manifest first."""
     expected = manifest(path)

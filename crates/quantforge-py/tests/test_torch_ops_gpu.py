@@ -22,17 +22,6 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def torch():
-    try:
-        import torch
-    except ImportError:
-        pytest.fail("QUANTFORGE_GPU_TESTS=1 but torch is not installed")
-    if not torch.cuda.is_available():
-        pytest.fail("QUANTFORGE_GPU_TESTS=1 but torch sees no CUDA device")
-    return torch
-
-
-@pytest.fixture(scope="module")
 def qt(torch):
     import quantforge.torch as qt
 
