@@ -214,11 +214,6 @@ impl CudaBackend {
         self.gpu.modules_built()
     }
 
-    /// Builds (or loads) `spec`'s module now rather than on first launch.
-    pub fn prepare(&self, spec: &'static KernelSpec) -> Result<(), GpuError> {
-        self.gpu.prepare(spec)
-    }
-
     /// [`Backend::dequantize`] with at most `max_groups` groups launched (the kernels stride
     /// over the rest). `None` launches one group per `blocks_per_group` blocks.
     pub fn dequantize_with_grid(

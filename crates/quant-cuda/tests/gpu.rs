@@ -377,7 +377,7 @@ fn cubins_from_a_kernel_dir() {
 
     // Missing file.
     let missing = CudaBackend::with_kernel_dir(0, Some(dir.path().to_path_buf())).unwrap();
-    let e = missing.prepare(spec).unwrap_err();
+    let e = missing.prepare_kernel(spec).unwrap_err();
     let want = CudaBackend::cubin_path(dir.path(), spec.format, &arch);
     assert!(
         matches!(&e, GpuError::CodeObject { path, .. } if *path == want),
@@ -387,14 +387,14 @@ fn cubins_from_a_kernel_dir() {
     // Broken file: not ELF, then a truncated real cubin.
     std::fs::create_dir_all(want.parent().unwrap()).unwrap();
     std::fs::write(&want, b"this is not a cubin").unwrap();
-    let e = missing.prepare(spec).unwrap_err();
+    let e = missing.prepare_kernel(spec).unwrap_err();
     assert!(
         matches!(&e, GpuError::CodeObject { path, .. } if *path == want),
         "{e}"
     );
     let cubin = be.compile_cubin(spec).unwrap();
     std::fs::write(&want, &cubin[..cubin.len() / 3]).unwrap();
-    let e = missing.prepare(spec).unwrap_err();
+    let e = missing.prepare_kernel(spec).unwrap_err();
     assert!(
         matches!(&e, GpuError::CodeObject { path, .. } if *path == want),
         "{e}"
@@ -415,7 +415,7 @@ fn cubins_from_a_kernel_dir() {
     wrong[48..52].copy_from_slice(&flags.to_le_bytes());
     assert_eq!(CudaBackend::check_cubin(&wrong).unwrap(), wrong_sm);
     std::fs::write(&want, &wrong).unwrap();
-    let e = missing.prepare(spec).unwrap_err();
+    let e = missing.prepare_kernel(spec).unwrap_err();
     assert!(
         matches!(&e, GpuError::CodeObject { path, reason } if *path == want
             && reason.contains(&format!("built for sm_{wrong_sm}"))),

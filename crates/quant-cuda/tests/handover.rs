@@ -152,7 +152,7 @@ fn another_stream_sees_the_values_only_after_make_stream_wait() {
     let want = cpu::encode_as(&reference, OutputDType::F16);
 
     // Everything that allocates, compiles or synchronises happens before the race.
-    e.backend.prepare(spec).unwrap();
+    e.backend.prepare_kernel(spec).unwrap();
     let spin = spin_kernel(&e.ctx);
     let s2 = e.ctx.new_stream().unwrap();
     let mut src = e.backend.alloc(blocks.len()).unwrap();
@@ -361,11 +361,11 @@ fn backends_of_one_context_share_their_modules() {
     let spec = quant_core::lookup(GgmlType::Q6_K)
         .and_then(|f| f.kernel())
         .expect("Q6_K has a kernel");
-    e.backend.prepare(spec).unwrap();
+    e.backend.prepare_kernel(spec).unwrap();
     let second = CudaBackend::on_stream(e.ctx.new_stream().unwrap()).unwrap();
     let on_context = CudaBackend::on_context(e.ctx.clone()).unwrap();
     for b in [&second, &on_context] {
-        b.prepare(spec).unwrap();
+        b.prepare_kernel(spec).unwrap();
         assert_eq!(b.modules_built(), 0, "the context's module was not shared");
     }
     // And the shared module runs on the second stream.

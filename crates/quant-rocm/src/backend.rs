@@ -115,11 +115,6 @@ impl HipBackend {
         self.gpu.modules_built()
     }
 
-    /// Loads `spec`'s code object now rather than on first launch.
-    pub fn prepare(&self, spec: &'static KernelSpec) -> Result<(), GpuError> {
-        self.gpu.prepare(spec)
-    }
-
     /// [`Backend::dequantize`] with at most `max_groups` groups launched (the kernels stride
     /// over the rest). `None` launches one group per `blocks_per_group` blocks.
     pub fn dequantize_with_grid(
