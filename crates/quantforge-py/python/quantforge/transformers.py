@@ -19,7 +19,7 @@ the same transform:
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Union
+from typing import Any, Dict, Tuple, Union
 
 __all__ = ["from_pretrained", "load_state_dict", "load_config", "TESTED_TRANSFORMERS"]
 
@@ -30,10 +30,10 @@ TESTED_TRANSFORMERS = "5.25"
 _DEVICE_SAFE = ("TensorProcessor", "LlamaTensorProcessor", "Gemma2TensorProcessor")
 
 
-def _parse(path: str) -> Dict[str, Any]:
-    """transformers' own parse of the file's metadata (config, tokenizer), no tensors; an
-    architecture transformers does not support is a ``ValueError`` naming it and those it
-    supports."""
+def _parse(path: str) -> Tuple[Dict[str, Any], str]:
+    """transformers' own parse of the file's metadata (config, tokenizer), no tensors, with
+    :data:`CONFIG_CORRECTIONS` applied, and the file's GGUF architecture. An architecture
+    transformers does not support is a ``ValueError`` naming it and those it supports."""
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     try:
@@ -58,8 +58,9 @@ CONFIG_CORRECTIONS: Dict[str, Dict[str, str]] = {
 }
 
 
-def _corrected(path: str, parsed: Dict[str, Any]) -> Dict[str, Any]:
-    """``parsed`` with :data:`CONFIG_CORRECTIONS` applied where the file has the key."""
+def _corrected(path: str, parsed: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
+    """``parsed`` with :data:`CONFIG_CORRECTIONS` applied where the file has the key, and the
+    file's GGUF architecture (read from its metadata once, for both)."""
     from . import safe_open
 
     with safe_open(path, framework="numpy") as f:
@@ -69,23 +70,19 @@ def _corrected(path: str, parsed: Dict[str, Any]) -> Dict[str, Any]:
         value = meta.get(f"{arch}.{key}")
         if value is not None:
             parsed["config"][field] = int(value)
-    return parsed
+    return parsed, arch
+
+
+def _config(parsed: Dict[str, Any]) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(**dict(parsed["config"]))
 
 
 def load_config(path: Union[str, "os.PathLike[str]"]) -> Any:
     """The ``PretrainedConfig`` transformers makes for the file (``AutoConfig.for_model`` of
     what its GGUF parse reads)."""
-    from transformers import AutoConfig
-
-    config = dict(_parse(os.fspath(path))["config"])
-    return AutoConfig.for_model(**config)
-
-
-def _architecture(path: str) -> str:
-    from . import safe_open
-
-    with safe_open(path, framework="numpy") as f:
-        return str(f.metadata().get("general.architecture", ""))
+    return _config(_parse(os.fspath(path))[0])
 
 
 def load_state_dict(
@@ -94,6 +91,11 @@ def load_state_dict(
     """Every tensor of a GGUF file under the Hugging Face name transformers gives it, in its
     layout, as ``torch.Tensor`` of ``dtype`` (``None``: float32) on ``device``: what
     ``load_gguf_checkpoint(..., return_tensors=True)`` gives, with ggml's values."""
+    return _load(os.fspath(path), device, dtype)[1]
+
+
+def _load(path: str, device: Any, dtype: Any) -> Tuple[Any, Dict[str, Any]]:
+    """The file's config and state dict, from one parse of its metadata."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (
@@ -104,12 +106,11 @@ def load_state_dict(
 
     from . import safe_open
 
-    path = os.fspath(path)
-    parsed = _parse(path)
-    config = load_config(path)
+    parsed, arch = _parse(path)
+    config = _config(parsed)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    processor_class = TENSOR_PROCESSORS.get(_architecture(path), TensorProcessor)
+    processor_class = TENSOR_PROCESSORS.get(arch, TensorProcessor)
     processor = processor_class(config=parsed["config"])
     mapping = get_gguf_hf_weights_map(model, processor)
     on_device = processor_class.__name__ in _DEVICE_SAFE
@@ -136,7 +137,7 @@ def load_state_dict(
             out[mapping[result.name]] = t.to(device)
     for hf_name, t in parsed["tensors"].items():
         out[hf_name] = (t if dtype is None else t.to(dtype)).to(device)
-    return out
+    return config, out
 
 
 def from_pretrained(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", dtype: Any = None) -> Any:
@@ -149,8 +150,7 @@ def from_pretrained(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", d
     from transformers import AutoModelForCausalLM
 
     dtype = dtype or torch.float32
-    config = load_config(path)
-    state = load_state_dict(path, device=device, dtype=dtype)
+    config, state = _load(os.fspath(path), device, dtype)
     model_class = AutoModelForCausalLM._model_mapping[type(config)]
     device_map = None if str(device) == "cpu" else str(device)
     return model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype, device_map=device_map)
