@@ -39,25 +39,26 @@ fn target_files(target: &str, kind: &str, required: bool) -> Vec<PathBuf> {
     v
 }
 
-#[test]
-fn dequant_corpus() {
-    let corpus = files("corpus", true);
-    assert!(
-        corpus.len() >= 20,
-        "fuzz/corpus/dequant holds {}",
-        corpus.len()
-    );
-    let mut all = corpus;
-    all.extend(files("artifacts", false));
+/// Runs `check` on every committed input of fuzz target `target` (its corpus, of at least 20
+/// files, and any crash reproducers), and fails naming every input it panics on.
+fn replay(target: &str, check: fn(&[u8])) {
+    let mut all = target_files(target, "corpus", true);
+    assert!(all.len() >= 20, "fuzz/corpus/{target} holds {}", all.len());
+    all.extend(target_files(target, "artifacts", false));
     let failed: Vec<String> = all
         .iter()
         .filter(|p| {
             let data = std::fs::read(p).unwrap();
-            std::panic::catch_unwind(|| dequant_check::check_dequant(&data)).is_err()
+            std::panic::catch_unwind(|| check(&data)).is_err()
         })
         .map(|p| p.display().to_string())
         .collect();
-    assert!(failed.is_empty(), "dequant: checks failed on {failed:#?}");
+    assert!(failed.is_empty(), "{target}: checks failed on {failed:#?}");
+}
+
+#[test]
+fn dequant_corpus() {
+    replay("dequant", dequant_check::check_dequant);
 }
 
 /// Every format in the registry is exercised by the corpus: its first byte picks the format.
@@ -89,23 +90,5 @@ fn dequant_formats_are_linked() {
 /// Python's arguments) replayed with its own check.
 #[test]
 fn python_api_corpus() {
-    let mut all = target_files("python_api", "corpus", true);
-    assert!(
-        all.len() >= 20,
-        "fuzz/corpus/python_api holds {}",
-        all.len()
-    );
-    all.extend(target_files("python_api", "artifacts", false));
-    let failed: Vec<String> = all
-        .iter()
-        .filter(|p| {
-            let data = std::fs::read(p).unwrap();
-            std::panic::catch_unwind(|| python_api_check::check_python_api(&data)).is_err()
-        })
-        .map(|p| p.display().to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "python_api: checks failed on {failed:#?}"
-    );
+    replay("python_api", python_api_check::check_python_api);
 }
