@@ -154,11 +154,6 @@ impl Spans {
         self.len * self.count
     }
 
-    /// Whether the ranges are one contiguous run.
-    pub fn is_contiguous(&self) -> bool {
-        self.count <= 1 || self.len == self.stride
-    }
-
     /// The pieces of the tensor's data behind bytes `at..at + len` of the spans read one after
     /// another: `(offset in the tensor's data, length)`, in order.
     pub fn segments(&self, at: u64, len: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -207,19 +202,6 @@ pub struct TensorPlan {
     pub out_bytes: u64,
     /// Columns to cut from the expanded rows, when the region cuts blocks.
     pub trim: Option<Trim>,
-}
-
-impl TensorPlan {
-    /// Output bytes the work produces before any trim: every block read, expanded (for a
-    /// copy, the bytes read).
-    pub fn expanded_bytes(&self) -> u64 {
-        match self.work {
-            Work::Kernel { dtype, .. } | Work::Host { dtype, .. } => {
-                self.blocks * (self.geometry.block_elems * dtype.size()) as u64
-            }
-            Work::Copy { .. } => self.out_bytes,
-        }
-    }
 }
 
 /// Why a tensor cannot be planned. The executor adds the file and the tensor.
