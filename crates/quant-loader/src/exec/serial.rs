@@ -9,7 +9,7 @@ use quant_gpu::{Backend, Buffer, DeviceTensor, GpuError, KernelSpec, OutputDType
 use super::{is_kernel_failure, Core};
 use crate::error::LoadError;
 use crate::plan::{HostWhy, TensorPlan, Work};
-use crate::report::TensorLoad;
+use crate::report::{LoadPath, TensorLoad};
 
 /// Loads tensors one at a time onto `backend`, each finished before the next starts.
 pub(crate) struct Serial<'a> {
@@ -40,26 +40,49 @@ impl Serial<'_> {
             }
             Work::Kernel { spec, dtype, .. } => match self.expand(spec, dtype, plan, &bytes) {
                 Ok(buffer) => (buffer, read, plan.work.path()),
-                Err(e) if is_kernel_failure(&e) => {
-                    let (values, path) = core.fall_back(t, self.backend, plan, &bytes, e)?;
-                    let buffer = self.upload(t, &values, false)?;
-                    (buffer, values.len() as u64, path)
-                }
+                Err(e) if is_kernel_failure(&e) => self.fall_back(t, plan, &bytes, e)?,
                 Err(e) => return Err(core.gpu_err(t, self.backend, e)),
             },
         };
-        let produced = if matches!(plan.work, Work::Copy { .. }) {
-            0
-        } else {
-            plan.out_bytes
+        Ok(self.made(t, plan, buffer, uploaded, path, start.elapsed()))
+    }
+
+    /// A kernel of `plan` could not run (`e`): the one fallback's values of `bytes`, uploaded,
+    /// with the bytes uploaded and the path that says why.
+    pub fn fall_back(
+        &self,
+        t: &TensorInfo,
+        plan: &TensorPlan,
+        bytes: &[u8],
+        e: GpuError,
+    ) -> Result<(Buffer, u64, LoadPath), LoadError> {
+        let (values, path) = self.core.fall_back(t, self.backend, plan, bytes, e)?;
+        let buffer = self.upload(t, &values, false)?;
+        Ok((buffer, values.len() as u64, path))
+    }
+
+    /// The tensor `plan` made in `buffer`, and its report row (a copy produces nothing; any
+    /// other work its output).
+    pub fn made(
+        &self,
+        t: &TensorInfo,
+        plan: &TensorPlan,
+        buffer: Buffer,
+        uploaded: u64,
+        path: LoadPath,
+        time: std::time::Duration,
+    ) -> (DeviceTensor, TensorLoad) {
+        let produced = match plan.work {
+            Work::Copy { .. } => 0,
+            _ => plan.out_bytes,
         };
-        let row = core.row(t, plan, (uploaded, produced), start.elapsed(), path);
+        let row = self.core.row(t, plan, (uploaded, produced), time, path);
         let tensor = DeviceTensor {
             buffer,
             shape: plan.shape.clone(),
             dtype: plan.dtype,
         };
-        Ok((tensor, row))
+        (tensor, row)
     }
 
     /// Uploads `bytes` (through pinned staging, or from pageable memory) into a new buffer and

@@ -100,40 +100,20 @@ impl Pipelined<'_> {
         out: Output,
         time: std::time::Duration,
     ) -> Result<(DeviceTensor, TensorLoad), LoadError> {
-        let core = &self.core;
         if let Some(e) = out.failed {
             drop(out.buffer);
             let t0 = std::time::Instant::now();
-            let bytes = core.read(t, &plan.spans)?;
-            let (values, path) = core.fall_back(t, self.backend, plan, &bytes, e)?;
-            let buffer = serial.upload(t, &values, false)?;
-            let row = core.row(
-                t,
-                plan,
-                (values.len() as u64, plan.out_bytes),
-                t0.elapsed(),
-                path,
-            );
-            let tensor = DeviceTensor {
-                buffer,
-                shape: plan.shape.clone(),
-                dtype: plan.dtype,
-            };
-            return Ok((tensor, row));
+            let bytes = self.core.read(t, &plan.spans)?;
+            let (buffer, uploaded, path) = serial.fall_back(t, plan, &bytes, e)?;
+            return Ok(serial.made(t, plan, buffer, uploaded, path, t0.elapsed()));
         }
-        let bytes = match plan.work {
-            Work::Kernel { .. } => (plan.spans.total(), plan.out_bytes),
-            Work::Host { .. } => (plan.out_bytes, plan.out_bytes),
-            Work::Copy { .. } => (plan.spans.total(), 0),
+        // Host work uploads the values the reader made; the others, the file's bytes.
+        let uploaded = match plan.work {
+            Work::Host { .. } => plan.out_bytes,
+            _ => plan.spans.total(),
         };
-        let row = core.row(t, plan, bytes, time, plan.work.path());
         let buffer = out.buffer.expect("every output was allocated");
-        let tensor = DeviceTensor {
-            buffer,
-            shape: plan.shape.clone(),
-            dtype: plan.dtype,
-        };
-        Ok((tensor, row))
+        Ok(serial.made(t, plan, buffer, uploaded, plan.work.path(), time))
     }
 
     /// Streams `jobs` (kernels and copies only) through the ring and returns each job's output
