@@ -41,6 +41,7 @@ use crate::options::{PipelineOptions, Progress};
 use crate::plan::{plan_batches, Batch, JobShape, TensorPlan, Work};
 use crate::report::TensorLoad;
 use outputs::{Output, Shared};
+use phases::PhaseCounters;
 use reader::{has_kernels, Source, Stream};
 use ring::Ring;
 
@@ -213,7 +214,8 @@ impl Pipelined<'_> {
             let prepare = move || {
                 kernels
                     .into_iter()
-                    .for_each(|k| drop(backend.prepare_kernel(k)))
+                    .for_each(|k| drop(backend.prepare_kernel(k)));
+                PhaseCounters::mark(&shared.phases.modules_ready, shared.t_start);
             };
             named("qf-modules".into())
                 .spawn_scoped(s, prepare)
@@ -254,12 +256,13 @@ impl Pipelined<'_> {
             .record(Queue::Copy)
             .and_then(|copies| copies.wait())
             .and_then(|()| backend.synchronize());
+        let drained_at = shared.elapsed();
+        drop(rings);
         shared.phases.log(
             &backend.info().label(),
             (stream.batches.len(), n_readers, per_reader),
-            (last_issue, shared.elapsed()),
+            (last_issue, drained_at, shared.elapsed()),
         );
-        drop(rings);
         drained.map_err(|e| core.gpu_err(first, backend, e))
     }
 }

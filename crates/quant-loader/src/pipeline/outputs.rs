@@ -32,7 +32,7 @@ pub(super) struct Shared {
     pub started: Vec<AtomicU64>,
     pub finished: Vec<AtomicU64>,
     pub phases: PhaseCounters,
-    t_start: Instant,
+    pub t_start: Instant,
 }
 
 impl Shared {
@@ -105,7 +105,10 @@ impl Shared {
             if self.aborted() {
                 return;
             }
-            match alloc(bytes) {
+            let t = Instant::now();
+            let made = alloc(bytes);
+            PhaseCounters::add(&self.phases.allocating, t);
+            match made {
                 Ok(b) => {
                     self.outputs[k].lock().buffer = Some(b);
                     *self.allocated.lock() = k + 1;
@@ -114,6 +117,7 @@ impl Shared {
                 Err(e) => return self.fail(err(k, e)),
             }
         }
+        PhaseCounters::mark(&self.phases.outputs_done, self.t_start);
     }
 
     /// Waits until the outputs of jobs `0..=k` exist. `false` if the load aborted.

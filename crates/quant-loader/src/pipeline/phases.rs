@@ -16,6 +16,12 @@ pub(super) struct PhaseCounters {
     pub issuing: AtomicU64,
     /// Since the start, plus one, when the first batch was issued (`u64::MAX`: never).
     pub first_issue: AtomicU64,
+    /// The allocator thread's time in `alloc` calls.
+    pub allocating: AtomicU64,
+    /// Since the start, plus one, when the last output was allocated.
+    pub outputs_done: AtomicU64,
+    /// Since the start, plus one, when every kernel was prepared.
+    pub modules_ready: AtomicU64,
 }
 
 impl PhaseCounters {
@@ -31,9 +37,20 @@ impl PhaseCounters {
         counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Logs the phases of a stream of `batches` batches by `readers` readers; `last_issue` and
-    /// `drained` are times since the start.
-    pub fn log(&self, device: &str, shape: (usize, usize, usize), ends: (Duration, Duration)) {
+    /// Records in `counter` the time since `start` (plus one).
+    pub fn mark(counter: &AtomicU64, start: Instant) {
+        counter.store(start.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+    }
+
+    /// Logs the phases of a stream of `batches` batches by `readers` readers; `ends` are the
+    /// times since the start when the last batch was issued, the queues drained and the ring
+    /// freed.
+    pub fn log(
+        &self,
+        device: &str,
+        shape: (usize, usize, usize),
+        ends: (Duration, Duration, Duration),
+    ) {
         let nanos = |n: &AtomicU64| Duration::from_nanos(n.load(Ordering::Relaxed));
         let (batches, readers, slots_per_reader) = shape;
         tracing::info!(
@@ -42,15 +59,20 @@ impl PhaseCounters {
             readers,
             slots_per_reader,
             "pipeline phases, summed over readers: waiting for a slot's last copy {:?}, \
-             reading {:?}, waiting for outputs {:?}, issuing {:?}; since the start: first \
-             batch issued {:?}, last {:?}, drained {:?}",
+             reading {:?}, waiting for outputs {:?}, issuing {:?}; allocating outputs {:?}; \
+             since the start: kernels prepared {:?}, outputs allocated {:?}, first batch \
+             issued {:?}, last {:?}, drained {:?}, ring freed {:?}",
             nanos(&self.slot_waits),
             nanos(&self.reading),
             nanos(&self.output_waits),
             nanos(&self.issuing),
+            nanos(&self.allocating),
+            nanos(&self.modules_ready),
+            nanos(&self.outputs_done),
             nanos(&self.first_issue),
             ends.0,
             ends.1,
+            ends.2,
         );
     }
 }
