@@ -65,13 +65,14 @@ def quantized_types() -> list:
     return out
 
 
-def throughput(formats, calls: int, runs: int) -> None:
-    print("op throughput (GB/s of bytes read + written; copy: the same bytes copied on the device)")
+def throughput(formats, rows: int, calls: int, runs: int) -> None:
+    print(f"op throughput on {rows} x {COLS} weights (GB/s of bytes read + written; copy: the same "
+          "bytes copied on the device)")
     print(f"{'type':<8} {'dtype':<5} {'op GB/s':>9} {'copy GB/s':>10} {'% of copy':>9}")
     for name in formats:
-        blocks = blocks_of(name, ROWS, COLS)
+        blocks = blocks_of(name, rows, COLS)
         for dt in (torch.float16, torch.bfloat16):
-            out = torch.empty(ROWS, COLS, dtype=dt, device="cuda")
+            out = torch.empty(rows, COLS, dtype=dt, device="cuda")
             moved = blocks.numel() + out.numel() * out.element_size()
             ms = cuda_time(lambda: qt.dequantize(blocks, name, out=out), calls, runs)
             src = torch.empty(moved // 2, dtype=torch.uint8, device="cuda")
@@ -185,11 +186,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--formats", default="")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rows", type=int, default=ROWS, help="rows of the throughput weights (at least 14336)")
     a = ap.parse_args()
     calls, runs = (10, 5) if a.quick else (50, 11)
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, datetime.date.today())
     formats = [f.upper() for f in a.formats.split(",") if f] or quantized_types()
-    throughput(formats, calls, runs)
+    throughput(formats, max(a.rows, ROWS), calls, runs)
     overhead(2000 if a.quick else 20000)
     against_diffusers(calls, runs)
     linear(calls, runs)
