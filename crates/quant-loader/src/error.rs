@@ -52,6 +52,14 @@ pub enum LoadError {
         /// What differs (`modification time`, `inode`, ...).
         what: String,
     },
+    /// The caller's cancellation flag was set during a load
+    /// ([`GgufLoader::load_with_cancel`](crate::GgufLoader::load_with_cancel)); what the load
+    /// had taken is freed.
+    #[error("{file}: the load was interrupted", file = file.display())]
+    Interrupted {
+        /// The file.
+        file: PathBuf,
+    },
     /// No linked format handles the tensor's type.
     #[error("{file}: tensor '{tensor}' has type {ty}, which no linked format handles", file = file.display())]
     Unsupported {

@@ -41,6 +41,7 @@ mod report;
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use quant_core::cpu::{self, CpuPath};
@@ -105,6 +106,7 @@ impl GgufLoader {
             file: &self.file,
             opened: self.opened,
             fallback: self.options.fallback,
+            cancel: None,
         }
     }
 
@@ -281,7 +283,23 @@ impl GgufLoader {
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Loaded<DeviceTensor>, LoadError> {
         let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
-        self.load_tensors(backend, &all, as_, opts, progress)
+        self.load_tensors(backend, &all, as_, (opts, None), progress)
+    }
+
+    /// [`load_with`](Self::load_with) that stops with [`LoadError::Interrupted`] once `cancel`
+    /// is set (by `progress`, or another thread): each reader stops before its next batch, a
+    /// serial load before its next tensor, and everything the load took is freed. What was
+    /// queued already runs to its end first, so a load stops within a few batches' time.
+    pub fn load_with_cancel(
+        &self,
+        backend: &dyn Backend,
+        as_: LoadAs,
+        opts: &PipelineOptions,
+        progress: &mut dyn FnMut(&Progress),
+        cancel: &AtomicBool,
+    ) -> Result<Loaded<DeviceTensor>, LoadError> {
+        let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
+        self.load_tensors(backend, &all, as_, (opts, Some(cancel)), progress)
     }
 
     /// Plans `tensors` as `as_` into `target`.
@@ -303,11 +321,14 @@ impl GgufLoader {
         backend: &dyn Backend,
         tensors: &[&TensorInfo],
         as_: LoadAs,
-        opts: &PipelineOptions,
+        (opts, cancel): (&PipelineOptions, Option<&AtomicBool>),
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Loaded<DeviceTensor>, LoadError> {
         let start = Instant::now();
-        let core = self.core();
+        let core = Core {
+            cancel,
+            ..self.core()
+        };
         if opts.strategy == Strategy::CpuDequant && as_ == LoadAs::Native {
             return Err(LoadError::Options {
                 file: self.file.path().to_path_buf(),
@@ -332,6 +353,7 @@ impl GgufLoader {
             let serial = Serial { core, backend };
             let mut loaded = Vec::with_capacity(jobs.len());
             for (t, plan) in &jobs {
+                core.check_cancel()?;
                 let (tensor, row) = serial.load(t, plan)?;
                 progress(&Progress::Bytes(plan.spans.total()));
                 progress(&Progress::Tensor(&row));
@@ -408,8 +430,10 @@ impl GgufLoader {
                 .zip(&placement.devices)
                 .map(|(b, d)| {
                     let tensors: Vec<&TensorInfo> = d.tensors.iter().map(|&i| &all[i]).collect();
-                    let load =
-                        move || self.load_tensors(*b, &tensors, as_, opts, &mut |p| progress(p));
+                    let load = move || {
+                        let opts = (opts, None);
+                        self.load_tensors(*b, &tensors, as_, opts, &mut |p| progress(p))
+                    };
                     s.spawn(load)
                 })
                 .collect();

@@ -537,3 +537,37 @@ fn the_bare_copy_moves_every_byte_through_the_ring_and_makes_nothing() {
     // The ring's host slots, and no outputs: every device allocation is a slot.
     assert!(b.host_allocs.lock().unwrap().len() <= 2);
 }
+
+#[test]
+fn a_cancelled_load_stops_with_an_error_naming_the_file() {
+    let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
+    let b = TestBackend::new(0);
+    let total: u64 = loader.file().tensors().iter().map(|t| t.n_bytes).sum();
+    for strategy in [Strategy::Pipelined, Strategy::Serial] {
+        let opts = PipelineOptions {
+            strategy,
+            ..tiny_ring()
+        };
+        // Set from the progress callback after the first bytes, as the Python binding does on
+        // Ctrl-C: the load stops before the rest is read.
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let mut seen = 0;
+        let mut progress = |p: &Progress| {
+            if let Progress::Bytes(n) = p {
+                seen += n;
+                cancel.store(true, Ordering::Relaxed);
+            }
+        };
+        let err = loader
+            .load_with_cancel(&b, OutputDType::F16.into(), &opts, &mut progress, &cancel)
+            .unwrap_err();
+        assert!(matches!(err, LoadError::Interrupted { .. }), "{err:?}");
+        assert!(err.to_string().contains("tiny-llama-q4_k_m.gguf"), "{err}");
+        assert!(seen < total, "{strategy:?}: read {seen} of {total} bytes");
+        // Unset, the same call loads everything.
+        cancel.store(false, Ordering::Relaxed);
+        let loaded =
+            loader.load_with_cancel(&b, OutputDType::F16.into(), &opts, &mut |_| {}, &cancel);
+        assert_eq!(loaded.unwrap().tensors.len(), loader.file().tensors().len());
+    }
+}

@@ -17,7 +17,6 @@ use quantforge::loader::{
 };
 
 use crate::backends;
-use crate::cancel::Cancellable;
 use crate::errors::{Error, QuantforgeError};
 use crate::host::{self, check_signals, Interrupt};
 use crate::meta::Arrays;
@@ -120,8 +119,8 @@ fn load_all_host(
 
 /// Every tensor of `loader` onto `backend` by the pipelined load. The progress callback (on
 /// this thread) checks for Python signals every few milliseconds; a signal's exception sets
-/// the flag that makes the backend refuse new work ([`Cancellable`]), so the load stops at
-/// its readers' next step, frees what it took, and the exception is returned.
+/// the load's cancellation flag, so the load stops at its readers' next batch, frees what it
+/// took, and the exception is returned.
 fn load_all_device(
     loader: &GgufLoader,
     backend: &Arc<dyn Backend>,
@@ -143,12 +142,9 @@ fn load_all_device(
             }
         }
     };
-    let guarded = Cancellable {
-        inner: backend.as_ref(),
-        cancelled: &cancelled,
-    };
     let opts = PipelineOptions::default();
-    let loaded = loader.load_with(&guarded, as_, &opts, &mut on_progress);
+    let loaded =
+        loader.load_with_cancel(backend.as_ref(), as_, &opts, &mut on_progress, &cancelled);
     if let Some(e) = raised {
         return Err(e); // what was loaded (or the load's error) is dropped: all is freed
     }

@@ -20,7 +20,6 @@
 #![warn(missing_docs)]
 
 mod backends;
-mod cancel;
 mod errors;
 mod file;
 mod host;

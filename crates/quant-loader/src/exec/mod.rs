@@ -12,6 +12,7 @@ mod into;
 mod serial;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use quant_core::cpu::{self, CpuPath, HostValues};
@@ -35,6 +36,8 @@ pub(crate) struct Core<'f> {
     pub file: &'f GgufFile,
     pub opened: Option<Stamp>,
     pub fallback: FallbackPolicy,
+    /// The caller's flag that stops a load at its next step.
+    pub cancel: Option<&'f AtomicBool>,
 }
 
 /// How a file stands on disk: its modification and status-change times, inode and device.
@@ -99,6 +102,17 @@ impl Stamp {
 }
 
 impl<'f> Core<'f> {
+    /// [`LoadError::Interrupted`] once the caller's cancellation flag is set. Checked before
+    /// each tensor of a serial load and each batch of a pipelined one.
+    pub fn check_cancel(&self) -> Result<(), LoadError> {
+        match self.cancel {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(LoadError::Interrupted {
+                file: self.file.path().to_path_buf(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Plans `t` (or `region` of it) as `as_` into `target`, with the error naming the tensor.
     pub fn plan(
         &self,

@@ -64,6 +64,7 @@ impl Stream<'_> {
     pub fn read_and_issue(&self, ring: &mut Ring, sent: &Sender<u64>) -> Result<(), LoadError> {
         let phases = &self.shared.phases;
         while !self.shared.aborted() {
+            self.core.check_cancel()?;
             let i = self.next.fetch_add(1, Ordering::SeqCst);
             let Some(batch) = self.batches.get(i) else {
                 return Ok(());
