@@ -14,6 +14,8 @@ cargo xtask build-kernels
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# No two modules of a crate import each other (docs/ARCHITECTURE.md, invariants).
+python3 scripts/module-cycles.py
 cargo test --workspace --no-fail-fast
 
 # The GPU suites once more with their output shown, so that a skip (no QUANTFORGE_GPU_TESTS=1,

@@ -12,8 +12,8 @@ use quant_gpu::{
     LaunchPlan, MemInfo, OutputDType, Queue, RawBuffer,
 };
 
+use crate::cubin::{self, best_prebuilt_cubin, check_cubin_arch};
 use crate::ffi;
-use crate::{best_prebuilt_cubin, check_cubin_arch, CudaBackend};
 
 /// Bytes of each of the two pinned staging buffers.
 const STAGING_CHUNK: usize = 16 << 20;
@@ -29,7 +29,7 @@ pub(crate) enum KernelSource {
     /// `<dir>/<format>/<sm_XX>.cubin`, nothing else ([`crate::KERNEL_DIR_ENV`]).
     Dir(PathBuf),
     /// The best cubin of `<dir>/<format>/` for the device, else NVRTC
-    /// ([`CudaBackend::with_prebuilt_cubins`]).
+    /// ([`CudaBackend::with_prebuilt_cubins`](crate::CudaBackend::with_prebuilt_cubins)).
     Prebuilt(PathBuf),
 }
 
@@ -103,7 +103,7 @@ impl CudaDriver {
             spec.file_name,
             quant_core::PORTABILITY_HEADER,
             quant_core::PORTABILITY_HEADER_NAME,
-            &CudaBackend::nvrtc_options(&self.info.arch),
+            &cubin::nvrtc_options(&self.info.arch),
         )
         .map_err(|log| GpuError::Compile {
             file: spec.file_name,
@@ -122,9 +122,7 @@ impl CudaDriver {
             }),
         };
         match &self.source {
-            KernelSource::Dir(dir) => {
-                read(CudaBackend::cubin_path(dir, spec.format, &self.info.arch))
-            }
+            KernelSource::Dir(dir) => read(cubin::path(dir, spec.format, &self.info.arch)),
             KernelSource::Prebuilt(dir) => {
                 match best_prebuilt_cubin(&dir.join(spec.format), self.capability) {
                     Some(path) => read(path),
@@ -329,7 +327,7 @@ impl Driver for CudaDriver {
                 reason,
             },
         };
-        let sm = CudaBackend::check_cubin(&image).map_err(&bad)?;
+        let sm = cubin::check(&image).map_err(&bad)?;
         if origin.is_some() {
             check_cubin_arch(sm, self.capability).map_err(&bad)?;
         }

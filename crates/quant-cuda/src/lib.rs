@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+mod cubin;
 mod driver;
 #[allow(unsafe_code)]
 mod ffi;
@@ -50,10 +51,10 @@ use std::sync::Arc;
 /// `CudaContext` and `CudaStream` types it takes ([`CudaBackend::on_stream`]).
 pub use cudarc;
 use cudarc::driver::{CudaContext, CudaStream};
-use quant_gpu::code_object::{Elf64, EM_CUDA};
 use quant_gpu::driver::{DelegateBackend, GpuBackend};
 use quant_gpu::{Backend, Buffer, DeviceKind, GpuError, KernelSpec, OutputDType};
 
+pub use cubin::{best_prebuilt_cubin, check_cubin_arch};
 use driver::{CudaDriver, KernelSource};
 
 /// Environment variable naming a folder of cubins built ahead of time:
@@ -64,42 +65,6 @@ pub const KERNEL_DIR_ENV: &str = "QUANTFORGE_CUDA_KERNEL_DIR";
 /// none usable. Never panics.
 pub fn device_count() -> Result<usize, GpuError> {
     ffi::device_count().map_err(|e| no_device(0, e.message))
-}
-
-/// Checks that a cubin built for `sm_<cubin_sm>` runs on a device of compute capability
-/// `major.minor`. A cubin runs on devices of its own major version and the same or a higher
-/// minor version (CUDA's binary compatibility rule); anything else is refused with a message
-/// that names both, rather than leaving the driver to fail with "no kernel image".
-pub fn check_cubin_arch(cubin_sm: u32, (major, minor): (u32, u32)) -> Result<(), String> {
-    let (c_major, c_minor) = (cubin_sm / 10, cubin_sm % 10);
-    if c_major == major && c_minor <= minor {
-        return Ok(());
-    }
-    Err(format!(
-        "built for sm_{cubin_sm}, but the device is sm_{major}{minor} (compute capability \
-         {major}.{minor}); a cubin runs only on its own major version, at the same or a higher \
-         minor version: rebuild it for sm_{major}{minor}"
-    ))
-}
-
-/// The cubin under `dir` (files `sm_XX.cubin`) that runs on a device of compute capability
-/// `major.minor` ([`check_cubin_arch`]) with the highest `XX`, if any.
-pub fn best_prebuilt_cubin(dir: &Path, capability: (u32, u32)) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let name = path.file_name()?.to_str()?;
-            let sm: u32 = name
-                .strip_prefix("sm_")?
-                .strip_suffix(".cubin")?
-                .parse()
-                .ok()?;
-            check_cubin_arch(sm, capability).ok()?;
-            Some((sm, path))
-        })
-        .max_by_key(|(sm, _)| *sm)
-        .map(|(_, path)| path)
 }
 
 /// One NVIDIA GPU through the CUDA driver API: a [`Backend`] (through [`DelegateBackend`]).
@@ -231,16 +196,13 @@ impl CudaBackend {
 
     /// Path of a format's cubin for this device under `dir`: `<dir>/<format>/<sm_XX>.cubin`.
     pub fn cubin_path(dir: &Path, format: &str, arch: &str) -> PathBuf {
-        dir.join(format).join(format!("{arch}.cubin"))
+        cubin::path(dir, format, arch)
     }
 
     /// NVRTC options used for every kernel: the device's real architecture (so that NVRTC emits
     /// a cubin), no contraction into FMA, IEEE division and square root, no flush to zero.
     pub fn nvrtc_options(arch: &str) -> Vec<String> {
-        let mut o = vec![format!("--gpu-architecture={arch}")];
-        o.extend(quant_core::NVIDIA_EXACT_FLAGS.iter().map(|f| f.to_string()));
-        o.push("--std=c++17".into());
-        o
+        cubin::nvrtc_options(arch)
     }
 
     /// Compiles `spec`'s source with NVRTC for this device and returns the cubin (what
@@ -255,18 +217,11 @@ impl CudaBackend {
     }
 
     /// Checks that `image` is a complete little-endian ELF64 file for NVIDIA GPUs: every
-    /// header, section and segment it declares lies inside it ([`Elf64::parse`]). The driver
+    /// header, section and segment it declares lies inside it ([`Elf64::parse`](quant_gpu::code_object::Elf64::parse)). The driver
     /// trusts these offsets, so a truncated or damaged file must be refused before it is handed
     /// over. Returns the SM version it was built for.
     pub fn check_cubin(image: &[u8]) -> Result<u32, String> {
-        let elf = Elf64::parse(image).map_err(|e| e.to_string())?;
-        match elf.cuda_sm() {
-            Some(sm) => Ok(sm),
-            None => Err(format!(
-                "ELF machine {}, not NVIDIA CUDA ({EM_CUDA})",
-                elf.machine()
-            )),
-        }
+        cubin::check(image)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::mix::Mix;
+use crate::mix::{Mix, ModelFacts};
 
 /// [`Mix::ALL`] as a static, to hand out slices of it.
 static ALL_MIXES: [Mix; Mix::ALL.len()] = Mix::ALL;
@@ -216,6 +216,19 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The facts of the shape that llama.cpp's type rules look at. Only the dense llama's
+    /// rules use them all; a gpt-oss plan takes the `mxfp4` mix, whose rules look at
+    /// `has_output` only.
+    pub(crate) fn facts(&self) -> ModelFacts {
+        ModelFacts {
+            n_layer: self.n_layer,
+            n_gqa: self.n_head / self.n_head_kv,
+            // llama.cpp's llama hparams: 80 layers are LLM_TYPE_65B without GQA, else 70B.
+            is_70b: self.n_expert == 0 && self.n_layer == 80 && self.n_head != self.n_head_kv,
+            has_output: !self.tied_embeddings,
+        }
+    }
+
     /// Width of one attention head ([`Shape::n_embd_head`]).
     pub fn head_dim(&self) -> u64 {
         self.n_embd_head

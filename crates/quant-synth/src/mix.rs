@@ -8,8 +8,6 @@ use std::str::FromStr;
 
 use quant_core::GgmlType;
 
-use crate::arch::Shape;
-
 /// A file-level quantization mix, as `llama-quantize` names them (llama.cpp's `llama_ftype`).
 /// Norms are F32 in every mix (llama.cpp quantizes 2-D weights only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,20 +93,6 @@ pub(crate) struct ModelFacts {
     pub is_70b: bool,
     /// The model has its own `output.weight` (not tied to `token_embd`).
     pub has_output: bool,
-}
-
-impl ModelFacts {
-    /// The facts of a shape. Only the dense llama's rules use them all; a gpt-oss plan takes
-    /// the `mxfp4` mix, whose rules look at `has_output` only.
-    pub(crate) fn of(s: &Shape) -> Self {
-        ModelFacts {
-            n_layer: s.n_layer,
-            n_gqa: s.n_head / s.n_head_kv,
-            // llama.cpp's llama hparams: 80 layers are LLM_TYPE_65B without GQA, else 70B.
-            is_70b: s.n_expert == 0 && s.n_layer == 80 && s.n_head != s.n_head_kv,
-            has_output: !s.tied_embeddings,
-        }
-    }
 }
 
 impl Mix {
@@ -381,7 +365,7 @@ mod tests {
     use GgmlType as T;
 
     fn facts(size: Size) -> ModelFacts {
-        ModelFacts::of(&Arch::Llama.shape(size).unwrap())
+        Arch::Llama.shape(size).unwrap().facts()
     }
 
     #[test]

@@ -6,7 +6,7 @@ use quant_core::GgmlType;
 use quant_gguf::MetaValue;
 
 use crate::arch::{Arch, Shape, Size};
-use crate::mix::{Mix, ModelFacts, Role};
+use crate::mix::{Mix, Role};
 use crate::SynthError;
 
 /// One tensor of a [`ModelPlan`].
@@ -135,7 +135,7 @@ fn tensor(name: String, dims: &[u64], ty: GgmlType) -> TensorPlan {
 }
 
 fn llama_tensors(s: &Shape, mix: Mix) -> Vec<TensorPlan> {
-    let facts = ModelFacts::of(s);
+    let facts = s.facts();
     let (has_output, n_layer) = (facts.has_output, facts.n_layer);
     let ty = |role, layer, row_len| mix.tensor_type(role, layer, &facts, row_len);
     let (e, kv, ff, v) = (s.n_embd, s.n_embd_kv(), s.n_ff, s.n_vocab);
@@ -188,7 +188,7 @@ fn llama_tensors(s: &Shape, mix: Mix) -> Vec<TensorPlan> {
 /// shapes; the order of the tensors within the released files may differ, loaders look tensors
 /// up by name).
 fn gpt_oss_tensors(s: &Shape, mix: Mix) -> Vec<TensorPlan> {
-    let facts = ModelFacts::of(s);
+    let facts = s.facts();
     let ty = |role, layer, row_len| mix.tensor_type(role, layer, &facts, row_len);
     let (e, q, kv, ff, x, v) = (
         s.n_embd,

@@ -7,7 +7,7 @@ use quant_core::cpu::{CpuPath, HostValues};
 use quant_gguf::TensorInfo;
 use quant_gpu::TensorDType;
 
-use super::Core;
+use super::core::Core;
 use crate::error::LoadError;
 use crate::plan::{TensorPlan, Work};
 use crate::report::TensorLoad;

@@ -6,7 +6,7 @@ use quant_core::cpu::CpuPath;
 use quant_gguf::TensorInfo;
 use quant_gpu::{check_region, Backend, Buffer, GpuError, KERNEL_ALIGN};
 
-use super::{is_kernel_failure, Core};
+use super::core::{is_kernel_failure, Core};
 use crate::error::LoadError;
 use crate::plan::{TensorPlan, Work};
 use crate::report::{LoadPath, TensorLoad};
