@@ -12,8 +12,10 @@ the input features, the last dimension) or ``"replicate"``. Splits respect what 
 - a split that does not fall on those boundaries, or that cuts blocks of native blocks, is a
   ``ValueError`` naming the tensor and the sizes.
 
-Styles transformers also has (``colwise_rep``, ``packed_*``, ``local_*``, ...) are refused by
-name.
+There are two default plans: :data:`LLAMA_PLAN` for llama.cpp's tensor names (``load_file``,
+``load_shards``) and :data:`HF_LLAMA_PLAN` for the Hugging Face names of
+``quantforge.transformers.load_shards``. Styles transformers also has (``colwise_rep``,
+``packed_*``, ``local_*``, ...) are refused by name.
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ LLAMA_PLAN: Dict[str, str] = {
     "blk.*.ffn_up.weight": "colwise",
     "blk.*.ffn_gate_up.weight": "colwise",
     "blk.*.ffn_down.weight": "rowwise",
+}
+
+# The Hugging Face names ``quantforge.transformers`` gives the same tensors: transformers' llama
+# ``base_model_tp_plan`` (q/k/v, gate and up colwise; o and down rowwise) with the q/k/v biases
+# of qwen2. Embeddings, norms and ``lm_head`` are replicated: transformers' llama plan leaves the
+# embeddings and norms out (replicated) and gives ``lm_head`` ``colwise_gather_output``, a style
+# whose gather quantforge does not implement (``"lm_head.weight": "colwise"`` splits its rows).
+HF_LLAMA_PLAN: Dict[str, str] = {
+    "model.layers.*.self_attn.q_proj.weight": "colwise",
+    "model.layers.*.self_attn.k_proj.weight": "colwise",
+    "model.layers.*.self_attn.v_proj.weight": "colwise",
+    "model.layers.*.self_attn.q_proj.bias": "colwise",
+    "model.layers.*.self_attn.k_proj.bias": "colwise",
+    "model.layers.*.self_attn.v_proj.bias": "colwise",
+    "model.layers.*.self_attn.o_proj.weight": "rowwise",
+    "model.layers.*.mlp.gate_proj.weight": "colwise",
+    "model.layers.*.mlp.up_proj.weight": "colwise",
+    "model.layers.*.mlp.down_proj.weight": "rowwise",
 }
 
 
@@ -117,38 +137,58 @@ def row_ranges(name: str, rows: int, meta: Mapping[str, Any], rank: int, world: 
     return [_part(name, rows, world, rank, world, "rows")]
 
 
-def load_shards(f: Any, rank: int, world: int, plan: Optional[Mapping[str, str]]) -> Tuple[Dict[str, Any], ShardReport]:
-    """Rank ``rank``'s shard of every tensor of the open ``safe_open`` file ``f``, as ``f``'s
-    framework gives tensors, with what the rank read."""
+def check_plan(plan: Mapping[str, str]) -> None:
+    """Refuses, up front and by name, a plan with a style quantforge does not implement."""
+    for pattern, style in plan.items():
+        style_of(pattern, {pattern: style})
+
+
+def check_rank(rank: Any, world: Any) -> None:
+    """Refuses a ``tp=(rank, world)`` that is not two ints with ``0 <= rank < world``."""
     if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
         raise ValueError(f"tp=({rank!r}, {world!r}): expected (rank, world_size) with 0 <= rank < world_size")
+
+
+def shard_tensor(f: Any, name: str, style: str, meta: Mapping[str, Any], rank: int, world: int) -> Tuple[Any, int, int]:
+    """Rank ``rank``'s shard of tensor ``name`` of the open ``safe_open`` file ``f`` split by
+    ``style``, the file bytes it read, and the bytes of the whole tensor. Heads and fused
+    components are found from ``name``, a GGUF name (see :func:`row_ranges`)."""
+    s = f.get_slice(name)
+    shape = s.get_shape()
+    if style == "replicate" or len(shape) == 0:
+        out = s[...]
+        parts = [((0, shape[0] if shape else 1), (0, shape[-1] if shape else 1))]
+    elif style == "colwise":
+        ranges = row_ranges(name, shape[0], meta, rank, world)
+        pieces = [s[a:b] for a, b in ranges]
+        out = pieces[0] if len(pieces) == 1 else _cat(pieces)
+        # A 1-D tensor's rows are its values: the bytes read are those columns.
+        one_d = len(shape) == 1
+        parts = [((0, 1), (a, b)) if one_d else ((a, b), (0, shape[-1])) for a, b in ranges]
+    else:
+        a, b = _part(name, shape[-1], world, rank, world, "columns")
+        out = s[..., a:b]
+        parts = [((0, shape[0]), (a, b))] if len(shape) > 1 else [((0, 1), (a, b))]
+    read = sum(s.bytes_read(r, c) for r, c in parts)
+    whole = s.bytes_read((0, shape[0] if len(shape) > 1 else 1), (0, shape[-1])) if shape else read
+    return out, read, whole
+
+
+def load_shards(f: Any, rank: int, world: int, plan: Optional[Mapping[str, str]]) -> Tuple[Dict[str, Any], ShardReport]:
+    """Rank ``rank``'s shard of every tensor of the open ``safe_open`` file ``f``, as ``f``'s
+    framework gives tensors, with what the rank read. ``plan`` is in GGUF names (default
+    :data:`LLAMA_PLAN`)."""
+    check_rank(rank, world)
     plan = LLAMA_PLAN if plan is None else plan
-    for pattern, style in plan.items():
-        style_of(pattern, {pattern: style})  # refuses an unknown style by name, up front
+    check_plan(plan)
     meta = f.metadata()
     report = ShardReport(rank, world)
     out: Dict[str, Any] = {}
     for name in f.keys():
         style = style_of(name, plan)
-        s = f.get_slice(name)
-        shape = s.get_shape()
-        if style == "replicate" or len(shape) == 0:
-            out[name] = s[...]
-            parts = [((0, shape[0] if shape else 1), (0, shape[-1] if shape else 1))]
-        elif style == "colwise":
-            ranges = row_ranges(name, shape[0], meta, rank, world)
-            pieces = [s[a:b] for a, b in ranges]
-            out[name] = pieces[0] if len(pieces) == 1 else _cat(pieces)
-            # A 1-D tensor's rows are its values: the bytes read are those columns.
-            one_d = len(shape) == 1
-            parts = [((0, 1), (a, b)) if one_d else ((a, b), (0, shape[-1])) for a, b in ranges]
-        else:
-            a, b = _part(name, shape[-1], world, rank, world, "columns")
-            out[name] = s[..., a:b]
-            parts = [((0, shape[0]), (a, b))] if len(shape) > 1 else [((0, 1), (a, b))]
-        read = sum(s.bytes_read(r, c) for r, c in parts)
+        out[name], read, whole = shard_tensor(f, name, style, meta, rank, world)
         report.bytes_read += read
-        report.tensor_bytes += s.bytes_read((0, shape[0] if len(shape) > 1 else 1), (0, shape[-1]))
+        report.tensor_bytes += whole
         report.per_tensor[name] = (style, read)
     return out, report
 
