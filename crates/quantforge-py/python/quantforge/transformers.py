@@ -1,33 +1,82 @@
 """transformers' world: a GGUF file's tensors under Hugging Face's names and layouts, with the
-config transformers reads from it (an optional extra: transformers is imported only here;
-tested with transformers 5.25).
+config and the tokenizer transformers reads from it (an optional extra: transformers is imported
+only here; tested with transformers 5.25).
 
 transformers' own tables are used at run time, not copies of them: the config keys and the
-architecture checks of ``load_gguf_checkpoint``, the name map of ``get_gguf_hf_weights_map`` and
-the per-architecture ``TensorProcessor`` (llama's reverse permutation of Q and K, gemma's norms,
-the MoE expert splits, ...). The values are ggml's (quantforge's dequantization, not gguf-py's,
-where the two differ: NaN signs in IQ2_XS/IQ3_S, quieting of f16 signalling NaNs), put through
-the same transform:
+architecture checks of ``load_gguf_checkpoint``, the name map of ``get_gguf_hf_weights_map``, the
+per-architecture ``TensorProcessor`` (llama's reverse permutation of Q and K, gemma's norms,
+the MoE expert splits, ...) and, for :func:`load_tokenizer`, transformers' GGUF tokenizer
+conversion. The values are ggml's (quantforge's dequantization, not gguf-py's, where the two
+differ: NaN signs in IQ2_XS/IQ3_S, quieting of f16 signalling NaNs), put through the same
+transform:
 
-- on the device, as torch tensors, for the processors whose transform only moves data or uses
-  IEEE basic arithmetic (the default processor, llama's, gemma2/3's): the same bits as
-  transformers' numpy;
-- on the CPU in float32 on numpy arrays, as transformers runs it, for every other processor
-  (its transform may call numpy functions such as ``log``), then moved to the device.
+- on the device, as torch tensors, for the tensors whose transform only moves data (reshape,
+  swapaxes, transpose) or uses IEEE basic arithmetic (gemma's and nemotron's norms,
+  ``weights - 1``): the same bits as transformers' numpy (a NaN stays a NaN; on a GPU its
+  payload may be the canonical one). That is every tensor of the default processor (qwen2,
+  phi3, ...), llama's, gemma2/3's, nemotron's and t5's, and all but a few of the others';
+- on the CPU in float32 on numpy arrays, as transformers runs them, for the tensors whose
+  transform calls a numpy function: the MoE experts of qwen2moe/qwen3moe/minimax-m2/gpt-oss
+  (copies into merged tensors), gpt2's ``output.weight``, bloom's fused QKV, lfm2's and
+  mamba's convolutions (``expand_dims``) and mamba's ``ssm_a`` (``log(-A)``, a transcendental
+  function whose rounding a device need not share), then moved to the device.
+
+:func:`load_shards` (or ``load_state_dict(..., tp=(rank, world))``) gives one tensor-parallel
+rank's shard of each tensor under the same names, reading only the bytes it covers.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-__all__ = ["from_pretrained", "load_state_dict", "load_config", "TESTED_TRANSFORMERS"]
+from ._tp import HF_LLAMA_PLAN
+
+__all__ = [
+    "from_pretrained",
+    "load_state_dict",
+    "load_shards",
+    "load_config",
+    "load_tokenizer",
+    "HF_LLAMA_PLAN",
+    "TESTED_TRANSFORMERS",
+]
 
 TESTED_TRANSFORMERS = "5.25"
 
-# Processors whose transform is data movement or IEEE basic arithmetic on whatever array it is
-# given (checked against transformers 5.25's source): safe to run on device tensors.
-_DEVICE_SAFE = ("TensorProcessor", "LlamaTensorProcessor", "Gemma2TensorProcessor")
+# Per TensorProcessor of transformers 5.25 (each one's source read), the GGUF tensor names
+# (fnmatch patterns) whose transform calls a numpy function (np.copy, np.expand_dims, np.stack,
+# np.log): those are transformed on the CPU, on numpy arrays, as transformers runs them. Every
+# other tensor a listed processor returns as it is, moves (reshape, swapaxes, ``.T``) or gives
+# ``weights - 1`` with Python's operator, which a torch tensor takes on its own device with
+# numpy's bits. A processor not listed here runs on the CPU for every tensor.
+_MOE_EXPERTS = ("*.ffn_gate_exps.weight", "*.ffn_up_exps.weight", "*.ffn_down_exps.weight")
+_CPU_TENSORS: Dict[str, Tuple[str, ...]] = {
+    "TensorProcessor": (),
+    "LlamaTensorProcessor": (),  # Q and K: reshape, swapaxes, reshape
+    "Gemma2TensorProcessor": (),  # gemma2 and gemma3 norms: weights - 1
+    "NemotronTensorProcessor": (),  # norms: weights - 1
+    "T5TensorProcessor": (),  # block ids from the name only
+    "GPT2TensorProcessor": ("output.weight",),  # .T elsewhere; lm_head stored by np.copy
+    "Qwen2MoeTensorProcessor": _MOE_EXPERTS + ("*ffn_gate_inp_shexp*",),  # np.copy; np.expand_dims
+    "MiniMaxM2TensorProcessor": _MOE_EXPERTS,  # np.copy into the merged gate_up
+    "GptOssTensorProcessor": ("blk.*.ffn_*_projs.weight",),  # torch.tensor of numpy slices
+    "BloomTensorProcessor": ("*attn_qkv*",),  # np.stack
+    "Lfm2TensorProcessor": ("*shortconv.conv.weight*",),  # np.expand_dims
+    "MambaTensorProcessor": ("*ssm_conv1d.weight*", "*ssm_a*"),  # np.expand_dims; np.log
+}
+
+# Processors whose transform commutes with taking whole heads or rows first: each tensor
+# unchanged, elementwise (``- 1``) or, for llama's Q and K, permuted within each head. Only
+# these are sharded by :func:`load_shards`.
+_TP_PROCESSORS = ("TensorProcessor", "LlamaTensorProcessor", "Gemma2TensorProcessor", "NemotronTensorProcessor")
+
+
+def _on_cpu(processor: Any, name: str) -> bool:
+    """Whether tensor ``name``'s transform by ``processor`` must run on numpy arrays."""
+    patterns = _CPU_TENSORS.get(type(processor).__name__, ("*",))
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _parse(path: str) -> Tuple[Dict[str, Any], str]:
@@ -86,16 +135,25 @@ def load_config(path: Union[str, "os.PathLike[str]"]) -> Any:
 
 
 def load_state_dict(
-    path: Union[str, "os.PathLike[str]"], device: Any = "cpu", dtype: Any = None
+    path: Union[str, "os.PathLike[str]"],
+    device: Any = "cpu",
+    dtype: Any = None,
+    tp: Optional[Tuple[int, int]] = None,
+    tp_plan: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Every tensor of a GGUF file under the Hugging Face name transformers gives it, in its
     layout, as ``torch.Tensor`` of ``dtype`` (``None``: float32) on ``device``: what
-    ``load_gguf_checkpoint(..., return_tensors=True)`` gives, with ggml's values."""
+    ``load_gguf_checkpoint(..., return_tensors=True)`` gives, with ggml's values. With
+    ``tp=(rank, world_size)``, only that rank's shard of each tensor (see :func:`load_shards`,
+    which also gives what the rank read)."""
+    if tp is not None:
+        return load_shards(path, tp, tp_plan, device=device, dtype=dtype)[0]
     return _load(os.fspath(path), device, dtype)[1]
 
 
-def _load(path: str, device: Any, dtype: Any) -> Tuple[Any, Dict[str, Any]]:
-    """The file's config and state dict, from one parse of its metadata."""
+def _processor(parsed: Dict[str, Any], arch: str, config: Any) -> Tuple[Any, Dict[str, str]]:
+    """transformers' ``TensorProcessor`` for the architecture (made with the parsed config) and
+    its map of GGUF names to Hugging Face names, for the model class ``config`` picks."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (
@@ -104,40 +162,142 @@ def _load(path: str, device: Any, dtype: Any) -> Tuple[Any, Dict[str, Any]]:
         get_gguf_hf_weights_map,
     )
 
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=parsed["config"])
+    return processor, get_gguf_hf_weights_map(model, processor)
+
+
+def _finish(t: Any, device: Any, dtype: Any) -> Any:
+    """A processor's result (torch tensor or numpy array) as a contiguous torch tensor of
+    ``dtype`` (``None``: as it is) on ``device``."""
+    import torch
+
+    t = t.contiguous() if isinstance(t, torch.Tensor) else torch.from_numpy(t.copy())
+    if dtype is not None:
+        t = t.to(dtype)
+    return t.to(device)
+
+
+def _load(path: str, device: Any, dtype: Any) -> Tuple[Any, Dict[str, Any]]:
+    """The file's config and state dict, from one parse of its metadata."""
     from . import safe_open
 
     parsed, arch = _parse(path)
     config = _config(parsed)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    processor_class = TENSOR_PROCESSORS.get(arch, TensorProcessor)
-    processor = processor_class(config=parsed["config"])
-    mapping = get_gguf_hf_weights_map(model, processor)
-    on_device = processor_class.__name__ in _DEVICE_SAFE
-    where = device if on_device else "cpu"
+    processor, mapping = _processor(parsed, arch, config)
     out: Dict[str, Any] = {}
     # Processors that merge tensors (the MoE experts) write into this, as transformers' loop
     # lets them.
     parsed["tensors"] = {}
-    with safe_open(path, framework="pt", device=where, dtype="f32") as f:
+    with safe_open(path, framework="pt", device=device, dtype="f32") as f:
         for name in f.keys():
             values = f.get_tensor(name)
+            if _on_cpu(processor, name):
+                values = values.cpu().numpy()
             result = processor.process(
-                weights=values if on_device else values.numpy(),
-                name=name,
-                tensor_key_mapping=mapping,
-                parsed_parameters=parsed,
+                weights=values, name=name, tensor_key_mapping=mapping, parsed_parameters=parsed
             )
-            if result.name not in mapping:
-                continue
-            t = result.weights
-            t = t.contiguous() if isinstance(t, torch.Tensor) else torch.from_numpy(t.copy())
-            if dtype is not None:
-                t = t.to(dtype)
-            out[mapping[result.name]] = t.to(device)
+            if result.name in mapping:
+                out[mapping[result.name]] = _finish(result.weights, device, dtype)
     for hf_name, t in parsed["tensors"].items():
-        out[hf_name] = (t if dtype is None else t.to(dtype)).to(device)
+        out[hf_name] = _finish(t, device, dtype)
     return config, out
+
+
+def load_shards(
+    path: Union[str, "os.PathLike[str]"],
+    tp: Tuple[int, int],
+    tp_plan: Optional[Mapping[str, str]] = None,
+    device: Any = "cpu",
+    dtype: Any = None,
+) -> Tuple[Dict[str, Any], Any]:
+    """Rank ``tp[0]``'s shard, out of ``tp[1]`` ranks, of every tensor :func:`load_state_dict`
+    gives (Hugging Face names and layouts), and a report of the file bytes this rank read
+    (``bytes_read`` against ``tensor_bytes``, ``per_tensor`` by Hugging Face name).
+
+    ``tp_plan`` maps Hugging Face name patterns to ``"colwise"``, ``"rowwise"`` or
+    ``"replicate"`` (default :data:`HF_LLAMA_PLAN`). Each shard is read from the file alone and
+    then put through the architecture's processor: Q and K split on whole heads (K and V
+    replicated in groups when the world is larger than the KV head count) before llama's
+    reverse permutation, which works within each head; GGUF's fused ``attn_qkv`` and
+    ``ffn_gate_up`` split per component. Sharding is implemented for the processors whose
+    transform commutes with such a split (the default one: qwen2, phi3, ...; llama's,
+    gemma2/3's and nemotron's); another architecture is a ``ValueError`` naming it."""
+    from . import safe_open
+    from ._tp import ShardReport, check_plan, check_rank, shard_tensor, style_of
+
+    path = os.fspath(path)
+    rank, world = tp
+    check_rank(rank, world)
+    plan = HF_LLAMA_PLAN if tp_plan is None else tp_plan
+    check_plan(plan)
+    parsed, arch = _parse(path)
+    processor, mapping = _processor(parsed, arch, _config(parsed))
+    kind = type(processor).__name__
+    if kind not in _TP_PROCESSORS:
+        raise ValueError(
+            f"{path}: tp= is not implemented for architecture {arch!r}: transformers' {kind} "
+            f"does not commute with a split on whole heads; tp= takes the architectures of "
+            f"{', '.join(_TP_PROCESSORS)}"
+        )
+    report = ShardReport(rank, world)
+    out: Dict[str, Any] = {}
+    with safe_open(path, framework="pt", device=device, dtype="f32") as f:
+        meta = f.metadata()
+        for name in f.keys():
+            hf_name = mapping.get(name)
+            if hf_name is None:
+                continue
+            style = style_of(hf_name, plan)
+            values, read, whole = shard_tensor(f, name, style, meta, rank, world)
+            rows = f.get_tensor_shape(name)[0] if values.dim() else 1
+            shard_processor = type(processor)(config=_shard_config(parsed["config"], name, rows, values))
+            result = shard_processor.process(
+                weights=values, name=name, tensor_key_mapping=mapping, parsed_parameters=parsed
+            )
+            out[hf_name] = _finish(result.weights, device, dtype)
+            report.bytes_read += read
+            report.tensor_bytes += whole
+            report.per_tensor[hf_name] = (style, read)
+    return out, report
+
+
+def _shard_config(config: Mapping[str, Any], name: str, rows: int, shard: Any) -> Mapping[str, Any]:
+    """The processor config for a shard of Q or K holding ``shard.shape[0]`` of the tensor's
+    ``rows`` rows: the head count scaled to the heads it holds (llama's processor reverses its
+    permutation per head, sizing heads from the count). Other tensors keep ``config``."""
+    key = "num_attention_heads" if ".attn_q." in name else "num_key_value_heads" if ".attn_k." in name else None
+    heads = config.get(key) if key else None
+    if not heads or not shard.dim() or shard.shape[0] == rows:
+        return config
+    return dict(config, **{key: heads * shard.shape[0] // rows})
+
+
+def load_tokenizer(path: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Any:
+    """The tokenizer the GGUF file carries, as transformers builds it: its own conversion of
+    llama.cpp's ``tokenizer.ggml.*`` metadata into a fast tokenizer
+    (``AutoTokenizer.from_pretrained(folder, gguf_file=name, **kwargs)``). A separate call from
+    the weights: it reads metadata only.
+
+    A file without a tokenizer (no ``tokenizer.ggml.model`` or ``tokenizer.ggml.tokens``, as
+    quantforge's synthetic models) is a ``ValueError`` naming the file, and so is a tokenizer
+    transformers cannot build (its message, after the file's name)."""
+    from transformers import AutoTokenizer
+
+    from . import safe_open
+
+    path = os.fspath(path)
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata()
+    missing = [k for k in ("tokenizer.ggml.model", "tokenizer.ggml.tokens") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: the file carries no tokenizer (no {' or '.join(missing)} in its metadata)")
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        return AutoTokenizer.from_pretrained(folder, gguf_file=name, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def from_pretrained(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", dtype: Any = None) -> Any:
