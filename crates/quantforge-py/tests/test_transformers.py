@@ -378,7 +378,8 @@ def _tp_worker(rank: int, world: int, port: int, path: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     shards, report = qtf.load_shards(path, (rank, world))
     gathered = [None] * world
-    dist.all_gather_object(gathered, ({n: t.numpy() for n, t in shards.items()}, report.per_tensor))
+    mine = ({n: t.numpy() for n, t in shards.items()}, report.per_tensor, report.source)
+    dist.all_gather_object(gathered, mine)
     if rank == 0:
         Path(out).write_bytes(pickle.dumps(gathered))
     dist.barrier()
@@ -400,10 +401,8 @@ def check_hf_shards(path: Path, world: int, gathered) -> None:
     from quantforge._tp import HF_LLAMA_PLAN, style_of
 
     whole = qtf.load_state_dict(path)
-    parsed, arch = qtf._parse(str(path))
-    to_gguf = {hf: name for name, hf in qtf._processor(parsed, arch, qtf._config(parsed))[1].items()}
     with safe_open(path, framework="numpy") as f:
-        sizes = {hf: whole_bytes(f, to_gguf[hf]) for hf in whole}
+        sizes = {hf: whole_bytes(f, gathered[0][2][hf]) for hf in whole}
     assert sorted(gathered[0][0]) == sorted(whole)
     for name, t in whole.items():
         style = style_of(name, HF_LLAMA_PLAN)
@@ -448,7 +447,8 @@ def test_hf_shards_of_every_rank_put_back_equal_the_whole_tensors(tmp_path, arch
     for rank in range(world):
         shards, report = qtf.load_shards(path, (rank, world))
         assert report.bytes_read < report.tensor_bytes
-        gathered.append(({n: t.numpy() for n, t in shards.items()}, report.per_tensor))
+        assert report.source["model.layers.1.self_attn.q_proj.weight"] == "blk.1.attn_q.weight"
+        gathered.append(({n: t.numpy() for n, t in shards.items()}, report.per_tensor, report.source))
     check_hf_shards(path, world, gathered)
     bf16 = qtf.load_state_dict(path, dtype=torch.bfloat16, tp=(1, world))
     assert all(t.dtype == torch.bfloat16 for t in bf16.values())

@@ -64,13 +64,24 @@ HF_LLAMA_PLAN: Dict[str, str] = {
 
 @dataclass
 class ShardReport:
-    """What one rank read: the file bytes its shards took, against all the tensors' bytes."""
+    """What one rank read: the file bytes its shards took, against all the tensors' bytes;
+    per tensor (by the name it is returned under) its style and bytes read, and ``source``, the
+    file's name of the tensor it was read from (the same name, but for Hugging Face names)."""
 
     rank: int
     world: int
     bytes_read: int = 0
     tensor_bytes: int = 0
     per_tensor: Dict[str, Tuple[str, int]] = field(default_factory=dict)
+    source: Dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, source: str, style: str, read: int, whole: int) -> None:
+        """Counts tensor ``name`` (read from the file's ``source``): ``read`` of its ``whole``
+        bytes, split by ``style``."""
+        self.bytes_read += read
+        self.tensor_bytes += whole
+        self.per_tensor[name] = (style, read)
+        self.source[name] = source
 
 
 def style_of(name: str, plan: Mapping[str, str]) -> str:
@@ -187,9 +198,7 @@ def load_shards(f: Any, rank: int, world: int, plan: Optional[Mapping[str, str]]
     for name in f.keys():
         style = style_of(name, plan)
         out[name], read, whole = shard_tensor(f, name, style, meta, rank, world)
-        report.bytes_read += read
-        report.tensor_bytes += whole
-        report.per_tensor[name] = (style, read)
+        report.add(name, name, style, read, whole)
     return out, report
 
 

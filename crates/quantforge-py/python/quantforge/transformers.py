@@ -214,7 +214,8 @@ def load_shards(
 ) -> Tuple[Dict[str, Any], Any]:
     """Rank ``tp[0]``'s shard, out of ``tp[1]`` ranks, of every tensor :func:`load_state_dict`
     gives (Hugging Face names and layouts), and a report of the file bytes this rank read
-    (``bytes_read`` against ``tensor_bytes``, ``per_tensor`` by Hugging Face name).
+    (``bytes_read`` against ``tensor_bytes``; ``per_tensor`` by Hugging Face name, and
+    ``source``, the GGUF tensor each was read from).
 
     ``tp_plan`` maps Hugging Face name patterns to ``"colwise"``, ``"rowwise"`` or
     ``"replicate"`` (default :data:`HF_LLAMA_PLAN`). Each shard is read from the file alone and
@@ -257,9 +258,7 @@ def load_shards(
                 weights=values, name=name, tensor_key_mapping=mapping, parsed_parameters=parsed
             )
             out[hf_name] = _finish(result.weights, device, dtype)
-            report.bytes_read += read
-            report.tensor_bytes += whole
-            report.per_tensor[hf_name] = (style, read)
+            report.add(hf_name, name, style, read, whole)
     return out, report
 
 
