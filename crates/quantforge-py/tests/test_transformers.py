@@ -476,3 +476,30 @@ def test_hf_plans_and_architectures_that_cannot_be_sharded_are_refused(tmp_path)
     w.close()
     with pytest.raises(ValueError, match="gpt2.gguf: tp= is not implemented for architecture 'gpt2'.*GPT2TensorProcessor"):
         qtf.load_shards(gpt2, (0, 2))
+
+
+# ---- the benchmark script, end to end on the CPU ---------------------------------------------------
+
+
+def test_the_transformers_benchmark_runs_on_the_cpu(tmp_path) -> None:
+    """scripts/bench-transformers.py on a small llama (--device cpu, 2 ranks): every run
+    succeeds, the two from_pretrained give equal logits, each rank keeps to its bound; the
+    JSON and the markdown table are printed."""
+    import json
+    import subprocess
+    import sys
+
+    d = tmp_path / "model"
+    d.mkdir()
+    write(d / "m.gguf", "llama")
+    script = Path(__file__).resolve().parents[3] / "scripts" / "bench-transformers.py"
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(script), "--model", str(d / "m.gguf"), "--device", "cpu", "--tp", "2",
+           "--workdir", str(tmp_path / "work"), "--json", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads(out.read_text())
+    assert [r["mode"] for r in summary["runs"]] == ["qf", "hf", "qf-state", "qf-file", "tp:0:2", "tp:1:2"]
+    assert all("error" not in r and r["seconds"] > 0 for r in summary["runs"]), summary
+    assert summary["logits_equal"] is True and summary["tp_all_within_bound"] is True
+    assert "| qf-state |" in run.stdout and "| tp:1:2 |" in run.stdout
