@@ -2,7 +2,8 @@
 """quantforge.transformers against transformers' own GGUF loading, on a synthetic llama model.
 
     python3 scripts/bench-transformers.py [--model FILE | --params 7b --mix q4_k_m --cli QUANTFORGE]
-        [--device cuda:0] [--dtype bf16] [--skip-hf] [--hf-timeout S] [--tp 4] [--json OUT]
+        [--device cuda:0] [--dtype bfloat16] [--skip-hf] [--hf-timeout S] [--tp 4] [--runs LIST]
+        [--json OUT]
 
 The model is FILE, or one `quantforge synth --params P --mix M` writes into --workdir (kept
 and reused). synth writes the metadata transformers needs for the model (llama's
@@ -36,7 +37,9 @@ pass on the same tokens and save the logits; the summary says whether they are e
 bit.
 
 Prints one line per run, then a JSON summary and a markdown table (--json also writes the
-JSON to a file).
+JSON to a file). --runs picks some of the runs, to split them over commands of limited time;
+the logits of qf and hf are kept in --workdir between such commands, so a later one still
+compares them.
 """
 from __future__ import annotations
 
@@ -278,6 +281,8 @@ def main() -> None:
     p.add_argument("--hf-timeout", type=float, default=1800, help="seconds before the hf run is killed")
     p.add_argument("--timeout", type=float, default=900, help="seconds before any other run is killed")
     p.add_argument("--tp", type=int, default=4, help="ranks of the tensor-parallel runs (0: none)")
+    p.add_argument("--runs", help="comma-separated subset of qf,hf,qf-state,qf-file,tp (default: all), to split "
+                   "the runs over several commands (the model is kept in --workdir)")
     p.add_argument("--json", help="also write the JSON summary here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -288,10 +293,11 @@ def main() -> None:
     model = prepare_model(args)
     args.model = str(model)
     warm_page_cache(model)
-    modes = ["qf"] + ([] if args.skip_hf else ["hf"]) + ["qf-state", "qf-file"]
-    modes += [f"tp:{r}:{args.tp}" for r in range(args.tp)]
-    for stale in Path(args.workdir).glob("logits-*.pt"):
-        stale.unlink()
+    wanted = set(args.runs.split(",")) if args.runs else {"qf", "hf", "qf-state", "qf-file", "tp"}
+    modes = [m for m in ("qf", "hf", "qf-state", "qf-file") if m in wanted and not (m == "hf" and args.skip_hf)]
+    modes += [f"tp:{r}:{args.tp}" for r in range(args.tp)] if "tp" in wanted else []
+    for mode in modes:  # logits of an earlier run of qf or hf are kept for the comparison
+        Path(args.workdir, f"logits-{mode}.pt").unlink(missing_ok=True)
     results = []
     for mode in modes:
         r = run_child(mode, args, args.hf_timeout if mode == "hf" else args.timeout)
