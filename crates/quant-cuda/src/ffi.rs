@@ -1010,6 +1010,27 @@ impl Drop for Event {
     }
 }
 
+/// Loads `f`'s code now. Under the driver's lazy loading (the default since CUDA 12.2), a
+/// function looked up in a module is loaded at its first launch: on a pipelined load that is a
+/// reader thread, with its first batch waiting. Loading it where the module is prepared (beside
+/// the first reads) keeps that off the readers, and a first call before a CUDA graph capture
+/// keeps it out of the capture. Drivers before 12.4 have no `cuFuncLoad`; they keep the lazy
+/// behaviour.
+fn load_function(f: sys::CUfunction) -> Res<()> {
+    static HAS_FUNC_LOAD: OnceLock<bool> = OnceLock::new();
+    let has = *HAS_FUNC_LOAD.get_or_init(|| {
+        let mut version = 0;
+        // SAFETY: writes one int; the driver is initialised (a module is loaded).
+        let ok = unsafe { sys::cuDriverGetVersion(&mut version) };
+        ok == sys::CUresult::CUDA_SUCCESS && version >= 12040
+    });
+    if has {
+        // SAFETY: `f` was just returned by the driver for a live module.
+        unsafe { sys::cuFuncLoad(f) }.result()?;
+    }
+    Ok(())
+}
+
 /// A loaded module; unloaded on drop (after its functions, which hold it).
 pub(crate) struct Module(sys::CUmodule, Arc<CudaContext>);
 
@@ -1025,6 +1046,7 @@ impl Module {
         self.1.bind_to_thread()?;
         // SAFETY: the module is alive and stays alive as long as the returned function.
         let f = unsafe { cu::module::get_function(self.0, cname)? };
+        load_function(f)?;
         Ok(Function(f, self.clone()))
     }
 }
