@@ -20,7 +20,7 @@ fn every_supported_tensor_matches_ggml_bit_for_bit() {
     for (path, expected) in golden_files() {
         let loader = GgufLoader::open(&path).expect("golden file opens");
         assert_eq!(
-            loader.file().tensors().len(),
+            loader.file().tensor_count(),
             expected.len(),
             "{}",
             path.display()

@@ -26,7 +26,6 @@ fn a_missing_code_object_falls_back_visibly_or_fails_under_deny() {
     let quantized = loader
         .file()
         .tensors()
-        .iter()
         .filter(|t| t.ty.geometry().is_some_and(|g| g.is_quantized()))
         .count();
     assert_eq!(

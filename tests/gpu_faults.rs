@@ -28,14 +28,14 @@ fn a_failed_allocation_names_the_tensor_and_frees_what_the_load_took() {
     let rows = (64u64 << 20) / 144;
     write_random_model(&path, &[("big.weight", GgmlType::Q4_K, 256, rows)]);
     let loader = GgufLoader::open(&path).unwrap();
-    let src_bytes = loader.file().tensors()[0].n_bytes;
+    let src_bytes = loader.file().tensor_at(0).unwrap().n_bytes;
 
     // Warm up what a backend sets up once and keeps (pinned staging and the driver's mappings
     // of it, the streams' first work), so that the figures below measure only the load.
     {
         let data = loader
             .file()
-            .tensor_data(&loader.file().tensors()[0])
+            .tensor_data(&loader.file().tensor_at(0).unwrap())
             .unwrap();
         let mut warm = b.alloc(data.len()).unwrap();
         b.upload(&data, &mut warm).unwrap();

@@ -31,7 +31,7 @@ fn golden_tensors_on_the_gpu_equal_the_cpu_reference() {
         let loader = GgufLoader::open_with(&path, opts).expect("golden file opens");
         for e in &expected {
             let t = loader.tensor(&e.name).unwrap();
-            if loader.format_of(t).is_err() {
+            if loader.format_of(&t).is_err() {
                 continue;
             }
             let reference = loader

@@ -61,7 +61,7 @@ fn a_model_split_over_two_gpus_equals_a_single_gpu_load() {
         let whole = single.load_with(refs[0], as_, &opts, &mut |_| {}).unwrap();
         for (d, share) in placement.devices.iter().enumerate() {
             for &i in &share.tensors {
-                let t = &loader.file().tensors()[i];
+                let t = &loader.file().tensor_at(i).unwrap();
                 let dt = shares[d].get(&t.name).expect("on its device");
                 assert_eq!(dt.buffer.device(), (kind, d));
                 let want = whole.get(&t.name).unwrap();

@@ -111,7 +111,7 @@ fn native_and_the_cpu_dequant_baseline_on_the_gpu() {
         assert_eq!(dt.dtype, TensorDType::Native(t.ty));
         assert_eq!(
             dt.download(b.as_ref()).unwrap(),
-            *loader.file().tensor_data(t).unwrap(),
+            *loader.file().tensor_data(&t).unwrap(),
             "{}",
             t.name
         );

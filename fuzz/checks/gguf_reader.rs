@@ -70,8 +70,11 @@ pub fn check_gguf_reader(data: &[u8]) -> bool {
         );
     }
 
-    for t in f.tensors() {
-        assert_eq!(f.tensor(&t.name), Some(t));
+    assert_eq!(f.tensor_count(), f.tensor_count());
+    assert!(f.tensor_names().eq(f.tensors().map(|t| t.name)));
+    for (i, t) in f.tensors().enumerate() {
+        assert_eq!(f.tensor(&t.name).as_ref(), Some(&t));
+        assert_eq!(f.tensor_at(i).as_ref(), Some(&t));
         assert!(!t.dims.is_empty() && t.dims.len() <= quant_gguf::MAX_DIMS);
         assert!(t.dims.iter().all(|&d| d > 0));
         let n: u64 = t.dims.iter().product();
@@ -92,7 +95,7 @@ pub fn check_gguf_reader(data: &[u8]) -> bool {
             t.name
         );
         let bytes = f
-            .tensor_data(t)
+            .tensor_data(&t)
             .unwrap_or_else(|e| panic!("a listed tensor must read: {e}"));
         assert_eq!(bytes.len() as u64, t.n_bytes);
         let start = (f.data_offset() + t.offset) as usize;

@@ -75,12 +75,7 @@ fn check_regions(p: &[u8], file: &[u8]) {
         return;
     };
     let loader = GgufLoader::from_file(parsed, LoaderOptions::default());
-    let names: Vec<String> = loader
-        .file()
-        .tensors()
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
+    let names: Vec<String> = loader.file().tensor_names().map(str::to_owned).collect();
     for (i, name) in names.iter().enumerate().take(8) {
         let k = 8 + i % 8;
         let region = Region {

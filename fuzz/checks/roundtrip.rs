@@ -180,14 +180,14 @@ pub fn check_roundtrip(data: &[u8]) {
         assert_eq!(gk, wk);
         assert!(meta_bits_eq(gv, wv), "`{wk}`: wrote {wv:?}, read {gv:?}");
     }
-    assert_eq!(f.tensors().len(), tensors.len(), "tensor count");
-    for (t, (name, dims, ty, bytes)) in f.tensors().iter().zip(&tensors) {
+    assert_eq!(f.tensor_count(), tensors.len(), "tensor count");
+    for (t, (name, dims, ty, bytes)) in f.tensors().zip(&tensors) {
         assert_eq!(&t.name, name);
         assert_eq!(&t.dims, dims);
         assert_eq!(t.ty, *ty);
         assert_eq!(t.offset % u64::from(alignment), 0);
         let data = f
-            .tensor_data(t)
+            .tensor_data(&t)
             .unwrap_or_else(|e| panic!("tensor `{name}`: {e}"));
         assert_eq!(&*data, &bytes[..], "tensor `{name}` data");
     }

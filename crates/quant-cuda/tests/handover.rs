@@ -289,9 +289,8 @@ fn into_raw_outlives_the_tensor_and_memory_returns_after_50_tensors() {
     let names: Vec<String> = loader
         .file()
         .tensors()
-        .iter()
         .filter(|t| t.ty.geometry().is_some_and(|g| g.is_quantized()))
-        .map(|t| t.name.clone())
+        .map(|t| t.name)
         .collect();
     assert!(names.len() >= 5, "{names:?}");
     let free = |what: &str| -> usize {

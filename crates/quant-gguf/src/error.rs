@@ -211,6 +211,24 @@ pub enum GgufError {
         tensor_index: u64,
     },
 
+    /// The tensor infos before tensor `tensor_index` already take 4 GiB of the header, more
+    /// than the reader's table indexes (it keeps 32-bit positions; 4 GiB of tensor infos is
+    /// over 100 million tensors).
+    #[error(
+        "{}: tensor #{tensor_index}: the tensor infos before it take {len} bytes, more than \
+         the {} bytes the reader indexes",
+        path.display(),
+        u32::MAX
+    )]
+    TensorInfosTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Position of the first tensor info that starts past the limit, from 0.
+        tensor_index: u64,
+        /// Bytes the tensor infos before it take.
+        len: u64,
+    },
+
     /// `general.alignment` is present but not a `u32`.
     #[error("{}: field `general.alignment`: must be a u32, found {found}", path.display())]
     AlignmentNotU32 {
@@ -572,6 +590,7 @@ impl GgufError {
             | BadTensorName { path, .. }
             | DuplicateKey { path, .. }
             | DuplicateTensor { path, .. }
+            | TensorInfosTooLarge { path, .. }
             | AlignmentNotU32 { path, .. }
             | BadAlignment { path, .. }
             | BadDimCount { path, .. }

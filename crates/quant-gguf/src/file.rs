@@ -4,15 +4,17 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use quant_core::GgmlType;
 
-use crate::parse::{needs_more_bytes, parse_header, parse_header_in_memory, tensor_span, Header};
+use crate::parse::{bytes_wanted, parse_header, parse_header_in_memory, tensor_span, Header};
+use crate::table::{TensorNames, TensorTable, Tensors};
 use crate::{GgufError, MetaValue};
 
-/// Bytes an unmapped open reads first to parse the header; it doubles the prefix while the
+/// Bytes an unmapped open reads first to parse the header; it grows the prefix while the
 /// header runs past it.
 pub(crate) const FIRST_PREFIX: u64 = 1 << 20;
 
@@ -24,10 +26,11 @@ pub struct OpenOptions {
     /// docs on `SIGBUS`).
     ///
     /// Unmapped, the open reads only the header: a prefix of 1 MiB (or the whole file if
-    /// smaller), doubled until the header fits in it. The prefix is freed once parsed; the
-    /// [`GgufFile`] keeps the file open and reads tensor bytes on demand
-    /// ([`GgufFile::tensor_data`], [`GgufFile::read_tensor_at`]), so it holds none of the
-    /// file in memory ([`GgufFile::resident_bytes`] is 0).
+    /// smaller), grown until the header fits in it. Once parsed, the prefix is cut down in
+    /// place to the header's tensor infos, which the [`GgufFile`] keeps (its tensor table);
+    /// it keeps the file open and reads tensor bytes on demand ([`GgufFile::tensor_data`],
+    /// [`GgufFile::read_tensor_at`]), so it holds no tensor data in memory
+    /// ([`GgufFile::resident_bytes`] is the tensor infos' bytes).
     pub mmap: bool,
 }
 
@@ -46,6 +49,10 @@ impl Default for OpenOptions {
 }
 
 /// One tensor's description from the header, checked against the file.
+///
+/// A value built when asked for ([`GgufFile::tensors`], [`GgufFile::tensor`],
+/// [`GgufFile::tensor_at`]) from the compact table the file keeps, so holding one does not
+/// borrow the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
     /// Tensor name (`"blk.0.attn_q.weight"`).
@@ -69,8 +76,9 @@ enum Storage {
     Mapped(Mmap),
     /// The whole file in memory ([`GgufFile::from_bytes`]).
     Owned(Vec<u8>),
-    /// The file, open, read on demand with positioned reads.
-    Unmapped(File),
+    /// The file, open, read on demand with positioned reads, and a copy of its header's tensor
+    /// infos (the bytes the tensor table reads).
+    Unmapped { file: File, infos: Box<[u8]> },
 }
 
 /// An opened GGUF v2/v3 file whose header has been read and fully checked.
@@ -79,6 +87,10 @@ enum Storage {
 /// row, an aligned offset and data that lies wholly inside the file (as long as it was when
 /// opened), so [`tensor_data`](Self::tensor_data) fails for them only if reading an unmapped
 /// file fails.
+///
+/// The tensor infos are kept compactly: the header's bytes for them (in the mapping, the
+/// buffer, or for an unmapped file a copy of just those bytes) and 8 bytes per tensor, about
+/// the header's size in all; [`TensorInfo`]s are built from them when asked for.
 pub struct GgufFile {
     path: PathBuf,
     storage: Storage,
@@ -87,8 +99,9 @@ pub struct GgufFile {
     alignment: u32,
     metadata: Vec<(String, MetaValue)>,
     meta_index: HashMap<String, usize>,
-    tensors: Vec<TensorInfo>,
-    tensor_index: HashMap<String, usize>,
+    tensors: TensorTable,
+    /// Where the tensor infos lie in the mapping or buffer (`0..len` of an unmapped file's copy).
+    infos: Range<usize>,
     data_offset: u64,
 }
 
@@ -97,7 +110,7 @@ impl std::fmt::Debug for GgufFile {
         let storage = match self.storage {
             Storage::Mapped(_) => "mapped",
             Storage::Owned(_) => "in memory",
-            Storage::Unmapped(_) => "unmapped",
+            Storage::Unmapped { .. } => "unmapped",
         };
         f.debug_struct("GgufFile")
             .field("path", &self.path)
@@ -151,9 +164,12 @@ impl GgufFile {
     }
 
     /// The unmapped open: parses the header from a prefix of `first_prefix` bytes (or the whole
-    /// file if smaller), doubling it while the parse runs into its end, up to the whole file.
-    /// The last attempt sees the whole file, so it gives exactly the error an in-memory parse
-    /// gives; nothing is read or allocated beyond the file's length.
+    /// file if smaller), growing it while the parse runs into its end, up to the whole file: to
+    /// at least the bytes the failed parse says it lacks, and by half at least, so a header
+    /// of `H` bytes is read from a prefix of at most about `1.5 × H` (or the file). The last
+    /// attempt sees the whole file, so it gives exactly the error an in-memory parse gives;
+    /// nothing is read or allocated beyond the file's length. Once parsed, the prefix is cut
+    /// down in place to the header's tensor infos, which the file keeps.
     pub(crate) fn open_unmapped(
         file: File,
         file_len: u64,
@@ -181,16 +197,14 @@ impl GgufFile {
             read_exact_at(&file, &mut buf[have..], have as u64).map_err(|e| io(eof_hint(e)))?;
             match parse_header(&buf, file_len, path) {
                 Ok(h) => {
-                    return Ok(Self::from_header(
-                        h,
-                        Storage::Unmapped(file),
-                        file_len,
-                        path,
-                    ))
+                    let infos = keep_only(buf, &h.infos);
+                    let storage = Storage::Unmapped { file, infos };
+                    return Ok(Self::from_header(h, storage, file_len, path));
                 }
-                Err(e) if want < cap && needs_more_bytes(&e) => {
-                    want = want.saturating_mul(2).min(cap);
-                }
+                Err(e) if want < cap => match bytes_wanted(&e, want) {
+                    Some(need) => want = need.max(want.saturating_add(want / 2)).min(cap),
+                    None => return Err(e),
+                },
                 Err(e) => return Err(e),
             }
         }
@@ -205,6 +219,11 @@ impl GgufFile {
     }
 
     fn from_header(h: Header, storage: Storage, file_len: u64, path: &Path) -> GgufFile {
+        let infos = match &storage {
+            Storage::Unmapped { infos, .. } => 0..infos.len(),
+            // The section lies inside the mapping or buffer, whose length is a usize.
+            Storage::Mapped(_) | Storage::Owned(_) => h.infos.start as usize..h.infos.end as usize,
+        };
         GgufFile {
             path: path.to_path_buf(),
             storage,
@@ -214,7 +233,7 @@ impl GgufFile {
             metadata: h.metadata,
             meta_index: h.meta_index,
             tensors: h.tensors,
-            tensor_index: h.tensor_index,
+            infos,
             data_offset: h.data_offset,
         }
     }
@@ -244,14 +263,43 @@ impl GgufFile {
         self.meta_index.get(key).map(|&i| &self.metadata[i].1)
     }
 
-    /// All tensor infos, in file order.
-    pub fn tensors(&self) -> &[TensorInfo] {
-        &self.tensors
+    /// Number of tensors.
+    pub fn tensor_count(&self) -> usize {
+        self.tensors.len()
     }
 
-    /// One tensor's info, by name.
-    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    /// All tensor infos, in file order: an [`ExactSizeIterator`] that builds each
+    /// [`TensorInfo`] as it reaches it. Collect it for a list to index or hold on to.
+    pub fn tensors(&self) -> Tensors<'_> {
+        self.tensors.iter(self.info_bytes())
+    }
+
+    /// The names of all tensors, in file order, borrowed from the header: nothing is
+    /// allocated.
+    pub fn tensor_names(&self) -> TensorNames<'_> {
+        self.tensors.names(self.info_bytes())
+    }
+
+    /// One tensor's info, by name (a binary search over the names).
+    pub fn tensor(&self, name: &str) -> Option<TensorInfo> {
+        let i = self.tensors.find(self.info_bytes(), name)?;
+        self.tensor_at(i)
+    }
+
+    /// The info of the `index`th tensor in file order, from 0.
+    pub fn tensor_at(&self, index: usize) -> Option<TensorInfo> {
+        let e = self.tensors.entry(self.info_bytes(), index)?;
+        Some(e.to_info())
+    }
+
+    /// The header's tensor infos, as the table reads them.
+    fn info_bytes(&self) -> &[u8] {
+        let bytes: &[u8] = match &self.storage {
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+            Storage::Unmapped { infos, .. } => infos,
+        };
+        bytes.get(self.infos.clone()).unwrap_or_default()
     }
 
     /// A tensor's data: exactly `t.n_bytes` bytes.
@@ -270,7 +318,7 @@ impl GgufFile {
         match &self.storage {
             Storage::Mapped(m) => Ok(Cow::Borrowed(self.slice(m, t, start, t.n_bytes)?)),
             Storage::Owned(v) => Ok(Cow::Borrowed(self.slice(v, t, start, t.n_bytes)?)),
-            Storage::Unmapped(f) => {
+            Storage::Unmapped { file: f, .. } => {
                 let err = |source| self.read_err(t, start, t.n_bytes, source);
                 let n = usize::try_from(t.n_bytes).map_err(|_| {
                     err(io::Error::new(
@@ -324,7 +372,7 @@ impl GgufFile {
         match &self.storage {
             Storage::Mapped(m) => dst.copy_from_slice(self.slice(m, t, at, len)?),
             Storage::Owned(v) => dst.copy_from_slice(self.slice(v, t, at, len)?),
-            Storage::Unmapped(f) => {
+            Storage::Unmapped { file: f, .. } => {
                 read_exact_at(f, dst, at).map_err(|e| self.read_err(t, at, len, eof_hint(e)))?
             }
         }
@@ -333,7 +381,8 @@ impl GgufFile {
 
     /// The absolute start of `t`'s data, after checking that it lies inside the file.
     fn span(&self, t: &TensorInfo) -> Result<u64, GgufError> {
-        tensor_span(&self.path, t, self.data_offset, self.file_len)
+        let span = (t.offset, t.n_bytes);
+        tensor_span(&self.path, &t.name, span, self.data_offset, self.file_len)
     }
 
     /// `len` bytes of `bytes` (the whole file) from `start`, or an error for `t`.
@@ -388,14 +437,28 @@ impl GgufFile {
 
     /// Bytes of the file's contents that this `GgufFile` holds in its own memory: the whole
     /// buffer for [`from_bytes`](Self::from_bytes); 0 for a mapped file (its pages belong to
-    /// the page cache) and 0 for an unmapped one (the header prefix is freed once parsed and
-    /// tensor bytes are read on demand). The parsed metadata and tensor infos are not counted.
+    /// the page cache); for an unmapped one the header's tensor infos, which its tensor table
+    /// reads (the rest of the header prefix is let go once parsed, and tensor bytes are read
+    /// on demand). The parsed metadata and the table's own 8 bytes per tensor are not
+    /// counted.
     pub fn resident_bytes(&self) -> u64 {
         match &self.storage {
             Storage::Owned(v) => v.len() as u64,
-            Storage::Mapped(_) | Storage::Unmapped(_) => 0,
+            Storage::Unmapped { infos, .. } => infos.len() as u64,
+            Storage::Mapped(_) => 0,
         }
     }
+}
+
+/// The bytes of `range` in `buf`, moved to its start, the rest let go: the allocation shrinks
+/// in place, so the header is never held twice.
+fn keep_only(mut buf: Vec<u8>, range: &Range<u64>) -> Box<[u8]> {
+    // The range lies inside `buf`; the clamps only keep this free of panics.
+    let end = usize::try_from(range.end).map_or(buf.len(), |e| e.min(buf.len()));
+    let start = usize::try_from(range.start).map_or(end, |s| s.min(end));
+    buf.copy_within(start..end, 0);
+    buf.truncate(end - start);
+    buf.into_boxed_slice()
 }
 
 /// Gives "failed to fill whole buffer" a cause a reader can act on.
@@ -474,6 +537,12 @@ mod tests {
         GgufFile::open_unmapped(file, len, path, first)
     }
 
+    /// The bytes of `f`'s tensor infos as GGUF encodes them.
+    fn info_bytes(f: &GgufFile) -> u64 {
+        let one = |t: TensorInfo| 8 + t.name.len() as u64 + 4 + 8 * t.dims.len() as u64 + 12;
+        f.tensors().map(one).sum()
+    }
+
     fn golden(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/data")
@@ -498,22 +567,25 @@ mod tests {
         assert_eq!(mapped.path(), path);
         for f in [&mapped, &read] {
             let t = f.tensor("a").unwrap();
-            assert_eq!(*f.tensor_data(t).unwrap(), (0..64u8).collect::<Vec<_>>());
+            assert_eq!(*f.tensor_data(&t).unwrap(), (0..64u8).collect::<Vec<_>>());
             assert_eq!(f.get("general.name").unwrap().as_str(), Some("unit"));
             assert_eq!(f.version(), 3);
             assert_eq!(f.alignment(), 32);
             assert_eq!(f.data_offset() % 32, 0);
         }
         assert!(matches!(
-            mapped.tensor_data(mapped.tensor("a").unwrap()).unwrap(),
+            mapped.tensor_data(&mapped.tensor("a").unwrap()).unwrap(),
             Cow::Borrowed(_)
         ));
         assert!(matches!(
-            read.tensor_data(read.tensor("a").unwrap()).unwrap(),
+            read.tensor_data(&read.tensor("a").unwrap()).unwrap(),
             Cow::Owned(_)
         ));
         assert_eq!(mapped.metadata(), read.metadata());
-        assert_eq!(mapped.tensors(), read.tensors());
+        assert_eq!(
+            mapped.tensors().collect::<Vec<_>>(),
+            read.tensors().collect::<Vec<_>>()
+        );
         assert_eq!(mapped.file_len(), read.file_len());
     }
 
@@ -532,7 +604,8 @@ mod tests {
             let mapped = GgufFile::open(&path).unwrap();
             let read = unmapped(&path);
             let mem = GgufFile::from_bytes(std::fs::read(&path).unwrap(), &path).unwrap();
-            assert_eq!(read.resident_bytes(), 0);
+            assert_eq!(read.resident_bytes(), info_bytes(&mapped));
+            assert!(read.resident_bytes() < read.data_offset());
             assert_eq!(mapped.resident_bytes(), 0);
             assert_eq!(mem.resident_bytes(), mem.file_len());
             for f in [&read, &mem] {
@@ -541,15 +614,18 @@ mod tests {
                 assert_eq!(f.data_offset(), mapped.data_offset());
                 assert_eq!(f.file_len(), mapped.file_len());
                 assert_eq!(f.metadata(), mapped.metadata());
-                assert_eq!(f.tensors(), mapped.tensors());
+                assert_eq!(
+                    f.tensors().collect::<Vec<_>>(),
+                    mapped.tensors().collect::<Vec<_>>()
+                );
                 for t in mapped.tensors() {
-                    let want = mapped.tensor_data(t).unwrap();
+                    let want = mapped.tensor_data(&t).unwrap();
                     assert_eq!(want.len() as u64, t.n_bytes);
-                    assert_eq!(f.tensor_data(t).unwrap(), want, "{}", t.name);
+                    assert_eq!(f.tensor_data(&t).unwrap(), want, "{}", t.name);
                     // The middle third, through read_tensor_at.
                     let (a, b) = (t.n_bytes / 3, 2 * t.n_bytes / 3);
                     let mut piece = vec![0u8; (b - a) as usize];
-                    f.read_tensor_at(t, a, &mut piece).unwrap();
+                    f.read_tensor_at(&t, a, &mut piece).unwrap();
                     assert_eq!(piece, want[a as usize..b as usize], "{}", t.name);
                 }
             }
@@ -558,7 +634,7 @@ mod tests {
     }
 
     #[test]
-    fn unmapped_open_holds_no_file_bytes() {
+    fn unmapped_open_holds_only_the_tensor_infos() {
         // 8 MiB of tensor data behind a header of a few hundred bytes.
         let mut w = GgufWriter::new();
         w.add_tensor(
@@ -572,13 +648,14 @@ mod tests {
         let path = dir.path().join("big.gguf");
         w.write_file(&path).unwrap();
         let f = unmapped(&path);
-        assert_eq!(f.resident_bytes(), 0);
+        // The one tensor info: name (8 + 3), n_dims (4), one dim (8), type (4), offset (8).
+        assert_eq!(f.resident_bytes(), 35);
         assert!(f.file_len() > 8 << 20);
         let t = f.tensor("big").unwrap();
         let mut tail = [0u8; 16];
-        f.read_tensor_at(t, t.n_bytes - 16, &mut tail).unwrap();
+        f.read_tensor_at(&t, t.n_bytes - 16, &mut tail).unwrap();
         assert_eq!(tail, [7; 16]);
-        assert_eq!(f.resident_bytes(), 0);
+        assert_eq!(f.resident_bytes(), 35);
         let from_memory = GgufFile::from_bytes(std::fs::read(&path).unwrap(), "m").unwrap();
         assert_eq!(from_memory.resident_bytes(), f.file_len());
     }
@@ -603,13 +680,20 @@ mod tests {
         assert_eq!(f.get("big"), Some(&big));
         assert_eq!(f.get("long"), Some(&long));
         let t = f.tensor("t").unwrap();
-        assert_eq!(*f.tensor_data(t).unwrap(), [9; 32]);
-        assert_eq!(f.tensors(), GgufFile::open(&path).unwrap().tensors());
+        assert_eq!(*f.tensor_data(&t).unwrap(), [9; 32]);
+        let mapped = GgufFile::open(&path).unwrap();
+        assert_eq!(
+            f.tensors().collect::<Vec<_>>(),
+            mapped.tensors().collect::<Vec<_>>()
+        );
         // From tiny prefixes too.
         for first in [1, 4, 5, 100, 4096] {
             let g = open_prefix(&path, first).unwrap();
             assert_eq!(g.metadata(), f.metadata());
-            assert_eq!(g.tensors(), f.tensors());
+            assert_eq!(
+                g.tensors().collect::<Vec<_>>(),
+                f.tensors().collect::<Vec<_>>()
+            );
         }
     }
 
@@ -652,11 +736,11 @@ mod tests {
         for f in [&mem, &GgufFile::open(&path).unwrap(), &unmapped(&path)] {
             let t = f.tensor("a").unwrap();
             let mut dst = [0u8; 8];
-            f.read_tensor_at(t, 56, &mut dst).unwrap();
+            f.read_tensor_at(&t, 56, &mut dst).unwrap();
             assert_eq!(dst, [56, 57, 58, 59, 60, 61, 62, 63]);
-            f.read_tensor_at(t, 64, &mut []).unwrap();
+            f.read_tensor_at(&t, 64, &mut []).unwrap();
             for offset in [57, 64, u64::MAX - 3] {
-                let e = f.read_tensor_at(t, offset, &mut dst).unwrap_err();
+                let e = f.read_tensor_at(&t, offset, &mut dst).unwrap_err();
                 assert!(matches!(e, GgufError::TensorRead { .. }), "{e}");
                 assert!(e.to_string().contains("outside the tensor"), "{e}");
             }
@@ -717,42 +801,45 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
+                    #![proptest_config(ProptestConfig::with_cases(256))]
 
-            /// Corrupted headers opened unmapped from prefixes of any size give exactly what
-            /// the in-memory parse of the whole file gives: the same header, or the same error
-            /// (same message, whatever prefix it was first met in).
-            #[test]
-            fn any_prefix_gives_the_whole_file_result(
-                edits in prop::collection::vec((0usize..2496, any::<u8>()), 0..8),
-                first in 1u64..3000,
-                cut in prop::option::of(0usize..44032),
-            ) {
-                let mut bytes = all_types().to_vec();
-                for (at, b) in edits {
-                    bytes[at] = b;
-                }
-                if let Some(cut) = cut {
-                    bytes.truncate(cut);
-                }
-                let dir = tempfile::tempdir().unwrap();
-                let path = dir.path().join("p.gguf");
-                std::fs::write(&path, &bytes).unwrap();
-                let whole = GgufFile::from_bytes(bytes, &path);
-                let streamed = open_prefix(&path, first);
-                match (whole, streamed) {
-                    (Ok(w), Ok(s)) => {
-                        prop_assert_eq!(w.metadata(), s.metadata());
-                        prop_assert_eq!(w.tensors(), s.tensors());
-                        prop_assert_eq!(w.data_offset(), s.data_offset());
-                        for t in w.tensors() {
-                            prop_assert_eq!(w.tensor_data(t).unwrap(), s.tensor_data(t).unwrap());
+                    /// Corrupted headers opened unmapped from prefixes of any size give exactly what
+                    /// the in-memory parse of the whole file gives: the same header, or the same error
+                    /// (same message, whatever prefix it was first met in).
+                    #[test]
+                    fn any_prefix_gives_the_whole_file_result(
+                        edits in prop::collection::vec((0usize..2496, any::<u8>()), 0..8),
+                        first in 1u64..3000,
+                        cut in prop::option::of(0usize..44032),
+                    ) {
+                        let mut bytes = all_types().to_vec();
+                        for (at, b) in edits {
+                            bytes[at] = b;
+                        }
+                        if let Some(cut) = cut {
+                            bytes.truncate(cut);
+                        }
+                        let dir = tempfile::tempdir().unwrap();
+                        let path = dir.path().join("p.gguf");
+                        std::fs::write(&path, &bytes).unwrap();
+                        let whole = GgufFile::from_bytes(bytes, &path);
+                        let streamed = open_prefix(&path, first);
+                        match (whole, streamed) {
+                            (Ok(w), Ok(s)) => {
+                                prop_assert_eq!(w.metadata(), s.metadata());
+                                prop_assert_eq!(
+        w.tensors().collect::<Vec<_>>(),
+        s.tensors().collect::<Vec<_>>()
+        );
+                                prop_assert_eq!(w.data_offset(), s.data_offset());
+                                for t in w.tensors() {
+                                    prop_assert_eq!(w.tensor_data(&t).unwrap(), s.tensor_data(&t).unwrap());
+                                }
+                            }
+                            (Err(w), Err(s)) => prop_assert_eq!(w.to_string(), s.to_string()),
+                            (w, s) => prop_assert!(false, "whole: {w:?}, streamed: {s:?}"),
                         }
                     }
-                    (Err(w), Err(s)) => prop_assert_eq!(w.to_string(), s.to_string()),
-                    (w, s) => prop_assert!(false, "whole: {w:?}, streamed: {s:?}"),
                 }
-            }
-        }
     }
 }

@@ -5,8 +5,10 @@
 //!
 //! * [`GgufFile`] opens a file (memory-mapped, zero-copy, or unmapped, reading only the header),
 //!   checks the whole header and every tensor's placement, and hands out metadata,
-//!   [`TensorInfo`]s and tensor bytes ([`GgufFile::tensor_data`], borrowed from the mapping or
-//!   read on demand; [`GgufFile::read_tensor_at`] into the caller's buffer).
+//!   [`TensorInfo`]s (built on demand from a compact table that costs about the tensor infos'
+//!   bytes in the file: [`GgufFile::tensors`], [`GgufFile::tensor`], [`GgufFile::tensor_at`],
+//!   [`GgufFile::tensor_names`]) and tensor bytes ([`GgufFile::tensor_data`], borrowed from the
+//!   mapping or read on demand; [`GgufFile::read_tensor_at`] into the caller's buffer).
 //! * [`GgufWriter`] writes GGUF v3 files (used by tests, fixtures and tools);
 //!   [`GgufStreamWriter`] writes the same bytes with tensor data streamed tensor by tensor, for
 //!   files larger than memory (`quant-synth`).
@@ -28,11 +30,12 @@
 //! header was checked against the file *as it was when opened*. For files that may change
 //! underneath (a download still in progress, a file being re-quantized in place), open with
 //! `OpenOptions { mmap: false }`. That reads only the header, with ordinary reads of a growing
-//! prefix (1 MiB, doubled until the header fits; the last try is the whole file, so a bad file
-//! gives the same error either way), and keeps the file open: tensor bytes are read on demand
-//! with positioned reads ([`GgufFile::tensor_data`] returns them owned,
-//! [`GgufFile::read_tensor_at`] fills a buffer of the caller's). Host memory stays bounded by
-//! the header and the tensor being read, whatever the file's size. A file that shrinks after
+//! prefix (1 MiB, grown until the header fits, to at most about 1.5 × the header; the last try
+//! is the whole file, so a bad file gives the same error either way), keeps of it only the
+//! tensor infos, and keeps the file open: tensor bytes are read on demand with positioned
+//! reads ([`GgufFile::tensor_data`] returns them owned, [`GgufFile::read_tensor_at`] fills a
+//! buffer of the caller's). Host memory stays bounded by the header and the tensor being read,
+//! whatever the file's size. A file that shrinks after
 //! opening then gives [`GgufError::TensorRead`], naming the tensor, instead of `SIGBUS`; a file
 //! rewritten in place at the same size is read as it now is.
 //! [`GgufWriter::write_file`] writes to a temporary file and renames it, so readers of files it
@@ -42,6 +45,7 @@
 mod error;
 mod file;
 mod parse;
+mod table;
 mod text;
 mod value;
 mod writer;
@@ -49,6 +53,7 @@ mod writer;
 pub use error::GgufError;
 pub use file::{GgufFile, OpenOptions, TensorInfo};
 pub use parse::{DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS};
+pub use table::{TensorNames, Tensors};
 pub use text::{is_unsafe_char, key_problem, tensor_name_problem, Escaped, MAX_TENSOR_NAME_BYTES};
 pub use value::{MetaArray, MetaType, MetaValue};
 pub use writer::{GgufStreamWriter, GgufWriter};

@@ -6,12 +6,14 @@
 //! allocated for it. Arrays nest at most [`MAX_ARRAY_DEPTH`] levels; that bounds the only
 //! recursion.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use quant_core::GgmlType;
 
-use crate::{GgufError, MetaArray, MetaType, MetaValue, TensorInfo};
+use crate::table::{parse_tensor_infos, TensorTable};
+use crate::{GgufError, MetaArray, MetaType, MetaValue};
 
 /// Deepest nesting of arrays inside one metadata value (an array of scalars is depth 1).
 pub const MAX_ARRAY_DEPTH: usize = 64;
@@ -66,6 +68,15 @@ impl<'a> Cursor<'a> {
     /// Bytes left from the current position.
     pub(crate) fn remaining(&self) -> u64 {
         (self.buf.len() - self.pos) as u64
+    }
+
+    /// The buffer from absolute offset `start` (at most the current position) to its end.
+    pub(crate) fn bytes_from(&self, start: u64) -> &'a [u8] {
+        let buf: &'a [u8] = self.buf;
+        usize::try_from(start)
+            .ok()
+            .and_then(|s| buf.get(s..))
+            .unwrap_or_default()
     }
 
     /// Takes `n` bytes, or reports `field` as cut short.
@@ -135,6 +146,11 @@ impl<'a> Cursor<'a> {
 
     /// A GGUF string: a `u64` length, then that many bytes of UTF-8.
     pub(crate) fn string(&mut self, field: &dyn Fn() -> String) -> Result<String> {
+        self.str_ref(field).map(str::to_owned)
+    }
+
+    /// A GGUF string, borrowed from the buffer.
+    pub(crate) fn str_ref(&mut self, field: &dyn Fn() -> String) -> Result<&'a str> {
         let len = self.u64(field)?;
         if len > self.remaining() {
             return Err(GgufError::StringTooLong {
@@ -147,7 +163,7 @@ impl<'a> Cursor<'a> {
         let offset = self.pos();
         let bytes = self.take(len, field)?;
         match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => Ok(s),
             Err(_) => Err(GgufError::InvalidUtf8 {
                 path: self.path(),
                 field: field(),
@@ -349,8 +365,9 @@ pub(crate) struct Header {
     pub alignment: u32,
     pub metadata: Vec<(String, MetaValue)>,
     pub meta_index: HashMap<String, usize>,
-    pub tensors: Vec<TensorInfo>,
-    pub tensor_index: HashMap<String, usize>,
+    pub tensors: TensorTable,
+    /// Where the tensor infos lie in the file: the section the table's positions count from.
+    pub infos: Range<u64>,
     pub data_offset: u64,
 }
 
@@ -365,7 +382,7 @@ pub(crate) fn parse_header_in_memory(buf: &[u8], path: &Path) -> Result<Header> 
 /// The header must lie inside `buf`: every count and length is checked against the bytes of
 /// `buf`, so a prefix too short for the header fails with [`GgufError::Truncated`],
 /// [`GgufError::CountTooLarge`] or [`GgufError::StringTooLong`] (see
-/// [`needs_more_bytes`]). Tensor placement is checked against `file_len`, the real length of
+/// [`bytes_wanted`]). Tensor placement is checked against `file_len`, the real length of
 /// the file. With the whole file (`buf.len() == file_len`) every error is final.
 pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Header> {
     debug_assert!(
@@ -452,62 +469,15 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
     };
 
     // Tensor infos, checked one by one as far as they can be without the data offset.
-    let mut tensors = Vec::with_capacity(tensor_count as usize);
-    let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
-    let mut names = HashSet::with_capacity(tensor_count as usize);
-    for i in 0..tensor_count {
-        let name = c.string(&|| format!("tensor #{i} name"))?;
-        if let Some(reason) = crate::tensor_name_problem(&name) {
-            return Err(GgufError::BadTensorName {
-                path: p(),
-                index: i,
-                name,
-                reason,
-            });
-        }
-        let field = |what: &str| format!("tensor #{i} `{name}` {what}");
-        let n_dims = c.u32(&|| field("n_dims"))?;
-        if n_dims == 0 || n_dims as usize > MAX_DIMS {
-            return Err(GgufError::BadDimCount {
-                path: p(),
-                tensor: name,
-                tensor_index: i,
-                n_dims,
-            });
-        }
-        let mut dims = Vec::with_capacity(n_dims as usize);
-        for d in 0..n_dims {
-            dims.push(c.u64(&|| field(&format!("dims[{d}]")))?);
-        }
-        let type_id = c.u32(&|| field("type"))?;
-        let offset = c.u64(&|| field("offset"))?;
-        if !names.insert(name.clone()) {
-            return Err(GgufError::DuplicateTensor {
-                path: p(),
-                tensor: name,
-                tensor_index: i,
-            });
-        }
-        let (n_elements, n_bytes) = tensor_size(path, &name, i, &dims, GgmlType(type_id))?;
-        tensor_index.insert(name.clone(), tensors.len());
-        tensors.push(TensorInfo {
-            name,
-            dims,
-            ty: GgmlType(type_id),
-            offset,
-            n_elements,
-            n_bytes,
-        });
-    }
+    let infos_start = c.pos();
+    let tensors = parse_tensor_infos(&mut c, tensor_count, path)?;
+    let header_end = c.pos();
 
     // The data section starts at the end of the header, rounded up to the alignment.
-    let header_end = c.pos();
     let align = u64::from(alignment);
     let data_offset = header_end.div_ceil(align) * align;
-    for (i, t) in tensors.iter().enumerate() {
-        check_placement(path, t, i as u64, data_offset, align, file_len)?;
-    }
-    check_no_overlap(path, &tensors)?;
+    let infos = c.bytes_from(infos_start);
+    tensors.check_placement(infos, path, data_offset, align, file_len)?;
 
     Ok(Header {
         version,
@@ -515,7 +485,7 @@ pub(crate) fn parse_header(buf: &[u8], file_len: u64, path: &Path) -> Result<Hea
         metadata,
         meta_index,
         tensors,
-        tensor_index,
+        infos: infos_start..header_end,
         data_offset,
     })
 }
@@ -606,99 +576,60 @@ pub(crate) fn tensor_size(
     Ok((n_elements, n_bytes))
 }
 
-/// Whether a header parse of a *prefix* of a file that failed with `e` may succeed, or fail
-/// differently, with more of the file: the errors that come from running into the end of the
-/// bytes given. Every other error depends only on bytes already read, and a check that passes
-/// on a prefix passes on any longer one, so it is the error the whole file gives.
-pub(crate) fn needs_more_bytes(e: &GgufError) -> bool {
-    matches!(
-        e,
-        GgufError::Truncated { .. }
-            | GgufError::CountTooLarge { .. }
-            | GgufError::StringTooLong { .. }
-    )
-}
-
-/// Checks that a tensor's offset is aligned and its data lies inside the file.
-fn check_placement(
-    path: &Path,
-    t: &TensorInfo,
-    index: u64,
-    data_offset: u64,
-    align: u64,
-    file_len: u64,
-) -> Result<()> {
-    if t.offset % align != 0 {
-        return Err(GgufError::MisalignedOffset {
-            path: path.to_path_buf(),
-            tensor: t.name.clone(),
-            tensor_index: index,
-            offset: t.offset,
-            alignment: align,
-        });
-    }
-    tensor_span(path, t, data_offset, file_len).map(|_| ())
-}
-
-/// Checks that no two tensors' data ranges overlap: sorted by start (then by file order), each
-/// must start at or after the furthest end seen so far. Every range is non-empty (no dimension
-/// is zero) and lies inside the file (checked before), so the ends do not overflow.
-fn check_no_overlap(path: &Path, tensors: &[TensorInfo]) -> Result<()> {
-    let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by_key(|&i| (tensors[i].offset, i));
-    // The tensor reaching furthest so far, and where it ends.
-    let mut reach: Option<(usize, u64)> = None;
-    for &i in &order {
-        let t = &tensors[i];
-        if let Some((j, end)) = reach {
-            if t.offset < end {
-                let f = &tensors[j];
-                return Err(GgufError::OverlappingTensors {
-                    path: path.to_path_buf(),
-                    first: f.name.clone(),
-                    first_start: f.offset,
-                    first_end: end,
-                    second: t.name.clone(),
-                    second_start: t.offset,
-                    second_end: t.offset + t.n_bytes,
-                });
-            }
+/// Whether a header parse of a *prefix* of `have` bytes that failed with `e` may succeed, or
+/// fail differently, with more of the file, and if so the fewest bytes that could get it past
+/// where it stopped: for the errors that come from running into the end of the bytes given.
+/// Every other error depends only on bytes already read, and a check that passes on a prefix
+/// passes on any longer one, so it is the error the whole file gives (`None`).
+pub(crate) fn bytes_wanted(e: &GgufError, have: u64) -> Option<u64> {
+    match *e {
+        GgufError::Truncated { offset, needed, .. } => Some(offset.saturating_add(needed)),
+        // `remaining` counts from the position to the limit the count had to fit by, which
+        // lies a fixed distance before the end of the bytes given.
+        GgufError::CountTooLarge {
+            count,
+            min_item_bytes,
+            remaining,
+            ..
+        } => Some(
+            (have.saturating_sub(remaining)).saturating_add(count.saturating_mul(min_item_bytes)),
+        ),
+        GgufError::StringTooLong { len, remaining, .. } => {
+            Some(have.saturating_sub(remaining).saturating_add(len))
         }
-        let end = t.offset + t.n_bytes;
-        if reach.map_or(true, |(_, e)| end > e) {
-            reach = Some((i, end));
-        }
+        _ => None,
     }
-    Ok(())
 }
 
-/// The absolute start of a tensor's data, after checking that its `n_bytes` bytes lie inside a
-/// file of `file_len` bytes whose data section starts at `data_offset`.
+/// The absolute start of a tensor's data, after checking that its `n_bytes` bytes from
+/// `offset` (relative to the data section at `data_offset`) lie inside a file of `file_len`
+/// bytes. `name` names the tensor in errors.
 pub(crate) fn tensor_span(
     path: &Path,
-    t: &TensorInfo,
+    name: &str,
+    (offset, n_bytes): (u64, u64),
     data_offset: u64,
     file_len: u64,
 ) -> Result<u64> {
     let p = || path.to_path_buf();
-    let start = match data_offset.checked_add(t.offset) {
+    let start = match data_offset.checked_add(offset) {
         Some(s) if s < file_len => s,
         _ => {
             return Err(GgufError::TensorBeyondFile {
                 path: p(),
-                tensor: t.name.clone(),
-                start: data_offset.saturating_add(t.offset),
+                tensor: name.to_owned(),
+                start: data_offset.saturating_add(offset),
                 file_len,
             })
         }
     };
-    match start.checked_add(t.n_bytes) {
+    match start.checked_add(n_bytes) {
         Some(end) if end <= file_len => Ok(start),
         end => Err(GgufError::TensorDataTruncated {
             path: p(),
-            tensor: t.name.clone(),
+            tensor: name.to_owned(),
             start,
-            n_bytes: t.n_bytes,
+            n_bytes,
             end: end.unwrap_or(u64::MAX),
             file_len,
         }),

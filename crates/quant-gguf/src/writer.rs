@@ -39,7 +39,7 @@ struct PendingTensor<'a> {
 /// let mut out = Vec::new();
 /// w.write_to(&mut out)?;
 /// let f = GgufFile::from_bytes(out, "doc.gguf")?;
-/// assert_eq!(&*f.tensor_data(f.tensor("t").unwrap())?, &bytes[..]);
+/// assert_eq!(&*f.tensor_data(&f.tensor("t").unwrap())?, &bytes[..]);
 /// # Ok::<(), quant_gguf::GgufError>(())
 /// ```
 pub struct GgufWriter<'a> {
@@ -309,7 +309,7 @@ impl<'a> GgufWriter<'a> {
 /// let mut s = GgufStreamWriter::new(Vec::new(), &spec, "doc.gguf")?;
 /// s.write_tensor(|w| w.write_all(&[0u8; 32]))?;
 /// let f = GgufFile::from_bytes(s.finish()?, "doc.gguf")?;
-/// assert_eq!(&*f.tensor_data(f.tensor("t").unwrap())?, &[0u8; 32][..]);
+/// assert_eq!(&*f.tensor_data(&f.tensor("t").unwrap())?, &[0u8; 32][..]);
 /// # Ok::<(), quant_gguf::GgufError>(())
 /// ```
 pub struct GgufStreamWriter<W: Write> {
@@ -578,7 +578,7 @@ mod tests {
         assert_eq!(bytes[8..24], [0u8; 16]);
         assert_eq!(bytes.len(), 24);
         let f = GgufFile::from_bytes(bytes, "empty.gguf").unwrap();
-        assert!(f.metadata().is_empty() && f.tensors().is_empty());
+        assert!(f.metadata().is_empty() && f.tensor_count() == 0);
         assert_eq!(f.data_offset(), 32);
     }
 
@@ -596,7 +596,7 @@ mod tests {
         assert_eq!(f.get(ALIGNMENT_KEY), Some(&MetaValue::U32(64)));
         assert_eq!(f.tensor("a").unwrap().offset, 0);
         assert_eq!(f.tensor("b").unwrap().offset, 64);
-        assert_eq!(*f.tensor_data(f.tensor("b").unwrap()).unwrap(), [2; 10]);
+        assert_eq!(*f.tensor_data(&f.tensor("b").unwrap()).unwrap(), [2; 10]);
         assert_eq!(f.file_len(), f.data_offset() + 128);
     }
 

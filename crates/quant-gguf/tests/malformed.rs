@@ -40,10 +40,13 @@ fn open_all_ways(bytes: Vec<u8>) -> Result<GgufFile, GgufError> {
             (Ok(m), Ok(f)) => {
                 assert_eq!(f.is_mapped(), mmap);
                 assert_eq!(m.metadata(), f.metadata());
-                assert_eq!(m.tensors(), f.tensors());
+                assert_eq!(
+                    m.tensors().collect::<Vec<_>>(),
+                    f.tensors().collect::<Vec<_>>()
+                );
                 assert_eq!(m.data_offset(), f.data_offset());
                 for t in m.tensors() {
-                    assert_eq!(m.tensor_data(t).unwrap(), f.tensor_data(t).unwrap());
+                    assert_eq!(m.tensor_data(&t).unwrap(), f.tensor_data(&t).unwrap());
                 }
             }
             (Err(m), Err(f)) => {
@@ -368,6 +371,80 @@ fn duplicate_keys_and_tensors() {
     names(&e, &["`w`"]);
 }
 
+/// A repeated tensor name is reported where a reader going info by info meets it: after the
+/// info that repeats it is read, before that info's size is checked and before anything wrong
+/// in a later info; the first repeat in file order, among several.
+#[test]
+fn a_repeated_tensor_name_is_reported_in_file_order() {
+    let dup = |e: &GgufError| match e {
+        GgufError::DuplicateTensor {
+            tensor,
+            tensor_index,
+            ..
+        } => Some((tensor.clone(), *tensor_index)),
+        _ => None,
+    };
+    // `b` repeated at #3 and `a` at #4: #3 is met first, whatever the names' order.
+    let mut b = B::header(3, 5, 0);
+    for (i, name) in ["b", "a", "c", "b", "a"].iter().enumerate() {
+        b.tensor(name, &[8], 0, 32 * i as u64);
+    }
+    b.pad(32).zeros(160);
+    assert_eq!(dup(&b.err()), Some(("b".into(), 3)));
+    // Before a bad dimension count, a bad type or a truncated info after it.
+    for tail in [
+        |b: &mut B| {
+            b.tensor("d", &[8; 5], 0, 64).pad(32).zeros(96);
+        },
+        |b: &mut B| {
+            b.tensor("d", &[8], 1000, 64).pad(32).zeros(96);
+        },
+        |b: &mut B| {
+            b.str(&[b'd'; 40]).u32(1);
+        },
+    ] {
+        let mut b = B::header(3, 3, 0);
+        b.tensor("w", &[8], 0, 0).tensor("w", &[8], 0, 32);
+        tail(&mut b);
+        assert_eq!(dup(&b.err()), Some(("w".into(), 1)));
+    }
+    // Before the repeating info's own size is checked (a type unknown), but after it is read
+    // (a dimension count out of range is met first).
+    let mut b = B::header(3, 2, 0);
+    b.tensor("w", &[8], 0, 0)
+        .tensor("w", &[8], 1000, 32)
+        .pad(32)
+        .zeros(64);
+    assert_eq!(dup(&b.err()), Some(("w".into(), 1)));
+    let mut b = B::header(3, 2, 0);
+    b.tensor("w", &[8], 0, 0)
+        .tensor("w", &[8; 5], 0, 32)
+        .pad(32)
+        .zeros(64);
+    let e = b.err();
+    assert!(
+        matches!(
+            e,
+            GgufError::BadDimCount {
+                tensor_index: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A name is compared whole: a prefix of another is no repeat.
+    let mut b = B::header(3, 3, 0);
+    b.tensor("w", &[8], 0, 0)
+        .tensor("w.1", &[8], 0, 32)
+        .tensor("", &[8], 0, 64)
+        .pad(32)
+        .zeros(96);
+    let f = b.open().unwrap();
+    assert_eq!(f.tensor("w.1").unwrap().offset, 32);
+    assert_eq!(f.tensor("").unwrap().offset, 64);
+    assert!(f.tensor("w.").is_none());
+}
+
 #[test]
 fn alignment_rules() {
     for bad in [0u32, 3, 48, u32::MAX] {
@@ -482,7 +559,7 @@ fn tensor_types() {
     let f = one_tensor(&[256], GgmlType::NVFP4.0, 0, 1024)
         .open()
         .unwrap();
-    assert_eq!(f.tensors()[0].n_bytes, 4 * 36);
+    assert_eq!(f.tensor_at(0).unwrap().n_bytes, 4 * 36);
 }
 
 #[test]
@@ -606,7 +683,7 @@ mod corruption {
             match open_all_ways(bytes) {
                 Ok(f) => {
                     for t in f.tensors() {
-                        prop_assert_eq!(f.tensor_data(t).unwrap().len() as u64, t.n_bytes);
+                        prop_assert_eq!(f.tensor_data(&t).unwrap().len() as u64, t.n_bytes);
                     }
                 }
                 Err(e) => prop_assert!(e.to_string().contains(NAME)),
@@ -685,7 +762,7 @@ fn writer_layouts_never_overlap() {
         let mut bytes = Vec::new();
         w.write_to(&mut bytes).unwrap();
         let f = open_all_ways(bytes).unwrap();
-        assert_eq!(f.tensors().len(), 5);
+        assert_eq!(f.tensor_count(), 5);
     }
 }
 
@@ -815,7 +892,7 @@ fn a_file_without_tensors_is_not_padded() {
         );
         let f = open_all_ways(bytes).unwrap();
         assert_eq!(f.alignment(), u64::from(align));
-        assert!(f.tensors().is_empty());
+        assert!(f.tensor_count() == 0);
     }
 }
 

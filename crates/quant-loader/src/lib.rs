@@ -111,7 +111,7 @@ impl GgufLoader {
     }
 
     /// A tensor's info, or an error naming the file and the tensor.
-    pub fn tensor(&self, name: &str) -> Result<&TensorInfo, LoadError> {
+    pub fn tensor(&self, name: &str) -> Result<TensorInfo, LoadError> {
         self.file.tensor(name).ok_or_else(|| LoadError::NoTensor {
             file: self.file.path().to_path_buf(),
             tensor: name.to_string(),
@@ -124,8 +124,8 @@ impl GgufLoader {
     pub fn tensor_raw(&self, name: &str) -> Result<Cow<'_, [u8]>, LoadError> {
         let t = self.tensor(name)?;
         let whole = plan::plan(t.ty, &t.dims, LoadAs::Native, None, Target::Host);
-        let spans = whole.map_err(|e| self.core().plan_err(t, e))?.spans;
-        self.core().read(t, &spans)
+        let spans = whole.map_err(|e| self.core().plan_err(&t, e))?.spans;
+        self.core().read(&t, &spans)
     }
 
     /// The registered format of a tensor; [`LoadError::IntegerTensor`] for an integer tensor
@@ -144,7 +144,7 @@ impl GgufLoader {
         region: Option<&Region>,
         target: Target,
     ) -> Result<TensorPlan, LoadError> {
-        self.core().plan(self.tensor(name)?, as_, region, target)
+        self.core().plan(&self.tensor(name)?, as_, region, target)
     }
 
     /// Dequantizes a tensor into host f32 with the chosen CPU path. An integer tensor is
@@ -152,9 +152,9 @@ impl GgufLoader {
     pub fn dequantize_to_host(&self, name: &str, path: CpuPath) -> Result<Vec<f32>, LoadError> {
         let t = self.tensor(name)?;
         let core = self.core();
-        let plan = core.plan(t, LoadAs::Values(OutputDType::F32), None, Target::Host)?;
-        let format = core.value_format(t)?;
-        let bytes = core.read(t, &plan.spans)?;
+        let plan = core.plan(&t, LoadAs::Values(OutputDType::F32), None, Target::Host)?;
+        let format = core.value_format(&t)?;
+        let bytes = core.read(&t, &plan.spans)?;
         cpu::dequantize_to_vec(format, &bytes, path).map_err(|source| LoadError::Core {
             file: self.file.path().to_path_buf(),
             tensor: t.name.clone(),
@@ -197,8 +197,8 @@ impl GgufLoader {
     ) -> Result<(DeviceTensor, TensorLoad), LoadError> {
         let t = self.tensor(name)?;
         let core = self.core();
-        let plan = core.plan(t, dtype.into(), region, Target::Device)?;
-        Serial { core, backend }.load(t, &plan)
+        let plan = core.plan(&t, dtype.into(), region, Target::Device)?;
+        Serial { core, backend }.load(&t, &plan)
     }
 
     /// Loads `region` of tensor `name` (the whole of it for `None`) into host memory with the
@@ -212,8 +212,8 @@ impl GgufLoader {
     ) -> Result<(HostTensor, TensorLoad), LoadError> {
         let t = self.tensor(name)?;
         let core = self.core();
-        let plan = core.plan(t, as_, region, Target::Host)?;
-        Host { core }.load(t, &plan)
+        let plan = core.plan(&t, as_, region, Target::Host)?;
+        Host { core }.load(&t, &plan)
     }
 
     /// Dequantizes tensor `name` into device memory the caller owns: its values as `dtype` land
@@ -235,8 +235,8 @@ impl GgufLoader {
     ) -> Result<TensorLoad, LoadError> {
         let t = self.tensor(name)?;
         let core = self.core();
-        let plan = core.plan(t, LoadAs::Values(dtype), None, Target::Caller)?;
-        IntoCaller { core, backend }.load(t, &plan, dst, dst_offset)
+        let plan = core.plan(&t, LoadAs::Values(dtype), None, Target::Caller)?;
+        IntoCaller { core, backend }.load(&t, &plan, dst, dst_offset)
     }
 
     /// [`GgufLoader::dequantize_into`] for an engine's raw device pointer: `len` bytes at `ptr`
@@ -259,7 +259,7 @@ impl GgufLoader {
         let t = self.tensor(name)?;
         // SAFETY: forwarded from this function's contract.
         let mut dst = unsafe { backend.wrap_device_memory(ptr, len) }
-            .map_err(|e| self.core().gpu_err(t, backend, e))?;
+            .map_err(|e| self.core().gpu_err(&t, backend, e))?;
         self.dequantize_into(name, backend, &mut dst, 0, dtype)
     }
 
@@ -282,7 +282,7 @@ impl GgufLoader {
         opts: &PipelineOptions,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Loaded<DeviceTensor>, LoadError> {
-        let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
+        let all: Vec<TensorInfo> = self.file.tensors().collect();
         self.load_tensors(backend, &all, as_, (opts, None), progress)
     }
 
@@ -298,20 +298,35 @@ impl GgufLoader {
         progress: &mut dyn FnMut(&Progress),
         cancel: &AtomicBool,
     ) -> Result<Loaded<DeviceTensor>, LoadError> {
-        let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
+        let all: Vec<TensorInfo> = self.file.tensors().collect();
         self.load_tensors(backend, &all, as_, (opts, Some(cancel)), progress)
     }
 
     /// Plans `tensors` as `as_` into `target`.
     fn plan_all<'t>(
         &self,
-        tensors: &[&'t TensorInfo],
+        tensors: &'t [TensorInfo],
         as_: LoadAs,
         target: Target,
     ) -> Result<Vec<Job<'t>>, LoadError> {
         let core = self.core();
-        let plan = |t: &&'t TensorInfo| Ok((*t, core.plan(t, as_, None, target)?));
+        let plan = |t: &'t TensorInfo| Ok((t, core.plan(t, as_, None, target)?));
         tensors.iter().map(plan).collect()
+    }
+
+    /// The infos of the tensors at `indices` (positions in file order), or an error naming
+    /// one this file does not have.
+    fn tensors_at(&self, indices: &[usize]) -> Result<Vec<TensorInfo>, LoadError> {
+        let info = |&i: &usize| {
+            self.file.tensor_at(i).ok_or_else(|| LoadError::Options {
+                file: self.file.path().to_path_buf(),
+                reason: format!(
+                    "the placement names tensor #{i}; the file has {}",
+                    self.file.tensor_count()
+                ),
+            })
+        };
+        indices.iter().map(info).collect()
     }
 
     /// Loads `tensors` (of this file) onto one device: the body of [`GgufLoader::load_with`] and
@@ -319,7 +334,7 @@ impl GgufLoader {
     fn load_tensors(
         &self,
         backend: &dyn Backend,
-        tensors: &[&TensorInfo],
+        tensors: &[TensorInfo],
         as_: LoadAs,
         (opts, cancel): (&PipelineOptions, Option<&AtomicBool>),
         progress: &mut dyn FnMut(&Progress),
@@ -382,7 +397,7 @@ impl GgufLoader {
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<LoadReport, LoadError> {
         let start = Instant::now();
-        let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
+        let all: Vec<TensorInfo> = self.file.tensors().collect();
         let jobs = self.plan_all(&all, LoadAs::Native, Target::Device)?;
         let core = self.core();
         Pipelined {
@@ -423,13 +438,16 @@ impl GgufLoader {
                 ),
             });
         }
-        let all = self.file.tensors();
+        let shares: Vec<Vec<TensorInfo>> = placement
+            .devices
+            .iter()
+            .map(|d| self.tensors_at(&d.tensors))
+            .collect::<Result<_, _>>()?;
         std::thread::scope(|s| {
             let handles: Vec<_> = backends
                 .iter()
-                .zip(&placement.devices)
-                .map(|(b, d)| {
-                    let tensors: Vec<&TensorInfo> = d.tensors.iter().map(|&i| &all[i]).collect();
+                .zip(shares)
+                .map(|(b, tensors)| {
                     let load = move || {
                         let opts = (opts, None);
                         self.load_tensors(*b, &tensors, as_, opts, &mut |p| progress(p))
@@ -453,7 +471,7 @@ impl GgufLoader {
         progress: &mut dyn FnMut(&TensorLoad),
     ) -> Result<Loaded<HostTensor>, LoadError> {
         let start = Instant::now();
-        let all: Vec<&TensorInfo> = self.file.tensors().iter().collect();
+        let all: Vec<TensorInfo> = self.file.tensors().collect();
         let host = Host { core: self.core() };
         let mut tensors = Vec::with_capacity(all.len());
         let mut rows = Vec::with_capacity(all.len());

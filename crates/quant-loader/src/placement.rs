@@ -85,8 +85,8 @@ impl Placement {
             .collect();
 
         let mut layers: BTreeMap<u32, (u64, Vec<usize>)> = BTreeMap::new();
-        for (i, t) in file.tensors().iter().enumerate() {
-            let bytes = device_bytes(t, as_);
+        for (i, t) in file.tensors().enumerate() {
+            let bytes = device_bytes(&t, as_);
             match layer_of(&t.name) {
                 Some(l) => {
                     let e = layers.entry(l).or_default();
@@ -210,7 +210,7 @@ mod tests {
         let names = |d: &DevicePlacement| -> Vec<String> {
             d.tensors
                 .iter()
-                .map(|&i| f.tensors()[i].name.clone())
+                .map(|&i| f.tensor_at(i).unwrap().name)
                 .collect()
         };
         let n0 = names(&p.devices[0]);
@@ -232,13 +232,13 @@ mod tests {
                 d.bytes,
                 d.tensors
                     .iter()
-                    .map(|&i| device_bytes(&f.tensors()[i], F32))
+                    .map(|&i| device_bytes(&f.tensor_at(i).unwrap(), F32))
                     .sum::<u64>()
             );
         }
         assert_eq!(
             p.devices.iter().map(|d| d.tensors.len()).sum::<usize>(),
-            f.tensors().len()
+            f.tensor_count()
         );
         // Equal devices split evenly (to within a layer).
         let p = Placement::plan(&f, &[mem(1 << 20), mem(1 << 20)], F32).unwrap();
@@ -283,9 +283,6 @@ mod tests {
         );
         // Native blocks are planned at their file size.
         let p = Placement::plan(&f, &[mem(1 << 30)], LoadAs::Native).unwrap();
-        assert_eq!(
-            p.bytes(),
-            f.tensors().iter().map(|t| t.n_bytes).sum::<u64>()
-        );
+        assert_eq!(p.bytes(), f.tensors().map(|t| t.n_bytes).sum::<u64>());
     }
 }

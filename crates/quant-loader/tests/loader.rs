@@ -62,7 +62,7 @@ fn load_all_runs_kernels_for_quantized_tensors_and_reports() {
     let b = backend(Mode::Works);
     let loaded = loader.load_all(&b, OutputDType::F16).unwrap();
     let report = &loaded.report;
-    assert_eq!(report.tensors.len(), loader.file().tensors().len());
+    assert_eq!(report.tensors.len(), loader.file().tensor_count());
     assert_eq!(loaded.tensors.len(), report.tensors.len());
     assert_eq!(report.fallbacks(), 0);
     for (t, info) in report.tensors.iter().zip(loader.file().tensors()) {
@@ -131,7 +131,6 @@ fn a_failing_kernel_falls_back_visibly_or_fails_under_deny() {
     let quantized = loader
         .file()
         .tensors()
-        .iter()
         .filter(|t| t.ty.geometry().is_some_and(|g| g.is_quantized()))
         .count();
     assert_eq!(report.fallbacks(), quantized);
@@ -189,7 +188,6 @@ fn missing_tensor_and_unsupported_type_name_the_file_and_tensor() {
     let t = all
         .file()
         .tensors()
-        .iter()
         .find(|t| t.ty.to_string() == "IQ4_XS")
         .unwrap();
     let err = all.dequantize_to_host(&t.name, CpuPath::Fast).unwrap_err();
@@ -215,7 +213,7 @@ fn a_file_that_changes_size_after_open_is_an_error_not_a_crash() {
             },
         )
         .unwrap();
-        let first = &loader.file().tensors()[0].name.clone();
+        let first = &loader.file().tensor_at(0).unwrap().name;
         loader.dequantize_to_host(first, CpuPath::Fast).unwrap();
 
         // Another "process" truncates the file to half its size.
@@ -291,7 +289,7 @@ fn a_file_rewritten_in_place_at_the_same_size_is_an_error_naming_it() {
             fallback: FallbackPolicy::Allow,
         };
         let loader = GgufLoader::open_with(&path, options).unwrap();
-        let t = loader.file().tensors()[0].clone();
+        let t = loader.file().tensor_at(0).unwrap();
         for (i, e) in errors_of_every_path(&loader, &t.name).iter().enumerate() {
             assert!(
                 e.is_none(),
@@ -342,12 +340,7 @@ fn sixteen_threads_loading_different_tensors_get_the_bits_of_a_serial_load() {
     let path = model().with_file_name("tiny-llama-q4_0.gguf");
     let serial = GgufLoader::open(&path).unwrap();
     let b = backend(Mode::Works);
-    let names: Vec<String> = serial
-        .file()
-        .tensors()
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
+    let names: Vec<String> = serial.file().tensor_names().map(str::to_owned).collect();
     let want: Vec<Vec<u8>> = names
         .iter()
         .map(|n| {

@@ -191,7 +191,7 @@ fn asking_for_floats_of_an_integer_tensor_is_an_error_naming_it() {
         );
         let info = loader.tensor(name).unwrap();
         assert!(matches!(
-            loader.format_of(info),
+            loader.format_of(&info),
             Err(LoadError::IntegerTensor { .. })
         ));
         // Their bytes, as stored, are there for whoever wants them.
@@ -222,12 +222,7 @@ fn a_host_load_keeps_integers_as_they_are() {
         let (outputs, report) = (&loaded.tensors, &loaded.report);
         check_rows(report, &loader, dtype, LoadPath::Cpu);
         let by_name = |n: &str| {
-            let i = loader
-                .file()
-                .tensors()
-                .iter()
-                .position(|t| t.name == n)
-                .unwrap();
+            let i = loader.file().tensors().position(|t| t.name == n).unwrap();
             (outputs[i].to_le_bytes(), &report.tensors[i])
         };
         for (name, _, bytes) in integer_bytes(&t) {

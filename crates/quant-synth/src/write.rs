@@ -203,7 +203,7 @@ mod tests {
             assert_eq!(calls.last(), Some(&p.total_bytes()), "{arch} {mix}");
             assert!(calls.windows(2).all(|w| w[0] < w[1]));
             let f = GgufFile::from_bytes(bytes.clone(), "tiny.gguf").unwrap();
-            assert_eq!(f.tensors().len(), p.tensors.len());
+            assert_eq!(f.tensor_count(), p.tensors.len());
             assert_eq!(f.get(SEED_KEY), Some(&MetaValue::U64(7)));
             for (k, v) in &p.metadata {
                 assert_eq!(f.get(k), Some(v), "{k}");
@@ -211,7 +211,7 @@ mod tests {
             for t in &p.tensors {
                 let info = f.tensor(&t.name).unwrap();
                 assert_eq!((info.ty, &info.dims), (t.ty, &t.dims), "{}", t.name);
-                let data = &*f.tensor_data(info).unwrap();
+                let data = &*f.tensor_data(&info).unwrap();
                 let fmt = quant_core::lookup(t.ty).unwrap();
                 let mut out = vec![0f32; t.n_elements as usize];
                 fmt.dequantize_reference(data, &mut out);
@@ -240,7 +240,7 @@ mod tests {
         let bytes = write_to(&p, Vec::new(), 1, &mut |_| {}, "big").unwrap();
         let f = GgufFile::from_bytes(bytes, "big.gguf").unwrap();
         let d = f
-            .tensor_data(f.tensor("token_embd.weight").unwrap())
+            .tensor_data(&f.tensor("token_embd.weight").unwrap())
             .unwrap();
         let c = CHUNK_TARGET;
         assert_ne!(d[..64], d[c..c + 64]);
@@ -254,7 +254,7 @@ mod tests {
         let p = plan(Arch::Llama, Size::TestTiny, Mix::Q4KM).unwrap();
         write(&p, &path, 3, &mut |_| {}).unwrap();
         let f = GgufFile::open(&path).unwrap();
-        assert_eq!(f.tensors().len(), p.tensors.len());
+        assert_eq!(f.tensor_count(), p.tensors.len());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         // A type without synthesis support is refused before anything is written.
         let mut bad = p.clone();

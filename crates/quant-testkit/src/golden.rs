@@ -82,7 +82,7 @@ pub fn check_golden(format: &dyn QuantFormat) -> Vec<String> {
         let gguf = GgufFile::open(&gguf_path).unwrap_or_else(|e| panic!("{e}"));
         let manifest = read_manifest(&manifest_path).unwrap_or_else(|e| panic!("{e}"));
         // Every tensor of this type in the file must be in the manifest ...
-        for t in gguf.tensors().iter().filter(|t| t.ty == format.ggml_type()) {
+        for t in gguf.tensors().filter(|t| t.ty == format.ggml_type()) {
             if !manifest.iter().any(|m| m.name == t.name) {
                 failures.push(format!("{file}:{}: no manifest line", t.name));
             }
@@ -102,7 +102,7 @@ pub fn check_golden(format: &dyn QuantFormat) -> Vec<String> {
                 continue;
             }
             let src = &*gguf
-                .tensor_data(t)
+                .tensor_data(&t)
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             let n = line.elements as usize;
 

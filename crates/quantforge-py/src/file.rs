@@ -54,7 +54,7 @@ impl File {
         })
     }
 
-    fn info<'a>(&self, loader: &'a GgufLoader, name: &str) -> Result<&'a TensorInfo, Error> {
+    fn info(&self, loader: &GgufLoader, name: &str) -> Result<TensorInfo, Error> {
         Ok(loader.tensor(name)?)
     }
 
@@ -109,7 +109,7 @@ fn load_all_host(
     let tensors = loader.file().tensors();
     let mut out = Vec::with_capacity(tensors.len());
     for t in tensors {
-        out.push((t.name.clone(), host::load(loader, t, as_, interrupt)?));
+        out.push((t.name.clone(), host::load(loader, &t, as_, interrupt)?));
         if let Some(bar) = bar {
             bar.inc(t.n_bytes);
         }
@@ -153,7 +153,7 @@ fn load_all_device(
     let tensors = loader.file().tensors();
     let mut out = Vec::with_capacity(tensors.len());
     for ((dt, row), t) in loaded.tensors.into_iter().zip(rows).zip(tensors) {
-        let tensor = Tensor::on_device(Arc::new(dt), backend.clone(), t, &row.path)
+        let tensor = Tensor::on_device(Arc::new(dt), backend.clone(), &t, &row.path)
             .map_err(|e| msg(loader, e))?;
         out.push((t.name.clone(), tensor));
     }
@@ -249,12 +249,7 @@ impl File {
     /// Tensor names, in file order.
     fn keys(&self) -> PyResult<Vec<String>> {
         let loader = self.loader()?;
-        Ok(loader
-            .file()
-            .tensors()
-            .iter()
-            .map(|t| t.name.clone())
-            .collect())
+        Ok(loader.file().tensor_names().map(str::to_owned).collect())
     }
 
     /// The metadata: GGUF key -> `str`, `int`, `float` or `bool`; arrays of numbers or booleans
@@ -296,7 +291,7 @@ impl File {
         let backend = self.backend_here()?;
         py.detach(|| {
             let t = loader.tensor(name)?;
-            load_one(&loader, backend.as_ref(), t, as_, &check_signals)
+            load_one(&loader, backend.as_ref(), &t, as_, &check_signals)
         })
         .map_err(|e| e.into_py(py))
     }
@@ -323,7 +318,7 @@ impl File {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         py.detach(|| -> Result<Vec<(String, Tensor)>, Error> {
-            let total: u64 = loader.file().tensors().iter().map(|t| t.n_bytes).sum();
+            let total: u64 = loader.file().tensors().map(|t| t.n_bytes).sum();
             let bar = progress.then(|| progress_bar(total, &label));
             let out = match &backend {
                 Some(b) => load_all_device(&loader, b, as_, bar.as_ref())?,
@@ -353,7 +348,7 @@ impl File {
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        Ok(self.loader()?.file().tensors().len())
+        Ok(self.loader()?.file().tensor_count())
     }
 
     fn __contains__(&self, name: &str) -> PyResult<bool> {

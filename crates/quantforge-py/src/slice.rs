@@ -46,7 +46,7 @@ pub(crate) fn _get_region(
             Target::Host
         };
         let plan = loader.plan(name, as_, Some(&region), target)?;
-        let shaped = with_dims(t, plan.shape.clone());
+        let shaped = with_dims(&t, plan.shape.clone());
         match &backend {
             Some(b) => {
                 let (dt, load) = loader.load_region(name, Some(&region), b.as_ref(), as_)?;

@@ -91,11 +91,15 @@ fn dequant_copies_integers_unchanged_and_rounds_f64() {
         "{err}"
     );
     let g = GgufFile::open(&out).unwrap();
-    let names: Vec<&str> = g.tensors().iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = g.tensor_names().collect();
     assert_eq!(names, ["rope.f64", "tok.ids", "mask", "norm.weight"]);
     let tensor = |name: &str| {
         let t = g.tensor(name).unwrap();
-        (t.ty, t.dims.clone(), g.tensor_data(t).unwrap().into_owned())
+        (
+            t.ty,
+            t.dims.clone(),
+            g.tensor_data(&t).unwrap().into_owned(),
+        )
     };
     assert_eq!(tensor("tok.ids"), (GgmlType::I32, vec![3, 2], f.i32));
     assert_eq!(tensor("mask"), (GgmlType::I8, vec![5], f.i8));

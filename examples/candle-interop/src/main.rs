@@ -74,9 +74,8 @@ fn run() -> Result<bool, Box<dyn Error>> {
         names = loader
             .file()
             .tensors()
-            .iter()
             .filter(|t| t.dims.len() == 2 && !t.ty.is_integer())
-            .map(|t| t.name.clone())
+            .map(|t| t.name)
             .collect();
     }
 

@@ -43,7 +43,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let backend = super::open_device(a.device)?;
 
     let selected: Vec<_> = if a.tensors.is_empty() {
-        file.tensors().iter().collect()
+        file.tensors().collect()
     } else {
         a.tensors
             .iter()
@@ -55,7 +55,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let mut todo = Vec::new();
     let mut kept = Vec::new();
     for t in selected {
-        match loader.format_of(t) {
+        match loader.format_of(&t) {
             Ok(_) => todo.push((t, false)),
             Err(LoadError::IntegerTensor { .. }) => {
                 kept.push(format!("{} ({})", Escaped(&t.name), t.ty));

@@ -74,7 +74,7 @@ fn write_text(out: &mut impl Write, a: &Args, f: &GgufFile) -> std::io::Result<(
         a.file.display(),
         f.version(),
         f.alignment(),
-        f.tensors().len(),
+        f.tensor_count(),
         f.metadata().len()
     )?;
     writeln!(out, "\nmetadata:")?;
@@ -106,7 +106,7 @@ fn write_text(out: &mut impl Write, a: &Args, f: &GgufFile) -> std::io::Result<(
             f.data_offset() + t.offset
         )?;
     }
-    let total: u64 = f.tensors().iter().map(|t| t.n_bytes).sum();
+    let total: u64 = f.tensors().map(|t| t.n_bytes).sum();
     writeln!(out, "\n  total tensor data: {}", super::human_bytes(total))
 }
 
@@ -191,7 +191,7 @@ struct Tensors<'a>(&'a GgufFile);
 impl Serialize for Tensors<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let f = self.0;
-        let mut seq = s.serialize_seq(Some(f.tensors().len()))?;
+        let mut seq = s.serialize_seq(Some(f.tensor_count()))?;
         for t in f.tensors() {
             seq.serialize_element(&Tensor {
                 bytes: t.n_bytes,

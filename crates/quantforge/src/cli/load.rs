@@ -106,7 +106,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let specs = quantforge::device::parse_list(&a.device)?;
     let loader = GgufLoader::open_with(&path, options)?;
-    let total: u64 = loader.file().tensors().iter().map(|t| t.n_bytes).sum();
+    let total: u64 = loader.file().tensors().map(|t| t.n_bytes).sum();
 
     if specs.len() > 1 {
         return run_placed(&a, &path, &loader, &specs, &pipe, total);

@@ -49,7 +49,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "tensor", "type", "elements", "differ"
     )?;
     for t in loader.file().tensors() {
-        let skipped = match loader.format_of(t) {
+        let skipped = match loader.format_of(&t) {
             Ok(_) => None,
             Err(LoadError::IntegerTensor { .. }) => {
                 kept += 1;
