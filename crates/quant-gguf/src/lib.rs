@@ -37,7 +37,10 @@
 //! buffer of the caller's). Host memory stays bounded by the header and the tensor being read,
 //! whatever the file's size. A file that shrinks after
 //! opening then gives [`GgufError::TensorRead`], naming the tensor, instead of `SIGBUS`; a file
-//! rewritten in place at the same size is read as it now is.
+//! rewritten in place at the same size is read as it now is. A mapped file's tensor infos are
+//! read from the mapping when asked for, so a header rewritten in place while mapped changes
+//! them too; each is decoded with bounds checks (no panic), and tensor bytes are still checked
+//! against the file's length.
 //! [`GgufWriter::write_file`] writes to a temporary file and renames it, so readers of files it
 //! writes never see them change.
 #![warn(missing_docs)]

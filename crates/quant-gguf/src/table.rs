@@ -419,3 +419,82 @@ impl DoubleEndedIterator for TensorNames<'_> {
 impl ExactSizeIterator for TensorNames<'_> {}
 
 impl FusedIterator for TensorNames<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_header_in_memory;
+    use crate::GgufWriter;
+    use std::borrow::Cow;
+
+    /// A file of F32 tensors of one value each, named `names` in that order.
+    fn file(names: &[&str]) -> Vec<u8> {
+        let mut w = GgufWriter::new();
+        for &name in names {
+            w.add_tensor(name, &[1], GgmlType::F32, Cow::Owned(vec![0; 4]))
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        w.write_to(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn tensors_are_found_by_name_and_position() {
+        let names = ["w.b", "", "w", "w.a", "\u{e9}", "a.z"];
+        let bytes = file(&names);
+        let h = parse_header_in_memory(&bytes, Path::new("t.gguf")).unwrap();
+        let section = &bytes[h.infos.start as usize..h.infos.end as usize];
+        let table = &h.tensors;
+        assert_eq!(table.len(), names.len());
+        assert!(table.names(section).eq(names.iter().copied()));
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(table.find(section, name), Some(i), "{name:?}");
+            let t = table.entry(section, i).unwrap().to_info();
+            assert_eq!((t.name.as_str(), t.dims, t.n_bytes), (*name, vec![1], 4));
+        }
+        for missing in ["w.", "w.c", "x", "a", "\u{e9}\u{e9}"] {
+            assert_eq!(table.find(section, missing), None, "{missing:?}");
+        }
+        assert!(table.entry(section, names.len()).is_none());
+        let all: Vec<TensorInfo> = table.iter(section).collect();
+        assert_eq!(all.len(), names.len());
+        let back: Vec<TensorInfo> = table.iter(section).rev().collect();
+        assert!(back.iter().rev().eq(all.iter()));
+        assert_eq!(table.iter(section).nth(2).unwrap().name, "w");
+    }
+
+    /// The bytes of a mapped file rewritten underneath need not check any more: whatever they
+    /// are, reading the table gives values, never a panic.
+    #[test]
+    fn bytes_that_no_longer_check_are_read_without_panicking() {
+        let bytes = file(&["a", "bb", "ccc"]);
+        let h = parse_header_in_memory(&bytes, Path::new("t.gguf")).unwrap();
+        let len = (h.infos.end - h.infos.start) as usize;
+        let mut rewritten = vec![
+            vec![0xff; len],
+            vec![0; len],
+            vec![0x80; len],
+            bytes[h.infos.start as usize..][..len / 2].to_vec(),
+            Vec::new(),
+        ];
+        // n_dims of the first info made huge, its name length past the end.
+        let mut odd = bytes[h.infos.start as usize..h.infos.end as usize].to_vec();
+        odd[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
+        rewritten.push(odd.clone());
+        odd[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        rewritten.push(odd);
+        for section in &rewritten {
+            let table = &h.tensors;
+            let all: Vec<TensorInfo> = table.iter(section).collect();
+            assert_eq!(all.len(), 3);
+            assert!(all.iter().all(|t| t.dims.len() <= MAX_DIMS));
+            assert_eq!(table.names(section).count(), 3);
+            for name in ["a", "bb", "ccc", ""] {
+                let _ = table.find(section, name);
+            }
+            let e = table.check_placement(section, Path::new("t.gguf"), 64, 32, 1 << 20);
+            let _ = e.map_err(|e| e.to_string());
+        }
+    }
+}
