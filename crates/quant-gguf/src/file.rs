@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use quant_core::GgmlType;
 
-use crate::parse::{bytes_wanted, parse_header, parse_header_in_memory, tensor_span, Header};
+use crate::parse::{bytes_wanted, parse_header, parse_header_in_memory, Header};
+use crate::size::tensor_span;
 use crate::table::{TensorNames, TensorTable, Tensors};
 use crate::{GgufError, MetaValue};
 

@@ -45,17 +45,21 @@
 //! writes never see them change.
 #![warn(missing_docs)]
 
+mod cursor;
 mod error;
 mod file;
 mod parse;
+mod size;
 mod table;
 mod text;
 mod value;
 mod writer;
 
+pub use cursor::MAX_ARRAY_DEPTH;
 pub use error::GgufError;
 pub use file::{GgufFile, OpenOptions, TensorInfo};
-pub use parse::{DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS};
+pub use parse::{DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT};
+pub use size::MAX_DIMS;
 pub use table::{TensorNames, Tensors};
 pub use text::{is_unsafe_char, key_problem, tensor_name_problem, Escaped, MAX_TENSOR_NAME_BYTES};
 pub use value::{MetaArray, MetaType, MetaValue};

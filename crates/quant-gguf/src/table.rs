@@ -13,7 +13,8 @@ use std::path::Path;
 
 use quant_core::GgmlType;
 
-use crate::parse::{tensor_size, Cursor, MAX_DIMS};
+use crate::cursor::Cursor;
+use crate::size::{tensor_size, tensor_span, MAX_DIMS};
 use crate::{GgufError, TensorInfo};
 
 type Result<T> = std::result::Result<T, GgufError>;
@@ -186,7 +187,7 @@ impl TensorTable {
                 });
             }
             let span = (e.offset, e.sizes().1);
-            crate::parse::tensor_span(path, e.name, span, data_offset, file_len)?;
+            tensor_span(path, e.name, span, data_offset, file_len)?;
         }
         self.check_no_overlap(section, path)
     }

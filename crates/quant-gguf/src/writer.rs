@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use quant_core::GgmlType;
 
-use crate::parse::{alignment_ok, tensor_size, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH};
+use crate::cursor::MAX_ARRAY_DEPTH;
+use crate::parse::{alignment_ok, DEFAULT_ALIGNMENT, MAGIC};
+use crate::size::tensor_size;
 use crate::{GgufError, MetaArray, MetaValue};
 
 const ALIGNMENT_KEY: &str = "general.alignment";
