@@ -348,6 +348,7 @@ impl Driver for CudaDriver {
 
     fn launch(
         &self,
+        queue: Queue,
         module: &Entries<ffi::Function>,
         dtype: OutputDType,
         plan: &LaunchPlan,
@@ -355,7 +356,7 @@ impl Driver for CudaDriver {
         dst: &mut ffi::DevMem,
     ) -> DriverResult<()> {
         self.device
-            .launch(module.get(dtype), plan, src, dst)
+            .launch(queue, module.get(dtype), plan, src, dst)
             .map_err(op(launch_op(plan)))
     }
 

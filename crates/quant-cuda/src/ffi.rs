@@ -85,6 +85,8 @@ pub(crate) struct Device {
     /// is its handle, kept alive by this and never destroyed here.
     engine_stream: Option<Arc<CudaStream>>,
     copy_stream: sys::CUstream,
+    /// The streams of [`Queue::Lane`]s, created on first use, index = lane.
+    lanes: parking_lot::Mutex<Vec<sys::CUstream>>,
     pool: Arc<EventPool>,
 }
 
@@ -123,15 +125,19 @@ unsafe impl Sync for Device {}
 impl Drop for Device {
     fn drop(&mut self) {
         if self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: the copy stream was created by `with_context`, and the compute stream too
-            // unless it is the caller's (which its `Arc<CudaStream>` destroys); each is
-            // destroyed once.
+            // SAFETY: the copy stream was created by `with_context`, the lanes by `stream_of`,
+            // and the compute stream too unless it is the caller's (which its `Arc<CudaStream>`
+            // destroys); each is destroyed once.
             unsafe {
                 let _ = cu::stream::synchronize(self.copy_stream);
                 let _ = cu::stream::synchronize(self.stream);
                 let _ = cu::stream::destroy(self.copy_stream);
                 if self.engine_stream.is_none() {
                     let _ = cu::stream::destroy(self.stream);
+                }
+                for lane in self.lanes.get_mut().drain(..) {
+                    let _ = cu::stream::synchronize(lane);
+                    let _ = cu::stream::destroy(lane);
                 }
             }
         }
@@ -202,6 +208,7 @@ impl Device {
             stream,
             engine_stream: engine,
             copy_stream,
+            lanes: parking_lot::Mutex::new(Vec::new()),
             pool,
         })
     }
@@ -288,11 +295,15 @@ impl Device {
                 "stream 0 is ambiguous: use 1 for the legacy default stream",
             ));
         }
-        let compute = self.record_on(Queue::Compute)?;
-        let copy = self.record_on(Queue::Copy)?;
+        let lanes = self.lanes.lock().len();
+        let queues = [Queue::Compute, Queue::Copy].into_iter();
+        let queues = queues.chain((0..lanes).map(|l| Queue::Lane(l as u16)));
+        let events = queues
+            .map(|q| self.record_on(q))
+            .collect::<Res<Vec<Event>>>()?;
         self.bind()?;
         let target = stream as sys::CUstream;
-        for e in [&compute, &copy] {
+        for e in &events {
             // SAFETY: the events are alive; the caller vouches for the stream. The wait captures
             // the event's state now, so returning the events to the pool afterwards is safe.
             unsafe {
@@ -307,11 +318,19 @@ impl Device {
         Ok(())
     }
 
-    fn stream_of(&self, queue: Queue) -> sys::CUstream {
-        match queue {
-            Queue::Compute => self.stream,
-            Queue::Copy => self.copy_stream,
+    /// The stream of `queue`; a lane's is created on its first use (non-blocking, as the copy
+    /// stream). The context must be bound to the calling thread.
+    fn stream_of(&self, queue: Queue) -> Res<sys::CUstream> {
+        let lane = match queue {
+            Queue::Compute => return Ok(self.stream),
+            Queue::Copy => return Ok(self.copy_stream),
+            Queue::Lane(lane) => usize::from(lane),
+        };
+        let mut lanes = self.lanes.lock();
+        while lanes.len() <= lane {
+            lanes.push(cu::stream::create(cu::stream::StreamKind::NonBlocking)?);
         }
+        Ok(lanes[lane])
     }
 
     /// Whether `host` is page-locked memory of this context, which [`Device::upload_async`]
@@ -358,7 +377,7 @@ impl Device {
         if len == 0 {
             return Ok(());
         }
-        let stream = self.stream_of(queue);
+        let stream = self.stream_of(queue)?;
         let event = self.event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?;
         // SAFETY: the device range lies inside the allocation (checked). The pinned source stays
         // alive and unwritten until the event recorded after the copy completes: `HostBuffer`
@@ -374,8 +393,9 @@ impl Device {
     /// An event after the work queued on `queue` so far.
     pub fn record_on(&self, queue: Queue) -> Res<Event> {
         let event = self.event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?;
+        let stream = self.stream_of(queue)?;
         // SAFETY: both handles are alive.
-        unsafe { cu::event::record(event.0, self.stream_of(queue))? };
+        unsafe { cu::event::record(event.0, stream)? };
         Ok(event)
     }
 
@@ -383,10 +403,11 @@ impl Device {
     pub fn wait_on(&self, queue: Queue, event: &Event) -> Res<()> {
         self.check_mem_ctx(&event.1)?;
         self.bind()?;
+        let stream = self.stream_of(queue)?;
         // SAFETY: both handles are alive; the wait is recorded by the driver.
         unsafe {
             cu::stream::wait_event(
-                self.stream_of(queue),
+                stream,
                 event.0,
                 sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
             )?
@@ -721,12 +742,16 @@ impl Device {
         Ok(())
     }
 
-    /// Waits for all queued work, on both streams (compute and copy).
+    /// Waits for all queued work, on every stream (compute, copy and the lanes).
     pub fn synchronize(&self) -> Res<()> {
         self.bind()?;
-        // SAFETY: both streams are alive.
+        let lanes = self.lanes.lock().clone();
+        // SAFETY: every stream is alive while `self` is.
         unsafe {
             cu::stream::synchronize(self.copy_stream)?;
+            for lane in lanes {
+                cu::stream::synchronize(lane)?;
+            }
             cu::stream::synchronize(self.stream)?;
         }
         Ok(())
@@ -756,14 +781,17 @@ impl Device {
     /// the device as an out-of-bounds pointer.
     pub fn launch(
         &self,
+        queue: Queue,
         function: &Function,
         plan: &LaunchPlan,
         src: &DevMem,
         dst: &mut DevMem,
     ) -> Res<()> {
-        // SAFETY: the compute stream is alive while `self` is, and the buffers are borrowed
+        self.bind()?;
+        let stream = self.stream_of(queue)?;
+        // SAFETY: the queue's stream is alive while `self` is, and the buffers are borrowed
         // from their owners, which free them only after the stream has finished with them.
-        unsafe { self.launch_on(function, plan, src, dst, self.stream) }
+        unsafe { self.launch_on(function, plan, src, dst, stream) }
     }
 
     /// [`Device::launch`] on `stream`, a stream of this context (or a sentinel the driver takes

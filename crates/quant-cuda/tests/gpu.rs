@@ -13,7 +13,7 @@ use quant_core::random_bytes;
 use quant_core::{GgmlType, OutputDType, QuantFormat};
 use quant_cuda::CudaBackend;
 use quant_gpu::testing::{expect_device, gpu_tests_enabled};
-use quant_gpu::{Backend, DeviceKind, GpuError};
+use quant_gpu::{Backend, DeviceKind, GpuError, Queue};
 use rayon::prelude::*;
 
 // Link the format crates so that their registrations exist.
@@ -459,6 +459,7 @@ fn launches_at_offsets_match_whole_buffers_and_need_alignment() {
     let mut ddst = be.alloc(dst_off + expected.len()).unwrap();
     be.fill(&mut ddst, POISON).unwrap();
     be.dequantize_at(
+        Queue::Compute,
         k,
         &dsrc,
         src_off,
@@ -481,12 +482,22 @@ fn launches_at_offsets_match_whole_buffers_and_need_alignment() {
 
     for (so, d_o) in [(src_off + 8, dst_off), (src_off, dst_off + 2)] {
         let e = be
-            .dequantize_at(k, &dsrc, so, 1, &mut ddst, d_o, OutputDType::F16)
+            .dequantize_at(
+                Queue::Compute,
+                k,
+                &dsrc,
+                so,
+                1,
+                &mut ddst,
+                d_o,
+                OutputDType::F16,
+            )
             .unwrap_err();
         assert!(matches!(e, GpuError::Misaligned { align: 16, .. }), "{e}");
     }
     let e = be
         .dequantize_at(
+            Queue::Compute,
             k,
             &dsrc,
             src_off + 16,
@@ -497,4 +508,48 @@ fn launches_at_offsets_match_whole_buffers_and_need_alignment() {
         )
         .unwrap_err();
     assert!(matches!(e, GpuError::BufferSize { .. }), "{e}");
+}
+
+#[test]
+fn a_lane_runs_its_copy_then_its_kernel_in_order() {
+    let Some(be) = backend("a_lane_runs_its_copy_then_its_kernel_in_order") else {
+        return;
+    };
+    let ty = GgmlType::Q4_K;
+    let k = format(ty).kernel().unwrap();
+    let n = 4096usize;
+    let expected = |src: &[u8]| {
+        cpu::encode_as(
+            &cpu_reference(ty, src, CpuPath::Reference),
+            OutputDType::F16,
+        )
+    };
+    // Eight lanes at once, each copying its own blocks from pinned memory and expanding them,
+    // with no fence between the copy and the kernel: the lane orders them.
+    let mut outs = Vec::new();
+    let mut hosts = Vec::new();
+    for lane in 0..8u16 {
+        let src = random_blocks(ty, n, 0x1A4E + u64::from(lane));
+        let mut host = be.alloc_host(src.len()).unwrap();
+        host.as_mut_slice().unwrap().copy_from_slice(&src);
+        let mut dsrc = be.alloc(src.len()).unwrap();
+        let mut ddst = be.alloc(expected(&src).len()).unwrap();
+        be.fill(&mut ddst, POISON).unwrap();
+        be.synchronize().unwrap();
+        let q = Queue::Lane(lane);
+        be.upload_async(q, &mut host, 0..src.len(), &mut dsrc, 0)
+            .unwrap();
+        be.dequantize_at(q, k, &dsrc, 0, n as u64, &mut ddst, 0, OutputDType::F16)
+            .unwrap();
+        outs.push((src, dsrc, ddst));
+        hosts.push(host);
+    }
+    be.synchronize().unwrap();
+    for (lane, (src, _, ddst)) in outs.iter().enumerate() {
+        let want = expected(src);
+        let mut got = vec![0u8; want.len()];
+        be.download(ddst, &mut got).unwrap();
+        let what = format!("lane {lane}");
+        assert_eq!(compare(OutputDType::F16, &want, &got, &what), 0);
+    }
 }

@@ -164,13 +164,14 @@ pub trait Backend: Send + Sync {
         fence.wait()
     }
 
-    /// [`Backend::dequantize`] on a sub-range: reads `n_blocks` blocks at `src[src_offset..]`
-    /// and writes their values at `dst[dst_offset..]`, on [`Queue::Compute`]. Offsets are in
-    /// bytes; the loader keeps them multiples of 256. Default: [`Backend::dequantize`] when both
-    /// offsets are 0, else [`GpuError::Unsupported`].
+    /// [`Backend::dequantize`] on a sub-range, queued on `queue`: reads `n_blocks` blocks at
+    /// `src[src_offset..]` and writes their values at `dst[dst_offset..]`. Offsets are in bytes;
+    /// the loader keeps them multiples of 256. Default: [`Backend::dequantize`] (which waits)
+    /// when both offsets are 0, else [`GpuError::Unsupported`].
     #[allow(clippy::too_many_arguments)]
     fn dequantize_at(
         &self,
+        queue: Queue,
         kernel: &'static KernelSpec,
         src: &Buffer,
         src_offset: usize,
@@ -179,6 +180,7 @@ pub trait Backend: Send + Sync {
         dst_offset: usize,
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
+        let _ = queue;
         if src_offset == 0 && dst_offset == 0 {
             self.dequantize(kernel, src, n_blocks, dst, dtype)
         } else {

@@ -184,10 +184,12 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// Builds or loads `spec`'s module for this device. Errors say which code object or source
     /// failed and why ([`GpuError::CodeObject`], [`GpuError::Compile`], [`GpuError::NoKernel`]).
     fn load_module(&self, spec: &'static KernelSpec) -> Result<Self::Module, GpuError>;
-    /// Queues one launch of `module`'s entry point for `dtype` as `plan` says, reading
-    /// `src[plan.src_range()]` and writing `dst[plan.dst_range()]`. The plan is not empty.
+    /// Queues one launch of `module`'s entry point for `dtype` on `queue` as `plan` says,
+    /// reading `src[plan.src_range()]` and writing `dst[plan.dst_range()]`. The plan is not
+    /// empty.
     fn launch(
         &self,
+        queue: Queue,
         module: &Self::Module,
         dtype: OutputDType,
         plan: &LaunchPlan,
@@ -315,7 +317,8 @@ impl<D: Driver> GpuBackend<D> {
         dtype: OutputDType,
         max_groups: Option<u32>,
     ) -> Result<(), GpuError> {
-        self.launch_range(kernel, (src, 0), n_blocks, (dst, 0), dtype, max_groups)
+        let grid = (Queue::Compute, max_groups);
+        self.launch_range(kernel, (src, 0), n_blocks, (dst, 0), dtype, grid)
     }
 
     /// The module of `spec`, built on the first use in this backend's scope.
@@ -362,7 +365,7 @@ impl<D: Driver> GpuBackend<D> {
         Buffer::new(Box::new(mem), info.kind, info.ordinal)
     }
 
-    /// A launch on the compute queue: `n_blocks` blocks at `src[src_offset..]` into
+    /// A launch on `queue`: `n_blocks` blocks at `src[src_offset..]` into
     /// `dst[dst_offset..]`, at most `max_groups` groups.
     fn launch_range(
         &self,
@@ -371,7 +374,7 @@ impl<D: Driver> GpuBackend<D> {
         n_blocks: u64,
         (dst, dst_offset): (&mut Buffer, usize),
         dtype: OutputDType,
-        max_groups: Option<u32>,
+        (queue, max_groups): (Queue, Option<u32>),
     ) -> Result<(), GpuError> {
         let src = self.mem(src, "dequantize")?;
         let dst = self.mem_mut(dst, "dequantize")?;
@@ -387,7 +390,7 @@ impl<D: Driver> GpuBackend<D> {
             None => plan,
         };
         self.driver
-            .launch(&module, dtype, &plan, src, dst)
+            .launch(queue, &module, dtype, &plan, src, dst)
             .map_err(launch_error(kernel, dtype))
     }
 
@@ -494,7 +497,8 @@ impl<D: Driver> Backend for GpuBackend<D> {
         dst: &mut Buffer,
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
-        self.launch_range(kernel, (src, 0), n_blocks, (dst, 0), dtype, None)
+        let grid = (Queue::Compute, None);
+        self.launch_range(kernel, (src, 0), n_blocks, (dst, 0), dtype, grid)
     }
 
     fn synchronize(&self) -> Result<(), GpuError> {
@@ -610,6 +614,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
 
     fn dequantize_at(
         &self,
+        queue: Queue,
         kernel: &'static KernelSpec,
         src: &Buffer,
         src_offset: usize,
@@ -624,7 +629,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
             n_blocks,
             (dst, dst_offset),
             dtype,
-            None,
+            (queue, None),
         )
     }
     fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
@@ -753,6 +758,7 @@ impl<T: DelegateBackend> Backend for T {
     }
     fn dequantize_at(
         &self,
+        queue: Queue,
         kernel: &'static KernelSpec,
         src: &Buffer,
         src_offset: usize,
@@ -761,8 +767,9 @@ impl<T: DelegateBackend> Backend for T {
         dst_offset: usize,
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
+        let at = (src_offset, dst_offset);
         self.delegate()
-            .dequantize_at(kernel, src, src_offset, n_blocks, dst, dst_offset, dtype)
+            .dequantize_at(queue, kernel, src, at.0, n_blocks, dst, at.1, dtype)
     }
     fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
         self.delegate().prepare_kernel(kernel)

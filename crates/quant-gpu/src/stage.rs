@@ -17,16 +17,22 @@ use std::ops::Range;
 
 use crate::GpuError;
 
-/// One of a backend's two in-order work queues (CUDA streams, HIP streams).
+/// One of a backend's in-order work queues (CUDA streams, HIP streams).
 ///
-/// Everything that is not an asynchronous upload runs on [`Queue::Compute`], the queue of the
-/// original [`Backend`](crate::Backend) methods.
+/// Everything that is not an asynchronous upload or a kernel queued by
+/// [`Backend::dequantize_at`](crate::Backend::dequantize_at) runs on [`Queue::Compute`], the
+/// queue of the original [`Backend`](crate::Backend) methods. Work on one queue runs in order;
+/// queues run beside each other, ordered only by fences.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Queue {
     /// Kernels, fills, device copies and the synchronous transfers.
     Compute,
-    /// Host-to-device copies of the pipeline.
+    /// Host-to-device copies.
     Copy,
+    /// A queue of its own, one of any number a backend creates on first use: the pipeline gives
+    /// each reader thread one, for its copies and its kernels, so that readers neither contend
+    /// for one queue nor need fences between their own copies and kernels.
+    Lane(u16),
 }
 
 /// A backend's host allocation behind a [`HostBuffer`]: page-locked where the backend has such

@@ -82,7 +82,8 @@ impl Default for LoaderOptions {
 /// How [`GgufLoader::load_with`](crate::GgufLoader::load_with) moves a model to a device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Strategy {
-    /// Through a ring of pinned staging slots, copies and kernels overlapping on two queues,
+    /// Through a ring of pinned staging slots, each reader's copies and kernels on a queue of its own
+    /// ([`Queue::Lane`](quant_gpu::Queue::Lane)), overlapping one another,
     /// where the backend has the primitives ([`Backend::async_primitives`]), else
     /// [`Strategy::Serial`].
     ///

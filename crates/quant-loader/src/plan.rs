@@ -8,7 +8,7 @@
 //! Only this module asks whether a type is an integer type or whether a format has a kernel;
 //! executors carry out plans and never decide.
 //!
-//! [`plan_batches`] packs the pieces of planned tensors into the pipeline's ring slots.
+//! `plan_batches` packs the pieces of planned tensors into the pipeline's ring slots.
 
 use std::ops::Range;
 

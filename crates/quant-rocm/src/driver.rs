@@ -59,10 +59,11 @@ struct Staging {
 
 /// One AMD GPU: its streams, event pool and staging buffers.
 ///
-/// Work runs on two streams: the compute stream ([`Queue::Compute`]: kernels, fills, device
-/// copies, `upload`, `download`) and the copy stream ([`Queue::Copy`]: the pipeline's
-/// asynchronous uploads); [`Driver::synchronize`] drains both. The compute stream is the
-/// driver's own or an engine's, which it uses and never destroys.
+/// Work runs on the compute stream ([`Queue::Compute`]: kernels, fills, device copies,
+/// `upload`, `download`), the copy stream ([`Queue::Copy`]: asynchronous uploads) and the
+/// streams of the lanes ([`Queue::Lane`], created on first use: a pipeline reader's copies and
+/// kernels); [`Driver::synchronize`] drains them all. The compute stream is the driver's own
+/// or an engine's, which it uses and never destroys.
 pub(crate) struct HipDriver {
     info: DeviceInfo,
     limits: DeviceLimits,
@@ -70,8 +71,25 @@ pub(crate) struct HipDriver {
     /// Synchronisation events for fences, reused.
     events: Arc<EventPool>,
     // The streams are dropped last: each synchronizes before it is destroyed.
+    lanes: Mutex<Vec<Arc<Stream>>>,
     copy_stream: Stream,
     pub(crate) stream: Stream,
+}
+
+/// The stream of a queue: one of the driver's two, or a lane's.
+enum QueueStream<'a> {
+    Own(&'a Stream),
+    Lane(Arc<Stream>),
+}
+
+impl std::ops::Deref for QueueStream<'_> {
+    type Target = Stream;
+    fn deref(&self) -> &Stream {
+        match self {
+            QueueStream::Own(s) => s,
+            QueueStream::Lane(s) => s,
+        }
+    }
 }
 
 impl Drop for HipDriver {
@@ -126,17 +144,29 @@ impl HipDriver {
             },
             staging: Mutex::new(staging),
             events: EventPool::new(ordinal),
+            lanes: Mutex::new(Vec::new()),
             copy_stream,
             stream,
         })
     }
 
-    /// The stream that serves `queue`.
-    fn stream_of(&self, queue: Queue) -> &Stream {
-        match queue {
-            Queue::Compute => &self.stream,
-            Queue::Copy => &self.copy_stream,
+    /// The stream that serves `queue`; a lane's is created on its first use.
+    fn stream_of(&self, queue: Queue) -> Result<QueueStream<'_>, HipError> {
+        let lane = match queue {
+            Queue::Compute => return Ok(QueueStream::Own(&self.stream)),
+            Queue::Copy => return Ok(QueueStream::Own(&self.copy_stream)),
+            Queue::Lane(lane) => usize::from(lane),
+        };
+        let mut lanes = self.lanes.lock();
+        while lanes.len() <= lane {
+            lanes.push(Arc::new(Stream::new(self.info.ordinal)?));
         }
+        Ok(QueueStream::Lane(lanes[lane].clone()))
+    }
+
+    /// Every lane's stream so far.
+    fn lane_streams(&self) -> Vec<Arc<Stream>> {
+        self.lanes.lock().clone()
     }
 
     /// Queues copies of `src` to `mem[offset..]` on the compute stream through the two pinned
@@ -250,7 +280,7 @@ impl Driver for HipDriver {
     ) -> DriverResult<()> {
         let event = self.events.get()?;
         Ok(self
-            .stream_of(queue)
+            .stream_of(queue)?
             .upload_async(queue, src, range, dst, offset, event)?)
     }
 
@@ -268,18 +298,21 @@ impl Driver for HipDriver {
 
     fn synchronize(&self) -> DriverResult<()> {
         self.copy_stream.synchronize()?;
+        for lane in self.lane_streams() {
+            lane.synchronize()?;
+        }
         Ok(self.stream.synchronize()?)
     }
 
     fn record(&self, queue: Queue) -> DriverResult<Event> {
         let event = self.events.get()?;
-        event.record(self.stream_of(queue))?;
+        event.record(&*self.stream_of(queue)?)?;
         Ok(event)
     }
 
     /// `hipStreamWaitEvent` (an error for another device's event).
     fn wait_event(&self, queue: Queue, event: &Event) -> DriverResult<()> {
-        Ok(self.stream_of(queue).wait_event(event)?)
+        Ok(self.stream_of(queue)?.wait_event(event)?)
     }
 
     /// An event recorded on each of the driver's streams, and `hipStreamWaitEvent` of `stream`
@@ -288,7 +321,9 @@ impl Driver for HipDriver {
     /// `hipStreamLegacy` and `hipStreamPerThread`), before any runtime call.
     #[allow(unsafe_code)] // the trait's contract; the runtime calls are in `ffi`
     unsafe fn make_stream_wait(&self, stream: usize) -> DriverResult<()> {
-        let streams = [&self.stream, &self.copy_stream];
+        let lanes = self.lane_streams();
+        let mut streams = vec![&self.stream, &self.copy_stream];
+        streams.extend(lanes.iter().map(|l| &**l));
         // SAFETY: the caller vouches for the stream (this method's contract).
         Ok(unsafe { ffi::make_stream_wait(&self.events, &streams, stream) }?)
     }
@@ -337,6 +372,7 @@ impl Driver for HipDriver {
 
     fn launch(
         &self,
+        queue: Queue,
         module: &LoadedModule,
         dtype: OutputDType,
         plan: &LaunchPlan,
@@ -344,7 +380,7 @@ impl Driver for HipDriver {
         dst: &mut DeviceMem,
     ) -> DriverResult<()> {
         Ok(self
-            .stream
+            .stream_of(queue)?
             .launch_dequant(module.entries.get(dtype), plan, src, dst)?)
     }
 

@@ -371,6 +371,7 @@ fn dequantize_into_caller_memory_matches_the_cpu_reference() {
                 }
             }
             b.dequantize_at(
+                Queue::Compute,
                 f.kernel().unwrap(),
                 &dsrc,
                 0,
@@ -542,6 +543,7 @@ fn on_stream_queues_kernels_on_the_engines_stream() {
     let copied = eb.record(Queue::Copy).unwrap();
     eb.wait_fence(Queue::Compute, &copied).unwrap();
     eb.dequantize_at(
+        Queue::Compute,
         f.kernel().unwrap(),
         &ring,
         0,

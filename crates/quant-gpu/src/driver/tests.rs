@@ -288,14 +288,19 @@ impl Driver for Fake {
     }
     fn launch(
         &self,
+        queue: Queue,
         module: &&'static str,
         dtype: OutputDType,
         plan: &LaunchPlan,
         _: &FakeMem,
         dst: &mut FakeMem,
     ) -> DriverResult<()> {
+        let on = match queue {
+            Queue::Compute => String::new(),
+            q => format!(" on {q:?}"),
+        };
         self.note(format!(
-            "launch {module} {dtype} {}x{} {:?} -> {:?}",
+            "launch{on} {module} {dtype} {}x{} {:?} -> {:?}",
             plan.groups(),
             plan.threads_per_group(),
             plan.src_range(),
@@ -317,7 +322,7 @@ impl Driver for Fake {
         stream: usize,
     ) -> DriverResult<()> {
         self.note(format!("on stream {stream:#x}"));
-        self.launch(module, dtype, plan, src, dst)
+        self.launch(Queue::Compute, module, dtype, plan, src, dst)
     }
 }
 
@@ -513,10 +518,44 @@ fn launches_are_planned_with_the_devices_own_limits() {
         ]
     );
     // At offsets, within the buffers.
-    b.dequantize_at(&T, &src, 16, 99, &mut dst, 64, OutputDType::F16)
-        .unwrap();
+    b.dequantize_at(
+        Queue::Compute,
+        &T,
+        &src,
+        16,
+        99,
+        &mut dst,
+        64,
+        OutputDType::F16,
+    )
+    .unwrap();
     assert_eq!(log(&b), ["launch t f16 3x64 16..1600 -> 64..6400"]);
-    let e = b.dequantize_at(&T, &src, 8, 1, &mut dst, 0, OutputDType::F16);
+    // On a lane of its own.
+    b.dequantize_at(
+        Queue::Lane(3),
+        &T,
+        &src,
+        16,
+        99,
+        &mut dst,
+        64,
+        OutputDType::F16,
+    )
+    .unwrap();
+    assert_eq!(
+        log(&b),
+        ["launch on Lane(3) t f16 3x64 16..1600 -> 64..6400"]
+    );
+    let e = b.dequantize_at(
+        Queue::Compute,
+        &T,
+        &src,
+        8,
+        1,
+        &mut dst,
+        0,
+        OutputDType::F16,
+    );
     assert!(matches!(e, Err(GpuError::Misaligned { offset: 8, .. })));
     let e = b.dequantize(&T, &src, 101, &mut dst, OutputDType::F16);
     assert!(matches!(e, Err(GpuError::BufferSize { .. })));
@@ -771,8 +810,17 @@ fn a_delegating_backend_forwards_every_method() {
     let mut out = b.alloc(256).unwrap();
     b.dequantize(&T, &buf, 2, &mut out, OutputDType::F32)
         .unwrap();
-    b.dequantize_at(&T, &buf, 16, 2, &mut out, 0, OutputDType::F32)
-        .unwrap();
+    b.dequantize_at(
+        Queue::Compute,
+        &T,
+        &buf,
+        16,
+        2,
+        &mut out,
+        0,
+        OutputDType::F32,
+    )
+    .unwrap();
     b.synchronize().unwrap();
     let mut host = b.alloc_host(8).unwrap();
     assert!(host.is_pinned());

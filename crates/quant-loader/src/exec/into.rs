@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use quant_core::cpu::CpuPath;
 use quant_gguf::TensorInfo;
-use quant_gpu::{check_region, Backend, Buffer, GpuError, KERNEL_ALIGN};
+use quant_gpu::{check_region, Backend, Buffer, GpuError, Queue, KERNEL_ALIGN};
 
 use super::core::{is_kernel_failure, Core};
 use crate::error::LoadError;
@@ -39,7 +39,16 @@ impl IntoCaller<'_> {
                 let run = |dst: &mut Buffer| -> Result<(), GpuError> {
                     let mut src = b.alloc(bytes.len())?;
                     b.upload(&bytes, &mut src)?;
-                    b.dequantize_at(spec, &src, 0, plan.blocks, dst, offset, dtype)?;
+                    b.dequantize_at(
+                        Queue::Compute,
+                        spec,
+                        &src,
+                        0,
+                        plan.blocks,
+                        dst,
+                        offset,
+                        dtype,
+                    )?;
                     b.synchronize()
                 };
                 match run(dst) {

@@ -3,11 +3,10 @@
 //!
 //! ```text
 //!  reader thread r, its slot s:  fill host slot (pinned) from the file
-//!                                   │ copy queue: H2D into the slot's device memory
-//!                                   │ fence
+//!                                   │ lane r: H2D into the slot's device memory
 //!                                   ▼
-//!                                compute queue: kernels read the slot at offsets, write outputs
-//!                                   │ fence (the slot's device memory free again)
+//!                                lane r: kernels read the slot at offsets, write outputs
+//!                                   │ (the next copy into the slot queues behind them)
 //! ```
 //!
 //! The planner cuts tensors into pieces of whole blocks and packs them into slot-sized batches
@@ -225,7 +224,8 @@ impl Pipelined<'_> {
                 let sent = sent.clone();
                 let read = move || {
                     let mut ring = Ring::new(per_reader, host_bytes);
-                    let result = stream.read_and_issue(&mut ring, &sent);
+                    let lane = Queue::Lane(r as u16);
+                    let result = stream.read_and_issue(lane, &mut ring, &sent);
                     result.map_err(|e| shared.fail(e)).map(|()| ring)
                 };
                 match named(format!("qf-reader-{r}")).spawn_scoped(s, read) {
@@ -251,11 +251,8 @@ impl Pipelined<'_> {
             Ok(rings)
         })?;
         let last_issue = shared.elapsed();
-        // Let queued work finish before the rings' memory goes.
-        let drained = backend
-            .record(Queue::Copy)
-            .and_then(|copies| copies.wait())
-            .and_then(|()| backend.synchronize());
+        // Let queued work (on every lane) finish before the rings' memory goes.
+        let drained = backend.synchronize();
         let drained_at = shared.elapsed();
         drop(rings);
         shared.phases.log(

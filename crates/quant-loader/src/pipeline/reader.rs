@@ -1,7 +1,9 @@
 //! A reader thread: takes the next batch, fills one of its slots from the file and issues the
-//! batch itself: the copy (after the kernels that last read the slot's device memory), the
-//! kernels (after the copy, on the compute queue) and a fence. No batch waits for a hand-off
-//! to another thread, and a slot stays with the core that writes it.
+//! batch itself on its own lane ([`Queue::Lane`]): the copy, then the kernels that read what it
+//! copied. Work on a lane runs in order, so a kernel follows its copy and the next copy into the
+//! slot's device memory follows the kernels that read it, with no fence between them; readers
+//! do not contend for one queue. No batch waits for a hand-off to another thread, and a slot
+//! stays with the core that writes it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
@@ -60,8 +62,14 @@ impl Stream<'_> {
         !self.bare && has_kernels(self.jobs, batch)
     }
 
-    /// Takes batches until none is left or the load failed; `sent` gets each batch's bytes.
-    pub fn read_and_issue(&self, ring: &mut Ring, sent: &Sender<u64>) -> Result<(), LoadError> {
+    /// Takes batches until none is left or the load failed, issuing them on `lane`; `sent`
+    /// gets each batch's bytes.
+    pub fn read_and_issue(
+        &self,
+        lane: Queue,
+        ring: &mut Ring,
+        sent: &Sender<u64>,
+    ) -> Result<(), LoadError> {
         let phases = &self.shared.phases;
         while !self.shared.aborted() {
             self.core.check_cancel()?;
@@ -84,7 +92,7 @@ impl Stream<'_> {
             let t = Instant::now();
             self.fill(batch, host)?;
             PhaseCounters::add(&phases.reading, t);
-            self.issue(batch, slot)?;
+            self.issue(batch, slot, lane)?;
             let _ = sent.send(batch.pieces.iter().map(|p| self.file_bytes(p)).sum());
         }
         Ok(())
@@ -154,8 +162,8 @@ impl Stream<'_> {
         }
     }
 
-    /// Queues batch `batch`, filled into `slot`: see the module's doc.
-    fn issue(&self, batch: &Batch, slot: &mut Slot) -> Result<(), LoadError> {
+    /// Queues batch `batch`, filled into `slot`, on `lane`: see the module's doc.
+    fn issue(&self, batch: &Batch, slot: &mut Slot, lane: Queue) -> Result<(), LoadError> {
         let shared = self.shared;
         let t = Instant::now();
         let last_job = batch.pieces.last().expect("batches are not empty").job;
@@ -166,29 +174,19 @@ impl Stream<'_> {
         let t = Instant::now();
         let now = shared.since_start();
         shared.phases.first_issue.fetch_min(now, Ordering::Relaxed);
-        let kernels = self.has_kernels(batch);
-        if kernels || self.bare {
+        if self.has_kernels(batch) || self.bare {
             let b = self.backend;
-            slot.prepare_device_memory(b, self.dev_bytes)
-                .map_err(|e| self.gpu(e))?;
-            let dev = slot.dev.as_mut().expect("prepared above");
-            b.upload_async(Queue::Copy, &mut slot.host, 0..batch.used, dev, 0)
-                .map_err(|e| self.gpu(e))?;
-            // Kernels wait for the fence the copy left on the host slot (a backend that
-            // copied synchronously left none, and none is needed).
-            if let (Some(copied), true) = (slot.host.pending(), kernels) {
-                b.wait_fence(Queue::Compute, copied)
-                    .map_err(|e| self.gpu(e))?;
+            if slot.dev.is_none() {
+                slot.dev = Some(b.alloc(self.dev_bytes).map_err(|e| self.gpu(e))?);
             }
+            let dev = slot.dev.as_mut().expect("allocated above");
+            b.upload_async(lane, &mut slot.host, 0..batch.used, dev, 0)
+                .map_err(|e| self.gpu(e))?;
         }
         if !self.bare {
             for p in &batch.pieces {
-                self.issue_piece(p, slot)?;
+                self.issue_piece(p, slot, lane)?;
             }
-        }
-        if kernels {
-            let fence = self.backend.record(Queue::Compute);
-            slot.kernels_done = Some(fence.map_err(|e| self.gpu(e))?);
         }
         let now = shared.since_start();
         for p in &batch.pieces {
@@ -198,9 +196,9 @@ impl Stream<'_> {
         Ok(())
     }
 
-    /// Queues one piece: a kernel reading the slot's device memory, or a copy of the blocks
-    /// from the host slot straight into the output.
-    fn issue_piece(&self, p: &Piece, slot: &mut Slot) -> Result<(), LoadError> {
+    /// Queues one piece on `lane`: a kernel reading the slot's device memory, or a copy of the
+    /// blocks from the host slot straight into the output.
+    fn issue_piece(&self, p: &Piece, slot: &mut Slot, lane: Queue) -> Result<(), LoadError> {
         let (t, plan) = &self.jobs[p.job];
         let b = self.backend;
         let mut out = self.shared.outputs[p.job].lock();
@@ -213,7 +211,8 @@ impl Stream<'_> {
                     .as_ref()
                     .expect("allocated for a batch with kernels");
                 let at = p.first_block as usize * plan.geometry.block_elems * dtype.size();
-                let r = b.dequantize_at(spec, dev, p.slot_offset, p.n_blocks, buffer, at, dtype);
+                let (n, from) = (p.n_blocks, p.slot_offset);
+                let r = b.dequantize_at(lane, spec, dev, from, n, buffer, at, dtype);
                 match r {
                     Ok(()) => {}
                     Err(e) if is_kernel_failure(&e) => out.failed = Some(e),
@@ -224,7 +223,7 @@ impl Stream<'_> {
             Work::Copy { .. } | Work::Host { .. } => {
                 let range = p.slot_offset..p.slot_offset + p.len;
                 let at = p.job_offset as usize;
-                b.upload_async(Queue::Copy, &mut slot.host, range, buffer, at)
+                b.upload_async(lane, &mut slot.host, range, buffer, at)
                     .map_err(|e| self.core.gpu_err(t, b, e))?;
             }
         }

@@ -1,35 +1,13 @@
-//! One reader's ring of staging slots: pinned host memory, the device memory kernels read,
-//! and the fences that order their reuse.
+//! One reader's ring of staging slots: pinned host memory and the device memory kernels read.
 
-use quant_gpu::{Backend, Buffer, Fence, GpuError, HostBuffer};
+use quant_gpu::{Backend, Buffer, GpuError, HostBuffer};
 
 /// A staging slot. Before a reader overwrites `host`, [`HostBuffer::as_mut_slice`] waits for
-/// the copy that last read it; before it queues a copy into `dev`, it waits for
-/// `kernels_done`, the fence after the kernels that last read it.
+/// the copy that last read it. `dev` (allocated at its first use) needs no wait: the copies
+/// into it and the kernels that read it are all on the reader's lane, in order.
 pub(super) struct Slot {
     pub host: HostBuffer,
     pub dev: Option<Buffer>,
-    pub kernels_done: Option<Fence>,
-}
-
-impl Slot {
-    /// Makes the slot's device memory ready for a copy: allocated on first use with `bytes`
-    /// bytes, and the kernels that last read it finished. They were queued a full turn of the ring ago and are
-    /// all but always done: waiting on the host rather than in the copy queue keeps a wait
-    /// from holding up every copy behind it.
-    pub fn prepare_device_memory(
-        &mut self,
-        backend: &dyn Backend,
-        bytes: usize,
-    ) -> Result<(), GpuError> {
-        if let Some(f) = self.kernels_done.take() {
-            f.wait()?;
-        }
-        if self.dev.is_none() {
-            self.dev = Some(backend.alloc(bytes)?);
-        }
-        Ok(())
-    }
 }
 
 /// A reader's slots, used in turn; pinned lazily, on the reader's own thread, so that pinning
@@ -58,7 +36,6 @@ impl Ring {
             self.slots.push(Slot {
                 host: backend.alloc_host(self.host_bytes)?,
                 dev: None,
-                kernels_done: None,
             });
         }
         let k = self.next;

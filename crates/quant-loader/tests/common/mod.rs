@@ -2,10 +2,11 @@
 //!
 //! `TestBackend` keeps "device" memory on the host and runs every operation at once, running each
 //! kernel as its format's CPU fast path (or failing on demand). With `asynchronous` set (the
-//! default) it also offers the pipeline's primitives and models the two queues: it numbers the
-//! work on each queue, tracks which queue (or the host) has waited for which fence, and records a
-//! violation whenever a copy overwrites device bytes that a kernel not yet known to be finished
-//! reads, or a kernel reads bytes whose copy is not known to have landed. With `asynchronous`
+//! default) it also offers the pipeline's primitives and models its queues (compute, copy and
+//! any number of lanes), each in order: it numbers the work on each queue, tracks which queue
+//! (or the host) has waited for which fence, and records a violation whenever a copy overwrites
+//! device bytes that a kernel not yet known to be finished reads, or a kernel reads bytes whose
+//! copy is not known to have landed. Work earlier on the same queue is always known finished. With `asynchronous`
 //! off it offers none of them, so the loader takes its serial path through the trait's defaults.
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -63,25 +64,61 @@ impl RawHostBuffer for Pinned {
     }
 }
 
+/// Queues the model tracks: compute, copy and this many lanes.
+const QUEUES: usize = 2 + 64;
+
 /// What each party is known to have waited for, and what touched device memory when.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct Model {
-    seq: [u64; 2],
+    seq: [u64; QUEUES],
     /// `seen[a][b]`: the latest work of queue `b` that queue `a` has waited for.
-    seen: [[u64; 2]; 2],
+    seen: [[u64; QUEUES]; QUEUES],
     /// The latest work of each queue the host has waited for.
-    host_seen: [u64; 2],
-    /// (buffer, range, copy-queue number) of each asynchronous copy.
-    writes: Vec<(usize, Range<usize>, u64)>,
-    /// (buffer, range, compute-queue number) of each kernel read.
-    reads: Vec<(usize, Range<usize>, u64)>,
+    host_seen: [u64; QUEUES],
+    /// (buffer, range, queue, number on it) of each asynchronous copy.
+    writes: Vec<(usize, Range<usize>, usize, u64)>,
+    /// (buffer, range, queue, number on it) of each kernel read.
+    reads: Vec<(usize, Range<usize>, usize, u64)>,
+    /// Queues that ran kernels or asynchronous copies.
+    pub used: std::collections::HashSet<Queue>,
     violations: Vec<String>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            seq: [0; QUEUES],
+            seen: [[0; QUEUES]; QUEUES],
+            host_seen: [0; QUEUES],
+            writes: Vec::new(),
+            reads: Vec::new(),
+            used: Default::default(),
+            violations: Vec::new(),
+        }
+    }
+}
+
+impl Model {
+    /// Whether work number `seq` of queue `of` is known finished to queue `by`: earlier on the
+    /// same queue, or waited for through a fence by that queue or the host.
+    fn known(&self, by: usize, of: usize, seq: u64) -> bool {
+        of == by || seq <= self.seen[by][of].max(self.host_seen[of])
+    }
 }
 
 fn qi(q: Queue) -> usize {
     match q {
         Queue::Compute => 0,
         Queue::Copy => 1,
+        Queue::Lane(l) => 2 + usize::from(l),
+    }
+}
+
+fn queue_of(i: usize) -> Queue {
+    match i {
+        0 => Queue::Compute,
+        1 => Queue::Copy,
+        l => Queue::Lane((l - 2) as u16),
     }
 }
 
@@ -151,13 +188,8 @@ impl TestBackend {
         self.model.lock().unwrap().violations.clone()
     }
     fn fence(&self, queue: usize, seq: u64) -> Fence {
-        let q = if queue == 0 {
-            Queue::Compute
-        } else {
-            Queue::Copy
-        };
         Fence::new(
-            q,
+            queue_of(queue),
             Box::new(TestFence {
                 queue,
                 seq,
@@ -233,11 +265,11 @@ impl Backend for TestBackend {
         dst: &mut Buffer,
         dtype: OutputDType,
     ) -> Result<(), GpuError> {
-        self.dequantize_at(kernel, src, 0, n_blocks, dst, 0, dtype)
+        self.dequantize_at(Queue::Compute, kernel, src, 0, n_blocks, dst, 0, dtype)
     }
     fn synchronize(&self) -> Result<(), GpuError> {
         let mut m = self.model.lock().unwrap();
-        m.host_seen[0] = m.seq[0];
+        m.host_seen = m.seq;
         Ok(())
     }
     fn time_events(
@@ -269,21 +301,20 @@ impl Backend for TestBackend {
         let target = dst_offset..dst_offset + range.len();
         let seq = {
             let mut m = self.model.lock().unwrap();
+            m.used.insert(queue);
             m.seq[q] += 1;
             let seq = m.seq[q];
-            let known = m.seen[q][0].max(m.host_seen[0]);
             let bad: Vec<String> = m
                 .reads
                 .iter()
-                .filter(|(id, r, s)| *id == d.id && overlaps(r, &target) && *s > known)
-                .map(|(id, r, s)| {
-                    format!("copy {seq} overwrites buffer {id} {r:?} read by unfinished kernel {s}")
+                .filter(|(id, r, rq, s)| *id == d.id && overlaps(r, &target) && !m.known(q, *rq, *s))
+                .map(|(id, r, rq, s)| {
+                    let k = queue_of(*rq);
+                    format!("copy {seq} overwrites buffer {id} {r:?} read by unfinished kernel {s} of {k:?}")
                 })
                 .collect();
             m.violations.extend(bad);
-            if q == 1 {
-                m.writes.push((d.id, target.clone(), seq));
-            }
+            m.writes.push((d.id, target.clone(), q, seq));
             seq
         };
         d.data[target].copy_from_slice(&src.as_slice()[range]);
@@ -315,6 +346,7 @@ impl Backend for TestBackend {
     }
     fn dequantize_at(
         &self,
+        queue: Queue,
         kernel: &'static KernelSpec,
         src: &Buffer,
         src_offset: usize,
@@ -343,19 +375,21 @@ impl Backend for TestBackend {
         let range = src_offset..src_offset + n_blocks as usize * g.block_bytes;
         {
             let mut m = self.model.lock().unwrap();
-            m.seq[0] += 1;
-            let seq = m.seq[0];
-            let known = m.seen[0][1].max(m.host_seen[1]);
+            let q = qi(queue);
+            m.used.insert(queue);
+            m.seq[q] += 1;
+            let seq = m.seq[q];
             let bad: Vec<String> = m
                 .writes
                 .iter()
-                .filter(|(id, r, w)| *id == s.id && overlaps(r, &range) && *w > known)
-                .map(|(id, r, w)| {
-                    format!("kernel {seq} reads buffer {id} {r:?} before copy {w} is known done")
+                .filter(|(id, r, wq, w)| *id == s.id && overlaps(r, &range) && !m.known(q, *wq, *w))
+                .map(|(id, r, wq, w)| {
+                    let k = queue_of(*wq);
+                    format!("kernel {seq} reads buffer {id} {r:?} before copy {w} of {k:?} is known done")
                 })
                 .collect();
             m.violations.extend(bad);
-            m.reads.push((s.id, range.clone(), seq));
+            m.reads.push((s.id, range.clone(), q, seq));
         }
         let values = cpu::dequantize_to_vec(format, &s.data[range], CpuPath::Fast).unwrap();
         assert_eq!(values.len(), n_blocks as usize * g.block_elems);
