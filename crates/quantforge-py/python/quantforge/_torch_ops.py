@@ -139,7 +139,7 @@ def _run(blocks: torch.Tensor, type_id: int, out: torch.Tensor) -> None:
     device."""
     # The ops can be called directly (torch.ops.quantforge.*): the native call reads and
     # writes memory by address, so what it is given is checked here, whoever called.
-    _, name, be, bb = _info(type_id)
+    name = _info(type_id)[1]
     _check_blocks(blocks)
     _check_dtype(out.dtype)
     if not out.is_contiguous() or out.device != blocks.device:
