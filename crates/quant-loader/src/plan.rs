@@ -380,7 +380,8 @@ fn cut(dims: &[u64], g: BlockGeometry, region: Option<&Region>) -> Result<Cut, P
     let n_rows = r.rows.end - r.rows.start;
     let keep = r.cols.end - r.cols.start;
     let covered = (b1 - b0) * be;
-    let full_rows = b0 == 0 && b1 * be == ne0;
+    // An empty column range reads nothing, even when its covering block spans whole rows.
+    let full_rows = keep != 0 && b0 == 0 && b1 * be == ne0;
     let spans = if full_rows {
         let len = n_rows * row_bytes;
         Spans {

@@ -162,6 +162,20 @@ fn regions_read_only_their_rows_and_covering_blocks() {
 }
 
 #[test]
+fn an_empty_column_range_reads_nothing() {
+    // One block per row: the block covering column 1 spans whole rows, but no column is kept
+    // (found by the python_api fuzz target).
+    let empty = Region {
+        rows: 0..3,
+        cols: 1..1,
+    };
+    let f32_ = LoadAs::Values(OutputDType::F32);
+    let p = plan(Q4_K, &[256, 3], f32_, Some(&empty), Target::Host).unwrap();
+    assert_eq!((p.spans.total(), p.blocks, p.out_bytes), (0, 0, 0));
+    assert_eq!(p.shape, vec![0, 3]);
+}
+
+#[test]
 fn segments_walk_strided_spans_in_order() {
     let s = Spans {
         first: 10,
