@@ -195,3 +195,15 @@ def torch():
     if not torch.cuda.is_available():
         pytest.fail("QUANTFORGE_GPU_TESTS=1 but torch sees no CUDA device")
     return torch
+
+
+def same_bits(torch, got, want) -> bool:
+    """Same shape and bits, or both NaN where either is (a GPU returns a canonical NaN). Tensors
+    on different devices are compared on the CPU."""
+    if got.device != want.device:
+        got, want = got.cpu(), want.cpu()
+    got, want = got.contiguous(), want.contiguous()
+    if got.shape != want.shape:
+        return False
+    ints = {4: torch.int32, 2: torch.int16}[got.element_size()]
+    return bool(((got.view(ints) == want.view(ints)) | (got.isnan() & want.isnan())).all())

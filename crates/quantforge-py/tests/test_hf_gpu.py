@@ -13,22 +13,13 @@ import os
 
 import pytest
 
-from conftest import golden_files
+from conftest import golden_files, same_bits
 
 GPU_TESTS = os.environ.get("QUANTFORGE_GPU_TESTS") == "1"
 pytestmark = pytest.mark.skipif(
     not GPU_TESTS,
     reason="GPU tests run only with QUANTFORGE_GPU_TESTS=1 (needs torch and a CUDA device)",
 )
-
-
-def same_bits(torch, got, want) -> bool:
-    """Same shape and bits, or both NaN (a GPU may return a canonical NaN)."""
-    got, want = got.cpu().contiguous(), want.cpu().contiguous()
-    if got.shape != want.shape:
-        return False
-    ints = {4: torch.int32, 2: torch.int16}[got.element_size()]
-    return bool(((got.view(ints) == want.view(ints)) | (got.isnan() & want.isnan())).all())
 
 
 @pytest.mark.parametrize("path", golden_files(), ids=lambda p: p.name)

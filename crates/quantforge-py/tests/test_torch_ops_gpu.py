@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from conftest import golden_files
+from conftest import golden_files, same_bits
 
 GPU_TESTS = os.environ.get("QUANTFORGE_GPU_TESTS") == "1"
 pytestmark = pytest.mark.skipif(
@@ -26,12 +26,6 @@ def qt(torch):
     import quantforge.torch as qt
 
     return qt
-
-
-def same(torch, got, want) -> bool:
-    """Same bits, or both NaN (a GPU returns a canonical NaN)."""
-    ints = {4: torch.int32, 2: torch.int16}[got.element_size()]
-    return bool(((got.view(ints) == want.view(ints)) | (got.isnan() & want.isnan())).all())
 
 
 def quantized_types(qt):
@@ -59,7 +53,7 @@ def test_golden_tensors_on_cuda_in_every_dtype(torch, qt, path) -> None:
             dev = blocks.to("cuda:0")
             for dt in (torch.float32, torch.float16, torch.bfloat16):
                 got = qt.dequantize(dev, ty, shape, dt).cpu()
-                assert same(torch, got, want32.to(dt)), f"{path.name}: {name} ({ty}) {dt}"
+                assert same_bits(torch, got, want32.to(dt)), f"{path.name}: {name} ({ty}) {dt}"
 
 
 def test_a_million_random_blocks_per_format_with_special_scales(torch, qt) -> None:
@@ -75,7 +69,7 @@ def test_a_million_random_blocks_per_format_with_special_scales(torch, qt) -> No
         for dt in (torch.float32, torch.float16, torch.bfloat16):
             cpu = qt.dequantize(blocks, name, (n,), dt)
             gpu = qt.dequantize(blocks.cuda(), name, (n,), dt).cpu()
-            assert same(torch, gpu, cpu), f"{name} {dt}"
+            assert same_bits(torch, gpu, cpu), f"{name} {dt}"
 
 
 def test_on_a_side_stream_without_a_synchronisation(torch, qt) -> None:
@@ -92,7 +86,7 @@ def test_on_a_side_stream_without_a_synchronisation(torch, qt) -> None:
         qt.dequantize(blocks, "Q4_K", (4096 * be,), out=out)
         doubled = out * 2
     torch.cuda.current_stream().wait_stream(side)
-    assert same(torch, doubled.cpu(), (want * 2).cpu())
+    assert same_bits(torch, doubled.cpu(), (want * 2).cpu())
 
 
 def test_a_cuda_graph_captures_and_replays_the_op(torch, qt) -> None:
@@ -113,8 +107,8 @@ def test_a_cuda_graph_captures_and_replays_the_op(torch, qt) -> None:
         g.replay()
         torch.cuda.synchronize()
         want = qt.dequantize(static.cpu(), "IQ2_XS", (n,), torch.float32)
-        assert same(torch, made.cpu(), want)
-        assert same(torch, out.cpu(), want.to(torch.bfloat16))
+        assert same_bits(torch, made.cpu(), want)
+        assert same_bits(torch, out.cpu(), want.to(torch.bfloat16))
 
 
 def test_device_memory_returns_after_a_thousand_calls_with_out(torch, qt) -> None:
@@ -142,7 +136,7 @@ def test_misaligned_blocks_and_outputs_take_the_aligned_copy(torch, qt) -> None:
     big[3:] = raw.cuda()
     odd = big[3:]  # a row's worth of Q6_K starts 3 bytes in: not 16-byte aligned
     want = qt.dequantize(raw, "Q6_K", (8 * be,), torch.float16)
-    assert same(torch, qt.dequantize(odd, "Q6_K", (8 * be,), torch.float16).cpu(), want)
+    assert same_bits(torch, qt.dequantize(odd, "Q6_K", (8 * be,), torch.float16).cpu(), want)
     out = torch.zeros(8 * be + 1, dtype=torch.float16, device="cuda")
     qt.dequantize(odd, "Q6_K", (8 * be,), out=out[1:])
-    assert same(torch, out[1:].cpu(), want) and float(out[0]) == 0.0
+    assert same_bits(torch, out[1:].cpu(), want) and float(out[0]) == 0.0
