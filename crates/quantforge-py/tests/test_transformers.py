@@ -26,6 +26,14 @@ HIDDEN, FF, VOCAB, N_HEAD, N_KV = 512, 1024, 1024, 8, 2
 TYPES = ["Q4_K", "Q6_K", "Q8_0", "Q4_0", "IQ4_XS", "Q5_K"]
 
 
+def finish(w) -> None:
+    """Writes out and closes a ``gguf.GGUFWriter`` whose metadata and tensors are added."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def blocks(ty: str, rows: int, cols: int, seed: int) -> np.ndarray:
     tid, _, be, bb = qt.type_info(ty)
     raw = _native._random_blocks(tid, rows * cols // be, seed, 2.0**-8)
@@ -80,10 +88,7 @@ def write(path: Path, arch: str, biases: bool = False, tokenizer=None) -> None:
     w.add_tensor("output_norm.weight", rng.standard_normal(HIDDEN, dtype=np.float32))
     if arch != "gemma2":
         add("output.weight", VOCAB, HIDDEN)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
 
 
 def transformers_own(path: Path) -> dict:
@@ -123,10 +128,7 @@ def test_an_architecture_transformers_lacks_is_named(tmp_path) -> None:
     path = tmp_path / "rwkv.gguf"
     w = gguf.GGUFWriter(str(path), "rwkv6")
     w.add_tensor("x.weight", np.zeros(4, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
     with pytest.raises(ValueError, match="rwkv6.*llama"):
         qtf.load_state_dict(path)
 
@@ -181,10 +183,7 @@ def write_like_convert(path: Path, model) -> None:
             w.add_tensor("blk." + name.split(".")[2] + ".ffn_down_exps.weight", t)
         else:
             w.add_tensor(to_gguf[name], t)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
 
 
 def test_a_converted_qwen2moe_loads_with_its_expert_sizes(tmp_path) -> None:
@@ -470,10 +469,7 @@ def test_hf_plans_and_architectures_that_cannot_be_sharded_are_refused(tmp_path)
                        (w.add_feed_forward_length, 256), (w.add_head_count, 4), (w.add_layer_norm_eps, 1e-5)):
         add(value)
     w.add_tensor("output_norm.weight", np.ones(64, dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
     with pytest.raises(ValueError, match="gpt2.gguf: tp= is not implemented for architecture 'gpt2'.*GPT2TensorProcessor"):
         qtf.load_shards(gpt2, (0, 2))
 
