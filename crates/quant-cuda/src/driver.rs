@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use parking_lot::Mutex;
 use quant_gpu::driver::{Driver, DriverError, DriverResult, Entries};
 use quant_gpu::{
-    resident_threads, ContextModules, DeviceInfo, DeviceKind, DeviceLimits, GpuError, HostBuffer,
-    KernelSpec, LaunchPlan, MemInfo, OutputDType, Queue, RawBuffer,
+    ContextModules, DeviceInfo, DeviceKind, DeviceLimits, GpuError, HostBuffer, KernelSpec,
+    LaunchPlan, MemInfo, OutputDType, Queue, RawBuffer,
 };
 
 use crate::cubin::{self, best_prebuilt_cubin, check_cubin_arch};
@@ -85,10 +85,6 @@ impl CudaDriver {
         let limits = DeviceLimits {
             max_threads_per_group: facts.max_threads_per_block,
             max_groups: facts.max_grid_x.max(1),
-            resident_threads: resident_threads(
-                facts.multiprocessors,
-                facts.max_threads_per_multiprocessor,
-            ),
         };
         Ok(CudaDriver {
             device,

@@ -152,7 +152,6 @@ pub(crate) struct DeviceFacts {
     pub total_memory: u64,
     pub warp_size: u32,
     pub multiprocessors: u32,
-    pub max_threads_per_multiprocessor: u32,
     pub max_threads_per_block: u32,
     pub max_grid_x: u32,
 }
@@ -427,9 +426,6 @@ impl Device {
             total_memory: self.ctx.total_mem()? as u64,
             warp_size: count(A::CU_DEVICE_ATTRIBUTE_WARP_SIZE)?,
             multiprocessors: count(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
-            max_threads_per_multiprocessor: count(
-                A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR,
-            )?,
             max_threads_per_block: count(A::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?,
             max_grid_x: count(A::CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X)?,
         })

@@ -37,11 +37,6 @@ pub struct DeviceLimits {
     /// Most groups in the grid's x dimension. Kernels loop over groups with a grid stride, so
     /// the planner caps the grid at this rather than refusing the launch.
     pub max_groups: u32,
-    /// Threads the whole device runs at once (multiprocessors times threads per
-    /// multiprocessor); `u32::MAX` when unknown. The planner launches no more groups than run
-    /// at once, so that each group strides over many and pays its once-per-launch set-up (an
-    /// i-quant's grid copied into shared memory) once for all of them.
-    pub resident_threads: u32,
 }
 
 impl Default for DeviceLimits {
@@ -51,27 +46,7 @@ impl Default for DeviceLimits {
         DeviceLimits {
             max_threads_per_group: MAX_THREADS_PER_GROUP,
             max_groups: i32::MAX as u32,
-            resident_threads: u32::MAX,
         }
-    }
-}
-
-/// Threads a device of `multiprocessors` multiprocessors of `per_multiprocessor` threads each
-/// runs at once, for [`DeviceLimits::resident_threads`]; `u32::MAX` (no cap) when the device
-/// reports either as 0.
-pub fn resident_threads(multiprocessors: u32, per_multiprocessor: u32) -> u32 {
-    match multiprocessors.checked_mul(per_multiprocessor) {
-        Some(0) | None => u32::MAX,
-        Some(n) => n,
-    }
-}
-
-impl DeviceLimits {
-    /// Most groups of `threads_per_group` threads a launch gets: the grid's limit, and no more
-    /// than the device runs at once.
-    pub fn group_cap(&self, threads_per_group: u32) -> u32 {
-        let resident = (self.resident_threads / threads_per_group.max(1)).max(1);
-        self.max_groups.max(1).min(resident)
     }
 }
 
@@ -190,8 +165,8 @@ impl LaunchPlan {
 /// Checks one dequantization launch and plans its grid: `n_blocks` blocks of `spec`'s format
 /// read at `src.offset` in the source buffer, their values of type `dtype` written at
 /// `dst.offset` in the destination buffer, `spec.blocks_per_group` blocks per group of
-/// `spec.threads_per_group` threads, at most [`DeviceLimits::group_cap`] groups (the kernels
-/// stride over the rest). Zero blocks give an empty plan (after the same checks). Never panics: every size
+/// `spec.threads_per_group` threads, at most `limits.max_groups` groups (the kernels stride over
+/// the rest). Zero blocks give an empty plan (after the same checks). Never panics: every size
 /// is computed with checked arithmetic.
 ///
 /// The block geometry is the spec's own (`spec.geometry`). Errors:
@@ -283,7 +258,7 @@ pub fn plan_launch(
     let groups = if n_blocks == 0 {
         0
     } else {
-        let cap = u64::from(limits.group_cap(spec.threads_per_group));
+        let cap = u64::from(limits.max_groups.max(1));
         // Fits in u32: capped by a u32.
         spec.groups_for(n_blocks).min(cap) as u32
     };
@@ -476,7 +451,6 @@ mod tests {
         let small = DeviceLimits {
             max_threads_per_group: 128,
             max_groups: 10,
-            resident_threads: u32::MAX,
         };
         let e = ok(&SPEC, small).unwrap_err();
         assert!(e.to_string().contains("1 to 128"), "{e}");
@@ -498,7 +472,6 @@ mod tests {
         let limits = DeviceLimits {
             max_threads_per_group: 1024,
             max_groups: 4,
-            resident_threads: u32::MAX,
         };
         let p = plan_launch(
             &SPEC,
@@ -524,28 +497,10 @@ mod tests {
             DeviceLimits {
                 max_threads_per_group: 1024,
                 max_groups: 0,
-                resident_threads: u32::MAX,
             },
         )
         .unwrap();
         assert_eq!(p.groups(), 1);
-        // No more groups than the device runs at once: 4096 threads hold 16 groups of 256.
-        let resident = DeviceLimits {
-            resident_threads: 4096,
-            ..DeviceLimits::default()
-        };
-        assert_eq!(resident.group_cap(256), 16);
-        assert_eq!(resident.group_cap(8192), 1);
-        let p = plan_launch(
-            &SPEC,
-            1000,
-            BufferRegion::whole(144_000),
-            BufferRegion::whole(1_024_000),
-            OutputDType::F32,
-            resident,
-        )
-        .unwrap();
-        assert_eq!(p.groups(), 16);
     }
 
     fn dtype() -> impl Strategy<Value = OutputDType> {
@@ -575,7 +530,7 @@ mod tests {
             max_groups in prop_oneof![Just(i32::MAX as u32), any::<u32>()],
         ) {
             let s = spec(threads, bpg, elems, bytes);
-            let limits = DeviceLimits { max_threads_per_group: 1024, max_groups, resident_threads: u32::MAX };
+            let limits = DeviceLimits { max_threads_per_group: 1024, max_groups };
             let r = plan_launch(
                 &s,
                 n,

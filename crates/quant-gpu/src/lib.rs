@@ -41,8 +41,8 @@ pub use cache::{ContextModules, ModuleCache};
 pub use device::{DeviceInfo, MemInfo};
 pub use error::GpuError;
 pub use launch::{
-    check_foreign_memory, plan_launch, resident_threads, BufferRegion, DeviceLimits, LaunchPlan,
-    KERNEL_ALIGN, MAX_THREADS_PER_GROUP,
+    check_foreign_memory, plan_launch, BufferRegion, DeviceLimits, LaunchPlan, KERNEL_ALIGN,
+    MAX_THREADS_PER_GROUP,
 };
 pub use quant_core::{KernelSpec, OutputDType};
 pub use spec::{DeviceKind, DeviceSpec, DeviceSpecError};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use quant_gpu::driver::{Driver, DriverError, DriverResult, Entries};
 use quant_gpu::{
-    resident_threads, ContextModules, DeviceInfo, DeviceKind, DeviceLimits, GpuError, HostBuffer,
-    KernelSpec, LaunchPlan, MemInfo, OutputDType, Queue, RawBuffer,
+    ContextModules, DeviceInfo, DeviceKind, DeviceLimits, GpuError, HostBuffer, KernelSpec,
+    LaunchPlan, MemInfo, OutputDType, Queue, RawBuffer,
 };
 
 use crate::code_object;
@@ -137,10 +137,6 @@ impl HipDriver {
             limits: DeviceLimits {
                 max_threads_per_group: props.max_threads_per_block,
                 max_groups: props.max_grid_x.max(1),
-                resident_threads: resident_threads(
-                    props.multiprocessors,
-                    props.max_threads_per_multiprocessor,
-                ),
             },
             staging: Mutex::new(staging),
             events: EventPool::new(ordinal),

@@ -119,7 +119,6 @@ pub(crate) struct Props {
     pub total_global_mem: u64,
     pub warp_size: u32,
     pub multiprocessors: u32,
-    pub max_threads_per_multiprocessor: u32,
     pub max_threads_per_block: u32,
     pub max_grid_x: u32,
 }
@@ -157,7 +156,6 @@ pub(crate) fn device_props(ordinal: usize) -> Result<Props, HipError> {
         total_global_mem: p.totalGlobalMem as u64,
         warp_size: pos(p.warpSize),
         multiprocessors: pos(p.multiProcessorCount),
-        max_threads_per_multiprocessor: pos(p.maxThreadsPerMultiProcessor),
         max_threads_per_block: pos(p.maxThreadsPerBlock),
         max_grid_x: pos(p.maxGridSize[0]),
     })

@@ -493,7 +493,6 @@ fn launches_are_planned_with_the_devices_own_limits() {
     fake.limits = DeviceLimits {
         max_threads_per_group: 128,
         max_groups: 3,
-        resident_threads: u32::MAX,
     };
     let b = GpuBackend::new(fake);
     let src = b.alloc(100 * 16).unwrap();
