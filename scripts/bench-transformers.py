@@ -31,7 +31,9 @@ Each process times the call from start to the last tensor on the device
 `import torch` and creating the CUDA context: VmHWM after the call minus VmRSS at the
 baseline, with VmHWM reset to the baseline by `echo 5 > /proc/self/clear_refs` (where the
 kernel refuses that, the peak may predate the baseline: `hwm_reset` says which); on CUDA also
-the peak of `torch.cuda.max_memory_allocated()`. The libraries are imported after the
+the peak of `torch.cuda.max_memory_allocated()` (PyTorch's allocations only) and the device
+memory in use after the call over before it, as the driver counts it (quantforge's own
+allocations too, and what PyTorch's cache keeps reserved). The libraries are imported after the
 baseline (counted in memory, timed apart as `import_s`). `qf` and `hf` then run one forward
 pass on the same tokens and save the logits; the summary says whether they are equal bit for
 bit.
@@ -113,6 +115,7 @@ def run_one(mode: str, args) -> dict:
                           "transformers": transformers.__version__, "torch": torch.__version__}
     path = Path(args.model)
     sync(torch, device)
+    free0 = torch.cuda.mem_get_info(device)[0] if device.startswith("cuda") else 0
     t0 = time.perf_counter()
     model = None
     if mode == "qf":
@@ -134,6 +137,9 @@ def run_one(mode: str, args) -> dict:
     result["rss_after_bytes"] = status["VmRSS"] - base
     if device.startswith("cuda"):
         result["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
+        # The driver's count, which also sees quantforge's own allocations (PyTorch's peak
+        # does not) and what PyTorch's cache keeps reserved.
+        result["device_grown_bytes"] = free0 - torch.cuda.mem_get_info(device)[0]
     if model is not None:
         params = list(model.parameters())
         result["bytes"] = tensors_bytes(params)
@@ -251,11 +257,11 @@ def size(n) -> str:
 
 
 def table(results: list) -> str:
-    head = "| run | seconds | peak host | peak device | tensors | bytes read / bound | note |"
-    rows = [head, "|---|---|---|---|---|---|---|"]
+    head = "| run | seconds | peak host | peak device (torch) | device grown | tensors | bytes read / bound | note |"
+    rows = [head, "|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            rows.append(f"| {r['mode']} | | | | | | {r['error'][:200]} |")
+            rows.append(f"| {r['mode']} | | | | | | | {r['error'][:200]} |")
             continue
         read = ""
         if "bytes_read" in r:
@@ -263,7 +269,7 @@ def table(results: list) -> str:
         note = "" if r.get("hwm_reset", True) else "VmHWM not reset"
         rows.append(
             f"| {r['mode']} | {r['seconds']:.2f} | {size(r['peak_host_bytes'])} | {size(r.get('peak_device_bytes'))} "
-            f"| {size(r['bytes'])} | {read} | {note} |"
+            f"| {size(r.get('device_grown_bytes'))} | {size(r['bytes'])} | {read} | {note} |"
         )
     return "\n".join(rows)
 

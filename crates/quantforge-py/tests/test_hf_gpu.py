@@ -85,3 +85,24 @@ def test_from_pretrained_on_cuda_gives_transformers_logits_bit_for_bit(torch, tm
     x = torch.tensor([[1, 5, 9, 100, 1023]], device="cuda:0")
     with torch.no_grad():
         assert torch.equal(ours(x).logits, theirs(x).logits)
+
+
+def test_from_pretrained_on_cuda_holds_one_copy_of_the_weights(torch, tmp_path) -> None:
+    """The model is built around the loaded weights: the device memory in use after the call
+    (the driver's count: quantforge's allocations and PyTorch's cache) grows by the weights and
+    little more. transformers' allocator warm-up, which quantforge skips, would reserve as many
+    bytes again in PyTorch's cache."""
+    import quantforge.transformers as qtf
+    from test_transformers import write
+
+    write(tmp_path / "m.gguf", "llama")
+    warm = qtf.from_pretrained(tmp_path / "m.gguf", device="cuda:0")  # context, kernels, modules
+    del warm
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info()
+    model = qtf.from_pretrained(tmp_path / "m.gguf", device="cuda:0")
+    torch.cuda.synchronize()
+    grown = (free - torch.cuda.mem_get_info()[0])
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert weights <= grown <= 1.5 * weights, (grown, weights)

@@ -115,9 +115,12 @@ def test_names_shapes_config_and_values_equal_transformers(tmp_path, arch, biase
     assert config.num_attention_heads == N_HEAD and config.hidden_size == HIDDEN
 
 
-def test_bf16_is_transformers_values_rounded(tmp_path) -> None:
-    path = tmp_path / "llama.gguf"
-    write(path, "llama")
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "nemotron"])
+def test_bf16_is_transformers_values_rounded(tmp_path, arch) -> None:
+    """Loaded in bf16 straight, transformed after: the bits of transformers' float32 values
+    rounded; gemma2's and nemotron's norms (``- 1``) are made in float32 first."""
+    path = tmp_path / f"{arch}.gguf"
+    write(path, arch)
     want = transformers_own(path)
     got = qtf.load_state_dict(path, dtype=torch.bfloat16)
     for name, t in want.items():
@@ -351,6 +354,26 @@ def test_transforms_run_on_the_device_give_numpy_bits(arch, processor_class) -> 
         assert tuple(meta.weights.shape) == tuple(got.weights.shape) == want.weights.shape, name
         w = np.ascontiguousarray(want.weights)
         assert np.array_equal(got.weights.contiguous().numpy().view(np.uint32), w.view(np.uint32)), name
+
+
+def test_from_pretrained_leaves_hub_kernels_off(tmp_path) -> None:
+    """transformers 5.25 turns its hub kernels on by default when the ``kernels`` package is
+    installed (a dependency of 5.25), and fetches them from the network: a GPU machine offline
+    then fails."""
+    write(tmp_path / "m.gguf", "llama")
+    assert not qtf.from_pretrained(tmp_path / "m.gguf").use_kernels
+
+
+def test_the_corrections_share_the_name_table_and_skip_the_warmup_until_exit() -> None:
+    from transformers import modeling_utils
+
+    table, warmup = gguf.get_tensor_name_map, modeling_utils.caching_allocator_warmup
+    with qtf._corrections():
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+        assert modeling_utils.caching_allocator_warmup(None, {"x": "cuda:0"}, None) is None
+        assert modeling_utils.caching_allocator_warmup is not warmup
+    assert gguf.get_tensor_name_map is table and modeling_utils.caching_allocator_warmup is warmup
 
 
 def test_transcendental_and_numpy_only_transforms_stay_on_the_cpu() -> None:

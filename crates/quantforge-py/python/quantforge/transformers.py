@@ -27,9 +27,11 @@ rank's shard of each tensor under the same names, reading only the bytes it cove
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import functools
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from ._tp import HF_LLAMA_PLAN
 
@@ -67,6 +69,16 @@ _CPU_TENSORS: Dict[str, Tuple[str, ...]] = {
     "MambaTensorProcessor": ("*ssm_conv1d.weight*", "*ssm_a*"),  # np.expand_dims; np.log
 }
 
+# Per TensorProcessor, the tensors (fnmatch patterns) whose transform is arithmetic on the device
+# (``weights - 1``): their values are made in float32 and rounded to the requested dtype after
+# the transform, as transformers does. Every other tensor's transform only moves data, or runs
+# on the CPU in float32 (:data:`_CPU_TENSORS`), so the rest are loaded straight in the requested
+# dtype by the pipelined whole-file load: rounding commutes with moving data.
+_F32_TENSORS: Dict[str, Tuple[str, ...]] = {
+    "Gemma2TensorProcessor": ("*norm.weight*",),
+    "NemotronTensorProcessor": ("*norm.weight*",),
+}
+
 # Processors whose transform commutes with taking whole heads or rows first: each tensor
 # unchanged, elementwise (``- 1``) or, for llama's Q and K, permuted within each head. Only
 # these are sharded by :func:`load_shards`.
@@ -77,6 +89,38 @@ def _on_cpu(processor: Any, name: str) -> bool:
     """Whether tensor ``name``'s transform by ``processor`` must run on numpy arrays."""
     patterns = _CPU_TENSORS.get(type(processor).__name__, ("*",))
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _needs_f32(processor: Any, name: str) -> bool:
+    """Whether tensor ``name`` must reach ``processor`` as float32 values (see
+    :data:`_F32_TENSORS`)."""
+    patterns = _F32_TENSORS.get(type(processor).__name__, ())
+    return _on_cpu(processor, name) or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+@contextlib.contextmanager
+def _corrections() -> Iterator[None]:
+    """quantforge's run-time corrections to transformers 5.25, undone on exit:
+
+    - ``get_gguf_hf_weights_map`` calls gguf-py's ``get_tensor_name_map(arch, layers)`` once per
+      module of the model, and each call builds the whole name table again (seconds for a 7B
+      model); the table is a pure function of its arguments, so the calls share one;
+    - ``from_pretrained`` with a ``device_map`` first reserves as many device bytes as the model
+      holds (``caching_allocator_warmup``), to speed up copying weights in; the weights handed to
+      it are already on the device, so the reservation would only double the peak."""
+    import gguf
+    from transformers import modeling_utils
+
+    saved = gguf.get_tensor_name_map, getattr(modeling_utils, "caching_allocator_warmup", None)
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(saved[0])
+    if saved[1] is not None:
+        modeling_utils.caching_allocator_warmup = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = saved[0]
+        if saved[1] is not None:
+            modeling_utils.caching_allocator_warmup = saved[1]
 
 
 def _parse(path: str) -> Tuple[Dict[str, Any], str]:
@@ -165,7 +209,8 @@ def _processor(parsed: Dict[str, Any], arch: str, config: Any) -> Tuple[Any, Dic
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     processor = TENSOR_PROCESSORS.get(arch, TensorProcessor)(config=parsed["config"])
-    return processor, get_gguf_hf_weights_map(model, processor)
+    with _corrections():
+        return processor, get_gguf_hf_weights_map(model, processor)
 
 
 def _finish(t: Any, device: Any, dtype: Any) -> Any:
@@ -180,7 +225,8 @@ def _finish(t: Any, device: Any, dtype: Any) -> Any:
 
 
 def _load(path: str, device: Any, dtype: Any) -> Tuple[Any, Dict[str, Any]]:
-    """The file's config and state dict, from one parse of its metadata."""
+    """The file's config and state dict, from one parse of its metadata. Every tensor is loaded
+    by the pipelined whole-file load in ``dtype``; those :func:`_needs_f32` again in float32."""
     from . import safe_open
 
     parsed, arch = _parse(path)
@@ -190,9 +236,14 @@ def _load(path: str, device: Any, dtype: Any) -> Tuple[Any, Dict[str, Any]]:
     # Processors that merge tensors (the MoE experts) write into this, as transformers' loop
     # lets them.
     parsed["tensors"] = {}
-    with safe_open(path, framework="pt", device=device, dtype="f32") as f:
-        for name in f.keys():
-            values = f.get_tensor(name)
+    with safe_open(path, framework="pt", device=device, dtype=dtype) as whole, safe_open(
+        path, framework="pt", device=device, dtype="f32"
+    ) as f32:
+        loaded = whole.load_all()
+        for name in list(loaded):
+            values = loaded.pop(name)  # each tensor freed once transformed
+            if dtype is not None and _needs_f32(processor, name):
+                values = f32.get_tensor(name)
             if _on_cpu(processor, name):
                 values = values.cpu().numpy()
             result = processor.process(
@@ -304,7 +355,9 @@ def from_pretrained(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", d
     class), with :func:`load_state_dict`'s weights: built by transformers from the config and
     that state dict (``from_pretrained(None, config=..., state_dict=...)``), so buffers it
     computes (rotary ``inv_freq``), tied weights and modules kept in float32 come out as
-    transformers sets them. ``dtype=None`` is float32."""
+    transformers sets them. ``dtype=None`` is float32. transformers' hub kernels stay off
+    (``use_kernels=False``): loading a local file fetches nothing from the network, and the
+    forward pass is transformers' own PyTorch code, as with its own GGUF loading."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -312,4 +365,7 @@ def from_pretrained(path: Union[str, "os.PathLike[str]"], device: Any = "cpu", d
     config, state = _load(os.fspath(path), device, dtype)
     model_class = AutoModelForCausalLM._model_mapping[type(config)]
     device_map = None if str(device) == "cpu" else str(device)
-    return model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype, device_map=device_map)
+    with _corrections():
+        return model_class.from_pretrained(
+            None, config=config, state_dict=state, dtype=dtype, device_map=device_map, use_kernels=False
+        )
