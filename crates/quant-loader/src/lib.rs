@@ -286,6 +286,53 @@ impl GgufLoader {
         self.load_tensors(backend, &all, as_, (opts, None), progress)
     }
 
+    /// Loads `parts` onto `backend` as `as_` by the pipelined load, as
+    /// [`load_with`](Self::load_with) loads whole tensors. Each part is a tensor of this file or
+    /// a contiguous part of one ([`TensorInfo::part`]: a tensor-parallel rank's rows), so that
+    /// only their bytes are read. Tensors and rows come back in the order of `parts`.
+    pub fn load_parts(
+        &self,
+        backend: &dyn Backend,
+        parts: &[TensorInfo],
+        as_: LoadAs,
+        opts: &PipelineOptions,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Loaded<DeviceTensor>, LoadError> {
+        self.check_parts(parts)?;
+        self.load_tensors(backend, parts, as_, (opts, None), progress)
+    }
+
+    /// [`load_parts`](Self::load_parts) into host memory with the fast CPU path, as
+    /// [`load_all_to_host`](Self::load_all_to_host) loads whole tensors.
+    pub fn load_parts_to_host(
+        &self,
+        parts: &[TensorInfo],
+        as_: LoadAs,
+        progress: &mut dyn FnMut(&TensorLoad),
+    ) -> Result<Loaded<HostTensor>, LoadError> {
+        self.check_parts(parts)?;
+        self.load_tensors_to_host(parts, as_, progress)
+    }
+
+    /// Refuses a part that is not within a tensor of this file, of that tensor's type.
+    fn check_parts(&self, parts: &[TensorInfo]) -> Result<(), LoadError> {
+        for p in parts {
+            let t = self.tensor(&p.name)?;
+            let inside = p.offset >= t.offset && p.offset + p.n_bytes <= t.offset + t.n_bytes;
+            if p.ty != t.ty || !inside {
+                return Err(LoadError::Options {
+                    file: self.file.path().to_path_buf(),
+                    reason: format!(
+                        "tensor '{}': a part of {} bytes at offset {} is not within the \
+                         tensor's {} bytes at {}",
+                        p.name, p.n_bytes, p.offset, t.n_bytes, t.offset
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// [`load_with`](Self::load_with) that stops with [`LoadError::Interrupted`] once `cancel`
     /// is set (by `progress`, or another thread): each reader stops before its next batch, a
     /// serial load before its next tensor, and everything the load took is freed. What was
@@ -470,12 +517,23 @@ impl GgufLoader {
         as_: LoadAs,
         progress: &mut dyn FnMut(&TensorLoad),
     ) -> Result<Loaded<HostTensor>, LoadError> {
-        let start = Instant::now();
         let all: Vec<TensorInfo> = self.file.tensors().collect();
+        self.load_tensors_to_host(&all, as_, progress)
+    }
+
+    /// Loads `tensors` (of this file, or parts of them) into host memory, one after another:
+    /// the body of [`GgufLoader::load_all_to_host`] and [`GgufLoader::load_parts_to_host`].
+    fn load_tensors_to_host(
+        &self,
+        all: &[TensorInfo],
+        as_: LoadAs,
+        progress: &mut dyn FnMut(&TensorLoad),
+    ) -> Result<Loaded<HostTensor>, LoadError> {
+        let start = Instant::now();
         let host = Host { core: self.core() };
         let mut tensors = Vec::with_capacity(all.len());
         let mut rows = Vec::with_capacity(all.len());
-        for (t, plan) in self.plan_all(&all, as_, Target::Host)? {
+        for (t, plan) in self.plan_all(all, as_, Target::Host)? {
             let (tensor, row) = host.load(t, &plan)?;
             progress(&row);
             tensors.push(tensor);

@@ -588,3 +588,69 @@ fn a_cancelled_load_stops_with_an_error_naming_the_file() {
     assert!(matches!(err, LoadError::Interrupted { .. }), "{err:?}");
     assert!(seen < total, "read {seen} of {total} bytes");
 }
+
+/// A tensor-parallel rank's rows: parts of tensors load, pipelined or on the host, as the same
+/// rows of the whole tensors, reading only their bytes; a part outside its tensor is refused.
+#[test]
+fn parts_of_tensors_load_as_those_rows_of_the_whole_tensors() {
+    let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
+    let dtype = OutputDType::F16;
+    let mut parts = Vec::new();
+    let mut want = Vec::new();
+    for t in loader
+        .file()
+        .tensors()
+        .filter(|t| t.dims.len() == 2 && t.dims[1] >= 3)
+    {
+        let (rows, row_bytes) = (t.dims[1], t.dims[0] as usize * dtype.size());
+        let whole = reference(&loader, &t.name, dtype);
+        for r in [1..rows / 2, rows / 2..rows] {
+            want.push(whole[r.start as usize * row_bytes..r.end as usize * row_bytes].to_vec());
+            parts.push(t.part(r).unwrap());
+        }
+    }
+    assert!(parts.len() >= 10);
+    let b = TestBackend::new(0);
+    let mut bytes = 0u64;
+    let loaded = loader
+        .load_parts(&b, &parts, dtype.into(), &tiny_ring(), &mut |p| {
+            if let Progress::Bytes(n) = p {
+                bytes += n
+            }
+        })
+        .unwrap();
+    assert!(b.violations().is_empty());
+    assert_eq!(
+        bytes,
+        parts.iter().map(|p| p.n_bytes).sum::<u64>(),
+        "only the parts' bytes"
+    );
+    let host = loader
+        .load_parts_to_host(&parts, dtype.into(), &mut |_| {})
+        .unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        assert_eq!(
+            loaded.tensors[i].download(&b).unwrap(),
+            want[i],
+            "{} {i}",
+            p.name
+        );
+        assert_eq!(
+            host.tensors[i].to_le_bytes(),
+            want[i],
+            "{} {i} host",
+            p.name
+        );
+        assert_eq!(host.tensors[i].shape, p.dims);
+    }
+    let mut outside = parts[0].clone();
+    outside.offset += outside.n_bytes * 1000;
+    let Err(err) = loader.load_parts_to_host(&[outside], dtype.into(), &mut |_| {}) else {
+        panic!("a part outside its tensor was loaded");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tiny-llama-q4_k_m.gguf") && msg.contains("not within"),
+        "{msg}"
+    );
+}

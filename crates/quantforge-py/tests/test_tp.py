@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 gguf = pytest.importorskip("gguf")
 
 import quantforge.torch as qt  # noqa: E402
-from quantforge import _native, safe_open  # noqa: E402
+from quantforge import _convert, _native, safe_open  # noqa: E402
 from quantforge._tp import LLAMA_PLAN, _part, row_ranges, style_of  # noqa: E402
 
 HIDDEN, FF, N_HEAD, N_KV, HEAD_DIM = 512, 1024, 8, 2, 64
@@ -151,6 +151,23 @@ def test_plans_and_splits_that_cannot_work_are_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="blocks of 210 bytes"):
         qt.load_shards(path, (0, 8), {"blk.*.ffn_down.weight": "rowwise"}, dtype="native")
     assert os.path.exists(path)
+
+
+def test_parts_load_as_rows_of_the_whole_tensors_and_bad_parts_are_named(tmp_path) -> None:
+    """The batched load of whole-row parts that a rank's shards come from."""
+    path = tmp_path / "gqa.gguf"
+    write_llama(path, False)
+    with safe_open(path, framework="numpy") as f:
+        name = "blk.0.ffn_gate.weight"
+        whole = f.get_tensor(name)
+        parts = [(name, 3, 7), ("blk.0.attn_norm.weight", 0, 8)]
+        a, b = (_convert(t, "numpy") for t in _native._load_parts(f.file, parts))
+        assert np.array_equal(a.view(np.uint32), whole[3:7].view(np.uint32))
+        assert b.shape == (8,)
+        with pytest.raises(Exception, match=r"gqa.gguf.*blk.0.ffn_gate.weight.*rows 7\.\.3"):
+            _native._load_parts(f.file, [(name, 7, 3)])
+        with pytest.raises(Exception, match=r"values 0\.\.9999 .*on block boundaries"):
+            _native._load_parts(f.file, [("blk.0.attn_norm.weight", 0, 9999)])
 
 
 @pytest.mark.parametrize("world", [2, 4])

@@ -185,6 +185,47 @@ def shard_tensor(f: Any, name: str, style: str, meta: Mapping[str, Any], rank: i
     return out, read, whole
 
 
+def shard_all(
+    f: Any, styles: Mapping[str, str], meta: Mapping[str, Any], rank: int, world: int
+) -> Dict[str, Tuple[Any, int, int]]:
+    """:func:`shard_tensor` of every tensor of ``styles`` (GGUF name -> style), in ``styles``'
+    order. The shards that are whole rows of a two-dimensional tensor (a colwise split, one
+    range per fused component) and the replicated tensors of one or two dimensions come from
+    one pipelined load of those parts (on a GPU, the whole-file load's speed over the rank's
+    bytes); a rowwise split (columns of every row), a tensor of more dimensions, a colwise
+    one-dimensional tensor and native blocks are read one by one."""
+    from . import _convert, _native
+
+    rows_of: Dict[str, List[Tuple[int, int]]] = {}
+    for name, style in styles.items():
+        shape = f.get_tensor_shape(name)
+        if f.file.dtype == "native" or style == "rowwise" or not 1 <= len(shape) <= 2:
+            continue
+        if style == "replicate":
+            rows_of[name] = [(0, shape[0])]
+        elif len(shape) == 2:
+            ranges = row_ranges(name, shape[0], meta, rank, world)
+            if all(a < b for a, b in ranges):
+                rows_of[name] = ranges
+    parts = [(n, a, b) for n, ranges in rows_of.items() for a, b in ranges]
+    loaded = iter(_native._load_parts(f.file, parts) if parts else ())
+    out: Dict[str, Tuple[Any, int, int]] = {}
+    for name, style in styles.items():
+        if name not in rows_of:
+            out[name] = shard_tensor(f, name, style, meta, rank, world)
+            continue
+        pieces = [_convert(next(loaded), f._framework) for _ in rows_of[name]]
+        s = f.get_slice(name)
+        shape = s.get_shape()
+        whole = s.bytes_read((0, shape[0] if len(shape) > 1 else 1), (0, shape[-1]))
+        if len(shape) == 1:  # replicated, whole
+            out[name] = pieces[0], whole, whole
+            continue
+        read = sum(s.bytes_read((a, b), (0, shape[-1])) for a, b in rows_of[name])
+        out[name] = (pieces[0] if len(pieces) == 1 else _cat(pieces)), read, whole
+    return out
+
+
 def load_shards(f: Any, rank: int, world: int, plan: Optional[Mapping[str, str]]) -> Tuple[Dict[str, Any], ShardReport]:
     """Rank ``rank``'s shard of every tensor of the open ``safe_open`` file ``f``, as ``f``'s
     framework gives tensors, with what the rank read. ``plan`` is in GGUF names (default
@@ -192,13 +233,12 @@ def load_shards(f: Any, rank: int, world: int, plan: Optional[Mapping[str, str]]
     check_rank(rank, world)
     plan = LLAMA_PLAN if plan is None else plan
     check_plan(plan)
-    meta = f.metadata()
+    styles = {name: style_of(name, plan) for name in f.keys()}
     report = ShardReport(rank, world)
     out: Dict[str, Any] = {}
-    for name in f.keys():
-        style = style_of(name, plan)
-        out[name], read, whole = shard_tensor(f, name, style, meta, rank, world)
-        report.add(name, name, style, read, whole)
+    for name, (values, read, whole) in shard_all(f, styles, f.metadata(), rank, world).items():
+        out[name] = values
+        report.add(name, name, styles[name], read, whole)
     return out, report
 
 

@@ -277,7 +277,7 @@ def load_shards(
     transform commutes with such a split (the default one: qwen2, phi3, ...; llama's,
     gemma2/3's and nemotron's); another architecture is a ``ValueError`` naming it."""
     from . import safe_open
-    from ._tp import ShardReport, check_plan, check_rank, shard_tensor, style_of
+    from ._tp import ShardReport, check_plan, check_rank, shard_all, style_of
 
     path = os.fspath(path)
     rank, world = tp
@@ -297,19 +297,16 @@ def load_shards(
     out: Dict[str, Any] = {}
     with safe_open(path, framework="pt", device=device, dtype="f32") as f:
         meta = f.metadata()
-        for name in f.keys():
-            hf_name = mapping.get(name)
-            if hf_name is None:
-                continue
-            style = style_of(hf_name, plan)
-            values, read, whole = shard_tensor(f, name, style, meta, rank, world)
+        styles = {name: style_of(mapping[name], plan) for name in f.keys() if name in mapping}
+        for name, (values, read, whole) in shard_all(f, styles, meta, rank, world).items():
+            hf_name = mapping[name]
             rows = f.get_tensor_shape(name)[0] if values.dim() else 1
             shard_processor = type(processor)(config=_shard_config(parsed["config"], name, rows, values))
             result = shard_processor.process(
                 weights=values, name=name, tensor_key_mapping=mapping, parsed_parameters=parsed
             )
             out[hf_name] = _finish(result.weights, device, dtype)
-            report.add(hf_name, name, style, read, whole)
+            report.add(hf_name, name, styles[name], read, whole)
     return out, report
 
 
