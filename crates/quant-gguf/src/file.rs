@@ -103,6 +103,30 @@ impl TensorInfo {
             n_bytes: count / block_elems * block_bytes,
         })
     }
+
+    /// Whether this is `whole`, or a part of it as [`TensorInfo::part`] gives one (same name,
+    /// type, row length and bytes), so that loading it reads only bytes of `whole`.
+    pub fn is_part_of(&self, whole: &TensorInfo) -> bool {
+        if self == whole {
+            return true;
+        }
+        let Some(g) = whole.ty.geometry() else {
+            return false;
+        };
+        let (block_elems, block_bytes) = (g.block_elems as u64, g.block_bytes as u64);
+        let Some(skip) = self.offset.checked_sub(whole.offset) else {
+            return false;
+        };
+        let range = if whole.dims.len() == 1 {
+            let first = skip / block_bytes * block_elems;
+            first..first.saturating_add(self.n_elements)
+        } else {
+            let row_bytes = whole.dims[0] / block_elems * block_bytes;
+            let first = skip / row_bytes.max(1);
+            first..first.saturating_add(self.n_elements / whole.dims[0].max(1))
+        };
+        whole.part(range).as_ref() == Some(self)
+    }
 }
 
 enum Storage {
@@ -603,6 +627,13 @@ mod tests {
             (vec![64, 3], 64 + 2 * 36, 192, 108)
         );
         assert_eq!(t.part(0..6).unwrap().n_bytes, t.n_bytes);
+        assert!(t.part(2..5).unwrap().is_part_of(&t) && t.is_part_of(&t));
+        let mut skewed = t.part(2..5).unwrap();
+        skewed.offset += 1; // not on a row boundary
+        assert!(!skewed.is_part_of(&t));
+        skewed.offset -= 1;
+        skewed.n_elements *= 2; // more values than its bytes hold
+        assert!(!skewed.is_part_of(&t));
         #[allow(clippy::reversed_empty_ranges)] // a reversed range is one of the bad cases
         let bad = [3..3, 4..2, 5..7];
         for r in bad {

@@ -314,16 +314,15 @@ impl GgufLoader {
         self.load_tensors_to_host(parts, as_, progress)
     }
 
-    /// Refuses a part that is not within a tensor of this file, of that tensor's type.
+    /// Refuses a part that is not a part of a tensor of this file ([`TensorInfo::is_part_of`]).
     fn check_parts(&self, parts: &[TensorInfo]) -> Result<(), LoadError> {
         for p in parts {
             let t = self.tensor(&p.name)?;
-            let inside = p.offset >= t.offset && p.offset + p.n_bytes <= t.offset + t.n_bytes;
-            if p.ty != t.ty || !inside {
+            if !p.is_part_of(&t) {
                 return Err(LoadError::Options {
                     file: self.file.path().to_path_buf(),
                     reason: format!(
-                        "tensor '{}': a part of {} bytes at offset {} is not within the \
+                        "tensor '{}': a part of {} bytes at offset {} is not a part of the \
                          tensor's {} bytes at {}",
                         p.name, p.n_bytes, p.offset, t.n_bytes, t.offset
                     ),

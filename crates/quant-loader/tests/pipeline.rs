@@ -650,7 +650,7 @@ fn parts_of_tensors_load_as_those_rows_of_the_whole_tensors() {
     };
     let msg = err.to_string();
     assert!(
-        msg.contains("tiny-llama-q4_k_m.gguf") && msg.contains("not within"),
+        msg.contains("tiny-llama-q4_k_m.gguf") && msg.contains("not a part of"),
         "{msg}"
     );
 }
