@@ -342,6 +342,19 @@ impl Driver for CudaDriver {
         })
     }
 
+    fn groups_per_multiprocessor(
+        &self,
+        module: &Entries<ffi::Function>,
+        dtype: OutputDType,
+        threads: u32,
+    ) -> DriverResult<u32> {
+        let what = format!("cuOccupancyMaxActiveBlocksPerMultiprocessor({threads} threads)");
+        module
+            .get(dtype)
+            .groups_per_multiprocessor(threads)
+            .map_err(op(what))
+    }
+
     fn launch(
         &self,
         queue: Queue,

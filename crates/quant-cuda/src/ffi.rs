@@ -1093,6 +1093,18 @@ impl Drop for Module {
 /// A kernel entry point; keeps its module loaded.
 pub(crate) struct Function(sys::CUfunction, Arc<Module>);
 
+impl Function {
+    /// Groups of `threads` threads of this kernel that one multiprocessor runs at once, given
+    /// its registers and static shared memory (`cuOccupancyMaxActiveBlocksPerMultiprocessor`).
+    pub fn groups_per_multiprocessor(&self, threads: u32) -> Res<u32> {
+        self.1 .1.bind_to_thread()?;
+        let threads = i32::try_from(threads).map_err(|_| err("threads per group over i32"))?;
+        // SAFETY: the function is alive while its module (held by `self`) is.
+        let n = unsafe { cu::occupancy::max_active_block_per_multiprocessor(self.0, threads, 0)? };
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+}
+
 // SAFETY: function handles may be used from any thread.
 unsafe impl Send for Function {}
 // SAFETY: as above.

@@ -198,6 +198,18 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// Groups of `kernel`'s entry point for `dtype` that the whole device runs at once
+    /// (multiprocessors × the kernel's occupancy), so that work can be sized to whole waves.
+    /// Default: `None`, unknown (a backend without multiprocessors).
+    fn resident_groups(
+        &self,
+        kernel: &'static KernelSpec,
+        dtype: OutputDType,
+    ) -> Result<Option<u64>, GpuError> {
+        let _ = (kernel, dtype);
+        Ok(None)
+    }
+
     /// [`Backend::dequantize`] queued on a stream of the caller's (a `CUstream` or
     /// `hipStream_t` of this backend's device context, as an integer; 0 is the legacy default
     /// stream), not on the backend's own queues, and not waited for: the caller orders it with

@@ -9,7 +9,9 @@
 //! * **Resident** ([`bench_resident_dequant`], [`bench_resident_copy`]): one input and one
 //!   output, together within a byte budget well under the L2 cache, launched back to back
 //!   ([`ResidentConfig::launches_per_run`] launches between two device events, the run's time
-//!   divided by the launches), the median over many runs. Memory does not limit these launches,
+//!   divided by the launches), the median over many runs; each launch is whole waves of the
+//!   groups the device runs at once ([`whole_waves`]), so that no partial last wave leaves
+//!   multiprocessors idle. Memory does not limit these launches,
 //!   and one launch's latency is spread over many, so the figure is the kernel's compute
 //!   ceiling: the memory bandwidth it could feed ([`ResidentResult::fed_gbps`]), which is the
 //!   same on cards whose SMs are the same, whatever their memory.
@@ -225,6 +227,9 @@ pub struct ResidentResult {
     pub max_ms: f64,
     /// Median over runs of the host's milliseconds to issue one launch.
     pub host_ms: f64,
+    /// Waves of groups one launch is: its groups over those the device runs at once
+    /// ([`Backend::resident_groups`]); `None` for a copy, or where the backend cannot say.
+    pub waves: Option<f64>,
 }
 
 impl ResidentResult {
@@ -335,7 +340,32 @@ fn summarize_resident(
         min_ms: ms.iter().copied().reduce(f64::min).unwrap_or(f64::NAN),
         max_ms: ms.iter().copied().reduce(f64::max).unwrap_or(f64::NAN),
         host_ms: median(runs.host_ms),
+        waves: None,
     }
+}
+
+/// `n_blocks` cut down to whole waves of `wave_groups` groups of `blocks_per_group` blocks,
+/// when it holds at least one wave, and the waves it then is: a launch of a fraction of a wave
+/// more leaves most multiprocessors idle while the last groups run, which a resident
+/// measurement, a few waves long, would count against the kernel. Without `wave_groups` (the
+/// backend cannot say), `n_blocks` as it is.
+pub fn whole_waves(
+    n_blocks: u64,
+    blocks_per_group: u64,
+    wave_groups: Option<u64>,
+) -> (u64, Option<f64>) {
+    let Some(wave) = wave_groups
+        .filter(|&g| g > 0)
+        .map(|g| g * blocks_per_group.max(1))
+    else {
+        return (n_blocks, None);
+    };
+    let n = if n_blocks >= wave {
+        n_blocks / wave * wave
+    } else {
+        n_blocks
+    };
+    (n, Some(n as f64 / wave as f64))
 }
 
 /// Times a device-to-device copy of `cfg.budget_bytes / 2` bytes into one buffer, over and
@@ -359,8 +389,9 @@ pub fn bench_resident_copy(
 }
 
 /// Times `format`'s kernel producing `dtype` on data resident in L2: the most whole blocks
-/// whose bytes and output fit in `cfg.budget_bytes` ([`resident_blocks`]), random with finite
-/// scales ([`QuantFormat::make_scales_finite`]), one input and one output buffer.
+/// whose bytes and output fit in `cfg.budget_bytes` ([`resident_blocks`]), cut down to whole
+/// waves of the groups the device runs at once ([`whole_waves`]), random with finite scales
+/// ([`QuantFormat::make_scales_finite`]), one input and one output buffer.
 pub fn bench_resident_dequant(
     backend: &dyn Backend,
     format: &'static dyn QuantFormat,
@@ -372,7 +403,9 @@ pub fn bench_resident_dequant(
         reason: "the format has no GPU kernel".into(),
     })?;
     let g = format.geometry();
-    let n_blocks = resident_blocks(g, dtype, cfg.budget_bytes)?;
+    let fit = resident_blocks(g, dtype, cfg.budget_bytes)?;
+    let wave_groups = backend.resident_groups(kernel, dtype)?;
+    let (n_blocks, waves) = whole_waves(fit, u64::from(kernel.blocks_per_group), wave_groups);
     let n = n_blocks as usize;
     let mut blocks = random_bytes(n * g.block_bytes, 0xb10c);
     format.make_scales_finite(&mut blocks);
@@ -383,13 +416,12 @@ pub fn bench_resident_dequant(
     let runs = time_runs(backend, cfg, &mut || {
         backend.dequantize(kernel, &src, n_blocks, &mut dst, dtype)
     })?;
-    Ok(summarize_resident(
-        format!("{}->{}", format.name(), dtype),
-        (n * g.block_elems) as u64,
-        (blocks.len() + out_bytes) as u64,
-        cfg,
-        runs,
-    ))
+    let label = format!("{}->{}", format.name(), dtype);
+    let moved = (blocks.len() + out_bytes) as u64;
+    Ok(ResidentResult {
+        waves,
+        ..summarize_resident(label, (n * g.block_elems) as u64, moved, cfg, runs)
+    })
 }
 
 #[cfg(test)]
@@ -456,6 +488,8 @@ mod tests {
             pub copy_ms_per_byte: f64,
             /// Launches during every third timed call cost this many times more.
             pub slow_factor: f64,
+            /// What [`Backend::resident_groups`] answers.
+            pub resident_groups: Option<u64>,
             pub log: Mutex<Log>,
         }
 
@@ -474,6 +508,7 @@ mod tests {
                     launch_ms,
                     copy_ms_per_byte: 0.0,
                     slow_factor: 1.0,
+                    resident_groups: None,
                     log: Mutex::default(),
                 }
             }
@@ -487,6 +522,13 @@ mod tests {
         impl Backend for Fake {
             fn info(&self) -> &DeviceInfo {
                 &self.info
+            }
+            fn resident_groups(
+                &self,
+                _: &'static KernelSpec,
+                _: OutputDType,
+            ) -> Result<Option<u64>, GpuError> {
+                Ok(self.resident_groups)
             }
             fn mem_info(&self) -> Result<MemInfo, GpuError> {
                 Ok(MemInfo {
@@ -631,6 +673,20 @@ mod tests {
     }
 
     #[test]
+    fn resident_sizing_cuts_down_to_whole_waves_of_the_resident_groups() {
+        // 1056 groups of 32 blocks at once: a wave is 33 792 blocks.
+        assert_eq!(whole_waves(42_704, 32, Some(1056)), (33_792, Some(1.0)));
+        assert_eq!(
+            whole_waves(3 * 33_792 + 5, 32, Some(1056)),
+            (3 * 33_792, Some(3.0))
+        );
+        // Under one wave, or with the occupancy unknown: as it fits.
+        assert_eq!(whole_waves(16_896, 32, Some(1056)), (16_896, Some(0.5)));
+        assert_eq!(whole_waves(42_704, 32, None), (42_704, None));
+        assert_eq!(whole_waves(42_704, 32, Some(0)), (42_704, None));
+    }
+
+    #[test]
     fn resident_figures_follow_from_elements_bytes_and_time() {
         let r = ResidentResult {
             label: "x".into(),
@@ -642,6 +698,7 @@ mod tests {
             min_ms: 0.001,
             max_ms: 0.001,
             host_ms: 0.0005,
+            waves: None,
         };
         // 10^6 values in 1 µs: 1000 Gelem/s; 2.5 bytes per value: 2500 GB/s fed.
         assert!(close(r.gelem_per_s(), 1000.0));
@@ -691,6 +748,23 @@ mod tests {
         assert_eq!(log.launches.len(), 150 * (1 + 2 * 7));
         assert!(log.launches.iter().all(|&n| n == 10));
         assert!(log.syncs >= 7);
+    }
+
+    #[test]
+    fn resident_dequant_launches_whole_waves_of_the_groups_the_device_runs() {
+        // The budget fits 10 blocks of 8 per group; two groups at once make a wave of 16.
+        let b = fake::Fake {
+            resident_groups: Some(2),
+            ..fake::Fake::new(0.005)
+        };
+        let cfg = ResidentConfig {
+            budget_bytes: 20 * 98,
+            launches_per_run: 3,
+            runs: 2,
+        };
+        let r = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F16, &cfg).unwrap();
+        assert_eq!((r.elements, r.waves), (16 * 32, Some(1.0)));
+        assert!(b.log.lock().unwrap().launches.iter().all(|&n| n == 16));
     }
 
     #[test]

@@ -184,6 +184,14 @@ pub trait Driver: Send + Sync + Sized + 'static {
     /// Builds or loads `spec`'s module for this device. Errors say which code object or source
     /// failed and why ([`GpuError::CodeObject`], [`GpuError::Compile`], [`GpuError::NoKernel`]).
     fn load_module(&self, spec: &'static KernelSpec) -> Result<Self::Module, GpuError>;
+    /// Groups of `threads` threads of `module`'s entry point for `dtype` that one multiprocessor
+    /// runs at once: the kernel's occupancy, given its registers and shared memory.
+    fn groups_per_multiprocessor(
+        &self,
+        module: &Self::Module,
+        dtype: OutputDType,
+        threads: u32,
+    ) -> DriverResult<u32>;
     /// Queues one launch of `module`'s entry point for `dtype` on `queue` as `plan` says,
     /// reading `src[plan.src_range()]` and writing `dst[plan.dst_range()]`. The plan is not
     /// empty.
@@ -635,6 +643,20 @@ impl<D: Driver> Backend for GpuBackend<D> {
     fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
         self.prepare(kernel)
     }
+    fn resident_groups(
+        &self,
+        kernel: &'static KernelSpec,
+        dtype: OutputDType,
+    ) -> Result<Option<u64>, GpuError> {
+        let module = self.module(kernel)?;
+        let per_mp = self
+            .driver
+            .groups_per_multiprocessor(&module, dtype, kernel.threads_per_group)
+            .map_err(GpuError::from)?;
+        Ok(Some(
+            u64::from(per_mp) * u64::from(self.info().multiprocessors),
+        ))
+    }
     /// Checked and planned as on the compute queue ([`plan_launch`], the device's limits), then
     /// queued on the caller's stream ([`Driver::launch_on_stream`]).
     #[allow(unsafe_code)] // the trait's contract, passed on to the driver
@@ -773,6 +795,13 @@ impl<T: DelegateBackend> Backend for T {
     }
     fn prepare_kernel(&self, kernel: &'static KernelSpec) -> Result<(), GpuError> {
         self.delegate().prepare_kernel(kernel)
+    }
+    fn resident_groups(
+        &self,
+        kernel: &'static KernelSpec,
+        dtype: OutputDType,
+    ) -> Result<Option<u64>, GpuError> {
+        self.delegate().resident_groups(kernel, dtype)
     }
     #[allow(unsafe_code)] // the trait's contract, passed on
     unsafe fn dequantize_on_stream(

@@ -366,6 +366,18 @@ impl Driver for HipDriver {
         })
     }
 
+    fn groups_per_multiprocessor(
+        &self,
+        module: &LoadedModule,
+        dtype: OutputDType,
+        threads: u32,
+    ) -> DriverResult<u32> {
+        Ok(module
+            .entries
+            .get(dtype)
+            .groups_per_multiprocessor(threads)?)
+    }
+
     fn launch(
         &self,
         queue: Queue,

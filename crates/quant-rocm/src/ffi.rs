@@ -1173,6 +1173,30 @@ pub(crate) struct Function {
     raw: sys::hipFunction_t,
 }
 
+impl Function {
+    /// Groups of `threads` threads of this kernel that one multiprocessor (compute unit) runs
+    /// at once, given its registers and static shared memory
+    /// (`hipModuleOccupancyMaxActiveBlocksPerMultiprocessor`).
+    pub fn groups_per_multiprocessor(&self, threads: u32) -> Result<u32, HipError> {
+        let op = || format!("hipModuleOccupancyMaxActiveBlocksPerMultiprocessor({threads})");
+        let block = i32::try_from(threads).map_err(|_| HipError {
+            op: op(),
+            code: hipError_t::hipErrorInvalidValue as u32,
+            name: "hipErrorInvalidValue".into(),
+            message: "threads per group over i32".into(),
+        })?;
+        let mut n: std::ffi::c_int = 0;
+        // SAFETY: writes one int; the function is alive while its module is (the caller's).
+        check(
+            unsafe {
+                sys::hipModuleOccupancyMaxActiveBlocksPerMultiprocessor(&mut n, self.raw, block, 0)
+            },
+            op,
+        )?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+}
+
 // SAFETY: function handles are process-wide and usable from any host thread.
 unsafe impl Send for Function {}
 // SAFETY: as above.

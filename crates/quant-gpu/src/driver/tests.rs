@@ -286,6 +286,20 @@ impl Driver for Fake {
         }
         Ok(spec.format)
     }
+    /// 2048 threads per multiprocessor, fewer groups for f32 (as if it used more registers).
+    fn groups_per_multiprocessor(
+        &self,
+        _: &&'static str,
+        dtype: OutputDType,
+        threads: u32,
+    ) -> DriverResult<u32> {
+        let groups = 2048 / threads;
+        Ok(if dtype == OutputDType::F32 {
+            groups / 2
+        } else {
+            groups
+        })
+    }
     fn launch(
         &self,
         queue: Queue,
@@ -856,4 +870,23 @@ fn a_delegating_backend_forwards_every_method() {
     ] {
         assert!(calls.iter().any(|c| c == call), "{call} not in {calls:?}");
     }
+}
+
+#[test]
+fn resident_groups_are_the_multiprocessors_times_the_kernels_occupancy() {
+    let mut fake = Fake::new(8, "nvrtc");
+    fake.info.multiprocessors = 132;
+    let b = GpuBackend::new(fake);
+    assert_eq!(
+        b.resident_groups(&WIDE, OutputDType::F16).unwrap(),
+        Some(132 * 8)
+    );
+    assert_eq!(
+        b.resident_groups(&WIDE, OutputDType::F32).unwrap(),
+        Some(132 * 4)
+    );
+    assert_eq!(
+        b.resident_groups(&T, OutputDType::Bf16).unwrap(),
+        Some(132 * 32)
+    );
 }

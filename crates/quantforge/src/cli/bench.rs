@@ -13,7 +13,7 @@
 //!   "rows": [ { "format", "dtype", "blocks", "elements", "bytes_per_element",
 //!               "us_per_launch", "us_per_launch_min", "us_per_launch_max",
 //!               "host_us_per_launch", "launch_bound", "gelem_per_s",
-//!               "fed_gbytes_per_s", "copy_gbytes_per_s" }, ... ] }
+//!               "fed_gbytes_per_s", "copy_gbytes_per_s", "waves" }, ... ] }
 //! ```
 //!
 //! `copy` is the better of a resident copy before and one after the kernels (both figures
@@ -21,8 +21,10 @@
 //! device time divided by its launches; `fed_gbytes_per_s` = `gelem_per_s` ×
 //! `bytes_per_element` (block bytes per element plus the output type's size); `launch_bound`
 //! says the host took nearly as long to issue the launches as the device to run them, so the
-//! figure is a floor (a larger `--resident-mb` helps). The ordinary bench's JSON (an array of
-//! rows) is unchanged.
+//! figure is a floor (a larger `--resident-mb` helps). Each launch is cut down to whole waves of
+//! the groups the device runs at once (its multiprocessors times the kernel's occupancy);
+//! `waves` says how many (`null` where the backend cannot say). The ordinary bench's JSON (an
+//! array of rows) is unchanged.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -322,6 +324,8 @@ struct ResidentRow {
     gelem_per_s: f64,
     fed_gbytes_per_s: f64,
     copy_gbytes_per_s: f64,
+    /// Waves of groups one launch is (whole, unless under one), where the backend can say.
+    waves: Option<f64>,
 }
 
 /// The resident measurement's sizes from the arguments, checked.
@@ -428,6 +432,7 @@ fn resident_row(
         gelem_per_s: r.gelem_per_s(),
         fed_gbytes_per_s: r.fed_gbps(),
         copy_gbytes_per_s: copy_gbps,
+        waves: r.waves,
     }
 }
 
@@ -472,16 +477,26 @@ fn print_resident(r: &ResidentReport, out: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:<8} {:<5} {:>10} {:>7} {:>9} {:>9} {:>10} {:>8} {:>7}",
-        "format", "dtype", "elements", "B/elem", "us", "host us", "Gelem/s", "fed GB/s", "% copy"
+        "{:<8} {:<5} {:>10} {:>6} {:>7} {:>9} {:>9} {:>10} {:>8} {:>7}",
+        "format",
+        "dtype",
+        "elements",
+        "waves",
+        "B/elem",
+        "us",
+        "host us",
+        "Gelem/s",
+        "fed GB/s",
+        "% copy"
     )?;
     for w in &r.rows {
         writeln!(
             out,
-            "{:<8} {:<5} {:>10} {:>7.4} {:>9.2} {:>9.2} {:>10.1} {:>8.1} {:>6.1}%{}",
+            "{:<8} {:<5} {:>10} {:>6} {:>7.4} {:>9.2} {:>9.2} {:>10.1} {:>8.1} {:>6.1}%{}",
             w.format,
             w.dtype,
             w.elements,
+            w.waves.map_or("-".into(), |v| format!("{v:.2}")),
             w.bytes_per_element,
             w.us_per_launch,
             w.host_us_per_launch,
@@ -509,6 +524,7 @@ mod tests {
             min_ms: median_ms * 0.9,
             max_ms: median_ms * 1.5,
             host_ms: median_ms / 4.0,
+            waves: Some(3.0),
         }
     }
 
@@ -589,6 +605,7 @@ mod tests {
             "gelem_per_s",
             "fed_gbytes_per_s",
             "copy_gbytes_per_s",
+            "waves",
         ] {
             assert!(!v["rows"][0][key].is_null(), "missing rows[0].{key}");
         }
