@@ -14,7 +14,7 @@ use cudarc::driver::result as cu;
 use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaStream};
 use cudarc::nvrtc::sys as nvrtc;
-use quant_gpu::{Fence, GpuError, HostBuffer, LaunchPlan, Queue, RawFence, RawHostBuffer};
+use quant_gpu::{Fence, GpuError, HostBuffer, Lanes, LaunchPlan, Queue, RawFence, RawHostBuffer};
 
 /// A driver error, as the text the driver gives for it.
 #[derive(Debug)]
@@ -85,8 +85,8 @@ pub(crate) struct Device {
     /// is its handle, kept alive by this and never destroyed here.
     engine_stream: Option<Arc<CudaStream>>,
     copy_stream: sys::CUstream,
-    /// The streams of [`Queue::Lane`]s, created on first use, index = lane.
-    lanes: parking_lot::Mutex<Vec<sys::CUstream>>,
+    /// The streams of [`Queue::Lane`]s, created on first use.
+    lanes: Lanes<sys::CUstream>,
     pool: Arc<EventPool>,
 }
 
@@ -135,7 +135,7 @@ impl Drop for Device {
                 if self.engine_stream.is_none() {
                     let _ = cu::stream::destroy(self.stream);
                 }
-                for lane in self.lanes.get_mut().drain(..) {
+                for lane in self.lanes.take_all() {
                     let _ = cu::stream::synchronize(lane);
                     let _ = cu::stream::destroy(lane);
                 }
@@ -207,7 +207,7 @@ impl Device {
             stream,
             engine_stream: engine,
             copy_stream,
-            lanes: parking_lot::Mutex::new(Vec::new()),
+            lanes: Lanes::default(),
             pool,
         })
     }
@@ -294,7 +294,7 @@ impl Device {
                 "stream 0 is ambiguous: use 1 for the legacy default stream",
             ));
         }
-        let lanes = self.lanes.lock().len();
+        let lanes = self.lanes.all().len();
         let queues = [Queue::Compute, Queue::Copy].into_iter();
         let queues = queues.chain((0..lanes).map(|l| Queue::Lane(l as u16)));
         let events = queues
@@ -318,18 +318,16 @@ impl Device {
     }
 
     /// The stream of `queue`; a lane's is created on its first use (non-blocking, as the copy
-    /// stream). The context must be bound to the calling thread.
+    /// stream), in this context.
     fn stream_of(&self, queue: Queue) -> Res<sys::CUstream> {
-        let lane = match queue {
-            Queue::Compute => return Ok(self.stream),
-            Queue::Copy => return Ok(self.copy_stream),
-            Queue::Lane(lane) => usize::from(lane),
-        };
-        let mut lanes = self.lanes.lock();
-        while lanes.len() <= lane {
-            lanes.push(cu::stream::create(cu::stream::StreamKind::NonBlocking)?);
+        match queue {
+            Queue::Compute => Ok(self.stream),
+            Queue::Copy => Ok(self.copy_stream),
+            Queue::Lane(lane) => self.lanes.get_or_create(lane, || {
+                self.bind()?;
+                Ok(cu::stream::create(cu::stream::StreamKind::NonBlocking)?)
+            }),
         }
-        Ok(lanes[lane])
     }
 
     /// Whether `host` is page-locked memory of this context, which [`Device::upload_async`]
@@ -741,7 +739,7 @@ impl Device {
     /// Waits for all queued work, on every stream (compute, copy and the lanes).
     pub fn synchronize(&self) -> Res<()> {
         self.bind()?;
-        let lanes = self.lanes.lock().clone();
+        let lanes = self.lanes.all();
         // SAFETY: every stream is alive while `self` is.
         unsafe {
             cu::stream::synchronize(self.copy_stream)?;
@@ -783,7 +781,6 @@ impl Device {
         src: &DevMem,
         dst: &mut DevMem,
     ) -> Res<()> {
-        self.bind()?;
         let stream = self.stream_of(queue)?;
         // SAFETY: the queue's stream is alive while `self` is, and the buffers are borrowed
         // from their owners, which free them only after the stream has finished with them.
@@ -1097,10 +1094,12 @@ impl Function {
     /// Groups of `threads` threads of this kernel that one multiprocessor runs at once, given
     /// its registers and static shared memory (`cuOccupancyMaxActiveBlocksPerMultiprocessor`).
     pub fn groups_per_multiprocessor(&self, threads: u32) -> Res<u32> {
-        self.1 .1.bind_to_thread()?;
+        let Function(function, module) = self;
+        module.1.bind_to_thread()?;
         let threads = i32::try_from(threads).map_err(|_| err("threads per group over i32"))?;
         // SAFETY: the function is alive while its module (held by `self`) is.
-        let n = unsafe { cu::occupancy::max_active_block_per_multiprocessor(self.0, threads, 0)? };
+        let n =
+            unsafe { cu::occupancy::max_active_block_per_multiprocessor(*function, threads, 0)? };
         Ok(u32::try_from(n).unwrap_or(0))
     }
 }

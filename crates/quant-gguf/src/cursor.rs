@@ -117,8 +117,8 @@ impl<'a> Cursor<'a> {
         self.str_ref(field).map(str::to_owned)
     }
 
-    /// A GGUF string, borrowed from the buffer.
-    pub(crate) fn str_ref(&mut self, field: &dyn Fn() -> String) -> Result<&'a str> {
+    /// A GGUF string's `u64` length, checked against the bytes left.
+    fn string_len(&mut self, field: &dyn Fn() -> String) -> Result<u64> {
         let len = self.u64(field)?;
         if len > self.remaining() {
             return Err(GgufError::StringTooLong {
@@ -128,6 +128,12 @@ impl<'a> Cursor<'a> {
                 remaining: self.remaining(),
             });
         }
+        Ok(len)
+    }
+
+    /// A GGUF string, borrowed from the buffer.
+    pub(crate) fn str_ref(&mut self, field: &dyn Fn() -> String) -> Result<&'a str> {
+        let len = self.string_len(field)?;
         let offset = self.pos();
         let bytes = self.take(len, field)?;
         match std::str::from_utf8(bytes) {
@@ -261,16 +267,7 @@ impl<'a> Cursor<'a> {
                 let start = self.pos;
                 let mut text_len = 0u64;
                 for i in 0..count {
-                    let elem_field = || format!("{}[{i}]", field());
-                    let len = self.u64(&elem_field)?;
-                    if len > self.remaining() {
-                        return Err(GgufError::StringTooLong {
-                            path: self.path(),
-                            field: elem_field(),
-                            len,
-                            remaining: self.remaining(),
-                        });
-                    }
+                    let len = self.string_len(&|| format!("{}[{i}]", field()))?;
                     self.pos += len as usize;
                     text_len += len;
                 }

@@ -649,10 +649,10 @@ impl<D: Driver> Backend for GpuBackend<D> {
         dtype: OutputDType,
     ) -> Result<Option<u64>, GpuError> {
         let module = self.module(kernel)?;
+        let threads = kernel.threads_per_group;
         let per_mp = self
             .driver
-            .groups_per_multiprocessor(&module, dtype, kernel.threads_per_group)
-            .map_err(GpuError::from)?;
+            .groups_per_multiprocessor(&module, dtype, threads)?;
         Ok(Some(
             u64::from(per_mp) * u64::from(self.info().multiprocessors),
         ))

@@ -28,6 +28,7 @@ pub mod code_object;
 mod device;
 pub mod driver;
 mod error;
+mod lanes;
 mod launch;
 mod spec;
 mod stage;
@@ -40,6 +41,7 @@ pub use buffer::{Buffer, RawAllocation, RawBuffer};
 pub use cache::{ContextModules, ModuleCache};
 pub use device::{DeviceInfo, MemInfo};
 pub use error::GpuError;
+pub use lanes::Lanes;
 pub use launch::{
     check_foreign_memory, plan_launch, BufferRegion, DeviceLimits, LaunchPlan, KERNEL_ALIGN,
     MAX_THREADS_PER_GROUP,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use quant_gpu::driver::{Driver, DriverError, DriverResult, Entries};
 use quant_gpu::{
-    ContextModules, DeviceInfo, DeviceKind, DeviceLimits, GpuError, HostBuffer, KernelSpec,
+    ContextModules, DeviceInfo, DeviceKind, DeviceLimits, GpuError, HostBuffer, KernelSpec, Lanes,
     LaunchPlan, MemInfo, OutputDType, Queue, RawBuffer,
 };
 
@@ -71,7 +71,7 @@ pub(crate) struct HipDriver {
     /// Synchronisation events for fences, reused.
     events: Arc<EventPool>,
     // The streams are dropped last: each synchronizes before it is destroyed.
-    lanes: Mutex<Vec<Arc<Stream>>>,
+    lanes: Lanes<Arc<Stream>>,
     copy_stream: Stream,
     pub(crate) stream: Stream,
 }
@@ -140,7 +140,7 @@ impl HipDriver {
             },
             staging: Mutex::new(staging),
             events: EventPool::new(ordinal),
-            lanes: Mutex::new(Vec::new()),
+            lanes: Lanes::default(),
             copy_stream,
             stream,
         })
@@ -148,21 +148,14 @@ impl HipDriver {
 
     /// The stream that serves `queue`; a lane's is created on its first use.
     fn stream_of(&self, queue: Queue) -> Result<QueueStream<'_>, HipError> {
-        let lane = match queue {
-            Queue::Compute => return Ok(QueueStream::Own(&self.stream)),
-            Queue::Copy => return Ok(QueueStream::Own(&self.copy_stream)),
-            Queue::Lane(lane) => usize::from(lane),
-        };
-        let mut lanes = self.lanes.lock();
-        while lanes.len() <= lane {
-            lanes.push(Arc::new(Stream::new(self.info.ordinal)?));
+        match queue {
+            Queue::Compute => Ok(QueueStream::Own(&self.stream)),
+            Queue::Copy => Ok(QueueStream::Own(&self.copy_stream)),
+            Queue::Lane(lane) => {
+                let make = || Stream::new(self.info.ordinal).map(Arc::new);
+                Ok(QueueStream::Lane(self.lanes.get_or_create(lane, make)?))
+            }
         }
-        Ok(QueueStream::Lane(lanes[lane].clone()))
-    }
-
-    /// Every lane's stream so far.
-    fn lane_streams(&self) -> Vec<Arc<Stream>> {
-        self.lanes.lock().clone()
     }
 
     /// Queues copies of `src` to `mem[offset..]` on the compute stream through the two pinned
@@ -294,7 +287,7 @@ impl Driver for HipDriver {
 
     fn synchronize(&self) -> DriverResult<()> {
         self.copy_stream.synchronize()?;
-        for lane in self.lane_streams() {
+        for lane in self.lanes.all() {
             lane.synchronize()?;
         }
         Ok(self.stream.synchronize()?)
@@ -317,7 +310,7 @@ impl Driver for HipDriver {
     /// `hipStreamLegacy` and `hipStreamPerThread`), before any runtime call.
     #[allow(unsafe_code)] // the trait's contract; the runtime calls are in `ffi`
     unsafe fn make_stream_wait(&self, stream: usize) -> DriverResult<()> {
-        let lanes = self.lane_streams();
+        let lanes = self.lanes.all();
         let mut streams = vec![&self.stream, &self.copy_stream];
         streams.extend(lanes.iter().map(|l| &**l));
         // SAFETY: the caller vouches for the stream (this method's contract).

@@ -530,35 +530,15 @@ fn launches_are_planned_with_the_devices_own_limits() {
             "launch t f16 2x64 0..1600 -> 0..6400"
         ]
     );
-    // At offsets, within the buffers.
-    b.dequantize_at(
-        Queue::Compute,
-        &T,
-        &src,
-        16,
-        99,
-        &mut dst,
-        64,
-        OutputDType::F16,
-    )
-    .unwrap();
-    assert_eq!(log(&b), ["launch t f16 3x64 16..1600 -> 64..6400"]);
-    // On a lane of its own.
-    b.dequantize_at(
-        Queue::Lane(3),
-        &T,
-        &src,
-        16,
-        99,
-        &mut dst,
-        64,
-        OutputDType::F16,
-    )
-    .unwrap();
-    assert_eq!(
-        log(&b),
-        ["launch on Lane(3) t f16 3x64 16..1600 -> 64..6400"]
-    );
+    // At offsets, within the buffers, on the compute queue or a lane of its own.
+    for (queue, on) in [(Queue::Compute, ""), (Queue::Lane(3), "on Lane(3) ")] {
+        b.dequantize_at(queue, &T, &src, 16, 99, &mut dst, 64, OutputDType::F16)
+            .unwrap();
+        assert_eq!(
+            log(&b),
+            [format!("launch {on}t f16 3x64 16..1600 -> 64..6400")]
+        );
+    }
     let e = b.dequantize_at(
         Queue::Compute,
         &T,

@@ -226,8 +226,9 @@ def _finish(t: Any, device: Any, dtype: Any) -> Any:
 
 def _load(path: str, device: Any, dtype: Any) -> Tuple[Any, Dict[str, Any]]:
     """The file's config and state dict, from one parse of its metadata. Every tensor is loaded
-    by the pipelined whole-file load in ``dtype``; those :func:`_needs_f32` again in float32."""
-    from . import safe_open
+    by the pipelined whole-file load in ``dtype``; those :func:`_needs_f32` again in float32
+    from the same open file."""
+    from . import _convert, _dtype_name, safe_open
 
     parsed, arch = _parse(path)
     config = _config(parsed)
@@ -236,14 +237,13 @@ def _load(path: str, device: Any, dtype: Any) -> Tuple[Any, Dict[str, Any]]:
     # Processors that merge tensors (the MoE experts) write into this, as transformers' loop
     # lets them.
     parsed["tensors"] = {}
-    with safe_open(path, framework="pt", device=device, dtype=dtype) as whole, safe_open(
-        path, framework="pt", device=device, dtype="f32"
-    ) as f32:
-        loaded = whole.load_all()
+    rounded = _dtype_name(dtype) != "f32"  # else every tensor is loaded in float32 already
+    with safe_open(path, framework="pt", device=device, dtype=dtype) as f:
+        loaded = f.load_all()
         for name in list(loaded):
             values = loaded.pop(name)  # each tensor freed once transformed
-            if dtype is not None and _needs_f32(processor, name):
-                values = f32.get_tensor(name)
+            if rounded and _needs_f32(processor, name):
+                values = _convert(f.file.get(name, dtype="f32"), "pt")
             if _on_cpu(processor, name):
                 values = values.cpu().numpy()
             result = processor.process(
