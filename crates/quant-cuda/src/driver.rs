@@ -267,9 +267,15 @@ impl Driver for CudaDriver {
             .map_err(op("cuMemsetD8Async"))
     }
 
-    fn copy(&self, src: &ffi::DevMem, dst: &mut ffi::DevMem, bytes: usize) -> DriverResult<()> {
+    fn copy(
+        &self,
+        queue: Queue,
+        src: &ffi::DevMem,
+        dst: &mut ffi::DevMem,
+        bytes: usize,
+    ) -> DriverResult<()> {
         self.device
-            .copy_d2d(src, dst, bytes)
+            .copy_d2d(queue, src, dst, bytes)
             .map_err(op("cuMemcpyDtoDAsync"))
     }
 

@@ -468,8 +468,8 @@ impl Device {
         Ok(())
     }
 
-    /// Queues a copy of the first `bytes` bytes of `src` into `dst`.
-    pub fn copy_d2d(&self, src: &DevMem, dst: &mut DevMem, bytes: usize) -> Res<()> {
+    /// Queues a copy of the first `bytes` bytes of `src` into `dst` on `queue`'s stream.
+    pub fn copy_d2d(&self, queue: Queue, src: &DevMem, dst: &mut DevMem, bytes: usize) -> Res<()> {
         self.check_mem(src)?;
         self.check_mem(dst)?;
         if bytes > src.len || bytes > dst.len {
@@ -479,8 +479,9 @@ impl Device {
         if bytes == 0 {
             return Ok(());
         }
+        let stream = self.stream_of(queue)?;
         // SAFETY: both ranges lie inside their allocations.
-        unsafe { cu::memcpy_dtod_async(dst.ptr, src.ptr, bytes, self.stream)? };
+        unsafe { cu::memcpy_dtod_async(dst.ptr, src.ptr, bytes, stream)? };
         Ok(())
     }
 

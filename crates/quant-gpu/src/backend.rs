@@ -42,6 +42,13 @@ pub trait Backend: Send + Sync {
     /// Device-to-device copy of `src` into `dst` (both the same length): the bandwidth baseline.
     fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError>;
 
+    /// [`Backend::copy`] queued on `queue`. Default, for backends with one queue:
+    /// [`Backend::copy`].
+    fn copy_on(&self, queue: Queue, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
+        let _ = queue;
+        self.copy(src, dst)
+    }
+
     /// Runs a format's dequantization kernel: `src` holds `n_blocks` blocks, `dst` receives
     /// `n_blocks * kernel.geometry.block_elems` values of `dtype`. The module is built or loaded on first use and
     /// cached per device and format.

@@ -11,7 +11,10 @@
 //!   ([`ResidentConfig::launches_per_run`] launches between two device events, the run's time
 //!   divided by the launches), the median over many runs; each launch is whole waves of the
 //!   groups the device runs at once ([`whole_waves`]), so that no partial last wave leaves
-//!   multiprocessors idle. Memory does not limit these launches,
+//!   multiprocessors idle. With [`ResidentConfig::queues`] above one, the data is split into
+//!   that many parts, each with its own buffers and launched on a queue of its own
+//!   ([`Queue::Lane`]): one part's launch then runs while another's starts or drains, so the
+//!   gaps between launches on one queue no longer count. Memory does not limit these launches,
 //!   and one launch's latency is spread over many, so the figure is the kernel's compute
 //!   ceiling: the memory bandwidth it could feed ([`ResidentResult::fed_gbps`]), which is the
 //!   same on cards whose SMs are the same, whatever their memory.
@@ -22,7 +25,7 @@ use std::time::Instant;
 
 use quant_core::{random_bytes, BlockGeometry, OutputDType, QuantFormat};
 
-use crate::{Backend, Buffer, GpuError};
+use crate::{Backend, Buffer, GpuError, Queue};
 
 /// Sizes and repetitions of a measurement.
 #[derive(Clone, Debug)]
@@ -193,6 +196,9 @@ pub struct ResidentConfig {
     pub launches_per_run: usize,
     /// Timed runs; the median is reported.
     pub runs: usize,
+    /// Parts the data is split into, each launched on a queue of its own (1: the backend's
+    /// compute queue, one launch per round).
+    pub queues: usize,
 }
 
 impl Default for ResidentConfig {
@@ -201,12 +207,14 @@ impl Default for ResidentConfig {
             budget_bytes: DEFAULT_RESIDENT_BUDGET,
             launches_per_run: 200,
             runs: 20,
+            queues: 1,
         }
     }
 }
 
 /// One resident measurement. Times are per launch: each run's device time divided by
-/// [`ResidentResult::launches_per_run`].
+/// [`ResidentResult::launches_per_run`]. With several queues a "launch" is one round, a launch
+/// on each queue, covering all the data.
 #[derive(Clone, Debug)]
 pub struct ResidentResult {
     /// What was timed (`"Q4_K->f16"`, `"copy"`).
@@ -219,6 +227,8 @@ pub struct ResidentResult {
     pub launches_per_run: usize,
     /// Timed runs.
     pub runs: usize,
+    /// Queues the launches were spread over ([`ResidentConfig::queues`]).
+    pub queues: usize,
     /// Median over runs of the device's milliseconds per launch.
     pub median_ms: f64,
     /// Fastest run, milliseconds per launch.
@@ -289,16 +299,51 @@ struct Runs {
     host_ms: Vec<f64>,
 }
 
-/// Times `cfg.runs` runs of `cfg.launches_per_run` calls of `op` each. One untimed run first
-/// (module load, clocks); before each timed run, a synchronisation and one untimed run queued
-/// ahead of it, so that the device has work while the host queues the timed launches.
+/// The queues a resident measurement launches on: the compute queue alone, or `n` lanes.
+fn resident_queues(n: usize) -> Vec<Queue> {
+    match n {
+        0 | 1 => vec![Queue::Compute],
+        n => (0..n).map(|k| Queue::Lane(k as u16)).collect(),
+    }
+}
+
+/// Makes `queues` wait for the work queued on the compute queue so far (the start event of a
+/// timed run), or, with `join`, the compute queue wait for theirs (its end event).
+fn order_queues(backend: &dyn Backend, queues: &[Queue], join: bool) -> Result<(), GpuError> {
+    if queues == [Queue::Compute] {
+        return Ok(());
+    }
+    if join {
+        for &q in queues {
+            backend.wait_fence(Queue::Compute, &backend.record(q)?)?;
+        }
+    } else {
+        let start = backend.record(Queue::Compute)?;
+        for &q in queues {
+            backend.wait_fence(q, &start)?;
+        }
+    }
+    Ok(())
+}
+
+/// Times `cfg.runs` runs of `cfg.launches_per_run` rounds each, a round calling `op(k)` for
+/// every queue `k` of `queues`. One untimed run first (module load, clocks); before each timed
+/// run, a synchronisation and one untimed run queued ahead of it, so that the device has work
+/// while the host queues the timed launches.
 fn time_runs(
     backend: &dyn Backend,
     cfg: &ResidentConfig,
-    op: &mut dyn FnMut() -> Result<(), GpuError>,
+    queues: &[Queue],
+    op: &mut dyn FnMut(usize) -> Result<(), GpuError>,
 ) -> Result<Runs, GpuError> {
     let launches = cfg.launches_per_run.max(1);
-    let mut burst = || (0..launches).try_for_each(|_| op());
+    let mut burst = || -> Result<(), GpuError> {
+        order_queues(backend, queues, false)?;
+        for _ in 0..launches {
+            (0..queues.len()).try_for_each(&mut *op)?;
+        }
+        order_queues(backend, queues, true)
+    };
     burst()?;
     let mut runs = Runs {
         device_ms: Vec::with_capacity(cfg.runs),
@@ -336,6 +381,7 @@ fn summarize_resident(
         bytes_moved,
         launches_per_run: cfg.launches_per_run.max(1),
         runs: ms.len(),
+        queues: cfg.queues.max(1),
         median_ms: median(ms.clone()),
         min_ms: ms.iter().copied().reduce(f64::min).unwrap_or(f64::NAN),
         max_ms: ms.iter().copied().reduce(f64::max).unwrap_or(f64::NAN),
@@ -368,21 +414,32 @@ pub fn whole_waves(
     (n, Some(n as f64 / wave as f64))
 }
 
-/// Times a device-to-device copy of `cfg.budget_bytes / 2` bytes into one buffer, over and
-/// over (it moves the budget: bytes read plus written), for reference next to
-/// [`bench_resident_dequant`].
+/// Times a device-to-device copy of `cfg.budget_bytes / 2` bytes, over and over (it moves the
+/// budget: bytes read plus written), split over [`ResidentConfig::queues`] pairs of buffers
+/// and queues, for reference next to [`bench_resident_dequant`].
 pub fn bench_resident_copy(
     backend: &dyn Backend,
     cfg: &ResidentConfig,
 ) -> Result<ResidentResult, GpuError> {
-    let bytes = (cfg.budget_bytes / 2).max(16);
-    let src = upload_random(backend, bytes, 0x5eed)?;
-    let mut dst = backend.alloc(bytes)?;
-    let runs = time_runs(backend, cfg, &mut || backend.copy(&src, &mut dst))?;
+    let queues = resident_queues(cfg.queues);
+    let bytes = (cfg.budget_bytes / 2 / queues.len()).max(16);
+    let mut pairs = (0..queues.len())
+        .map(|k| {
+            Ok((
+                upload_random(backend, bytes, 0x5eed + k as u64)?,
+                backend.alloc(bytes)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, GpuError>>()?;
+    let runs = time_runs(backend, cfg, &queues, &mut |k| {
+        let (src, dst) = &mut pairs[k];
+        backend.copy_on(queues[k], src, dst)
+    })?;
+    let moved = 2 * bytes * queues.len();
     Ok(summarize_resident(
         "copy".into(),
         0,
-        2 * bytes as u64,
+        moved as u64,
         cfg,
         runs,
     ))
@@ -391,7 +448,8 @@ pub fn bench_resident_copy(
 /// Times `format`'s kernel producing `dtype` on data resident in L2: the most whole blocks
 /// whose bytes and output fit in `cfg.budget_bytes` ([`resident_blocks`]), cut down to whole
 /// waves of the groups the device runs at once ([`whole_waves`]), random with finite scales
-/// ([`QuantFormat::make_scales_finite`]), one input and one output buffer.
+/// ([`QuantFormat::make_scales_finite`]), one input and one output buffer per queue
+/// ([`ResidentConfig::queues`]), the blocks split evenly between them.
 pub fn bench_resident_dequant(
     backend: &dyn Backend,
     format: &'static dyn QuantFormat,
@@ -406,21 +464,30 @@ pub fn bench_resident_dequant(
     let fit = resident_blocks(g, dtype, cfg.budget_bytes)?;
     let wave_groups = backend.resident_groups(kernel, dtype)?;
     let (n_blocks, waves) = whole_waves(fit, u64::from(kernel.blocks_per_group), wave_groups);
-    let n = n_blocks as usize;
-    let mut blocks = random_bytes(n * g.block_bytes, 0xb10c);
-    format.make_scales_finite(&mut blocks);
-    let mut src = backend.alloc(blocks.len())?;
-    backend.upload(&blocks, &mut src)?;
+    let queues = resident_queues(cfg.queues);
+    let per_part = (n_blocks / queues.len() as u64).max(1);
+    let waves = waves.map(|w| w * (per_part * queues.len() as u64) as f64 / n_blocks as f64);
+    let n = per_part as usize;
     let out_bytes = n * g.block_elems * dtype.size();
-    let mut dst = backend.alloc(out_bytes)?;
-    let runs = time_runs(backend, cfg, &mut || {
-        backend.dequantize(kernel, &src, n_blocks, &mut dst, dtype)
+    let mut parts = (0..queues.len())
+        .map(|k| {
+            let mut blocks = random_bytes(n * g.block_bytes, 0xb10c + k as u64);
+            format.make_scales_finite(&mut blocks);
+            let mut src = backend.alloc(blocks.len())?;
+            backend.upload(&blocks, &mut src)?;
+            Ok((src, backend.alloc(out_bytes)?))
+        })
+        .collect::<Result<Vec<_>, GpuError>>()?;
+    let runs = time_runs(backend, cfg, &queues, &mut |k| {
+        let (src, dst) = &mut parts[k];
+        backend.dequantize_at(queues[k], kernel, src, 0, per_part, dst, 0, dtype)
     })?;
     let label = format!("{}->{}", format.name(), dtype);
-    let moved = (blocks.len() + out_bytes) as u64;
+    let elements = (queues.len() * n * g.block_elems) as u64;
+    let moved = (queues.len() * (n * g.block_bytes + out_bytes)) as u64;
     Ok(ResidentResult {
         waves,
-        ..summarize_resident(label, (n * g.block_elems) as u64, moved, cfg, runs)
+        ..summarize_resident(label, elements, moved, cfg, runs)
     })
 }
 
@@ -694,6 +761,7 @@ mod tests {
             bytes_moved: 2_500_000,
             launches_per_run: 100,
             runs: 1,
+            queues: 1,
             median_ms: 0.001,
             min_ms: 0.001,
             max_ms: 0.001,
@@ -724,6 +792,7 @@ mod tests {
             budget_bytes: 1000,
             launches_per_run: 150,
             runs: 7,
+            queues: 1,
         };
         let r = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F16, &cfg).unwrap();
         assert_eq!(r.label, "FAKE->f16");
@@ -761,10 +830,35 @@ mod tests {
             budget_bytes: 20 * 98,
             launches_per_run: 3,
             runs: 2,
+            queues: 1,
         };
         let r = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F16, &cfg).unwrap();
         assert_eq!((r.elements, r.waves), (16 * 32, Some(1.0)));
         assert!(b.log.lock().unwrap().launches.iter().all(|&n| n == 16));
+    }
+
+    #[test]
+    fn resident_dequant_splits_the_data_over_its_queues() {
+        // 20 blocks fit; a wave is 16; two queues take 8 each, a round launching both.
+        let b = fake::Fake {
+            resident_groups: Some(2),
+            ..fake::Fake::new(0.005)
+        };
+        let cfg = ResidentConfig {
+            budget_bytes: 20 * 98,
+            launches_per_run: 3,
+            runs: 2,
+            queues: 2,
+        };
+        let r = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F16, &cfg).unwrap();
+        assert_eq!((r.elements, r.waves, r.queues), (16 * 32, Some(1.0), 2));
+        assert_eq!(r.bytes_moved, 16 * 98);
+        // Two launches of 5 µs a round: 10 µs per round, as the fake runs them one by one.
+        assert!(close(r.median_ms, 0.010), "{r:?}");
+        let log = b.log.lock().unwrap();
+        assert_eq!(log.allocs, [8 * 34, 8 * 64, 8 * 34, 8 * 64]);
+        assert_eq!(log.launches.len(), 2 * 3 * (1 + 2 * 2));
+        assert!(log.launches.iter().all(|&n| n == 8));
     }
 
     #[test]
@@ -777,6 +871,7 @@ mod tests {
             budget_bytes: 2_000_000,
             launches_per_run: 100,
             runs: 5,
+            queues: 1,
         };
         let r = bench_resident_copy(&b, &cfg).unwrap();
         assert_eq!(
@@ -789,6 +884,13 @@ mod tests {
         let log = b.log.lock().unwrap();
         assert_eq!(log.allocs, [1_000_000, 1_000_000]);
         assert_eq!(log.copies, 100 * (1 + 2 * 5));
+        drop(log);
+        let r = bench_resident_copy(&b, &ResidentConfig { queues: 4, ..cfg }).unwrap();
+        assert_eq!((r.bytes_moved, r.queues), (2_000_000, 4));
+        assert!(
+            close(r.median_ms, 0.001),
+            "four copies of 250 kB a round: {r:?}"
+        );
     }
 
     #[test]

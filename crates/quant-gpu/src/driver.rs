@@ -152,8 +152,14 @@ pub trait Driver: Send + Sync + Sized + 'static {
     fn download(&self, src: &Self::Mem, dst: &mut [u8]) -> DriverResult<()>;
     /// Queues setting every byte of `dst` to `value`.
     fn memset(&self, dst: &mut Self::Mem, value: u8) -> DriverResult<()>;
-    /// Queues a copy of the first `bytes` bytes of `src` to `dst`.
-    fn copy(&self, src: &Self::Mem, dst: &mut Self::Mem, bytes: usize) -> DriverResult<()>;
+    /// Queues a copy of the first `bytes` bytes of `src` to `dst` on `queue`.
+    fn copy(
+        &self,
+        queue: Queue,
+        src: &Self::Mem,
+        dst: &mut Self::Mem,
+        bytes: usize,
+    ) -> DriverResult<()>;
     /// Waits for all queued work, on every queue.
     fn synchronize(&self) -> DriverResult<()>;
 
@@ -485,6 +491,10 @@ impl<D: Driver> Backend for GpuBackend<D> {
     }
 
     fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
+        self.copy_on(Queue::Compute, src, dst)
+    }
+
+    fn copy_on(&self, queue: Queue, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
         if src.len() != dst.len() {
             return Err(GpuError::BufferSize {
                 op: "copy",
@@ -494,7 +504,7 @@ impl<D: Driver> Backend for GpuBackend<D> {
         }
         let s = self.mem(src, "copy")?;
         let d = self.mem_mut(dst, "copy")?;
-        Ok(self.driver.copy(s, d, s.len())?)
+        Ok(self.driver.copy(queue, s, d, s.len())?)
     }
 
     fn dequantize(
@@ -717,6 +727,9 @@ impl<T: DelegateBackend> Backend for T {
     }
     fn copy(&self, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
         self.delegate().copy(src, dst)
+    }
+    fn copy_on(&self, queue: Queue, src: &Buffer, dst: &mut Buffer) -> Result<(), GpuError> {
+        self.delegate().copy_on(queue, src, dst)
     }
     fn dequantize(
         &self,

@@ -281,8 +281,14 @@ impl Driver for HipDriver {
         Ok(self.stream.memset(dst, value)?)
     }
 
-    fn copy(&self, src: &DeviceMem, dst: &mut DeviceMem, bytes: usize) -> DriverResult<()> {
-        Ok(self.stream.copy_dtod(dst, src, bytes)?)
+    fn copy(
+        &self,
+        queue: Queue,
+        src: &DeviceMem,
+        dst: &mut DeviceMem,
+        bytes: usize,
+    ) -> DriverResult<()> {
+        Ok(self.stream_of(queue)?.copy_dtod(dst, src, bytes)?)
     }
 
     fn synchronize(&self) -> DriverResult<()> {

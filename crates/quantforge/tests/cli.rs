@@ -283,10 +283,13 @@ fn bench_resident_without_a_gpu_is_a_clear_error() {
         "0",
     ]);
     assert!(text(&o).1.contains("--resident-mb"), "{}", text(&o).1);
+    let o = qf(&["bench", "--resident", "--device", "cuda", "--queues", "0"]);
+    assert!(text(&o).1.contains("--queues"), "{}", text(&o).1);
     // The resident options need --resident; --elements sizes the ordinary bench only.
     for args in [
         &["bench", "--resident-mb", "10"][..],
         &["bench", "--launches", "300"],
+        &["bench", "--queues", "4"],
         &["bench", "--resident", "--elements", "4096"],
     ] {
         let o = qf(args);

@@ -236,8 +236,14 @@ impl Driver for Fake {
         dst.bytes.fill(value);
         Ok(())
     }
-    fn copy(&self, src: &FakeMem, dst: &mut FakeMem, bytes: usize) -> DriverResult<()> {
-        self.note("copy");
+    fn copy(
+        &self,
+        queue: Queue,
+        src: &FakeMem,
+        dst: &mut FakeMem,
+        bytes: usize,
+    ) -> DriverResult<()> {
+        self.note(format!("copy {queue:?}"));
         dst.bytes[..bytes].copy_from_slice(&src.bytes[..bytes]);
         Ok(())
     }
@@ -793,6 +799,7 @@ fn a_delegating_backend_forwards_every_method() {
     b.download(&buf, &mut [0; 4]).unwrap();
     b.fill(&mut other, 0).unwrap();
     b.copy(&buf, &mut other).unwrap();
+    b.copy_on(Queue::Lane(2), &buf, &mut other).unwrap();
     assert_eq!(w.0.modules_built(), 0);
     b.prepare_kernel(&T).unwrap();
     assert_eq!(
@@ -835,7 +842,8 @@ fn a_delegating_backend_forwards_every_method() {
         "upload 4 at 0",
         "download",
         "memset",
-        "copy",
+        "copy Compute",
+        "copy Lane(2)",
         "launch t f32 1x64 0..32 -> 0..256",
         "launch t f32 1x64 16..48 -> 0..256",
         "synchronize",

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! { "mode": "resident", "device": "cuda:0 (NVIDIA H100 80GB HBM3)",
-//!   "budget_bytes": 24000000, "launches_per_run": 200, "runs": 20,
+//!   "budget_bytes": 24000000, "launches_per_run": 200, "runs": 20, "queues": 1,
 //!   "copy": { "bytes_moved", "us_per_launch", "host_us_per_launch", "launch_bound",
 //!             "gbytes_per_s", "before_gbytes_per_s", "after_gbytes_per_s" },
 //!   "rows": [ { "format", "dtype", "blocks", "elements", "bytes_per_element",
@@ -23,8 +23,10 @@
 //! says the host took nearly as long to issue the launches as the device to run them, so the
 //! figure is a floor (a larger `--resident-mb` helps). Each launch is cut down to whole waves of
 //! the groups the device runs at once (its multiprocessors times the kernel's occupancy);
-//! `waves` says how many (`null` where the backend cannot say). The ordinary bench's JSON (an
-//! array of rows) is unchanged.
+//! `waves` says how many (`null` where the backend cannot say). With `--queues N` the data is
+//! split into N parts, each launched on a queue of its own, so that the gaps between launches
+//! on one queue overlap other parts' kernels; a "launch" is then one round over the N parts.
+//! The ordinary bench's JSON (an array of rows) is unchanged.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -74,6 +76,10 @@ pub struct Args {
     /// least 100, so that one launch's latency does not dominate).
     #[arg(long, default_value_t = 200, requires = "resident")]
     launches: usize,
+    /// With --resident: split the data into this many parts, each launched on a queue of its
+    /// own, so that one part's kernel runs while another's launch starts or drains.
+    #[arg(long, default_value_t = 1, requires = "resident")]
+    queues: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -292,6 +298,7 @@ struct ResidentReport {
     budget_bytes: usize,
     launches_per_run: usize,
     runs: usize,
+    queues: usize,
     copy: ResidentCopy,
     rows: Vec<ResidentRow>,
 }
@@ -338,10 +345,14 @@ fn resident_config(a: &Args) -> Result<ResidentConfig> {
     if !(a.resident_mb.is_finite() && a.resident_mb > 0.0) {
         bail!("--resident-mb must be a positive number of MB");
     }
+    if !(1..=64).contains(&a.queues) {
+        bail!("--queues must be between 1 and 64");
+    }
     Ok(ResidentConfig {
         budget_bytes: (a.resident_mb * 1e6) as usize,
         launches_per_run: a.launches,
         runs: a.iters,
+        queues: a.queues,
     })
 }
 
@@ -406,6 +417,7 @@ fn bench_resident(
         budget_bytes: cfg.budget_bytes,
         launches_per_run: cfg.launches_per_run,
         runs: cfg.runs,
+        queues: cfg.queues,
         copy: resident_copy(before, after),
         rows,
     })
@@ -458,9 +470,11 @@ fn resident_copy(before: ResidentResult, after: ResidentResult) -> ResidentCopy 
 fn print_resident(r: &ResidentReport, out: &mut dyn Write) -> Result<()> {
     writeln!(
         out,
-        "{}: resident, input + output <= {:.1} MB, {} launches per run, median of {} runs",
+        "{}: resident, input + output <= {:.1} MB over {} queue(s), {} launches per run, \
+         median of {} runs",
         r.device,
         r.budget_bytes as f64 / 1e6,
+        r.queues,
         r.launches_per_run,
         r.runs
     )?;
@@ -520,6 +534,7 @@ mod tests {
             bytes_moved,
             launches_per_run: 200,
             runs: 20,
+            queues: 1,
             median_ms,
             min_ms: median_ms * 0.9,
             max_ms: median_ms * 1.5,
@@ -573,11 +588,19 @@ mod tests {
             budget_bytes: 24_000_000,
             launches_per_run: 200,
             runs: 20,
+            queues: 4,
             copy: resident_copy(copy.clone(), copy),
             rows: vec![resident_row(q4_k(), OutputDType::F32, &r, 6000.0)],
         };
         let v = serde_json::to_value(&report).unwrap();
-        for key in ["mode", "device", "budget_bytes", "launches_per_run", "runs"] {
+        for key in [
+            "mode",
+            "device",
+            "budget_bytes",
+            "launches_per_run",
+            "runs",
+            "queues",
+        ] {
             assert!(!v[key].is_null(), "missing {key}");
         }
         for key in [
