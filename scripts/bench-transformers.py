@@ -2,7 +2,7 @@
 """quantforge.transformers against transformers' own GGUF loading, on a synthetic llama model.
 
     python3 scripts/bench-transformers.py [--model FILE | --params 7b --mix q4_k_m --cli QUANTFORGE]
-        [--device cuda:0] [--dtype bfloat16] [--skip-hf] [--hf-timeout S] [--tp 4] [--runs LIST]
+        [--device cuda:0] [--dtype bfloat16] [--skip-hf] [--hf-timeout S] [--tp 4] [--runs LIST] [--cold]
         [--json OUT]
 
 The model is FILE, or one `quantforge synth --params P --mix M` writes into --workdir (kept
@@ -25,6 +25,14 @@ are its own):
   (r, N), ...)`, each rank alone in its process on the one device: bytes read (the load
   report) against the bound a rank should keep to (a split tensor's 1/N plus two blocks per
   row, 1/n_kv for K and V replicated over groups of ranks, a replicated tensor whole).
+
+Each process first makes the same call on a tiny model (`synth --params test-tiny`, written
+into --workdir), timed apart as `warmup_s`: a first load in a process imports what
+transformers imports lazily (the model's modules, torch's compiler front end; 3 to 4 s of CPU
+time for either library's load), which a process pays once whatever the model. --cold skips
+it, and the timed call then includes those imports. `stages` gives the seconds quantforge
+spent in transformers' metadata steps: its parse of the file, the config, and the meta model
+with its name map.
 
 Each process times the call from start to the last tensor on the device
 (`torch.cuda.synchronize()`), and measures peak host memory over a baseline taken after
@@ -91,45 +99,83 @@ def tensors_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def call(mode: str, path: Path, device: str, dtype) -> tuple:
+    """The measured call of ``mode`` on ``path``: (model or None, state or None, report or None)."""
+    import quantforge.torch as qt
+    import quantforge.transformers as qtf
+    import transformers
+
+    if mode == "qf":
+        return qtf.from_pretrained(path, device=device, dtype=dtype), None, None
+    if mode == "hf":
+        auto = transformers.AutoModelForCausalLM
+        return auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).to(device), None, None
+    if mode == "qf-state":
+        return None, qtf.load_state_dict(path, device=device, dtype=dtype), None
+    if mode == "qf-file":
+        return None, qt.load_file(path, device=device, dtype=dtype), None
+    _, rank, world = mode.split(":")
+    state, report = qtf.load_shards(path, (int(rank), int(world)), device=device, dtype=dtype)
+    return None, state, report
+
+
+def timed_stages(stages: dict) -> None:
+    """Wraps quantforge.transformers' metadata steps (transformers' parse of the file, its
+    config, the meta model and name map) so that their seconds add up in ``stages``."""
+    import quantforge.transformers as qtf
+
+    for name in ("_parse", "_config", "_processor"):
+        inner = getattr(qtf, name)
+
+        def timed(*a, _inner=inner, _name=name, **k):
+            t = time.perf_counter()
+            try:
+                return _inner(*a, **k)
+            finally:
+                stages[_name.strip("_")] = stages.get(_name.strip("_"), 0.0) + time.perf_counter() - t
+
+        setattr(qtf, name, timed)
+
+
 def run_one(mode: str, args) -> dict:
-    """One measurement, in this process: ``mode`` is qf, hf, qf-state, qf-file or tp:R:N."""
+    """One measurement, in this process: ``mode`` is qf, hf, qf-state, qf-file or tp:R:N. With
+    --warmup FILE, the same call on FILE (a tiny model) runs first, untimed in ``seconds``: the
+    modules transformers imports lazily on a first load (the model's class, torch's compiler
+    front end; seconds of CPU time) are then imported, as in any process that has loaded a
+    model before, and ``seconds`` is the load itself."""
     import torch
 
     device, dtype = args.device, getattr(torch, args.dtype)
     if device.startswith("cuda"):
         torch.zeros(1, device=device)  # the CUDA context
         torch.cuda.synchronize()
+    result = {"mode": mode}
+    if args.warmup:
+        t0 = time.perf_counter()
+        call(mode, Path(args.warmup), device, dtype)
+        sync(torch, device)
+        result["warmup_s"] = time.perf_counter() - t0
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
     base = proc_status()["VmRSS"]
     hwm_reset = reset_hwm()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    import quantforge.torch as qt
-    import quantforge.transformers as qtf
+    import quantforge
+    import quantforge.torch  # noqa: F401
+    import quantforge.transformers  # noqa: F401
     import transformers
 
-    result = {"mode": mode, "import_s": time.perf_counter() - t0, "hwm_reset": hwm_reset}
-    import quantforge
-
+    result.update(import_s=time.perf_counter() - t0, hwm_reset=hwm_reset, stages={})
     result["versions"] = {"quantforge": quantforge.__version__,
                           "transformers": transformers.__version__, "torch": torch.__version__}
+    timed_stages(result["stages"])
     path = Path(args.model)
     sync(torch, device)
     free0 = torch.cuda.mem_get_info(device)[0] if device.startswith("cuda") else 0
     t0 = time.perf_counter()
-    model = None
-    if mode == "qf":
-        model = qtf.from_pretrained(path, device=device, dtype=dtype)
-    elif mode == "hf":
-        auto = transformers.AutoModelForCausalLM
-        model = auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).to(device)
-    elif mode == "qf-state":
-        state = qtf.load_state_dict(path, device=device, dtype=dtype)
-    elif mode == "qf-file":
-        state = qt.load_file(path, device=device, dtype=dtype)
-    else:
-        _, rank, world = mode.split(":")
-        state, report = qtf.load_shards(path, (int(rank), int(world)), device=device, dtype=dtype)
+    model, state, report = call(mode, path, device, dtype)
     sync(torch, device)
     result["seconds"] = time.perf_counter() - t0
     status = proc_status()
@@ -210,6 +256,19 @@ def prepare_model(args) -> Path:
     return out.resolve()
 
 
+def prepare_warmup(args) -> str | None:
+    """The tiny model the children load first (unless --cold): a synth test-tiny file in
+    --workdir, written once."""
+    if args.cold:
+        return None
+    out = Path(args.workdir) / "llama-test-tiny" / "model.gguf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [find_cli(args.cli), "synth", "--params", "test-tiny", "--mix", args.mix, "-o", str(out), "--quiet"]
+        subprocess.run(cmd, check=True)
+    return str(out.resolve())
+
+
 def warm_page_cache(path: Path) -> None:
     with open(path, "rb") as f:
         while f.read(1 << 24):
@@ -220,6 +279,7 @@ def run_child(mode: str, args, timeout: float) -> dict:
     """``mode`` in a fresh process of this script; its result, or an error."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--model", args.model,
            "--device", args.device, "--dtype", args.dtype, "--workdir", args.workdir]
+    cmd += ["--warmup", args.warmup] if args.warmup else []
     log = Path(args.workdir) / f"log-{mode.replace(':', '-')}.txt"
     t0 = time.perf_counter()
     try:
@@ -257,18 +317,21 @@ def size(n) -> str:
 
 
 def table(results: list) -> str:
-    head = "| run | seconds | peak host | peak device (torch) | device grown | tensors | bytes read / bound | note |"
-    rows = [head, "|---|---|---|---|---|---|---|---|"]
+    head = ("| run | seconds | metadata s (parse, config, model) | peak host | peak device (torch) | device grown "
+            "| tensors | bytes read / bound | note |")
+    rows = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            rows.append(f"| {r['mode']} | | | | | | | {r['error'][:200]} |")
+            rows.append(f"| {r['mode']} | | | | | | | | {r['error'][:200]} |")
             continue
         read = ""
         if "bytes_read" in r:
             read = f"{size(r['bytes_read'])} / {size(r['bound_bytes'])} ({'ok' if r['within_bound'] else 'OVER'})"
         note = "" if r.get("hwm_reset", True) else "VmHWM not reset"
+        st = r.get("stages") or {}
+        meta = ", ".join(f"{st[k]:.2f}" for k in ("parse", "config", "processor") if k in st)
         rows.append(
-            f"| {r['mode']} | {r['seconds']:.2f} | {size(r['peak_host_bytes'])} | {size(r.get('peak_device_bytes'))} "
+            f"| {r['mode']} | {r['seconds']:.2f} | {meta} | {size(r['peak_host_bytes'])} | {size(r.get('peak_device_bytes'))} "
             f"| {size(r.get('device_grown_bytes'))} | {size(r['bytes'])} | {read} | {note} |"
         )
     return "\n".join(rows)
@@ -289,6 +352,9 @@ def main() -> None:
     p.add_argument("--tp", type=int, default=4, help="ranks of the tensor-parallel runs (0: none)")
     p.add_argument("--runs", help="comma-separated subset of qf,hf,qf-state,qf-file,tp (default: all), to split "
                    "the runs over several commands (the model is kept in --workdir)")
+    p.add_argument("--cold", action="store_true", help="no warm-up load of a tiny model first: the "
+                   "measured call also imports what transformers imports lazily on a first load")
+    p.add_argument("--warmup", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the JSON summary here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -298,6 +364,7 @@ def main() -> None:
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     model = prepare_model(args)
     args.model = str(model)
+    args.warmup = prepare_warmup(args)
     warm_page_cache(model)
     wanted = set(args.runs.split(",")) if args.runs else {"qf", "hf", "qf-state", "qf-file", "tp"}
     modes = [m for m in ("qf", "hf", "qf-state", "qf-file") if m in wanted and not (m == "hf" and args.skip_hf)]
@@ -317,6 +384,7 @@ def main() -> None:
         "device": args.device,
         "device_name": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
         "dtype": args.dtype,
+        "warmup_model": args.warmup,
         "versions": next((r["versions"] for r in results if "versions" in r), None),
         "logits_equal": logits_equal(args.workdir),
         "runs": results,
