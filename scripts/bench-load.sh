@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Whole-model load benchmark of docs/performance.md, for a machine with an NVIDIA GPU.
 #
-#   BIN=DIR [OLD=PATH] [MIXES="q4_k_m iq4_xs q8_0"] [REPS=10] bash scripts/bench-load.sh
+#   BIN=DIR [OLD=PATH] [MIXES="q4_k_m iq4_xs q8_0"] [REPS=10] [EXTRA="name|options;..."] \
+#       bash scripts/bench-load.sh
 #
 # DIR holds a release build of `quantforge` and the cubins of `cargo xtask build-kernels` under
 # DIR/kernels (so that no NVRTC compilation is timed); OLD is another `quantforge` binary to
@@ -12,7 +13,9 @@
 #   bare    `load --bare-copy`: reads, pinned staging and host-to-device copies through the
 #           same ring, no outputs, no kernels;
 #   f16     `load --dtype f16`;   native  `load --dtype native`;   f16-mmap  f16, file mapped;
-#   old-f16, old-native: the same with OLD.
+#   old-f16, old-native: the same with OLD;
+#   EXTRA: more configurations of DIR's binary, each a name and its `load` options
+#           (EXTRA="f16-s8|--dtype f16 --slot-mib 8;bare-s8|--bare-copy --slot-mib 8").
 # The time is the load's own total (the report's, which excludes opening the device).
 set -euo pipefail
 BIN=${BIN:-.device}
@@ -30,6 +33,10 @@ configs=("bare|$BIN/quantforge|--bare-copy" "f16|$BIN/quantforge|--dtype f16"
 if [ -n "$OLD" ]; then
     configs+=("old-f16|$OLD|--dtype f16" "old-native|$OLD|--dtype native")
 fi
+IFS=';' read -ra extra <<<"${EXTRA:-}"
+for e in "${extra[@]}"; do
+    [ -n "$e" ] && configs+=("${e%%|*}|$BIN/quantforge|${e#*|}")
+done
 for mix in $MIXES; do
     model=$MODEL_DIR/qf-7b-$mix.gguf
     [ -f "$model" ] || "$BIN/quantforge" synth --arch llama --params 7b --mix "$mix" --quiet -o "$model"
