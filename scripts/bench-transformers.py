@@ -2,7 +2,8 @@
 """quantforge.transformers against transformers' own GGUF loading, on a synthetic llama model.
 
     python3 scripts/bench-transformers.py [--model FILE | --params 7b --mix q4_k_m --cli QUANTFORGE]
-        [--device cuda:0] [--dtype bfloat16] [--skip-hf] [--hf-timeout S] [--tp 4] [--runs LIST] [--cold]
+        [--device cuda:0] [--dtype bfloat16] [--skip-hf] [--hf-timeout S] [--tp 4] [--runs LIST]
+        [--cold | --warmup-model FILE]
         [--json OUT]
 
 The model is FILE, or one `quantforge synth --params P --mix M` writes into --workdir (kept
@@ -26,8 +27,8 @@ are its own):
   report) against the bound a rank should keep to (a split tensor's 1/N plus two blocks per
   row, 1/n_kv for K and V replicated over groups of ranks, a replicated tensor whole).
 
-Each process first makes the same call on a tiny model (`synth --params test-tiny`, written
-into --workdir), timed apart as `warmup_s`: a first load in a process imports what
+Each process first makes the same call on a tiny model (--warmup-model, or `synth --params
+test-tiny` written into --workdir), timed apart as `warmup_s`: a first load in a process imports what
 transformers imports lazily (the model's modules, torch's compiler front end; 3 to 4 s of CPU
 time for either library's load), which a process pays once whatever the model. --cold skips
 it, and the timed call then includes those imports. `stages` gives the seconds quantforge
@@ -257,10 +258,12 @@ def prepare_model(args) -> Path:
 
 
 def prepare_warmup(args) -> str | None:
-    """The tiny model the children load first (unless --cold): a synth test-tiny file in
-    --workdir, written once."""
+    """The tiny model the children load first (unless --cold): --warmup-model, else a synth
+    test-tiny file in --workdir, written once."""
     if args.cold:
         return None
+    if args.warmup_model:
+        return str(Path(args.warmup_model).resolve())
     out = Path(args.workdir) / "llama-test-tiny" / "model.gguf"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -354,6 +357,7 @@ def main() -> None:
                    "the runs over several commands (the model is kept in --workdir)")
     p.add_argument("--cold", action="store_true", help="no warm-up load of a tiny model first: the "
                    "measured call also imports what transformers imports lazily on a first load")
+    p.add_argument("--warmup-model", help="the tiny model of the warm-up load (default: synth test-tiny)")
     p.add_argument("--warmup", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the JSON summary here")
     p.add_argument("--child", help=argparse.SUPPRESS)

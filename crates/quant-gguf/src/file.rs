@@ -72,63 +72,6 @@ pub struct TensorInfo {
     pub n_bytes: u64,
 }
 
-impl TensorInfo {
-    /// A contiguous part of this tensor, as a tensor of its own over the same bytes: rows
-    /// `range` of a tensor of two or more dimensions (a row being `dims[0]` values; the
-    /// dimensions above the first are flattened, so the part has dimensions
-    /// `[dims[0], range.len()]`), or values `range` of a one-dimensional tensor, whose ends must
-    /// then fall on block boundaries. `None` when the range is empty, reversed, past the end,
-    /// or (one dimension) cuts a block. The pipelined loads take such a part as they take a
-    /// whole tensor, which is how a tensor-parallel rank reads only its rows.
-    pub fn part(&self, range: Range<u64>) -> Option<TensorInfo> {
-        let g = self.ty.geometry()?;
-        let (block_elems, block_bytes) = (g.block_elems as u64, g.block_bytes as u64);
-        let row_len = self.dims[0];
-        let (unit, dims): (u64, Vec<u64>) = if self.dims.len() == 1 {
-            (1, vec![range.end.checked_sub(range.start)?])
-        } else {
-            (row_len, vec![row_len, range.end.checked_sub(range.start)?])
-        };
-        let (first, count) = (range.start.checked_mul(unit)?, dims.iter().product::<u64>());
-        let aligned = first % block_elems == 0 && count % block_elems == 0;
-        if count == 0 || !aligned || first.checked_add(count)? > self.n_elements {
-            return None;
-        }
-        Some(TensorInfo {
-            name: self.name.clone(),
-            dims,
-            ty: self.ty,
-            offset: self.offset + first / block_elems * block_bytes,
-            n_elements: count,
-            n_bytes: count / block_elems * block_bytes,
-        })
-    }
-
-    /// Whether this is `whole`, or a part of it as [`TensorInfo::part`] gives one (same name,
-    /// type, row length and bytes), so that loading it reads only bytes of `whole`.
-    pub fn is_part_of(&self, whole: &TensorInfo) -> bool {
-        if self == whole {
-            return true;
-        }
-        let Some(g) = whole.ty.geometry() else {
-            return false;
-        };
-        let (block_elems, block_bytes) = (g.block_elems as u64, g.block_bytes as u64);
-        let Some(skip) = self.offset.checked_sub(whole.offset) else {
-            return false;
-        };
-        let range = if whole.dims.len() == 1 {
-            let first = skip / block_bytes * block_elems;
-            first..first.saturating_add(self.n_elements)
-        } else {
-            let row_bytes = whole.dims[0] / block_elems * block_bytes;
-            let first = skip / row_bytes.max(1);
-            first..first.saturating_add(self.n_elements / whole.dims[0].max(1))
-        };
-        whole.part(range).as_ref() == Some(self)
-    }
-}
-
 enum Storage {
     /// The file, mapped.
     Mapped(Mmap),
@@ -605,45 +548,6 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/data")
             .join(name)
-    }
-
-    #[test]
-    fn a_part_is_the_rows_or_values_it_names_over_the_same_bytes() {
-        let q = |dims: Vec<u64>| {
-            let n: u64 = dims.iter().product();
-            TensorInfo {
-                name: "t".into(),
-                dims,
-                ty: GgmlType::Q4_0, // 32 values in 18 bytes
-                offset: 64,
-                n_elements: n,
-                n_bytes: n / 32 * 18,
-            }
-        };
-        let t = q(vec![64, 3, 2]); // six rows of two blocks
-        let p = t.part(2..5).unwrap();
-        assert_eq!(
-            (p.dims, p.offset, p.n_elements, p.n_bytes),
-            (vec![64, 3], 64 + 2 * 36, 192, 108)
-        );
-        assert_eq!(t.part(0..6).unwrap().n_bytes, t.n_bytes);
-        assert!(t.part(2..5).unwrap().is_part_of(&t) && t.is_part_of(&t));
-        let mut skewed = t.part(2..5).unwrap();
-        skewed.offset += 1; // not on a row boundary
-        assert!(!skewed.is_part_of(&t));
-        skewed.offset -= 1;
-        skewed.n_elements *= 2; // more values than its bytes hold
-        assert!(!skewed.is_part_of(&t));
-        #[allow(clippy::reversed_empty_ranges)] // a reversed range is one of the bad cases
-        let bad = [3..3, 4..2, 5..7];
-        for r in bad {
-            assert_eq!(t.part(r.clone()), None, "{r:?}");
-        }
-        let v = q(vec![128]); // one dimension: a range of values, on block boundaries
-        let p = v.part(32..96).unwrap();
-        assert_eq!((p.dims, p.offset, p.n_bytes), (vec![64], 64 + 18, 36));
-        assert_eq!(v.part(16..96), None);
-        assert_eq!(v.part(32..80), None);
     }
 
     #[test]

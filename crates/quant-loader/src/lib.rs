@@ -60,6 +60,25 @@ pub use report::{LoadPath, LoadReport, Loaded, TensorLoad};
 use exec::{Core, Host, IntoCaller, Serial, Stamp};
 use pipeline::{Job, Pipelined};
 
+/// What one device's load is asked for: tensors of the file, or a region of each
+/// (`regions[k]` of `tensors[k]`), and as what.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    tensors: &'a [TensorInfo],
+    regions: Option<&'a [Region]>,
+    as_: LoadAs,
+}
+
+impl<'a> Request<'a> {
+    /// The whole of each of `tensors`.
+    fn whole(tensors: &'a [TensorInfo], as_: LoadAs) -> Self {
+        Request {
+            tensors,
+            regions: None,
+            as_,
+        }
+    }
+}
 /// Loads the tensors of one GGUF file onto a device or into host memory.
 pub struct GgufLoader {
     file: GgufFile,
@@ -283,53 +302,35 @@ impl GgufLoader {
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Loaded<DeviceTensor>, LoadError> {
         let all: Vec<TensorInfo> = self.file.tensors().collect();
-        self.load_tensors(backend, &all, as_, (opts, None), progress)
+        self.load_tensors(backend, Request::whole(&all, as_), (opts, None), progress)
     }
 
-    /// Loads `parts` onto `backend` as `as_` by the pipelined load, as
-    /// [`load_with`](Self::load_with) loads whole tensors. Each part is a tensor of this file or
-    /// a contiguous part of one ([`TensorInfo::part`]: a tensor-parallel rank's rows), so that
-    /// only their bytes are read. Tensors and rows come back in the order of `parts`.
-    pub fn load_parts(
+    /// Loads `regions` (each a tensor's name and a [`Region`] of it: rows, and the values of
+    /// each row in a column range) onto `backend` as `as_` by the pipelined load, as
+    /// [`load_with`](Self::load_with) loads whole tensors, reading only each region's bytes:
+    /// its rows, and in each row the blocks of its columns (a tensor-parallel rank's rows, or
+    /// its columns of every row). Columns start and end at block boundaries, as for
+    /// [`load_region`](Self::load_region) on a device. Tensors and rows come back in the order
+    /// of `regions`, each tensor shaped as its region.
+    pub fn load_regions(
         &self,
         backend: &dyn Backend,
-        parts: &[TensorInfo],
+        regions: &[(String, Region)],
         as_: LoadAs,
         opts: &PipelineOptions,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Loaded<DeviceTensor>, LoadError> {
-        self.check_parts(parts)?;
-        self.load_tensors(backend, parts, as_, (opts, None), progress)
-    }
-
-    /// [`load_parts`](Self::load_parts) into host memory with the fast CPU path, as
-    /// [`load_all_to_host`](Self::load_all_to_host) loads whole tensors.
-    pub fn load_parts_to_host(
-        &self,
-        parts: &[TensorInfo],
-        as_: LoadAs,
-        progress: &mut dyn FnMut(&TensorLoad),
-    ) -> Result<Loaded<HostTensor>, LoadError> {
-        self.check_parts(parts)?;
-        self.load_tensors_to_host(parts, as_, progress)
-    }
-
-    /// Refuses a part that is not a part of a tensor of this file ([`TensorInfo::is_part_of`]).
-    fn check_parts(&self, parts: &[TensorInfo]) -> Result<(), LoadError> {
-        for p in parts {
-            let t = self.tensor(&p.name)?;
-            if !p.is_part_of(&t) {
-                return Err(LoadError::Options {
-                    file: self.file.path().to_path_buf(),
-                    reason: format!(
-                        "tensor '{}': a part of {} bytes at offset {} is not a part of the \
-                         tensor's {} bytes at {}",
-                        p.name, p.n_bytes, p.offset, t.n_bytes, t.offset
-                    ),
-                });
-            }
-        }
-        Ok(())
+        let tensors = regions
+            .iter()
+            .map(|(name, _)| self.tensor(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cuts: Vec<Region> = regions.iter().map(|(_, r)| r.clone()).collect();
+        let request = Request {
+            tensors: &tensors,
+            regions: Some(&cuts),
+            as_,
+        };
+        self.load_tensors(backend, request, (opts, None), progress)
     }
 
     /// [`load_with`](Self::load_with) that stops with [`LoadError::Interrupted`] once `cancel`
@@ -345,19 +346,22 @@ impl GgufLoader {
         cancel: &AtomicBool,
     ) -> Result<Loaded<DeviceTensor>, LoadError> {
         let all: Vec<TensorInfo> = self.file.tensors().collect();
-        self.load_tensors(backend, &all, as_, (opts, Some(cancel)), progress)
+        let request = Request::whole(&all, as_);
+        self.load_tensors(backend, request, (opts, Some(cancel)), progress)
     }
 
-    /// Plans `tensors` as `as_` into `target`.
+    /// Plans `request` into `target`.
     fn plan_all<'t>(
         &self,
-        tensors: &'t [TensorInfo],
-        as_: LoadAs,
+        request: Request<'t>,
         target: Target,
     ) -> Result<Vec<Job<'t>>, LoadError> {
         let core = self.core();
-        let plan = |t: &'t TensorInfo| Ok((t, core.plan(t, as_, None, target)?));
-        tensors.iter().map(plan).collect()
+        let region = |k: usize| request.regions.map(|r| &r[k]);
+        let plan = |(k, t): (usize, &'t TensorInfo)| {
+            Ok((t, core.plan(t, request.as_, region(k), target)?))
+        };
+        request.tensors.iter().enumerate().map(plan).collect()
     }
 
     /// The infos of the tensors at `indices` (positions in file order), or an error naming
@@ -375,13 +379,13 @@ impl GgufLoader {
         indices.iter().map(info).collect()
     }
 
-    /// Loads `tensors` (of this file) onto one device: the body of [`GgufLoader::load_with`] and
-    /// of each device's thread in [`GgufLoader::load_placed`].
+    /// Loads `request` (tensors of this file, or regions of them) onto one device: the body of
+    /// [`GgufLoader::load_with`], [`GgufLoader::load_regions`] and each device's thread in
+    /// [`GgufLoader::load_placed`].
     fn load_tensors(
         &self,
         backend: &dyn Backend,
-        tensors: &[TensorInfo],
-        as_: LoadAs,
+        request: Request,
         (opts, cancel): (&PipelineOptions, Option<&AtomicBool>),
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<Loaded<DeviceTensor>, LoadError> {
@@ -390,7 +394,7 @@ impl GgufLoader {
             cancel,
             ..self.core()
         };
-        if opts.strategy == Strategy::CpuDequant && as_ == LoadAs::Native {
+        if opts.strategy == Strategy::CpuDequant && request.as_ == LoadAs::Native {
             return Err(LoadError::Options {
                 file: self.file.path().to_path_buf(),
                 reason: "the cpu-dequant strategy produces values; it cannot keep native \
@@ -402,7 +406,7 @@ impl GgufLoader {
             Strategy::CpuDequant => Target::Baseline,
             _ => Target::Device,
         };
-        let jobs = self.plan_all(tensors, as_, target)?;
+        let jobs = self.plan_all(request, target)?;
         let loaded = if opts.strategy == Strategy::Pipelined && backend.async_primitives() {
             Pipelined {
                 core,
@@ -444,7 +448,7 @@ impl GgufLoader {
     ) -> Result<LoadReport, LoadError> {
         let start = Instant::now();
         let all: Vec<TensorInfo> = self.file.tensors().collect();
-        let jobs = self.plan_all(&all, LoadAs::Native, Target::Device)?;
+        let jobs = self.plan_all(Request::whole(&all, LoadAs::Native), Target::Device)?;
         let core = self.core();
         Pipelined {
             core,
@@ -496,7 +500,8 @@ impl GgufLoader {
                 .map(|(b, tensors)| {
                     let load = move || {
                         let opts = (opts, None);
-                        self.load_tensors(*b, &tensors, as_, opts, &mut |p| progress(p))
+                        let request = Request::whole(&tensors, as_);
+                        self.load_tensors(*b, request, opts, &mut |p| progress(p))
                     };
                     s.spawn(load)
                 })
@@ -520,8 +525,8 @@ impl GgufLoader {
         self.load_tensors_to_host(&all, as_, progress)
     }
 
-    /// Loads `tensors` (of this file, or parts of them) into host memory, one after another:
-    /// the body of [`GgufLoader::load_all_to_host`] and [`GgufLoader::load_parts_to_host`].
+    /// Loads `tensors` (of this file) into host memory, one after another: the body of
+    /// [`GgufLoader::load_all_to_host`].
     fn load_tensors_to_host(
         &self,
         all: &[TensorInfo],
@@ -532,7 +537,7 @@ impl GgufLoader {
         let host = Host { core: self.core() };
         let mut tensors = Vec::with_capacity(all.len());
         let mut rows = Vec::with_capacity(all.len());
-        for (t, plan) in self.plan_all(all, as_, Target::Host)? {
+        for (t, plan) in self.plan_all(Request::whole(all, as_), Target::Host)? {
             let (tensor, row) = host.load(t, &plan)?;
             progress(&row);
             tensors.push(tensor);

@@ -15,7 +15,7 @@ use quant_core::{registry, OutputDType};
 use quant_gpu::{Backend, DeviceKind, Queue, TensorDType};
 use quant_loader::{
     FallbackPolicy, GgufLoader, LoadAs, LoadError, LoadPath, LoaderOptions, PipelineOptions,
-    Placement, Progress, Strategy,
+    Placement, Progress, Region, Strategy, Target,
 };
 
 mod common;
@@ -589,68 +589,97 @@ fn a_cancelled_load_stops_with_an_error_naming_the_file() {
     assert!(seen < total, "read {seen} of {total} bytes");
 }
 
-/// A tensor-parallel rank's rows: parts of tensors load, pipelined or on the host, as the same
-/// rows of the whole tensors, reading only their bytes; a part outside its tensor is refused.
+/// Tensor-parallel ranks' regions: rows of tensors (a colwise split) and block-aligned columns
+/// of every row (a rowwise split, strided in the file) load through the ring as those values
+/// of the whole tensors, reading only their bytes; a region outside its tensor, or one that
+/// cuts blocks on a device, is refused naming the file and the tensor.
 #[test]
-fn parts_of_tensors_load_as_those_rows_of_the_whole_tensors() {
-    let loader = GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap();
+fn regions_of_tensors_load_as_those_values_of_the_whole_tensors() {
+    let loader = GgufLoader::open(data("tiny-llama-q4_0.gguf")).unwrap();
     let dtype = OutputDType::F16;
-    let mut parts = Vec::new();
-    let mut want = Vec::new();
-    for t in loader
-        .file()
-        .tensors()
-        .filter(|t| t.dims.len() == 2 && t.dims[1] >= 3)
-    {
-        let (rows, row_bytes) = (t.dims[1], t.dims[0] as usize * dtype.size());
+    let (mut regions, mut want, mut bytes_want) = (Vec::new(), Vec::new(), 0u64);
+    let mut strided = 0;
+    for t in loader.file().tensors().filter(|t| t.dims.len() == 2) {
+        let (ne0, rows) = (t.dims[0], t.dims[1]);
+        let be = t.ty.geometry().unwrap().block_elems as u64;
         let whole = reference(&loader, &t.name, dtype);
-        for r in [1..rows / 2, rows / 2..rows] {
-            want.push(whole[r.start as usize * row_bytes..r.end as usize * row_bytes].to_vec());
-            parts.push(t.part(r).unwrap());
+        let value = |r: u64, c: u64| {
+            let at = (r * ne0 + c) as usize * dtype.size();
+            whole[at..at + dtype.size()].to_vec()
+        };
+        let (half, cols) = (rows / 2, (ne0 / be / 2 * be)..ne0);
+        for region in [
+            Region {
+                rows: 1..half.max(2),
+                cols: 0..ne0,
+            },
+            Region {
+                rows: 0..rows,
+                cols: cols.clone(),
+            },
+        ] {
+            let mut v = Vec::new();
+            for r in region.rows.clone() {
+                region.cols.clone().for_each(|c| v.extend(value(r, c)));
+            }
+            let spans = loader
+                .plan(&t.name, dtype.into(), Some(&region), Target::Device)
+                .unwrap()
+                .spans;
+            strided += usize::from(spans.count > 1 && spans.stride > spans.len);
+            bytes_want += spans.total();
+            want.push(v);
+            regions.push((t.name.clone(), region));
         }
     }
-    assert!(parts.len() >= 10);
+    assert!(
+        regions.len() >= 10 && strided >= 2,
+        "{strided} strided regions"
+    );
     let b = TestBackend::new(0);
     let mut bytes = 0u64;
     let loaded = loader
-        .load_parts(&b, &parts, dtype.into(), &tiny_ring(), &mut |p| {
+        .load_regions(&b, &regions, dtype.into(), &tiny_ring(), &mut |p| {
             if let Progress::Bytes(n) = p {
                 bytes += n
             }
         })
         .unwrap();
     assert!(b.violations().is_empty());
-    assert_eq!(
-        bytes,
-        parts.iter().map(|p| p.n_bytes).sum::<u64>(),
-        "only the parts' bytes"
-    );
-    let host = loader
-        .load_parts_to_host(&parts, dtype.into(), &mut |_| {})
-        .unwrap();
-    for (i, p) in parts.iter().enumerate() {
-        assert_eq!(
-            loaded.tensors[i].download(&b).unwrap(),
-            want[i],
-            "{} {i}",
-            p.name
+    assert_eq!(bytes, bytes_want, "only the regions' bytes");
+    for (k, ((name, region), t)) in regions.iter().zip(&loaded.tensors).enumerate() {
+        assert_eq!(t.download(&b).unwrap(), want[k], "{name} {region:?}");
+        let (rows, cols) = (
+            region.rows.end - region.rows.start,
+            region.cols.end - region.cols.start,
         );
-        assert_eq!(
-            host.tensors[i].to_le_bytes(),
-            want[i],
-            "{} {i} host",
-            p.name
-        );
-        assert_eq!(host.tensors[i].shape, p.dims);
+        assert_eq!(t.shape, [cols, rows], "{name} {region:?}");
     }
-    let mut outside = parts[0].clone();
-    outside.offset += outside.n_bytes * 1000;
-    let Err(err) = loader.load_parts_to_host(&[outside], dtype.into(), &mut |_| {}) else {
-        panic!("a part outside its tensor was loaded");
-    };
-    let msg = err.to_string();
-    assert!(
-        msg.contains("tiny-llama-q4_k_m.gguf") && msg.contains("not a part of"),
-        "{msg}"
-    );
+    let name = regions[0].0.clone();
+    let refused = [
+        Region {
+            rows: 0..1_000_000,
+            cols: 0..32,
+        },
+        Region {
+            rows: 0..1,
+            cols: 1..32,
+        },
+    ];
+    for region in refused {
+        let Err(err) = loader.load_regions(
+            &b,
+            &[(name.clone(), region)],
+            dtype.into(),
+            &tiny_ring(),
+            &mut |_| {},
+        ) else {
+            panic!("a region outside its tensor, or cutting blocks, was loaded");
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("tiny-llama-q4_0.gguf") && msg.contains(&name),
+            "{msg}"
+        );
+    }
 }

@@ -67,7 +67,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ops::_random_blocks, m)?)?;
     m.add_function(wrap_pyfunction!(slice::_get_region, m)?)?;
     m.add_function(wrap_pyfunction!(slice::_region_bytes, m)?)?;
-    m.add_function(wrap_pyfunction!(slice::_load_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(slice::_load_regions, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

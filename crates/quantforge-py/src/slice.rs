@@ -62,81 +62,56 @@ pub(crate) fn _get_region(
     .map_err(|e| e.into_py(py))
 }
 
-/// Parts of tensors, each `(name, start, end)`: rows `start..end` of a tensor of two or more
-/// dimensions (flattened as in [`_get_region`]), or values `start..end` of a one-dimensional
-/// one, on block boundaries. All are loaded by one pipelined load on a GPU (the whole-file
-/// load's speed, reading only the parts' bytes), one after another on the CPU, as `dtype` if
-/// given, else as the file's output type. Each result has shape `(rows, row length)`, or
-/// `(values,)` for one dimension.
+/// A tensor's name, its rows and its columns, as Python passes them.
+type NamedRegion = (String, (u64, u64), (u64, u64));
+
+/// Regions of tensors, each `(name, rows, cols)` as in [`_get_region`] (columns at block
+/// boundaries), loaded by one pipelined load on a GPU (the whole-file load's speed, reading
+/// only the regions' bytes: a tensor-parallel rank's rows, or its columns of every row), one
+/// after another on the CPU, as `dtype` if given, else as the file's output type. Each result
+/// is shaped as [`_get_region`] shapes it.
 #[pyfunction]
-#[pyo3(signature = (file, parts, dtype=None))]
-pub(crate) fn _load_parts(
+#[pyo3(signature = (file, regions, dtype=None))]
+pub(crate) fn _load_regions(
     py: Python<'_>,
     file: &File,
-    parts: Vec<(String, u64, u64)>,
+    regions: Vec<NamedRegion>,
     dtype: Option<&str>,
 ) -> PyResult<Vec<Tensor>> {
     let as_ = file.dtype_or(dtype)?;
     let loader = file.loader()?;
     let backend = file.backend_here()?;
+    let regions: Vec<(String, Region)> = regions
+        .into_iter()
+        .map(|(name, rows, cols)| {
+            let (rows, cols) = (rows.0..rows.1, cols.0..cols.1);
+            (name, Region { rows, cols })
+        })
+        .collect();
     py.detach(|| -> Result<Vec<Tensor>, Error> {
-        let infos = parts
-            .iter()
-            .map(|(name, start, end)| part_of(&loader, name, *start..*end))
-            .collect::<Result<Vec<_>, Error>>()?;
-        let mut out = Vec::with_capacity(infos.len());
-        match &backend {
-            Some(b) => {
-                let opts = PipelineOptions::default();
-                let loaded = loader.load_parts(b.as_ref(), &infos, as_, &opts, &mut |_| {})?;
-                let rows = loaded.report.tensors.iter();
-                for ((dt, row), info) in loaded.tensors.into_iter().zip(rows).zip(&infos) {
-                    let t = Tensor::on_device(Arc::new(dt), b.clone(), info, &row.path);
-                    out.push(t.map_err(|e| msg(&loader, e))?);
-                }
+        let mut out = Vec::with_capacity(regions.len());
+        let Some(b) = &backend else {
+            for (name, region) in &regions {
+                let t = loader.tensor(name)?;
+                let (host, load) = loader.load_to_host(name, Some(region), as_)?;
+                let shaped = with_dims(&t, host.shape.clone());
+                out.push(host::to_tensor(
+                    &loader, &shaped, host.data, host.dtype, &load.path,
+                )?);
             }
-            None => {
-                let loaded = loader.load_parts_to_host(&infos, as_, &mut |_| {})?;
-                let rows = loaded.report.tensors.iter();
-                for ((ht, row), info) in loaded.tensors.into_iter().zip(rows).zip(&infos) {
-                    out.push(host::to_tensor(
-                        &loader, info, ht.data, ht.dtype, &row.path,
-                    )?);
-                }
-            }
+            return Ok(out);
+        };
+        let opts = PipelineOptions::default();
+        let loaded = loader.load_regions(b.as_ref(), &regions, as_, &opts, &mut |_| {})?;
+        let rows = loaded.report.tensors.iter();
+        for ((dt, row), (name, _)) in loaded.tensors.into_iter().zip(rows).zip(&regions) {
+            let shaped = with_dims(&loader.tensor(name)?, dt.shape.clone());
+            let t = Tensor::on_device(Arc::new(dt), b.clone(), &shaped, &row.path);
+            out.push(t.map_err(|e| msg(&loader, e))?);
         }
         Ok(out)
     })
     .map_err(|e| e.into_py(py))
-}
-
-/// Part `range` of tensor `name` ([`TensorInfo::part`]), or an error naming the file, the
-/// tensor and the range.
-fn part_of(
-    loader: &GgufLoader,
-    name: &str,
-    range: std::ops::Range<u64>,
-) -> Result<TensorInfo, Error> {
-    let t = loader.tensor(name)?;
-    t.part(range.clone()).ok_or_else(|| {
-        let unit = if t.dims.len() == 1 { "values" } else { "rows" };
-        msg(
-            loader,
-            format!(
-                "tensor '{name}': {unit} {range:?} are not a non-empty part of its {} {unit}{}",
-                if t.dims.len() == 1 {
-                    t.n_elements
-                } else {
-                    t.n_elements / t.dims[0]
-                },
-                if t.dims.len() == 1 {
-                    " on block boundaries"
-                } else {
-                    ""
-                }
-            ),
-        )
-    })
 }
 
 /// `t` with the region's dimensions (ggml order), for the shape the result is given.

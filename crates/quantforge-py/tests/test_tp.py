@@ -153,21 +153,24 @@ def test_plans_and_splits_that_cannot_work_are_refused(tmp_path) -> None:
     assert os.path.exists(path)
 
 
-def test_parts_load_as_rows_of_the_whole_tensors_and_bad_parts_are_named(tmp_path) -> None:
-    """The batched load of whole-row parts that a rank's shards come from."""
+def test_regions_load_as_values_of_the_whole_tensors_and_bad_regions_are_named(tmp_path) -> None:
+    """The batched load of regions that a rank's shards come from: rows, columns of every row,
+    a one-dimensional tensor's values."""
     path = tmp_path / "gqa.gguf"
     write_llama(path, False)
     with safe_open(path, framework="numpy") as f:
         name = "blk.0.ffn_gate.weight"
         whole = f.get_tensor(name)
-        parts = [(name, 3, 7), ("blk.0.attn_norm.weight", 0, 8)]
-        a, b = (_convert(t, "numpy") for t in _native._load_parts(f.file, parts))
+        width = whole.shape[1]
+        regions = [(name, (3, 7), (0, width)), (name, (0, whole.shape[0]), (32, 96)), ("blk.0.attn_norm.weight", (0, 1), (0, 8))]
+        a, b, c = (_convert(t, "numpy") for t in _native._load_regions(f.file, regions))
         assert np.array_equal(a.view(np.uint32), whole[3:7].view(np.uint32))
-        assert b.shape == (8,)
+        assert np.array_equal(b.view(np.uint32), whole[:, 32:96].view(np.uint32))
+        assert c.reshape(-1).shape == (8,)
         with pytest.raises(Exception, match=r"gqa.gguf.*blk.0.ffn_gate.weight.*rows 7\.\.3"):
-            _native._load_parts(f.file, [(name, 7, 3)])
-        with pytest.raises(Exception, match=r"values 0\.\.9999 .*on block boundaries"):
-            _native._load_parts(f.file, [("blk.0.attn_norm.weight", 0, 9999)])
+            _native._load_regions(f.file, [(name, (7, 3), (0, width))])
+        with pytest.raises(Exception, match=r"gqa.gguf.*blk.0.attn_norm.weight.*not inside"):
+            _native._load_regions(f.file, [("blk.0.attn_norm.weight", (0, 1), (0, 9999))])
 
 
 @pytest.mark.parametrize("world", [2, 4])

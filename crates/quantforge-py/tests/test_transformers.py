@@ -511,14 +511,18 @@ def test_the_transformers_benchmark_runs_on_the_cpu(tmp_path) -> None:
     d = tmp_path / "model"
     d.mkdir()
     write(d / "m.gguf", "llama")
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    write(warm / "w.gguf", "llama")
     script = Path(__file__).resolve().parents[3] / "scripts" / "bench-transformers.py"
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(script), "--model", str(d / "m.gguf"), "--device", "cpu", "--tp", "2",
-           "--workdir", str(tmp_path / "work"), "--json", str(out)]
+           "--workdir", str(tmp_path / "work"), "--json", str(out), "--warmup-model", str(warm / "w.gguf")]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     summary = json.loads(out.read_text())
     assert [r["mode"] for r in summary["runs"]] == ["qf", "hf", "qf-state", "qf-file", "tp:0:2", "tp:1:2"]
     assert all("error" not in r and r["seconds"] > 0 for r in summary["runs"]), summary
+    assert all(r["warmup_s"] > 0 and "parse" in r["stages"] for r in summary["runs"] if r["mode"] not in ("qf-file", "hf")), summary
     assert summary["logits_equal"] is True and summary["tp_all_within_bound"] is True
     assert "| qf-state |" in run.stdout and "| tp:1:2 |" in run.stdout

@@ -10,7 +10,7 @@ cuts a block is refused with the block size in the message.
 from __future__ import annotations
 
 import math
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 from . import _native
 
@@ -75,6 +75,14 @@ class Slice:
         return _DTYPE_STRINGS[self._f._file.dtype]
 
     def __getitem__(self, key: Any) -> Any:
+        rows, cols, finish = self._plan(key)
+        return finish(_native._get_region(self._f._file, self._name, rows, cols))
+
+    def _plan(self, key: Any) -> Tuple[Tuple[int, int], Tuple[int, int], Callable[[Any], Any]]:
+        """What ``[key]`` reads and makes: the region's rows (flattened over every dimension but
+        the last) and values of each row to load natively, and the function that turns the
+        loaded region into the result (the trim of covering blocks on a device, the indexed
+        shape). :func:`_tp.shard_all` loads many such regions in one pipelined load."""
         shape = tuple(self.get_shape())
         dims = _bounds(key, shape)
         *lead, (c0, c1, c_int) = dims
@@ -83,15 +91,20 @@ class Slice:
         inner = math.prod(shape[1:-1])
         r0, r1 = (lead[0][0] * inner, lead[0][1] * inner) if lead else (0, 1)
         v0, v1 = self._value_columns(c0, c1, shape[-1])
-        out = self._region(r0, r1, v0, v1)
-        if not lead:
-            out = out.reshape(out.shape[-1])
-            return out[0] if c_int else out
-        out = out.reshape(lead[0][1] - lead[0][0], *shape[1:-1], out.shape[-1])
-        index = [0 if lead[0][2] else slice(None)]
-        index += [a if is_int else slice(a, b) for a, b, is_int in lead[1:]]
-        index.append(0 if c_int else slice(None))
-        return out[tuple(index)]
+        (a, b), trim = self._covering(v0, v1)
+
+        def finish(region: Any) -> Any:
+            out = trim(region)
+            if not lead:
+                out = out.reshape(out.shape[-1])
+                return out[0] if c_int else out
+            out = out.reshape(lead[0][1] - lead[0][0], *shape[1:-1], out.shape[-1])
+            index = [0 if lead[0][2] else slice(None)]
+            index += [x if is_int else slice(x, y) for x, y, is_int in lead[1:]]
+            index.append(0 if c_int else slice(None))
+            return out[tuple(index)]
+
+        return (r0, r1), (a, b), finish
 
     def bytes_read(self, dim0: Tuple[int, int], cols: Tuple[int, int]) -> int:
         """File bytes that indexing ``[dim0[0]:dim0[1], ..., cols[0]:cols[1]]`` reads."""
@@ -113,21 +126,26 @@ class Slice:
             )
         return c0 // self._bb * self._be, c1 // self._bb * self._be
 
-    def _region(self, r0: int, r1: int, v0: int, v1: int) -> Any:
-        """Rows ``r0..r1`` and values ``v0..v1`` of them, in the file's framework, trimmed on a
-        device with the framework's ops when the columns cut blocks."""
+    def _covering(self, v0: int, v1: int) -> Tuple[Tuple[int, int], Callable[[Any], Any]]:
+        """The values of each row to load for values ``v0..v1``, and the function that turns
+        the loaded region (in the native module's type) into the file's framework with just
+        those values: on a device, columns that cut blocks load the covering blocks and are
+        trimmed with the framework's ops (in host memory quantforge trims them itself)."""
         from . import _convert
 
-        file, fw = self._f._file, self._f._framework
+        fw = self._f._framework
         on_device = self._f.device != "cpu"
         cut = (v0 % self._be or v1 % self._be and v1 != self._values_shape[-1]) and not self._native()
-        if on_device and cut:
-            a, b = v0 // self._be * self._be, min(-(-v1 // self._be) * self._be, self._values_shape[-1])
-            if fw != "pt":
-                raise ValueError(
-                    f"{self._name}: columns {v0}..{v1} cut {self._type} blocks of {self._be} values; on a "
-                    f"device use framework='pt', or slice at multiples of {self._be}"
-                )
-            t = _convert(_native._get_region(file, self._name, (r0, r1), (a, b)), fw)
-            return t[:, v0 - a : v1 - a].contiguous()
-        return _convert(_native._get_region(file, self._name, (r0, r1), (v0, v1)), fw)
+        if not (on_device and cut):
+            return (v0, v1), lambda region: _convert(region, fw)
+        a, b = v0 // self._be * self._be, min(-(-v1 // self._be) * self._be, self._values_shape[-1])
+        if fw != "pt":
+            raise ValueError(
+                f"{self._name}: columns {v0}..{v1} cut {self._type} blocks of {self._be} values; on a "
+                f"device use framework='pt', or slice at multiples of {self._be}"
+            )
+        def trim(region: Any) -> Any:
+            t = _convert(region, fw)
+            return t.reshape(-1, t.shape[-1])[:, v0 - a : v1 - a].contiguous()
+
+        return (a, b), trim

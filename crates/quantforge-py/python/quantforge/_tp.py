@@ -160,68 +160,64 @@ def check_rank(rank: Any, world: Any) -> None:
         raise ValueError(f"tp=({rank!r}, {world!r}): expected (rank, world_size) with 0 <= rank < world_size")
 
 
+def _shard_keys(
+    name: str, style: str, shape: Tuple[int, ...], meta: Mapping[str, Any], rank: int, world: int
+) -> Tuple[List[Any], List[Tuple[Tuple[int, int], Tuple[int, int]]]]:
+    """The indexing keys of rank ``rank``'s pieces of tensor ``name`` (of ``shape``) split by
+    ``style`` (one piece, or one per fused component, concatenated along dimension 0), and the
+    ``(dim0, cols)`` ranges they read, for the bytes read."""
+    if style == "replicate" or len(shape) == 0:
+        return [...], [((0, shape[0] if shape else 1), (0, shape[-1] if shape else 1))]
+    if style == "colwise":
+        ranges = row_ranges(name, shape[0], meta, rank, world)
+        # A 1-D tensor's rows are its values: the bytes read are those columns.
+        one_d = len(shape) == 1
+        parts = [((0, 1), (a, b)) if one_d else ((a, b), (0, shape[-1])) for a, b in ranges]
+        return [slice(a, b) for a, b in ranges], parts
+    a, b = _part(name, shape[-1], world, rank, world, "columns")
+    return [(..., slice(a, b))], [((0, shape[0]), (a, b))] if len(shape) > 1 else [((0, 1), (a, b))]
+
+
+def _bytes(s: Any, parts: List[Tuple[Tuple[int, int], Tuple[int, int]]]) -> Tuple[int, int]:
+    """The file bytes the pieces of ``parts`` read from slice ``s``, and the whole tensor's."""
+    shape = s.get_shape()
+    read = sum(s.bytes_read(r, c) for r, c in parts)
+    whole = s.bytes_read((0, shape[0] if len(shape) > 1 else 1), (0, shape[-1])) if shape else read
+    return read, whole
+
+
 def shard_tensor(f: Any, name: str, style: str, meta: Mapping[str, Any], rank: int, world: int) -> Tuple[Any, int, int]:
     """Rank ``rank``'s shard of tensor ``name`` of the open ``safe_open`` file ``f`` split by
     ``style``, the file bytes it read, and the bytes of the whole tensor. Heads and fused
     components are found from ``name``, a GGUF name (see :func:`row_ranges`)."""
     s = f.get_slice(name)
-    shape = s.get_shape()
-    if style == "replicate" or len(shape) == 0:
-        out = s[...]
-        parts = [((0, shape[0] if shape else 1), (0, shape[-1] if shape else 1))]
-    elif style == "colwise":
-        ranges = row_ranges(name, shape[0], meta, rank, world)
-        pieces = [s[a:b] for a, b in ranges]
-        out = pieces[0] if len(pieces) == 1 else _cat(pieces)
-        # A 1-D tensor's rows are its values: the bytes read are those columns.
-        one_d = len(shape) == 1
-        parts = [((0, 1), (a, b)) if one_d else ((a, b), (0, shape[-1])) for a, b in ranges]
-    else:
-        a, b = _part(name, shape[-1], world, rank, world, "columns")
-        out = s[..., a:b]
-        parts = [((0, shape[0]), (a, b))] if len(shape) > 1 else [((0, 1), (a, b))]
-    read = sum(s.bytes_read(r, c) for r, c in parts)
-    whole = s.bytes_read((0, shape[0] if len(shape) > 1 else 1), (0, shape[-1])) if shape else read
-    return out, read, whole
+    keys, parts = _shard_keys(name, style, tuple(s.get_shape()), meta, rank, world)
+    pieces = [s[k] for k in keys]
+    return (pieces[0] if len(pieces) == 1 else _cat(pieces)), *_bytes(s, parts)
 
 
 def shard_all(
     f: Any, styles: Mapping[str, str], meta: Mapping[str, Any], rank: int, world: int
 ) -> Dict[str, Tuple[Any, int, int]]:
     """:func:`shard_tensor` of every tensor of ``styles`` (GGUF name -> style), in ``styles``'
-    order. The shards that are whole rows of a two-dimensional tensor (a colwise split, one
-    range per fused component) and the replicated tensors of one or two dimensions come from
-    one pipelined load of those parts (on a GPU, the whole-file load's speed over the rank's
-    bytes); a rowwise split (columns of every row), a tensor of more dimensions, a colwise
-    one-dimensional tensor and native blocks are read one by one."""
-    from . import _convert, _native
+    order. Every shard of values comes from one pipelined load of the regions the shards cover
+    (on a GPU, the whole-file load's speed over the rank's bytes): whole rows for a colwise
+    split (one range per fused component), the blocks of its columns in every row for a
+    rowwise one, the whole tensor for a replicated one. Native blocks are read one by one."""
+    from . import _native
 
-    rows_of: Dict[str, List[Tuple[int, int]]] = {}
+    if f.file.dtype == "native":
+        return {name: shard_tensor(f, name, style, meta, rank, world) for name, style in styles.items()}
+    planned = {}
     for name, style in styles.items():
-        shape = f.get_tensor_shape(name)
-        if f.file.dtype == "native" or style == "rowwise" or not 1 <= len(shape) <= 2:
-            continue
-        if style == "replicate":
-            rows_of[name] = [(0, shape[0])]
-        elif len(shape) == 2:
-            ranges = row_ranges(name, shape[0], meta, rank, world)
-            if all(a < b for a, b in ranges):
-                rows_of[name] = ranges
-    parts = [(n, a, b) for n, ranges in rows_of.items() for a, b in ranges]
-    loaded = iter(_native._load_parts(f.file, parts) if parts else ())
-    out: Dict[str, Tuple[Any, int, int]] = {}
-    for name, style in styles.items():
-        if name not in rows_of:
-            out[name] = shard_tensor(f, name, style, meta, rank, world)
-            continue
-        pieces = [_convert(next(loaded), f._framework) for _ in rows_of[name]]
         s = f.get_slice(name)
-        shape = s.get_shape()
-        whole = s.bytes_read((0, shape[0] if len(shape) > 1 else 1), (0, shape[-1]))
-        if len(shape) == 1:  # replicated, whole
-            out[name] = pieces[0], whole, whole
-            continue
-        read = sum(s.bytes_read((a, b), (0, shape[-1])) for a, b in rows_of[name])
+        keys, parts = _shard_keys(name, style, tuple(s.get_shape()), meta, rank, world)
+        planned[name] = [s._plan(k) for k in keys], _bytes(s, parts)
+    regions = [(name, rows, cols) for name, (plans, _) in planned.items() for rows, cols, _ in plans]
+    loaded = iter(_native._load_regions(f.file, regions) if regions else ())
+    out: Dict[str, Tuple[Any, int, int]] = {}
+    for name, (plans, (read, whole)) in planned.items():
+        pieces = [finish(next(loaded)) for _, _, finish in plans]
         out[name] = (pieces[0] if len(pieces) == 1 else _cat(pieces)), read, whole
     return out
 
