@@ -202,7 +202,11 @@ impl Pipelined<'_> {
         let (sent, received) = mpsc::channel::<u64>();
         let rings = std::thread::scope(|s| -> Result<Vec<Ring>, LoadError> {
             let alloc_err = |k: usize, e| core.gpu_err(stream.jobs[k].0, backend, e);
-            let allocate = move || shared.allocate(sizes, |b| backend.alloc(b), alloc_err);
+            let allocate = move || {
+                if shared.wait_for_rings(n_readers) {
+                    shared.allocate(sizes, |b| backend.alloc(b), alloc_err);
+                }
+            };
             let named = |name: String| std::thread::Builder::new().name(name);
             named("qf-alloc".into())
                 .spawn_scoped(s, allocate)
@@ -222,12 +226,7 @@ impl Pipelined<'_> {
             let mut handles = Vec::with_capacity(n_readers);
             for r in 0..n_readers {
                 let sent = sent.clone();
-                let read = move || {
-                    let mut ring = Ring::new(per_reader, host_bytes);
-                    let lane = Queue::Lane(r as u16);
-                    let result = stream.read_and_issue(lane, &mut ring, &sent);
-                    result.map_err(|e| shared.fail(e)).map(|()| ring)
-                };
+                let read = move || reader(stream, r, (per_reader, host_bytes), &sent);
                 match named(format!("qf-reader-{r}")).spawn_scoped(s, read) {
                     Ok(h) => handles.push(h),
                     Err(e) => {
@@ -262,6 +261,27 @@ impl Pipelined<'_> {
         );
         drained.map_err(|e| core.gpu_err(first, backend, e))
     }
+}
+
+/// Reader thread `r`'s body: its ring of `slots` slots of `host_bytes` allocated (then counted
+/// ready, see `Shared::wait_for_rings`), then batches on its own lane until none is left. An
+/// error is recorded in the shared state.
+fn reader(
+    stream: &Stream,
+    r: usize,
+    (slots, host_bytes): (usize, usize),
+    sent: &mpsc::Sender<u64>,
+) -> Result<Ring, ()> {
+    let mut ring = Ring::new(slots, host_bytes);
+    let reserved = ring.reserve(stream.backend, stream.dev_bytes);
+    let first = stream.jobs[0].0;
+    let result = reserved
+        .map_err(|e| stream.core.gpu_err(first, stream.backend, e))
+        .and_then(|()| {
+            stream.shared.ring_ready();
+            stream.read_and_issue(Queue::Lane(r as u16), &mut ring, sent)
+        });
+    result.map_err(|e| stream.shared.fail(e)).map(|()| ring)
 }
 
 /// The distinct kernels `jobs` launch, in job order.

@@ -24,6 +24,9 @@ pub(super) struct Shared {
     /// Outputs allocated so far (in job order), under a lock the readers wait on.
     allocated: Mutex<usize>,
     allocated_cv: Condvar,
+    /// Readers whose rings are allocated, under a lock the allocator thread waits on.
+    rings: Mutex<usize>,
+    rings_cv: Condvar,
     /// Set on the first error; everyone stops at the next batch.
     abort: AtomicBool,
     error: Mutex<Option<LoadError>>,
@@ -42,6 +45,8 @@ impl Shared {
             outputs: (0..jobs).map(|_| Mutex::default()).collect(),
             allocated: Mutex::new(0),
             allocated_cv: Condvar::new(),
+            rings: Mutex::new(0),
+            rings_cv: Condvar::new(),
             abort: AtomicBool::new(false),
             error: Mutex::new(None),
             started: (0..jobs).map(|_| AtomicU64::new(u64::MAX)).collect(),
@@ -58,9 +63,31 @@ impl Shared {
             *slot = Some(e);
         }
         self.abort.store(true, Ordering::SeqCst);
-        // Wake readers waiting for outputs.
-        let _guard = self.allocated.lock();
+        // Wake readers waiting for outputs, and the allocator waiting for rings.
+        drop(self.allocated.lock());
         self.allocated_cv.notify_all();
+        drop(self.rings.lock());
+        self.rings_cv.notify_all();
+    }
+
+    /// A reader's ring is allocated.
+    pub fn ring_ready(&self) {
+        *self.rings.lock() += 1;
+        self.rings_cv.notify_all();
+    }
+
+    /// Waits until `readers` rings are allocated: the outputs' allocations, hundreds of calls
+    /// into the driver, then no longer hold up the readers' pinning of their slots. `false` if
+    /// the load aborted.
+    pub fn wait_for_rings(&self, readers: usize) -> bool {
+        let mut n = self.rings.lock();
+        while *n < readers {
+            if self.aborted() {
+                return false;
+            }
+            self.rings_cv.wait(&mut n);
+        }
+        true
     }
 
     /// Whether the load has failed.
