@@ -14,8 +14,8 @@
 #           same ring, no outputs, no kernels;
 #   f16     `load --dtype f16`;   native  `load --dtype native`;   f16-mmap  f16, file mapped;
 #   old-f16, old-native: the same with OLD;
-#   EXTRA: more configurations of DIR's binary, each a name and its `load` options
-#           (EXTRA="f16-s8|--dtype f16 --slot-mib 8;bare-s8|--bare-copy --slot-mib 8").
+#   EXTRA: more configurations, each a name, its `load` options and optionally a binary
+#           (default DIR's): EXTRA="f16-s8|--dtype f16 --slot-mib 8;mid-f16|--dtype f16|/x/quantforge".
 # The time is the load's own total (the report's, which excludes opening the device).
 set -euo pipefail
 BIN=${BIN:-.device}
@@ -35,7 +35,8 @@ if [ -n "$OLD" ]; then
 fi
 IFS=';' read -ra extra <<<"${EXTRA:-}"
 for e in "${extra[@]}"; do
-    [ -n "$e" ] && configs+=("${e%%|*}|$BIN/quantforge|${e#*|}")
+    IFS='|' read -r name opts bin <<<"$e"
+    [ -n "$name" ] && configs+=("$name|${bin:-$BIN/quantforge}|$opts")
 done
 for mix in $MIXES; do
     model=$MODEL_DIR/qf-7b-$mix.gguf
