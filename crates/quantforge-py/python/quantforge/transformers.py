@@ -295,18 +295,25 @@ def load_shards(
         )
     report = ShardReport(rank, world)
     out: Dict[str, Any] = {}
-    with safe_open(path, framework="pt", device=device, dtype="f32") as f:
-        meta = f.metadata()
-        styles = {name: style_of(mapping[name], plan) for name in f.keys() if name in mapping}
-        for name, (values, read, whole) in shard_all(f, styles, meta, rank, world).items():
-            hf_name = mapping[name]
-            rows = f.get_tensor_shape(name)[0] if values.dim() else 1
-            shard_processor = type(processor)(config=_shard_config(parsed["config"], name, rows, values))
-            result = shard_processor.process(
-                weights=values, name=name, tensor_key_mapping=mapping, parsed_parameters=parsed
-            )
-            out[hf_name] = _finish(result.weights, device, dtype)
-            report.add(hf_name, name, styles[name], read, whole)
+    # Shards come in ``dtype`` from one pipelined load; those :func:`_needs_f32` in float32 from
+    # a second one, rounded after their transform as transformers rounds them.
+    for f32 in (False, True):
+        with safe_open(path, framework="pt", device=device, dtype="f32" if f32 else dtype) as f:
+            meta = f.metadata()
+            styles = {
+                name: style_of(mapping[name], plan)
+                for name in f.keys()
+                if name in mapping and _needs_f32(processor, name) == f32
+            }
+            for name, (values, read, whole) in shard_all(f, styles, meta, rank, world).items():
+                hf_name = mapping[name]
+                rows = f.get_tensor_shape(name)[0] if values.dim() else 1
+                shard_processor = type(processor)(config=_shard_config(parsed["config"], name, rows, values))
+                result = shard_processor.process(
+                    weights=values, name=name, tensor_key_mapping=mapping, parsed_parameters=parsed
+                )
+                out[hf_name] = _finish(result.weights, device, dtype)
+                report.add(hf_name, name, styles[name], read, whole)
     return out, report
 
 
