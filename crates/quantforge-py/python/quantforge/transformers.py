@@ -297,7 +297,7 @@ def load_shards(
     out: Dict[str, Any] = {}
     # Shards come in ``dtype`` from one pipelined load; those :func:`_needs_f32` in float32 from
     # a second one, rounded after their transform as transformers rounds them.
-    for f32 in (False, True):
+    for f32 in (False, True) if any(_needs_f32(processor, n) for n in mapping) else (False,):
         with safe_open(path, framework="pt", device=device, dtype="f32" if f32 else dtype) as f:
             meta = f.metadata()
             styles = {
