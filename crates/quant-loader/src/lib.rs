@@ -79,6 +79,7 @@ impl<'a> Request<'a> {
         }
     }
 }
+
 /// Loads the tensors of one GGUF file onto a device or into host memory.
 pub struct GgufLoader {
     file: GgufFile,

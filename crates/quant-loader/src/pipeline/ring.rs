@@ -4,8 +4,8 @@ use quant_gpu::{Backend, Buffer, GpuError, HostBuffer};
 
 /// A staging slot. Before a reader overwrites `host`, [`HostBuffer::as_mut_slice`] waits for
 /// the copy that last read it. `dev` (allocated up front by [`Ring::reserve`], else at its
-/// first use) needs no wait: the copies
-/// into it and the kernels that read it are all on the reader's lane, in order.
+/// first use) needs no wait: the copies into it and the kernels that read it are all on the
+/// reader's lane, in order.
 pub(super) struct Slot {
     pub host: HostBuffer,
     pub dev: Option<Buffer>,
