@@ -414,6 +414,40 @@ fn an_output_that_does_not_fit_stops_the_pipeline_with_an_error_naming_it() {
     }
 }
 
+/// A reader that cannot allocate its ring stops the load with an error (every reader reserves
+/// its slots before the allocator thread, which waits for the rings, makes any output): no
+/// thread is left waiting.
+#[test]
+fn a_ring_that_cannot_be_allocated_stops_the_load_without_a_hang() {
+    let loader = std::sync::Arc::new(GgufLoader::open(data("tiny-llama-q4_k_m.gguf")).unwrap());
+    let (done, wait) = std::sync::mpsc::channel();
+    let l = loader.clone();
+    // A thread of its own, so that a hang fails the test instead of hanging it.
+    std::thread::spawn(move || {
+        let mut b = TestBackend::new(0);
+        b.alloc_limit = 16; // under any device slot
+        for readers in [1, 3] {
+            let opts = PipelineOptions {
+                readers,
+                ring_slots: 6,
+                ..tiny_ring()
+            };
+            let r = l.load_with(&b, OutputDType::F16.into(), &opts, &mut |_| {});
+            done.send(r.map(drop)).unwrap();
+        }
+    });
+    for _ in 0..2 {
+        let r = wait.recv_timeout(std::time::Duration::from_secs(20));
+        let err = r.expect("the load hung").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, LoadError::Gpu { .. }), "{err:?}");
+        assert!(
+            msg.contains("tiny-llama-q4_k_m.gguf") && msg.contains("cannot allocate"),
+            "{msg}"
+        );
+    }
+}
+
 #[test]
 fn a_slot_smaller_than_a_block_is_a_clear_error() {
     let loader = GgufLoader::open(data("tiny-llama-q6_k.gguf")).unwrap();
