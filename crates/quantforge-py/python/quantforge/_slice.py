@@ -144,6 +144,7 @@ class Slice:
                 f"{self._name}: columns {v0}..{v1} cut {self._type} blocks of {self._be} values; on a "
                 f"device use framework='pt', or slice at multiples of {self._be}"
             )
+
         def trim(region: Any) -> Any:
             t = _convert(region, fw)
             return t.reshape(-1, t.shape[-1])[:, v0 - a : v1 - a].contiguous()
