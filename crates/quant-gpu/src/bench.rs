@@ -820,45 +820,32 @@ mod tests {
     }
 
     #[test]
-    fn resident_dequant_launches_whole_waves_of_the_groups_the_device_runs() {
-        // The budget fits 10 blocks of 8 per group; two groups at once make a wave of 16.
-        let b = fake::Fake {
-            resident_groups: Some(2),
-            ..fake::Fake::new(0.005)
-        };
-        let cfg = ResidentConfig {
-            budget_bytes: 20 * 98,
-            launches_per_run: 3,
-            runs: 2,
-            queues: 1,
-        };
-        let r = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F16, &cfg).unwrap();
-        assert_eq!((r.elements, r.waves), (16 * 32, Some(1.0)));
-        assert!(b.log.lock().unwrap().launches.iter().all(|&n| n == 16));
-    }
-
-    #[test]
-    fn resident_dequant_splits_the_data_over_its_queues() {
-        // 20 blocks fit; a wave is 16; two queues take 8 each, a round launching both.
-        let b = fake::Fake {
-            resident_groups: Some(2),
-            ..fake::Fake::new(0.005)
-        };
-        let cfg = ResidentConfig {
-            budget_bytes: 20 * 98,
-            launches_per_run: 3,
-            runs: 2,
-            queues: 2,
-        };
-        let r = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F16, &cfg).unwrap();
-        assert_eq!((r.elements, r.waves, r.queues), (16 * 32, Some(1.0), 2));
-        assert_eq!(r.bytes_moved, 16 * 98);
-        // Two launches of 5 µs a round: 10 µs per round, as the fake runs them one by one.
-        assert!(close(r.median_ms, 0.010), "{r:?}");
-        let log = b.log.lock().unwrap();
-        assert_eq!(log.allocs, [8 * 34, 8 * 64, 8 * 34, 8 * 64]);
-        assert_eq!(log.launches.len(), 2 * 3 * (1 + 2 * 2));
-        assert!(log.launches.iter().all(|&n| n == 8));
+    fn resident_dequant_launches_whole_waves_split_over_its_queues() {
+        // The budget fits 20 blocks, 8 per group; two groups at once make a wave of 16 blocks,
+        // launched whole on one queue or as two parts of 8 on two, a round launching both.
+        for queues in [1u64, 2] {
+            let b = fake::Fake {
+                resident_groups: Some(2),
+                ..fake::Fake::new(0.005)
+            };
+            let cfg = ResidentConfig {
+                budget_bytes: 20 * 98,
+                launches_per_run: 3,
+                runs: 2,
+                queues: queues as usize,
+            };
+            let r = bench_resident_dequant(&b, &fake::FORMAT, OutputDType::F16, &cfg).unwrap();
+            assert_eq!((r.elements, r.waves), (16 * 32, Some(1.0)), "{queues}");
+            assert_eq!((r.bytes_moved, r.queues), (16 * 98, queues as usize));
+            // 5 µs a launch: a round of `queues` launches, as the fake runs them one by one.
+            assert!(close(r.median_ms, 0.005 * queues as f64), "{r:?}");
+            let log = b.log.lock().unwrap();
+            let part = 16 / queues;
+            let pair = [part as usize * 34, part as usize * 64];
+            assert_eq!(log.allocs, pair.repeat(queues as usize), "{queues}");
+            assert_eq!(log.launches.len() as u64, queues * 3 * (1 + 2 * 2));
+            assert!(log.launches.iter().all(|&n| n == part), "{queues}");
+        }
     }
 
     #[test]
