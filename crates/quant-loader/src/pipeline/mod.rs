@@ -272,16 +272,15 @@ fn reader(
     (slots, host_bytes): (usize, usize),
     sent: &mpsc::Sender<u64>,
 ) -> Result<Ring, ()> {
-    let mut ring = Ring::new(slots, host_bytes);
-    let reserved = ring.reserve(stream.backend, stream.dev_bytes);
     let first = stream.jobs[0].0;
-    let result = reserved
+    let result = Ring::new(stream.backend, slots, host_bytes, stream.dev_bytes)
         .map_err(|e| stream.core.gpu_err(first, stream.backend, e))
-        .and_then(|()| {
+        .and_then(|mut ring| {
             stream.shared.ring_ready();
-            stream.read_and_issue(Queue::Lane(r as u16), &mut ring, sent)
+            stream.read_and_issue(Queue::Lane(r as u16), &mut ring, sent)?;
+            Ok(ring)
         });
-    result.map_err(|e| stream.shared.fail(e)).map(|()| ring)
+    result.map_err(|e| stream.shared.fail(e))
 }
 
 /// The distinct kernels `jobs` launch, in job order.

@@ -81,7 +81,7 @@ impl Stream<'_> {
             for p in &batch.pieces {
                 self.shared.started[p.job].fetch_min(taken, Ordering::Relaxed);
             }
-            let slot = ring.next_slot(self.backend).map_err(|e| self.gpu(e))?;
+            let slot = ring.next_slot();
             let t = Instant::now();
             let host = slot.host.as_mut_slice().map_err(|e| {
                 let first = self.jobs[batch.pieces[0].job].0;
@@ -176,10 +176,10 @@ impl Stream<'_> {
         shared.phases.first_issue.fetch_min(now, Ordering::Relaxed);
         if self.has_kernels(batch) || self.bare {
             let b = self.backend;
-            if slot.dev.is_none() {
-                slot.dev = Some(b.alloc(self.dev_bytes).map_err(|e| self.gpu(e))?);
-            }
-            let dev = slot.dev.as_mut().expect("allocated above");
+            let dev = slot
+                .dev
+                .as_mut()
+                .expect("a ring with kernels has device slots");
             b.upload_async(lane, &mut slot.host, 0..batch.used, dev, 0)
                 .map_err(|e| self.gpu(e))?;
         }
